@@ -1,0 +1,265 @@
+"""Settings: one pydantic model, defaults documented in docs/configuration.md.
+
+Sources, highest precedence first: explicit overrides (CLI flags), `PD_OBSERVER_*` environment
+variables (nested with `__`, e.g. `PD_OBSERVER_SERVER__PORT=9090`), the YAML file given with
+`--config`, then the defaults below. The environment is read when `load_settings` is called,
+never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from observer import conventions as c
+from observer.model import SloSpec
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is one line naming the bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    auth_token: str | None = Field(
+        None, description="Bearer token required on ingest and API when set; /healthz, /readyz stay open"
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="cap on the compressed request body")
+    max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0, description="cap after gunzip (413)")
+    ingest_queue_size: int = Field(64, gt=0, description="OTLP batches waiting to be written; 429 past it")
+    retry_after_seconds: int = Field(2, ge=1)
+    decode_workers: int = Field(2, ge=1, description="threads decoding OTLP bodies off the event loop")
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class IngestSettings(_Section):
+    engine_span_names: tuple[str, ...] = c.DEFAULT_ENGINE_SPAN_NAMES
+    engine_marker_attribute: str = c.DEFAULT_ENGINE_MARKER_ATTR
+    tenant_keys: tuple[str, ...] = c.DEFAULT_TENANT_KEYS
+    model_keys: tuple[str, ...] = c.DEFAULT_MODEL_KEYS
+    pod_keys: tuple[str, ...] = c.DEFAULT_POD_KEYS
+    role_keys: tuple[str, ...] = c.DEFAULT_ROLE_KEYS
+    input_token_keys: tuple[str, ...] = c.DEFAULT_INPUT_TOKEN_KEYS
+    output_token_keys: tuple[str, ...] = c.DEFAULT_OUTPUT_TOKEN_KEYS
+    max_pending_traces: int = Field(100_000, gt=0, description="traces held waiting for a P/D partner")
+    pending_timeout_seconds: float = Field(30.0, gt=0, description="flush a P/D half after this long")
+    tenant_wait_seconds: float = Field(
+        0.0, ge=0, description="hold an engine span without a tenant this long for a tenant-bearing span"
+    )
+    max_spans_per_batch: int = Field(100_000, gt=0)
+
+
+class AggregationSettings(_Section):
+    windows_seconds: tuple[int, ...] = (60, 300, 3600)
+    fine_bucket_seconds: int = Field(10, gt=0, description="bucket width for windows up to fine_horizon")
+    fine_horizon_seconds: int = Field(300, gt=0)
+    coarse_bucket_seconds: int = Field(60, gt=0, description="bucket width for longer windows")
+    max_tenants: int = Field(1000, gt=0, description="tenants tracked individually; the rest fold to `other`")
+    sketch_relative_accuracy: float = Field(0.005, gt=0, lt=0.05)
+    sketch_max_bins: int = Field(2048, ge=64)
+
+    @property
+    def max_window_seconds(self) -> int:
+        return max(self.windows_seconds)
+
+    @model_validator(mode="after")
+    def _check(self) -> AggregationSettings:
+        if self.fine_horizon_seconds % self.fine_bucket_seconds:
+            raise ValueError("fine_horizon_seconds must be a multiple of fine_bucket_seconds")
+        if self.coarse_bucket_seconds % self.fine_bucket_seconds:
+            raise ValueError("coarse_bucket_seconds must be a multiple of fine_bucket_seconds")
+        return self
+
+
+class StoreSettings(_Section):
+    url: str = Field(
+        "sqlite:///pd-observer.db", description="SQLAlchemy URL; postgresql+psycopg://... for production"
+    )
+    record_retention_seconds: int = Field(
+        24 * 3600, gt=0, description="how long raw request records are kept"
+    )
+    rollup_retention_seconds: int = Field(
+        30 * 24 * 3600, gt=0, description="how long per-minute rollups are kept"
+    )
+    maintenance_interval_seconds: float = Field(60.0, gt=0, description="rollup + retention job period")
+    write_batch_max: int = Field(32, gt=0, description="OTLP batches grouped into one transaction")
+
+
+class SloSettings(_Section):
+    name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:-]+$")
+    sli: Literal["ttft", "itl", "e2e", "error"]
+    objective: float = Field(gt=0, lt=1)
+    threshold_seconds: float | None = Field(None, gt=0)
+    tenants: tuple[str, ...] = ()
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> SloSettings:
+        if self.sli != c.SLI_ERROR and self.threshold_seconds is None:
+            raise ValueError(f"latency SLO {self.name!r} needs threshold_seconds")
+        if self.sli == c.SLI_ERROR and self.threshold_seconds is not None:
+            raise ValueError(f"availability SLO {self.name!r} takes no threshold_seconds")
+        return self
+
+    def to_spec(self) -> SloSpec:
+        return SloSpec(
+            name=self.name,
+            sli=self.sli,
+            objective=self.objective,
+            threshold_seconds=self.threshold_seconds,
+            tenants=self.tenants,
+            description=self.description,
+        )
+
+
+DEFAULT_SLOS: tuple[SloSettings, ...] = (
+    SloSettings(
+        name="ttft-2s",
+        sli="ttft",
+        objective=0.99,
+        threshold_seconds=2.0,
+        description="99% of requests see their first token within 2 s",
+    ),
+    SloSettings(
+        name="itl-100ms",
+        sli="itl",
+        objective=0.99,
+        threshold_seconds=0.1,
+        description="99% of requests stream at <= 100 ms mean inter-token latency",
+    ),
+    SloSettings(
+        name="availability",
+        sli="error",
+        objective=0.999,
+        description="99.9% of requests finish without error",
+    ),
+)
+
+
+class Settings(BaseSettings):
+    """All of pd-observer's knobs. Sections are optional in the YAML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=c.ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    ingest: IngestSettings = IngestSettings()
+    aggregation: AggregationSettings = AggregationSettings()
+    store: StoreSettings = StoreSettings()
+    slos: tuple[SloSettings, ...] = DEFAULT_SLOS
+    # Sections owned by later components are free-form until those components land.
+    sources: dict[str, Any] = Field(default_factory=dict)
+    signals: dict[str, Any] = Field(default_factory=dict)
+    alerts: dict[str, Any] = Field(default_factory=dict)
+    dashboards: dict[str, Any] = Field(default_factory=dict)
+    autoscaler: dict[str, Any] = Field(default_factory=dict)
+    simulator: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("slos")
+    @classmethod
+    def _unique_slos(cls, v: tuple[SloSettings, ...]) -> tuple[SloSettings, ...]:
+        names = [s.name for s in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate SLO names: {', '.join(dupes)}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> Settings:
+        if self.store.record_retention_seconds < self.aggregation.max_window_seconds:
+            raise ValueError(
+                "store.record_retention_seconds must cover the longest aggregation window "
+                f"({self.aggregation.max_window_seconds} s): windows are rebuilt from records on restart"
+            )
+        if self.server.max_decompressed_bytes < self.server.max_body_bytes:
+            raise ValueError("server.max_decompressed_bytes must be >= server.max_body_bytes")
+        return self
+
+    def slo_specs(self) -> tuple[SloSpec, ...]:
+        return tuple(s.to_spec() for s in self.slos)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the YAML file merged with CLI overrides; env beats the file.
+        return (env_settings, init_settings)
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"invalid configuration{origin}: {loc}: {msg}{more}"
+
+
+def load_settings(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load settings from an optional YAML file, the environment and CLI overrides.
+
+    Raises ConfigError with one line naming the bad field.
+    """
+    data: dict[str, Any] = {}
+    origin = ""
+    if path is not None:
+        origin = f" in {path}"
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a YAML mapping at the top level")
+        data = raw
+    if overrides:
+        data = _merge(data, overrides)
+    saved: dict[str, str] | None = None
+    if env is not None:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin)) from exc
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# pd-observer developer entry point. Installs what it needs on a fresh Debian machine
+# (Python venv + packages, Debian's prometheus and prometheus-alertmanager), then runs:
+#   scripts/dev.sh demo [ARGS...]   the live demo (service + digital twin)
+#   scripts/dev.sh test [PYTEST ARGS...]   the full test suite
+#   scripts/dev.sh setup            install only
+#   scripts/dev.sh lint             ruff, mypy, import-linter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${PD_OBSERVER_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+need_apt=()
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+
+setup() {
+  if ((${#need_apt[@]})); then
+    echo "[setup] installing Debian packages: ${need_apt[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      $(printf '%s\n' "${need_apt[@]}" | sort -u) python3-venv >/dev/null
+  fi
+  # Debian's prometheus package starts a system service on :9090; our tests use their own ports.
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating virtualenv $VENV" >&2
+    "$PY" -m venv "$VENV"
+  fi
+  stamp="$VENV/.pd-observer-installed"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "[setup] installing Python packages (pip install -e .[dev])" >&2
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    touch "$stamp"
+  fi
+}
+
+cmd="${1:-help}"
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  test)
+    setup
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  lint)
+    setup
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/mypy"
+    "$VENV/bin/lint-imports"
+    ;;
+  demo)
+    setup
+    exec "$VENV/bin/pd-observer" demo "$@"
+    ;;
+  *)
+    sed -n '2,9p' "$0"
+    exit 2
+    ;;
+esac
