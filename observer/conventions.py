@@ -291,6 +291,22 @@ KV_EVENT_BLOCK_REMOVED: Final = "BlockRemoved"
 KV_EVENT_ALL_CLEARED: Final = "AllBlocksCleared"
 KV_MEDIUM_TO_TIER: Final = {"GPU": TIER_HBM, "CPU": TIER_DRAM, "STORAGE": TIER_DISK}
 KV_TOPIC_PREFIX: Final = "kv@"
+KV_TOPIC_SEPARATOR: Final = "@"  # topic = kv@<pod>@<model>
+KV_MEDIUM_GPU: Final = "GPU"
+KV_MEDIUM_CPU: Final = "CPU"
+KV_MEDIUM_STORAGE: Final = "STORAGE"
+
+# Reading metrics (sources issue): label names as Prometheus' Kubernetes SD relabelling sets them,
+# the counter suffix of the text exposition, and the names of our sources and generations.
+PROM_COUNTER_SUFFIX: Final = "_total"
+PROM_LABEL_POD: Final = "pod"
+PROM_LABEL_NAMESPACE: Final = "namespace"
+VLLM_GENERATION_V1: Final = "v1"  # vLLM >= 0.12 names
+VLLM_GENERATION_LEGACY: Final = "legacy"  # vLLM <= 0.11 names
+SOURCE_PROMETHEUS: Final = "prometheus"
+SOURCE_SCRAPE: Final = "scrape"
+SOURCE_KV_EVENTS: Final = "kv_events"
+K8S_LABEL_INSTANCE: Final = "app.kubernetes.io/instance"  # helm release: our default pool label
 
 # ---------------------------------------------------------------------------------------------
 # What pd-observer exports (DESIGN §4). Names without the `_total` suffix for counters:
