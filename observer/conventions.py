@@ -406,3 +406,42 @@ CT_PROTOBUF: Final = "application/x-protobuf"
 CT_JSON: Final = "application/json"
 
 ENV_PREFIX: Final = "PD_OBSERVER_"
+
+# ---------------------------------------------------------------------------------------------
+# Alerts (alerts issue): recording-rule and alert names, alert labels and annotations.
+# Counters are exposed by prometheus_client with COUNTER_SUFFIX appended.
+# ---------------------------------------------------------------------------------------------
+COUNTER_SUFFIX: Final = "_total"
+RULE_PREFIX: Final = "pd_observer:"
+RECORD_SLO_ERROR_RATIO: Final = RULE_PREFIX + "slo_error_ratio:rate"  # + window, e.g. ...:rate5m
+
+
+def slo_error_ratio_record(window: str) -> str:
+    """Recording rule holding errors/requests per {slo, tenant} over `window` (e.g. "5m")."""
+    return RECORD_SLO_ERROR_RATIO + window
+
+
+ALERT_SLO_BURN: Final = "PdObserverErrorBudgetBurn"
+ALERT_CACHE_CASCADE: Final = "PdObserverCachePartitionCascade"
+ALERT_DECODE_STARVATION: Final = "PdObserverDecodeStarvation"
+ALERT_DECODE_PRESSURE: Final = "PdObserverDecodePressure"
+ALERT_KV_SATURATION: Final = "PdObserverKvCacheSaturation"
+ALERT_PREFILL_QUEUE: Final = "PdObserverPrefillQueueBuildup"
+ALERT_PD_IMBALANCE: Final = "PdObserverPdImbalance"
+ALERT_OBSERVER_BLIND: Final = "PdObserverBlind"
+ALERT_AUTOSCALER_STUCK: Final = "PdObserverAutoscalerStuck"
+ALERT_AUTOSCALER_THRASHING: Final = "PdObserverAutoscalerThrashing"
+ALERT_AUTOSCALER_ACTUATION: Final = "PdObserverAutoscalerActuationFailing"
+LABEL_SEVERITY: Final = "severity"
+SEVERITY_PAGE: Final = "page"
+SEVERITY_TICKET: Final = "ticket"
+SEVERITIES: Final = (SEVERITY_PAGE, SEVERITY_TICKET)
+LABEL_LONG_WINDOW: Final = "long_window"
+LABEL_SHORT_WINDOW: Final = "short_window"
+LABEL_ALERTNAME: Final = "alertname"
+BLIND_REASON_DOWN: Final = "source_down"
+BLIND_REASON_STALE: Final = "stale"
+BLIND_REASON_ABSENT: Final = "absent"
+ANNOTATION_SUMMARY: Final = "summary"
+ANNOTATION_DESCRIPTION: Final = "description"
+ANNOTATION_RUNBOOK: Final = "runbook_url"
