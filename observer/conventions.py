@@ -404,6 +404,10 @@ SLIS: Final = (*LATENCY_SLIS, SLI_ERROR)
 OTLP_TRACES_PATH: Final = "/v1/traces"
 CT_PROTOBUF: Final = "application/x-protobuf"
 CT_JSON: Final = "application/json"
+CE_GZIP: Final = "gzip"  # Content-Encoding values accepted on ingest
+CE_IDENTITY: Final = "identity"
+OTLP_STATUS_ERROR: Final = 2  # OTLP Status.code ERROR
+ATTR_REQUEST_N: Final = "gen_ai.request.n"
 
 ENV_PREFIX: Final = "PD_OBSERVER_"
 
