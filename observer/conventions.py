@@ -449,3 +449,27 @@ BLIND_REASON_ABSENT: Final = "absent"
 ANNOTATION_SUMMARY: Final = "summary"
 ANNOTATION_DESCRIPTION: Final = "description"
 ANNOTATION_RUNBOOK: Final = "runbook_url"
+
+# Latency metrics the aggregator keeps a quantile sketch for (per tenant, per window).
+LATENCY_METRICS: Final = (SLI_TTFT, SLI_ITL, SLI_E2E, *PHASES)
+
+# Tenant entry of GET /api/v1/tenants (DESIGN §4). Keys after API_SLO are allowed additions.
+API_TENANT: Final = "tenant"
+API_REQUESTS: Final = "requests"
+API_PROMPT_TOKENS: Final = "prompt_tokens"
+API_CACHED_TOKENS: Final = "cached_tokens"
+API_PREFIX_HIT_RATE: Final = "prefix_hit_rate"
+API_CACHED_BY_TIER: Final = "cached_tokens_by_tier"
+API_TTFT: Final = "ttft_seconds"
+API_ITL: Final = "itl_seconds"
+API_E2E: Final = "e2e_seconds"
+API_SLO: Final = "slo"
+API_ATTAINMENT: Final = "attainment"
+API_BURN_RATE: Final = "burn_rate"
+API_P50: Final = "p50"
+API_P90: Final = "p90"
+API_P99: Final = "p99"
+API_OUTPUT_TOKENS: Final = "output_tokens"
+API_ERRORS: Final = "errors"
+API_PHASES: Final = "phases_seconds"
+API_TIER_SHARES: Final = "tier_shares"
