@@ -30,6 +30,7 @@ ROLES: Final = (ROLE_PREFILL, ROLE_DECODE)
 UNKNOWN_TENANT: Final = "unknown"
 OTHER_TENANT: Final = "other"  # where tenants past the cardinality bound are folded
 UNKNOWN_MODEL: Final = "unknown"
+UNKNOWN_POD: Final = "unknown"
 
 # ---------------------------------------------------------------------------------------------
 # OpenTelemetry spans (field notes §3, DESIGN §4 span resolution defaults)
