@@ -1,0 +1,91 @@
+"""Export: the whole pipeline (load → validate → generate → render) for the CLI and the API.
+
+- `export(dir, settings)` backs `pd-observer alerts export DIR`;
+- `rules_for_api(settings)` backs `GET /api/v1/alerts/rules`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alerts.generate import RuleSet, generate
+from alerts.render import (
+    alertmanager_dict,
+    render_alertmanager,
+    render_prometheus_rule,
+    render_rules,
+    rules_dict,
+)
+from alerts.routing import AlertmanagerConfig, build_routing
+from alerts.settings import AlertsSettings, parse_alerts_settings
+from alerts.spec import WindowSet, load_window_set, slos_from_settings
+from alerts.validate import Issue, check
+from observer.config import Settings
+
+RULES_FILE = "pd-observer-rules.yaml"
+PROMETHEUS_RULE_FILE = "pd-observer-prometheusrule.yaml"
+ALERTMANAGER_FILE = "alertmanager.yml"
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    alerts: AlertsSettings
+    windows: WindowSet
+    rules: RuleSet
+    routing: AlertmanagerConfig
+    warnings: tuple[Issue, ...]
+
+
+def build(settings: Settings) -> Built:
+    """Load, validate and generate. Raises observer.config.ConfigError on bad definitions."""
+    alerts = parse_alerts_settings(settings)
+    windows = load_window_set(alerts.window_set)
+    specs = slos_from_settings(settings)
+    warnings = check(specs, windows)
+    return Built(
+        alerts=alerts,
+        windows=windows,
+        rules=generate(specs, windows, alerts),
+        routing=build_routing(alerts),
+        warnings=warnings,
+    )
+
+
+def render_all(settings: Settings) -> dict[str, str]:
+    """File name -> content, in a fixed order."""
+    b = build(settings)
+    return {
+        RULES_FILE: render_rules(b.rules),
+        PROMETHEUS_RULE_FILE: render_prometheus_rule(
+            b.rules,
+            name=b.alerts.prometheus_rule_name,
+            namespace=b.alerts.prometheus_rule_namespace,
+            labels=b.alerts.prometheus_rule_labels,
+        ),
+        ALERTMANAGER_FILE: render_alertmanager(b.routing),
+    }
+
+
+def export(directory: str | Path, settings: Settings) -> list[Path]:
+    """Write the rule file, the PrometheusRule object and alertmanager.yml into `directory`."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in render_all(settings).items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def rules_for_api(settings: Settings) -> dict[str, Any]:
+    """Body of `GET /api/v1/alerts/rules`: the rule groups, the window set and the routing."""
+    b = build(settings)
+    return {
+        "window_set": b.windows.name,
+        **rules_dict(b.rules),
+        "alertmanager": alertmanager_dict(b.routing),
+        "warnings": [str(w) for w in b.warnings],
+    }
