@@ -1,0 +1,422 @@
+"""SQL store (SQLAlchemy Core) for request records, pending P/D spans, SLOs and rollups.
+
+Sync API: one writer thread calls the write methods (they are also serialized by a lock, so a
+second in-process writer is safe); reads may come from any thread (pooled Engine). SQLite runs in
+WAL mode with synchronous=NORMAL: a transaction that returned is in the WAL file, so it survives
+the process being killed (kill -9); only an OS crash / power loss may drop the last transactions.
+See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+
+import migrations
+from observer.model import EngineSpan, RequestRecord, SloSpec
+from observer.store import codec
+from observer.store import schema as s
+from observer.store.types import DEFAULT_CHUNK, MINUTE, RollupRow, RollupWatermark, minute_floor
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE_OPTION = "pd_observer_write"
+_IN_CHUNK = 500  # ids per `IN (...)` when deleting released pending spans
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` / `postgres://` get the installed psycopg 3 driver; others pass through."""
+    u = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Programmatic Alembic config (no alembic.ini): script_location is the installed
+    `migrations` package, so `pd-observer db upgrade` works from any working directory."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).resolve().parent))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy (our "begin" hook) emit BEGIN instead of pysqlite's implicit, late BEGIN.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Writers take the write lock up front (no SQLITE_BUSY_SNAPSHOT on a read-then-write upgrade).
+    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Store:
+    """The SQL implementation of `observer.store.RecordStore`. Create with `Store.open(url)`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._lock = threading.RLock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 5, echo: bool = False) -> Store:
+        """Create the engine. SQLite: the parent directory is created; in-memory SQLite is not
+        supported (use MemoryStore). PostgreSQL: `postgresql+psycopg://user@host:port/db`."""
+        url = normalize_url(url)
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite":
+            if not u.database or u.database == ":memory:":
+                raise ValueError("in-memory SQLite is not supported by Store; use MemoryStore")
+            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                connect_args={"check_same_thread": False},
+            )
+            sa.event.listen(engine, "connect", _sqlite_on_connect)
+            sa.event.listen(engine, "begin", _sqlite_on_begin)
+        elif u.get_backend_name() == "postgresql":
+            engine = sa.create_engine(url, echo=echo, pool_size=pool_size, pool_pre_ping=True)
+        else:
+            raise ValueError(f"unsupported database {u.get_backend_name()!r}: use sqlite or postgresql")
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._lock, self._engine.connect() as conn:
+            conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- migrations ------------------------------------------------------------------------------
+    def upgrade(self, revision: str = "head") -> None:
+        """Alembic upgrade (to head by default); idempotent."""
+        cfg = alembic_config()
+        with self._write() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+    def downgrade(self, revision: str = "base") -> None:
+        cfg = alembic_config()
+        with self._write() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+
+    def current_revision(self) -> str | None:
+        """The database's Alembic revision, None when never migrated."""
+        with self._read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # -- records and pending spans ---------------------------------------------------------------
+    def write_batch(
+        self,
+        records: Sequence[RequestRecord],
+        pending_added: Sequence[EngineSpan] = (),
+        pending_released: Sequence[str] = (),
+    ) -> list[RequestRecord]:
+        """In ONE transaction: insert `records` (ignoring request ids already stored), add
+        `pending_added` spans, delete `pending_released` span ids. Returns the records that were
+        new, in input order, so a retried batch is not counted twice."""
+        unique: dict[str, RequestRecord] = {}
+        for r in records:
+            unique.setdefault(r.request_id, r)
+        new_ids: set[str] = set()
+        with self._write() as conn:
+            if unique:
+                stmt = (
+                    self._insert(s.requests)
+                    .on_conflict_do_nothing(index_elements=["request_id"])
+                    .returning(s.requests.c.request_id)
+                )
+                rows = [codec.record_to_row(r) for r in unique.values()]
+                new_ids = set(conn.execute(stmt, rows).scalars())
+            if pending_added:
+                conn.execute(
+                    self._insert(s.pending_spans).on_conflict_do_nothing(index_elements=["span_id"]),
+                    [
+                        {
+                            "span_id": p.span_id,
+                            "trace_id": p.trace_id,
+                            "end_time": p.end_time,
+                            "payload": codec.encode_engine_span(p),
+                        }
+                        for p in pending_added
+                    ],
+                )
+            released = list(dict.fromkeys(pending_released))
+            for i in range(0, len(released), _IN_CHUNK):
+                chunk = released[i : i + _IN_CHUNK]
+                conn.execute(sa.delete(s.pending_spans).where(s.pending_spans.c.span_id.in_(chunk)))
+        return [r for r in unique.values() if r.request_id in new_ids]
+
+    def load_pending(self) -> list[EngineSpan]:
+        """Every pending engine span, oldest end time first."""
+        q = sa.select(s.pending_spans.c.payload).order_by(
+            s.pending_spans.c.end_time, s.pending_spans.c.span_id
+        )
+        with self._read() as conn:
+            return [codec.decode_engine_span(p) for p in conn.execute(q).scalars()]
+
+    def records_since(self, t: float, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RequestRecord]:
+        """Records with end_time >= t, ordered by (end_time, insertion), read in chunks of
+        `chunk_size` (keyset pagination; no connection is held between chunks)."""
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        req = s.requests
+        last: tuple[float, int] | None = None
+        while True:
+            q = sa.select(req).where(req.c.end_time >= t)
+            if last is not None:
+                q = q.where(
+                    sa.or_(
+                        req.c.end_time > last[0],
+                        sa.and_(req.c.end_time == last[0], req.c.seq > last[1]),
+                    )
+                )
+            q = q.order_by(req.c.end_time, req.c.seq).limit(chunk_size)
+            with self._read() as conn:
+                rows = conn.execute(q).mappings().all()
+            for row in rows:
+                yield codec.row_to_record(row)
+            if len(rows) < chunk_size:
+                return
+            last = (float(rows[-1]["end_time"]), int(rows[-1]["seq"]))
+
+    def get_record(self, request_id: str) -> RequestRecord | None:
+        q = sa.select(s.requests).where(s.requests.c.request_id == request_id)
+        with self._read() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else codec.row_to_record(row)
+
+    def records_by_trace(self, trace_id: str) -> list[RequestRecord]:
+        """Records of one trace (usually one), ordered by end time."""
+        q = (
+            sa.select(s.requests)
+            .where(s.requests.c.trace_id == trace_id)
+            .order_by(s.requests.c.end_time, s.requests.c.seq)
+        )
+        with self._read() as conn:
+            return [codec.row_to_record(r) for r in conn.execute(q).mappings()]
+
+    def count_records(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(s.requests)).scalar_one())
+
+    # -- SLOs ------------------------------------------------------------------------------------
+    def list_slos(self) -> list[SloSpec]:
+        with self._read() as conn:
+            return self._list_slos(conn)
+
+    @staticmethod
+    def _list_slos(conn: Connection) -> list[SloSpec]:
+        q = sa.select(s.slos).order_by(s.slos.c.position)
+        return [codec.row_to_slo(r) for r in conn.execute(q).mappings()]
+
+    def replace_slos(self, specs: Sequence[SloSpec]) -> None:
+        """PUT semantics: the stored set becomes exactly `specs` (order kept), atomically.
+        Raises ValueError on duplicate names (nothing is changed)."""
+        _check_unique(specs)
+        with self._write() as conn:
+            self._replace_slos(conn, specs)
+
+    def _replace_slos(self, conn: Connection, specs: Sequence[SloSpec]) -> None:
+        conn.execute(sa.delete(s.slos))
+        if specs:
+            conn.execute(sa.insert(s.slos), [codec.slo_to_row(x, i) for i, x in enumerate(specs)])
+        self._set_meta(conn, s.META_SLOS_INITIALIZED, "1")
+
+    def slos_initialized(self) -> bool:
+        """True once SLOs were written (seeded or PUT), even if the set is now empty."""
+        with self._read() as conn:
+            return self._get_meta(conn, s.META_SLOS_INITIALIZED) is not None
+
+    def seed_slos(self, specs: Sequence[SloSpec]) -> list[SloSpec]:
+        """First start: store `specs` (from the config) and return them. Later starts: the
+        database wins; return what it holds and ignore `specs`."""
+        _check_unique(specs)
+        with self._write() as conn:
+            if self._get_meta(conn, s.META_SLOS_INITIALIZED) is not None:
+                return self._list_slos(conn)
+            self._replace_slos(conn, specs)
+            return list(specs)
+
+    # -- meta --------------------------------------------------------------------------------------
+    @staticmethod
+    def _get_meta(conn: Connection, key: str) -> str | None:
+        q = sa.select(s.store_meta.c.value).where(s.store_meta.c.key == key)
+        value: str | None = conn.execute(q).scalar_one_or_none()
+        return value
+
+    def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self._insert(s.store_meta).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}))
+
+    # -- rollups and retention -------------------------------------------------------------------
+    def watermark(self) -> RollupWatermark | None:
+        """The rollup watermark, None before the first rollup."""
+        with self._read() as conn:
+            return self._watermark(conn)
+
+    def _watermark(self, conn: Connection) -> RollupWatermark | None:
+        t = self._get_meta(conn, s.META_ROLLUP_TIME)
+        q = self._get_meta(conn, s.META_ROLLUP_SEQ)
+        if t is None or q is None:
+            return None
+        return RollupWatermark(float(t), int(q))
+
+    def _minute_expr(self) -> sa.ColumnElement[Any]:
+        end = s.requests.c.end_time
+        if self._sqlite:  # CAST truncates toward zero on SQLite: a floor for epoch (positive) times
+            return sa.cast(sa.cast(end / MINUTE, sa.Integer) * MINUTE, sa.Double)
+        return sa.func.floor(end / MINUTE) * MINUTE
+
+    def rollup(self, up_to: float) -> int:
+        """Aggregate the records of complete minutes before `up_to` that are not rolled up yet
+        into rollups_minute, plus late records (inserted after their minute was rolled up).
+        Idempotent and resumable (watermark in store_meta, updated in the same transaction).
+        Returns the number of records aggregated."""
+        req = s.requests
+        with self._write() as conn:
+            if not self._sqlite:
+                # Wait for in-flight inserts so no smaller seq commits after we read max(seq).
+                conn.exec_driver_sql("LOCK TABLE requests IN SHARE MODE")
+            wm = self._watermark(conn)
+            new_time = minute_floor(up_to) if wm is None else max(wm.time, minute_floor(up_to))
+            max_seq = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(req.c.seq), 0))).scalar_one())
+            new_seq = max_seq if wm is None else max(wm.seq, max_seq)
+            if wm is None:
+                cond = sa.and_(req.c.seq <= new_seq, req.c.end_time < new_time)
+            else:
+                cond = sa.and_(
+                    req.c.seq <= new_seq,
+                    sa.or_(
+                        sa.and_(req.c.end_time >= wm.time, req.c.end_time < new_time),
+                        sa.and_(req.c.end_time < wm.time, req.c.seq > wm.seq),
+                    ),
+                )
+            minute = self._minute_expr()
+            sums = [sa.func.sum(req.c[name]).label(name) for name in s.SUM_COLUMNS]
+            errors = sa.func.sum(sa.case((req.c.error, 1), else_=0)).label("errors")
+            agg = (
+                sa.select(
+                    minute.label("minute_start"),
+                    req.c.tenant,
+                    req.c.model,
+                    sa.func.count().label("requests"),
+                    *sums,
+                    errors,
+                )
+                .where(cond)
+                .group_by(minute, req.c.tenant, req.c.model)
+            )
+            groups = [
+                {
+                    k: (float(v) if k == "minute_start" else v if isinstance(v, str) else int(v))
+                    for k, v in row.items()
+                }
+                for row in conn.execute(agg).mappings()
+            ]
+            if groups:
+                ins = self._insert(s.rollups_minute)
+                add = ("requests", *s.SUM_COLUMNS, "errors")
+                upsert = ins.on_conflict_do_update(
+                    index_elements=["minute_start", "tenant", "model"],
+                    set_={c: s.rollups_minute.c[c] + ins.excluded[c] for c in add},
+                )
+                conn.execute(upsert, groups)
+            self._set_meta(conn, s.META_ROLLUP_TIME, repr(new_time))
+            self._set_meta(conn, s.META_ROLLUP_SEQ, str(new_seq))
+            return sum(int(g["requests"]) for g in groups)
+
+    def rollups(self, since: float, until: float | None = None, tenant: str | None = None) -> list[RollupRow]:
+        """Rollup rows with since <= minute_start < until, ordered by (minute, tenant, model)."""
+        r = s.rollups_minute
+        q = sa.select(r).where(r.c.minute_start >= since)
+        if until is not None:
+            q = q.where(r.c.minute_start < until)
+        if tenant is not None:
+            q = q.where(r.c.tenant == tenant)
+        q = q.order_by(r.c.minute_start, r.c.tenant, r.c.model)
+        with self._read() as conn:
+            return [codec.row_to_rollup(x) for x in conn.execute(q).mappings()]
+
+    def apply_retention(
+        self,
+        now: float,
+        record_retention_s: int,
+        rollup_retention_s: int,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> tuple[int, int]:
+        """Delete records that ended more than `record_retention_s` ago (rounded down to the
+        minute) and rollups older than `rollup_retention_s`, in transactions of at most
+        `chunk_size` rows. Records are rolled up first, so deleting never loses them from the
+        rollups. Pending spans are never deleted. Returns (records deleted, rollups deleted)."""
+        rec_cut = minute_floor(now - record_retention_s)
+        self.rollup(rec_cut)
+        wm = self.watermark()
+        guard = wm.seq if wm is not None else 0
+        req = s.requests
+        n_rec = self._delete_chunked(
+            req, req.c.seq, sa.and_(req.c.end_time < rec_cut, req.c.seq <= guard), chunk_size
+        )
+        r = s.rollups_minute
+        n_roll = self._delete_chunked(r, r.c.id, r.c.minute_start < now - rollup_retention_s, chunk_size)
+        return n_rec, n_roll
+
+    def _delete_chunked(
+        self, table: sa.Table, key: sa.Column[Any], cond: sa.ColumnElement[bool], chunk_size: int
+    ) -> int:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        total = 0
+        while True:
+            with self._write() as conn:
+                ids = sa.select(key).where(cond).order_by(key).limit(chunk_size)
+                n = conn.execute(sa.delete(table).where(key.in_(ids))).rowcount
+            total += n
+            if n < chunk_size:
+                return total
+
+
+def _check_unique(specs: Sequence[SloSpec]) -> None:
+    names = [x.name for x in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate SLO names: {', '.join(dupes)}")
