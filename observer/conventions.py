@@ -309,6 +309,18 @@ SOURCE_SCRAPE: Final = "scrape"
 SOURCE_KV_EVENTS: Final = "kv_events"
 K8S_LABEL_INSTANCE: Final = "app.kubernetes.io/instance"  # helm release: our default pool label
 
+# Labels and values the twin's emitters put on vLLM/EPP metrics (field notes §1, §2, §4).
+VLLM_LABEL_FINISHED_REASON: Final = "finished_reason"
+VLLM_FINISHED_STOP: Final = "stop"
+VLLM_FINISHED_ABORT: Final = "abort"
+EPP_LABEL_ERROR_CODE: Final = "error_code"
+EPP_LABEL_DECISION_TYPE: Final = "decision_type"
+EPP_DECISION_PD: Final = "prefill-decode"
+EPP_DECISION_DECODE_ONLY: Final = "decode-only"
+EPP_LABEL_ENDPOINT: Final = "model_server_endpoint"
+PROM_LABEL_METRICS_PATH: Final = "__metrics_path__"
+KV_REPLAY_END_SEQ: Final = (-1).to_bytes(8, "big", signed=True)  # vLLM ZmqEventPublisher.END_SEQ
+
 # ---------------------------------------------------------------------------------------------
 # What pd-observer exports (DESIGN §4). Names without the `_total` suffix for counters:
 # prometheus_client appends it.
