@@ -1,0 +1,158 @@
+"""PrometheusSource against a real Prometheus scraping exposition fixtures of every generation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from observer import conventions as c
+from observer.sources import promql
+from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
+from observer.sources.samples import PodTarget
+from tests.observer.sources.exposition_server import Pages, fixture, serve
+from tests.support.procs import Prometheus, free_port, run_prometheus
+
+pytestmark = pytest.mark.prometheus
+
+# namespace -> (vLLM fixture, EPP fixture): every generation appears at least once.
+FLEETS = {
+    "ns-v1": ("vllm_v1", "epp_llm_d_epp"),
+    "ns-legacy": ("vllm_legacy", "epp_inference_model"),
+    "ns-mixed": ("vllm_legacy", "epp_inference_objective"),
+    "ns-mixed2": ("vllm_v1", "epp_inference_model"),
+}
+WEIRD = 'a"} or vector(1) or up{pod="\\x\nnew\tline\x01'
+
+
+def _exposition_escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _config(addr: str) -> str:
+    jobs = []
+    for ns, (vllm, epp) in FLEETS.items():
+        jobs.append(
+            f"""
+  - job_name: {ns}-pod
+    metrics_path: /{ns}/{vllm}
+    static_configs:
+      - targets: ['{addr}']
+        labels: {{namespace: {ns}, pod: {ns}-decode-0}}
+  - job_name: {ns}-epp
+    metrics_path: /{ns}/{epp}
+    static_configs:
+      - targets: ['{addr}']
+        labels: {{namespace: {ns}}}"""
+        )
+    jobs.append(
+        f"""
+  - job_name: escaping
+    metrics_path: /escaping
+    static_configs:
+      - targets: ['{addr}']"""
+    )
+    return "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:" + "".join(jobs) + "\n"
+
+
+@pytest.fixture(scope="module")
+def prom() -> Iterator[Prometheus]:
+    pages = Pages()
+    for ns, (vllm, epp) in FLEETS.items():
+        pages.bodies[f"/{ns}/{vllm}"] = fixture(vllm)
+        pages.bodies[f"/{ns}/{epp}"] = fixture(epp)
+    pages.bodies["/escaping"] = (
+        "# TYPE esc_probe gauge\n"
+        f'esc_probe{{pod="{_exposition_escape(WEIRD)}"}} 1\n'
+        'esc_probe{pod="a"} 2\n'
+        'esc_probe{pod="\\\\x"} 3\n'
+    )
+    with serve(pages) as addr, run_prometheus(_config(addr)) as p:
+        # rates need two scrapes inside the window
+        for ns in FLEETS:
+            p.wait_for(f'rate(vllm:num_preemptions_total{{namespace="{ns}"}}[10s])')
+        p.wait_for("esc_probe")
+        yield p
+
+
+def _source(p: Prometheus, ns: str, **kw: object) -> PrometheusSource:
+    cfg = PrometheusSourceConfig(url=p.url, namespace=ns, rate_window_seconds=10, timeout_seconds=5, **kw)  # type: ignore[arg-type]
+    target = PodTarget(pod=f"{ns}-decode-0", role=c.ROLE_DECODE, pool="pool-a", namespace=ns)
+    return PrometheusSource(cfg, targets=lambda: (target,))
+
+
+def test_every_generation_gives_the_same_samples(prom: Prometheus) -> None:
+    now = time.time()
+    snaps = {ns: _source(prom, ns).read(now) for ns in FLEETS}
+    expected_vllm = {"ns-v1": "v1", "ns-legacy": "legacy", "ns-mixed": "legacy", "ns-mixed2": "v1"}
+    expected_epp = {
+        "ns-v1": "llm_d_epp",
+        "ns-legacy": "inference_model",
+        "ns-mixed": "inference_objective",
+        "ns-mixed2": "inference_model",
+    }
+    for ns, snap in snaps.items():
+        assert snap.ok, snap.error
+        assert snap.vllm_generation == expected_vllm[ns]
+        assert snap.epp_generation == expected_epp[ns]
+        (pod,) = snap.pods
+        assert pod.pod == f"{ns}-decode-0"
+        assert pod.role == c.ROLE_DECODE
+        assert pod.model == "llama-3-8b"
+        assert pod.kv_usage == pytest.approx(0.42)
+        assert pod.cpu_offload_usage == pytest.approx(0.3)
+        assert pod.disk_bytes == pytest.approx(1.5e9)
+        assert pod.running == 3
+        assert pod.waiting == 2
+        # constant counters: a known zero rate, not unknown
+        assert pod.preemption_rate == 0.0
+        assert pod.prefix_hits_rate == 0.0
+        assert pod.cached_tokens_rate_by_tier == {c.TIER_HBM: 0.0, c.TIER_DRAM: 0.0, c.TIER_DISK: 0.0}
+        (pool,) = snap.pools
+        assert (pool.pool, pool.kv_cache_utilization, pool.queue_size) == ("pool-a", 0.5, 4.0)
+        assert (pool.running_requests, pool.ready_endpoints) == (7.0, 3.0)
+    base = snaps["ns-v1"]
+    for snap in snaps.values():
+        assert [p.kv_usage for p in snap.pods] == [p.kv_usage for p in base.pods]
+        assert snap.pools == base.pools
+
+
+def test_stale_data_is_unknown_not_zero(prom: Prometheus) -> None:
+    src = _source(prom, "ns-v1", stale_after_seconds=30)
+    snap = src.read(time.time() + 120)  # newest sample is 2 minutes old at that "now"
+    assert snap.ok
+    assert snap.stale_pods == ("ns-v1-decode-0",)
+    (pod,) = snap.pods
+    assert pod.kv_usage is None
+    assert pod.running is None
+    assert pod.preemption_rate is None
+
+
+def test_failing_prometheus_marks_everything_unknown() -> None:
+    cfg = PrometheusSourceConfig(url=f"http://127.0.0.1:{free_port()}", retries=0, timeout_seconds=1)
+    target = PodTarget(pod="p0", role=c.ROLE_PREFILL, pool="pool-a")
+    snap = PrometheusSource(cfg, targets=lambda: (target,)).read(1000.0)
+    assert not snap.ok
+    assert snap.error
+    assert snap.pods[0].pod == "p0"
+    assert snap.pods[0].kv_usage is None
+    assert snap.pods[0].running is None
+
+
+def test_quoted_value_matches_only_that_exact_value(prom: Prometheus) -> None:
+    src = _source(prom, "ns-v1")
+    rows = src.query(promql.selector("esc_probe", {"pod": WEIRD}))
+    assert len(rows) == 1
+    assert rows[0]["metric"]["pod"] == WEIRD
+    assert rows[0]["value"][1] == "1"
+    rows = src.query(promql.selector("esc_probe", {"pod": "\\x"}))
+    assert [r["value"][1] for r in rows] == ["3"]
+    # a value that tries to close the selector and add a series matches nothing
+    assert src.query(promql.selector("esc_probe", {"pod": 'a"} or vector(1) or up{pod="'})) == []
+
+
+def test_tenant_query_escapes_tenant(prom: Prometheus) -> None:
+    src = _source(prom, "ns-v1")
+    assert src.tenant_request_rate("llm_d_epp", "tenant-a") == 0.0
+    assert src.tenant_request_rate("llm_d_epp", 'tenant-a"} or vector(7) or x{a="') is None
