@@ -1,0 +1,112 @@
+"""Online learning of per-replica capacities, and a short-horizon load forecast. Pure.
+
+Prefill: per request, prefill seconds ~ a + b * uncached tokens, so one replica serves
+1/b uncached tokens/s. Decode: per pod sample, ITL ~ a + b * running batch, so at the ITL
+target a replica holds B = (target - a) / b sequences, i.e. B / target output tokens/s.
+Both fits are exponentially weighted least squares over the samples seen so far; until
+they hold `capacity_min_samples` effective samples the configured capacities (bootstrap)
+are blended in. A fit that comes out non-physical (b <= 0, B <= 0) is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from autoscaler.types import CapacityEstimate, CapacitySamples, PoolConfig
+from observer import conventions as c
+
+Fit = tuple[float, float, float, float, float]  # (w, sx, sy, sxx, sxy)
+_EMPTY: Fit = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def bootstrap(cfg: PoolConfig) -> CapacityEstimate:
+    """The configured capacities, with empty fits."""
+    return CapacityEstimate(
+        prefill_tokens_per_s=cfg.roles[c.ROLE_PREFILL].capacity_tokens_per_s,
+        decode_tokens_per_s=cfg.roles[c.ROLE_DECODE].capacity_tokens_per_s,
+    )
+
+
+def _update_fit(fit: Fit, samples: Iterable[tuple[float, float]], rate: float, nonneg: bool = True) -> Fit:
+    w, sx, sy, sxx, sxy = fit
+    keep = 1.0 - rate
+    for x, y in samples:
+        if math.isnan(x) or math.isnan(y) or (nonneg and (x < 0 or y < 0)):  # NaN or negative: drop
+            continue
+        w, sx, sy = keep * w + 1, keep * sx + x, keep * sy + y
+        sxx, sxy = keep * sxx + x * x, keep * sxy + x * y
+    return (w, sx, sy, sxx, sxy)
+
+
+def _line(fit: Fit) -> tuple[float, float] | None:
+    """(intercept, slope) of the weighted fit, or None when x has no spread."""
+    w, sx, sy, sxx, sxy = fit
+    if w <= 0:
+        return None
+    var = sxx / w - (sx / w) ** 2
+    if var <= 1e-12 * max(1.0, sxx / w):
+        return None
+    slope = (sxy / w - (sx / w) * (sy / w)) / var
+    return (sy / w - slope * sx / w, slope)
+
+
+def _blend(learned: float | None, boot: float, weight: float, min_samples: float) -> float:
+    if learned is None or learned <= 0 or math.isnan(learned):
+        return boot
+    alpha = min(1.0, weight / min_samples) if min_samples > 0 else 1.0
+    return alpha * learned + (1 - alpha) * boot
+
+
+def prefill_capacity(fit: Fit) -> float | None:
+    """Uncached prompt tokens/s one prefill replica serves, from the fit; None if unknown."""
+    line = _line(fit)
+    if line is None or line[1] <= 0:
+        return None
+    return 1.0 / line[1]
+
+
+def decode_capacity(fit: Fit, itl_target: float) -> float | None:
+    """Output tokens/s one decode replica serves at the ITL target; None if unknown."""
+    line = _line(fit)
+    if line is None or line[1] <= 0:
+        return None
+    batch = (itl_target - line[0]) / line[1]
+    if batch <= 0:
+        return None
+    return batch / itl_target
+
+
+def learn(est: CapacityEstimate | None, samples: CapacitySamples, cfg: PoolConfig) -> CapacityEstimate:
+    """New estimate after folding in `samples` (pure)."""
+    boot = bootstrap(cfg)
+    cur = est or boot
+    rate = cfg.capacity_learning_rate
+    pfit = _update_fit(cur.prefill_fit, samples.prefill, rate)
+    dfit = _update_fit(cur.decode_fit, samples.decode, rate)
+    return replace(
+        cur,
+        prefill_fit=pfit,
+        decode_fit=dfit,
+        prefill_tokens_per_s=_blend(
+            prefill_capacity(pfit), boot.prefill_tokens_per_s, pfit[0], cfg.capacity_min_samples
+        ),
+        decode_tokens_per_s=_blend(
+            decode_capacity(dfit, cfg.itl_target_seconds),
+            boot.decode_tokens_per_s,
+            dfit[0],
+            cfg.capacity_min_samples,
+        ),
+    )
+
+
+def forecast(history: Sequence[tuple[float, float]], now: float, horizon: float) -> float | None:
+    """Linear-trend forecast of a rate at `now + horizon` from (t, value) points; None if < 2."""
+    if len(history) < 2:
+        return None
+    fit = _update_fit(_EMPTY, ((t - now, v) for t, v in history), 0.0, nonneg=False)
+    line = _line(fit)
+    if line is None:
+        return history[-1][1]
+    return max(0.0, line[0] + line[1] * horizon)

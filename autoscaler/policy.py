@@ -1,0 +1,320 @@
+"""The pure policy: `decide(TickInput, Config) -> Effects`. No I/O, no clock.
+
+Per pool, two timescales:
+1. a capacity floor from demand — prefill work = prompt tok/s x (1 - hit rate) against the
+   per-replica prefill capacity, decode work = output tok/s against the per-replica decode
+   capacity (capacities learned online, see `capacity`), led by a short-horizon forecast;
+2. reactive moves from the signals — decode starvation adds prefill (and, at the GPU
+   budget, takes it from decode), decode pressure adds decode, a cache-partition cascade
+   raises the prefix-cache scorer weight, load imbalance raises the queue and
+   kv-utilization weights.
+Then the guardrails (see `guardrails` and docs/autoscaler.md) in a fixed order:
+stabilization → cooldown → N/(N-1) refusal → max step → min/max → GPU budget (+ rebalance).
+Missing/stale data or an unstable target holds the pool's replicas unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from autoscaler import capacity as cap
+from autoscaler import guardrails as g
+from autoscaler.types import (
+    ROLES,
+    Config,
+    Effects,
+    Hold,
+    PolicyState,
+    PoolConfig,
+    PoolObservation,
+    PoolState,
+    ReasonCode,
+    Recommendation,
+    RoleDecision,
+    Signals,
+    TickInput,
+    WeightChange,
+)
+from observer import conventions as c
+
+R = ReasonCode
+
+
+def decide(inp: TickInput, cfg: Config) -> Effects:
+    """One control tick over every observed pool."""
+    decisions: list[RoleDecision] = []
+    weights: list[WeightChange] = []
+    holds: list[Hold] = []
+    new_pools: dict[str, PoolState] = dict(inp.state.pools)
+    for obs in inp.pools:
+        pcfg = cfg.pools.get(obs.pool)
+        if pcfg is None:
+            holds.append(Hold(obs.pool, None, R.MISSING_DATA, "pool not configured"))
+            continue
+        st = inp.state.pools.get(obs.pool, PoolState())
+        d, w, h, new_st = _decide_pool(obs, pcfg, st, inp.now)
+        decisions.extend(d)
+        weights.extend(w)
+        holds.extend(h)
+        new_pools[obs.pool] = new_st
+    return Effects(tuple(decisions), tuple(weights), tuple(holds), PolicyState(new_pools))
+
+
+def _decide_pool(
+    obs: PoolObservation, cfg: PoolConfig, st: PoolState, now: float
+) -> tuple[list[RoleDecision], list[WeightChange], list[Hold], PoolState]:
+    pool = obs.pool
+    holds: list[Hold] = []
+    est = cap.learn(st.capacity, obs.samples, cfg)
+    st = replace(st, capacity=est)
+    current = {r: obs.roles[r].replicas for r in ROLES if r in obs.roles}
+
+    # ---- can we act on replicas at all?
+    missing_roles = [r for r in ROLES if r not in obs.roles]
+    for r in missing_roles:
+        holds.append(Hold(pool, r, R.MISSING_DATA, "target status unknown"))
+    for r, status in obs.roles.items():
+        why = g.unstable_reason(status)
+        if why is not None:
+            holds.append(Hold(pool, r, R.TARGET_NOT_STABLE, why))
+    if obs.demand is None:
+        holds.append(Hold(pool, None, R.MISSING_DATA, "no demand data"))
+    elif g.is_stale(obs.demand.age_seconds, cfg):
+        holds.append(Hold(pool, None, R.STALE_DATA, f"demand data {obs.demand.age_seconds:.0f} s old"))
+    signals_known = not g.is_stale(obs.signals.age_seconds, cfg)
+
+    decisions: list[RoleDecision]
+    if holds or obs.demand is None:
+        reason = holds[0].reason if holds else R.MISSING_DATA
+        decisions = [RoleDecision(pool, r, n, n, (reason,)) for r, n in current.items()]
+    else:
+        decisions, st = _scale(obs, cfg, st, now, current=current, signals_known=signals_known)
+
+    weight_changes, whold, st = _weights(obs, cfg, st, now, signals_known)
+    holds.extend(whold)
+    return decisions, weight_changes, holds, st
+
+
+def _scale(
+    obs: PoolObservation,
+    cfg: PoolConfig,
+    st: PoolState,
+    now: float,
+    *,
+    current: Mapping[str, int],
+    signals_known: bool,
+) -> tuple[list[RoleDecision], PoolState]:
+    assert obs.demand is not None
+    assert st.capacity is not None
+    demand = obs.demand
+    hit = min(1.0, max(0.0, demand.hit_rate))
+    work = {
+        c.ROLE_PREFILL: max(0.0, demand.prompt_tokens_per_s) * (1.0 - hit),
+        c.ROLE_DECODE: max(0.0, demand.output_tokens_per_s),
+    }
+    capacity = {
+        c.ROLE_PREFILL: st.capacity.prefill_tokens_per_s,
+        c.ROLE_DECODE: st.capacity.decode_tokens_per_s,
+    }
+    # demand history for the forecast (bounded by the forecast window)
+    kept = tuple(h for h in st.demand_history if now - cfg.forecast_window_seconds <= h[0] < now)
+    hist = (*kept, (now, work[c.ROLE_PREFILL], work[c.ROLE_DECODE]))
+    st = replace(st, demand_history=hist)
+
+    reasons: dict[str, list[ReasonCode]] = {r: [] for r in ROLES}
+    raw: dict[str, int] = {}
+    floors: dict[str, int] = {}
+    for i, r in enumerate(ROLES, start=1):
+        lead = work[r]
+        fc = cap.forecast([(h[0], h[i]) for h in hist], now, cfg.forecast_horizon_seconds)
+        base = g.replicas_for(work[r], capacity[r], cfg.target_utilization)
+        if fc is not None and fc > lead:
+            lead = fc
+        need = g.replicas_for(lead, capacity[r], cfg.target_utilization)
+        floors[r] = g.n_minus_one_floor(work[r], capacity[r])
+        raw[r] = need
+        if all(v <= 0 for v in work.values()):
+            reasons[r].append(R.ZERO_TRAFFIC)
+        else:
+            reasons[r].append(R.FORECAST if need > base else R.CAPACITY_FLOOR)
+
+    # reactive moves (signals unknown/stale: no reactive move, the floor still applies)
+    sig = obs.signals
+    if signals_known and sig.starvation:
+        raw[c.ROLE_PREFILL] = max(raw[c.ROLE_PREFILL], current[c.ROLE_PREFILL] + 1)
+        reasons[c.ROLE_PREFILL].append(R.DECODE_STARVATION)
+    if signals_known and sig.decode_pressure:
+        raw[c.ROLE_DECODE] = max(raw[c.ROLE_DECODE], current[c.ROLE_DECODE] + 1)
+        reasons[c.ROLE_DECODE].append(R.DECODE_PRESSURE)
+    # a raw recommendation never leaves the configured bounds (keeps the windows honest)
+    for r in ROLES:
+        raw[r] = min(cfg.roles[r].max_replicas, max(cfg.roles[r].min_replicas, raw[r]))
+
+    desired: dict[str, int] = {}
+    for r in ROLES:
+        rc = cfg.roles[r]
+        cur = current[r]
+        val, why = g.stabilize(
+            st.recommendations,
+            r,
+            now,
+            raw[r],
+            cur,
+            up_window=cfg.scale_up_window_seconds,
+            down_window=cfg.scale_down_window_seconds,
+        )
+        reasons[r].extend(why)
+        if val > cur and g.in_cooldown(st, r, True, now, cfg):
+            val = cur
+            reasons[r].append(R.COOLDOWN)
+        if val < cur and g.in_cooldown(st, r, False, now, cfg):
+            val = cur
+            reasons[r].append(R.COOLDOWN)
+        if val < cur and val < floors[r]:
+            val = min(cur, floors[r])
+            reasons[r].append(R.SCALE_DOWN_REFUSED)
+        val, why = g.clamp_step(cur, val, rc.max_step)
+        reasons[r].extend(why)
+        val, why = g.clamp_bounds(val, rc)
+        reasons[r].extend(why)
+        desired[r] = val
+
+    # GPU budget; at the budget, move capacity between roles instead of growing
+    wanted = dict(desired)
+    desired, bwhy = g.enforce_budget(desired, current, floors, cfg.roles, cfg.gpu_budget)
+    for r in ROLES:
+        reasons[r].extend(bwhy[r])
+    if cfg.gpu_budget is not None:
+        desired = _rebalance(
+            desired,
+            wanted,
+            current,
+            floors=floors,
+            cfg=cfg,
+            reasons=reasons,
+            sig=sig if signals_known else None,
+        )
+
+    recs = tuple(
+        x
+        for x in st.recommendations
+        if now - max(cfg.scale_down_window_seconds, cfg.scale_up_window_seconds) <= x.at < now
+    ) + tuple(Recommendation(now, r, raw[r]) for r in ROLES)
+    ups = dict(st.last_scale_up)
+    downs = dict(st.last_scale_down)
+    out: list[RoleDecision] = []
+    for r in ROLES:
+        if desired[r] > current[r]:
+            ups[r] = now
+        elif desired[r] < current[r]:
+            downs[r] = now
+        rs = reasons[r] or [R.STEADY]
+        if desired[r] == current[r] and not any(x in _HOLDING for x in rs):
+            rs = [*rs, R.STEADY] if R.STEADY not in rs else rs
+        out.append(RoleDecision(obs.pool, r, current[r], desired[r], tuple(dict.fromkeys(rs))))
+    return out, replace(st, recommendations=recs, last_scale_up=ups, last_scale_down=downs)
+
+
+_HOLDING = frozenset(
+    {R.STABILIZED_DOWN, R.STABILIZED_UP, R.COOLDOWN, R.SCALE_DOWN_REFUSED, R.BUDGET_LIMITED, R.STEP_LIMITED}
+)
+
+
+def _rebalance(
+    desired: dict[str, int],
+    wanted: Mapping[str, int],
+    current: Mapping[str, int],
+    *,
+    floors: Mapping[str, int],
+    cfg: PoolConfig,
+    reasons: dict[str, list[ReasonCode]],
+    sig: Signals | None,
+) -> dict[str, int]:
+    """A role refused growth by the budget takes replicas from the other role's surplus
+    (above its N/(N-1) floor and min, and not itself under pressure). Stays within budget."""
+    signals = sig
+    under_pressure = {
+        c.ROLE_PREFILL: bool(signals and signals.starvation),
+        c.ROLE_DECODE: bool(signals and signals.decode_pressure),
+    }
+    budget = cfg.gpu_budget
+    assert budget is not None
+    out = dict(desired)
+    for r in ROLES:
+        other = c.ROLE_DECODE if r == c.ROLE_PREFILL else c.ROLE_PREFILL
+        if under_pressure[other] and not under_pressure[r]:
+            continue
+        rc, oc = cfg.roles[r], cfg.roles[other]
+        moved = False
+        while (
+            out[r] < wanted[r]
+            and out[r] - current[r] < rc.max_step
+            and out[other] > max(oc.min_replicas, floors[other])
+            and current[other] - out[other] < oc.max_step
+        ):
+            trial = {**out, other: out[other] - 1}
+            # take from the other role until this role's next replica fits
+            if g.gpus({**trial, r: trial[r] + 1}, cfg.roles) <= budget:
+                trial[r] += 1
+                out = trial
+                moved = True
+            elif g.gpus(trial, cfg.roles) <= budget and trial[other] > max(oc.min_replicas, floors[other]):
+                out = trial  # free more GPUs (roles with different GPUs per replica)
+            else:
+                break
+        if moved:
+            for x in (r, other):
+                if R.BUDGET_REBALANCE not in reasons[x]:
+                    reasons[x].append(R.BUDGET_REBALANCE)
+    # a partial free-up that did not end in growth is undone
+    if g.gpus(out, cfg.roles) < g.gpus(desired, cfg.roles) and all(out[r] <= desired[r] for r in ROLES):
+        return desired
+    return out
+
+
+def _weights(
+    obs: PoolObservation, cfg: PoolConfig, st: PoolState, now: float, signals_known: bool
+) -> tuple[list[WeightChange], list[Hold], PoolState]:
+    pool = obs.pool
+    wc = cfg.weights
+    sig = obs.signals
+    if obs.weights is None:
+        return [], [Hold(pool, None, R.MISSING_DATA, "scorer weights unknown")], st
+    bumps: dict[str, list[ReasonCode]] = {}
+    if signals_known and sig.cascade_tenants:
+        bumps.setdefault(c.SCORER_PREFIX_CACHE, []).append(R.CACHE_CASCADE)
+    if signals_known and sig.load_imbalance:
+        for s in (c.SCORER_QUEUE, c.SCORER_KV_UTILIZATION):
+            bumps.setdefault(s, []).append(R.LOAD_IMBALANCE)
+    targets: dict[str, tuple[float, tuple[ReasonCode, ...]]] = {}
+    for scorer, bounds in wc.bounds.items():
+        if scorer not in obs.weights:
+            continue
+        cur = obs.weights[scorer]
+        new = cur + wc.step if scorer in bumps else cur
+        why = tuple(bumps.get(scorer, ()))
+        clamped = g.clamp_weight(new, bounds)
+        if clamped != new and cur == g.clamp_weight(cur, bounds) and scorer in bumps:
+            why = (*why, R.WEIGHT_AT_BOUND)
+        elif cur != g.clamp_weight(cur, bounds):
+            why = (*why, R.WEIGHT_OUT_OF_BOUNDS)
+        if clamped != cur or scorer in bumps:
+            targets[scorer] = (clamped, why)
+    holds: list[Hold] = []
+    if not signals_known:
+        holds.append(Hold(pool, None, R.STALE_DATA, "signals stale: no reactive moves"))
+    changes = [
+        WeightChange(pool, s, obs.weights[s], v, why)
+        for s, (v, why) in targets.items()
+        if v != obs.weights[s]
+    ]
+    for s, (v, why) in targets.items():
+        if v == obs.weights[s]:
+            holds.append(Hold(pool, None, R.WEIGHT_AT_BOUND, f"{s} at {v}: {','.join(why)}"))
+    if changes and g.weight_rate_limited(st, now, cfg):
+        holds.append(Hold(pool, None, R.WEIGHT_RATE_LIMITED, ", ".join(x.scorer for x in changes)))
+        return [], holds, st
+    if changes:
+        st = replace(st, last_weight_change=now)
+    return changes, holds, st

@@ -1,0 +1,245 @@
+"""Frozen value types of the control loop: what `policy.decide` reads and returns.
+
+Everything here is data: no I/O, no clock. Times are float seconds (epoch or simulated),
+always passed in. `None` means "unknown" (never zero-filled): the policy holds on unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from observer import conventions as c
+
+ROLES: tuple[str, ...] = c.ROLES  # (prefill, decode)
+
+
+class ReasonCode(StrEnum):
+    """Why a decision came out as it did (audited, exported as `reason` label)."""
+
+    STEADY = "steady"  # nothing to do
+    CAPACITY_FLOOR = "capacity_floor"  # demand / per-replica capacity asks for this many
+    FORECAST = "forecast"  # the short-horizon forecast raised the floor
+    ZERO_TRAFFIC = "zero_traffic"  # no demand: scale down to min
+    DECODE_STARVATION = "decode_starvation"  # shift capacity toward prefill
+    DECODE_PRESSURE = "decode_pressure"  # add decode
+    CACHE_CASCADE = "cache_cascade"  # raise the prefix-cache scorer weight
+    LOAD_IMBALANCE = "load_imbalance"  # raise queue / kv-utilization weights
+    CLAMPED_MIN = "clamped_min"
+    CLAMPED_MAX = "clamped_max"
+    STEP_LIMITED = "step_limited"
+    STABILIZED_DOWN = "stabilized_down"  # scale-down held by the max-over-window rule
+    STABILIZED_UP = "stabilized_up"  # scale-up held by the min-over-window rule
+    COOLDOWN = "cooldown"
+    BUDGET_LIMITED = "budget_limited"  # growth refused: GPU budget
+    BUDGET_REBALANCE = "budget_rebalance"  # at budget: capacity moved between roles
+    OVER_BUDGET = "over_budget"  # current fleet above budget: brought back under it
+    SCALE_DOWN_REFUSED = "scale_down_refused"  # load x N/(N-1) would break the target
+    TARGET_NOT_STABLE = "target_not_stable"  # rollout / generation / readiness gating
+    MISSING_DATA = "missing_data"
+    STALE_DATA = "stale_data"
+    WEIGHT_RATE_LIMITED = "weight_rate_limited"
+    WEIGHT_AT_BOUND = "weight_at_bound"
+    WEIGHT_OUT_OF_BOUNDS = "weight_out_of_bounds"  # current weight outside bounds: brought back
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RoleStatus:
+    """What the actuator read from one role's target (Deployment, LWS, CR, ...)."""
+
+    replicas: int  # spec (desired) replicas as currently set
+    ready: int  # ready replicas
+    generation_current: bool = True  # status.observedGeneration == metadata.generation
+    rollout_in_progress: bool = False
+
+    @property
+    def stable(self) -> bool:
+        return self.generation_current and not self.rollout_in_progress and self.ready == self.replicas
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Pool demand over the observation window; `age_seconds` = now - newest data point."""
+
+    prompt_tokens_per_s: float
+    output_tokens_per_s: float
+    hit_rate: float  # token-weighted prefix-cache hit rate, 0..1
+    requests_per_s: float
+    age_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """Fleet signals for one pool. Each `None` = unknown (stale or not computed)."""
+
+    starvation: bool | None = None
+    decode_pressure: bool | None = None
+    cascade_tenants: tuple[str, ...] | None = None
+    load_imbalance: bool | None = None
+    age_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CapacitySamples:
+    """Observations to learn per-replica capacities from (see `capacity`).
+
+    prefill: (uncached prompt tokens, prefill seconds) per request;
+    decode: (running batch size, inter-token latency seconds) per pod sample.
+    """
+
+    prefill: tuple[tuple[float, float], ...] = ()
+    decode: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolObservation:
+    pool: str
+    roles: Mapping[str, RoleStatus]  # ROLE_PREFILL / ROLE_DECODE; missing = unreadable
+    demand: Demand | None
+    signals: Signals = Signals()
+    weights: Mapping[str, float] | None = None  # current scorer weights, None = unknown
+    samples: CapacitySamples = CapacitySamples()
+
+
+# --------------------------------------------------------------------------------------------
+# State carried between ticks (returned in Effects, passed back in TickInput)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    at: float
+    role: str
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityEstimate:
+    """Per-replica capacities at the SLO targets, and the regression state behind them."""
+
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    # exponentially weighted sums for y = a + b x: (w, sx, sy, sxx, sxy)
+    prefill_fit: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    decode_fit: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    recommendations: tuple[Recommendation, ...] = ()  # bounded by the longest window
+    last_scale_up: Mapping[str, float] = field(default_factory=dict)  # role -> time
+    last_scale_down: Mapping[str, float] = field(default_factory=dict)
+    last_weight_change: float | None = None
+    demand_history: tuple[tuple[float, float, float], ...] = ()  # (t, prefill work, decode work)
+    capacity: CapacityEstimate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    pools: Mapping[str, PoolState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TickInput:
+    now: float
+    pools: tuple[PoolObservation, ...]
+    state: PolicyState = PolicyState()
+
+
+# --------------------------------------------------------------------------------------------
+# Config (built from settings.AutoscalerSettings.policy_config())
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RoleConfig:
+    min_replicas: int = 1
+    max_replicas: int = 8
+    max_step: int = 2
+    gpus_per_replica: int = 1
+    capacity_tokens_per_s: float = 10_000.0  # bootstrap per-replica capacity at the SLO target
+
+
+@dataclass(frozen=True, slots=True)
+class WeightConfig:
+    bounds: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: {
+            c.SCORER_PREFIX_CACHE: (1.0, 5.0),
+            c.SCORER_QUEUE: (1.0, 3.0),
+            c.SCORER_KV_UTILIZATION: (1.0, 3.0),
+        }
+    )
+    step: float = 1.0
+    min_interval_seconds: float = 900.0  # each change costs an EPP rollout restart
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    name: str
+    roles: Mapping[str, RoleConfig] = field(default_factory=lambda: {r: RoleConfig() for r in ROLES})
+    gpu_budget: int | None = None
+    ttft_target_seconds: float = 2.0
+    itl_target_seconds: float = 0.1
+    target_utilization: float = 0.8  # size so each replica runs at most this share of capacity
+    scale_down_window_seconds: float = 300.0
+    scale_up_window_seconds: float = 0.0
+    scale_up_cooldown_seconds: float = 30.0
+    scale_down_cooldown_seconds: float = 120.0
+    stale_after_seconds: float = 120.0
+    forecast_horizon_seconds: float = 60.0
+    forecast_window_seconds: float = 300.0
+    capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits
+    capacity_min_samples: float = 20.0  # effective samples before the fit overrides the bootstrap
+    weights: WeightConfig = WeightConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    pools: Mapping[str, PoolConfig]
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RoleDecision:
+    pool: str
+    role: str
+    current: int
+    desired: int
+    reasons: tuple[ReasonCode, ...]
+
+    @property
+    def changed(self) -> bool:
+        return self.desired != self.current
+
+
+@dataclass(frozen=True, slots=True)
+class WeightChange:
+    pool: str
+    scorer: str
+    current: float
+    desired: float
+    reasons: tuple[ReasonCode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    pool: str
+    role: str | None  # None: the whole pool
+    reason: ReasonCode
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    decisions: tuple[RoleDecision, ...]
+    weight_changes: tuple[WeightChange, ...]
+    holds: tuple[Hold, ...]
+    state: PolicyState
+
+    @property
+    def scale_actions(self) -> tuple[RoleDecision, ...]:
+        """Changed roles, scale-downs first (frees GPUs before growth claims them)."""
+        changed = [d for d in self.decisions if d.changed]
+        return tuple(sorted(changed, key=lambda d: (d.desired > d.current, d.pool, d.role)))

@@ -1,0 +1,332 @@
+"""The pure policy: unit cases and hypothesis properties. No mocks, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.guardrails import gpus
+from autoscaler.policy import decide
+from autoscaler.types import (
+    Config,
+    Demand,
+    PolicyState,
+    PoolConfig,
+    PoolObservation,
+    ReasonCode,
+    RoleConfig,
+    RoleStatus,
+    Signals,
+    TickInput,
+)
+from observer import conventions as c
+
+P, D = c.ROLE_PREFILL, c.ROLE_DECODE
+CAP_P, CAP_D = 10_000.0, 2_000.0
+_NO_SIGNALS = Signals()
+
+
+def pool_cfg(**kw: object) -> PoolConfig:
+    base = PoolConfig(
+        name="p",
+        roles={
+            P: RoleConfig(
+                min_replicas=1, max_replicas=8, max_step=2, gpus_per_replica=1, capacity_tokens_per_s=CAP_P
+            ),
+            D: RoleConfig(
+                min_replicas=1, max_replicas=8, max_step=2, gpus_per_replica=2, capacity_tokens_per_s=CAP_D
+            ),
+        },
+        gpu_budget=16,
+        scale_up_cooldown_seconds=0.0,
+        scale_down_cooldown_seconds=0.0,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def obs(
+    p: int,
+    d: int,
+    demand: Demand | None,
+    signals: Signals = _NO_SIGNALS,
+    weights: dict[str, float] | None = None,
+    ready: tuple[int, int] | None = None,
+) -> PoolObservation:
+    rp, rd = ready if ready is not None else (p, d)
+    return PoolObservation(
+        pool="p",
+        roles={P: RoleStatus(p, rp), D: RoleStatus(d, rd)},
+        demand=demand,
+        signals=signals,
+        weights=weights,
+    )
+
+
+def demand(prompt: float, output: float, hit: float = 0.0) -> Demand:
+    return Demand(prompt, output, hit, requests_per_s=prompt / 1000)
+
+
+def desired(effects: object, role: str) -> int:
+    return next(d.desired for d in effects.decisions if d.role == role)  # type: ignore[attr-defined]
+
+
+def reasons(effects: object, role: str) -> tuple[ReasonCode, ...]:
+    return next(d.reasons for d in effects.decisions if d.role == role)  # type: ignore[attr-defined]
+
+
+def run(cfg: PoolConfig, observations: list[tuple[float, PoolObservation]]) -> list[object]:
+    """Apply each tick's decision to the next observation's replica counts (a perfect actuator)."""
+    state = PolicyState()
+    out = []
+    cur = None
+    for now, o in observations:
+        seen = o if cur is None else replace(o, roles={r: RoleStatus(cur[r], cur[r]) for r in (P, D)})
+        eff = decide(TickInput(now, (seen,), state), Config({"p": cfg}))
+        state = eff.state
+        cur = {r: desired(eff, r) for r in (P, D)}
+        out.append(eff)
+    return out
+
+
+def test_capacity_floor_from_demand() -> None:
+    # prefill work 40k * (1 - 0.5) = 20k tok/s at 10k/replica x 0.8 util -> 3; decode 4k / (2k*0.8) -> 3
+    eff = decide(TickInput(0.0, (obs(1, 1, demand(40_000, 4_000, 0.5)),)), Config({"p": pool_cfg()}))
+    assert desired(eff, P) == 3
+    assert desired(eff, D) == 3
+    assert ReasonCode.CAPACITY_FLOOR in reasons(eff, P)
+
+
+def test_hit_rate_reduces_prefill_floor() -> None:
+    eff = decide(TickInput(0.0, (obs(1, 1, demand(40_000, 100, 0.9)),)), Config({"p": pool_cfg()}))
+    assert desired(eff, P) == 1  # 4k uncached tok/s
+
+
+def test_max_step_limits_growth() -> None:
+    eff = decide(TickInput(0.0, (obs(1, 1, demand(200_000, 100)),)), Config({"p": pool_cfg()}))
+    assert desired(eff, P) == 3
+    assert ReasonCode.STEP_LIMITED in reasons(eff, P)
+
+
+def test_missing_demand_holds_and_says_so() -> None:
+    eff = decide(TickInput(0.0, (obs(4, 4, None),)), Config({"p": pool_cfg()}))
+    assert [(d.current, d.desired) for d in eff.decisions] == [(4, 4), (4, 4)]
+    assert any(h.reason == ReasonCode.MISSING_DATA for h in eff.holds)
+
+
+def test_stale_demand_holds() -> None:
+    stale = replace(demand(0, 0), age_seconds=1000)
+    eff = decide(TickInput(0.0, (obs(4, 4, stale),)), Config({"p": pool_cfg()}))
+    assert all(not d.changed for d in eff.decisions)
+    assert any(h.reason == ReasonCode.STALE_DATA for h in eff.holds)
+
+
+def test_unstable_target_holds() -> None:
+    eff = decide(
+        TickInput(0.0, (obs(2, 2, demand(200_000, 10_000), ready=(1, 2)),)), Config({"p": pool_cfg()})
+    )
+    assert all(not d.changed for d in eff.decisions)
+    assert any(h.reason == ReasonCode.TARGET_NOT_STABLE and h.role == P for h in eff.holds)
+    rolling = PoolObservation(
+        "p", {P: RoleStatus(2, 2, rollout_in_progress=True), D: RoleStatus(2, 2)}, demand(1e6, 1e5)
+    )
+    eff = decide(TickInput(0.0, (rolling,)), Config({"p": pool_cfg()}))
+    assert all(not d.changed for d in eff.decisions)
+    gen = PoolObservation(
+        "p", {P: RoleStatus(2, 2), D: RoleStatus(2, 2, generation_current=False)}, demand(1e6, 1e5)
+    )
+    eff = decide(TickInput(0.0, (gen,)), Config({"p": pool_cfg()}))
+    assert all(not d.changed for d in eff.decisions)
+
+
+def test_scale_down_waits_for_the_stabilization_window() -> None:
+    cfg = pool_cfg()
+    ticks = [(0.0, obs(1, 1, demand(60_000, 100)))] + [
+        (t, obs(1, 1, demand(100, 100))) for t in range(15, 400, 15)
+    ]
+    effs = run(cfg, ticks)
+    p_series = [desired(e, P) for e in effs]
+    assert p_series[0] == 3
+    # the high recommendation at t=0 pins prefill at 3 until it leaves the 300 s window
+    idx_300 = [t for t, _ in ticks].index(300)
+    assert all(x == 3 for x in p_series[:idx_300])
+    assert p_series[-1] == 1
+    assert ReasonCode.STABILIZED_DOWN in reasons(effs[1], P)
+
+
+def test_zero_traffic_scales_down_to_min() -> None:
+    cfg = pool_cfg()
+    ticks = [(float(t), obs(6, 6, demand(0, 0))) for t in range(0, 1200, 30)]
+    effs = run(cfg, ticks)
+    assert desired(effs[-1], P) == 1
+    assert desired(effs[-1], D) == 1
+    assert ReasonCode.ZERO_TRAFFIC in reasons(effs[-1], P)
+
+
+def test_starvation_adds_prefill_and_rebalances_at_budget() -> None:
+    cfg = pool_cfg(gpu_budget=1 * 3 + 2 * 4)  # prefill 3 + decode 4 x 2 GPUs = 11: at budget
+    calm = obs(3, 4, demand(20_000, 6_000))  # decode floor 4 at t=0 (pins decode via the window)
+    starving = obs(3, 4, demand(20_000, 4_000), signals=Signals(starvation=True, decode_pressure=False))
+    effs = run(cfg, [(0.0, calm), (15.0, starving)])
+    eff = effs[1]
+    assert desired(eff, P) == 4
+    assert desired(eff, D) == 3
+    assert ReasonCode.DECODE_STARVATION in reasons(eff, P)
+    assert ReasonCode.BUDGET_REBALANCE in reasons(eff, D)
+    assert gpus({P: desired(eff, P), D: desired(eff, D)}, cfg.roles) <= 11
+
+
+def test_decode_pressure_adds_decode() -> None:
+    o = obs(2, 2, demand(1_000, 100), signals=Signals(decode_pressure=True))
+    eff = decide(TickInput(0.0, (o,)), Config({"p": pool_cfg()}))
+    assert desired(eff, D) == 3
+    assert ReasonCode.DECODE_PRESSURE in reasons(eff, D)
+
+
+def test_scale_down_refused_when_remaining_would_overload() -> None:
+    # a recommendation of 1 would leave 1 replica with 15k tok/s > 10k capacity: N/(N-1) refusal
+    cfg = pool_cfg(target_utilization=1.0, scale_down_window_seconds=0.0)
+    o = obs(3, 1, demand(15_000, 100))
+    eff = decide(TickInput(0.0, (o,)), Config({"p": cfg}))
+    assert desired(eff, P) == 2
+
+
+def test_cascade_raises_prefix_weight_then_rate_limited() -> None:
+    cfg = pool_cfg()
+    w = {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0, c.SCORER_KV_UTILIZATION: 1.0}
+    o = obs(1, 1, demand(100, 100), signals=Signals(cascade_tenants=("a",)), weights=w)
+    eff = decide(TickInput(0.0, (o,)), Config({"p": cfg}))
+    assert [(x.scorer, x.desired) for x in eff.weight_changes] == [(c.SCORER_PREFIX_CACHE, 3.0)]
+    eff2 = decide(
+        TickInput(60.0, (replace(o, weights={**w, c.SCORER_PREFIX_CACHE: 3.0}),), eff.state),
+        Config({"p": cfg}),
+    )
+    assert eff2.weight_changes == ()
+    assert any(h.reason == ReasonCode.WEIGHT_RATE_LIMITED for h in eff2.holds)
+    eff3 = decide(
+        TickInput(1000.0, (replace(o, weights={**w, c.SCORER_PREFIX_CACHE: 5.0}),), eff.state),
+        Config({"p": cfg}),
+    )
+    assert eff3.weight_changes == ()  # at its upper bound
+    assert any(h.reason == ReasonCode.WEIGHT_AT_BOUND for h in eff3.holds)
+
+
+def test_load_imbalance_raises_queue_and_kv_weights() -> None:
+    w = {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0, c.SCORER_KV_UTILIZATION: 1.0}
+    o = obs(1, 1, demand(100, 100), signals=Signals(load_imbalance=True), weights=w)
+    eff = decide(TickInput(0.0, (o,)), Config({"p": pool_cfg()}))
+    assert {x.scorer: x.desired for x in eff.weight_changes} == {
+        c.SCORER_QUEUE: 2.0,
+        c.SCORER_KV_UTILIZATION: 2.0,
+    }
+
+
+def test_stale_signals_make_no_reactive_moves() -> None:
+    w = {c.SCORER_PREFIX_CACHE: 2.0}
+    sig = Signals(starvation=True, cascade_tenants=("a",), age_seconds=10_000)
+    eff = decide(
+        TickInput(0.0, (obs(2, 2, demand(100, 100), signals=sig, weights=w),)), Config({"p": pool_cfg()})
+    )
+    assert eff.weight_changes == ()
+    assert desired(eff, P) <= 2
+
+
+# ------------------------------------------------------------------------------------------------
+# properties
+# ------------------------------------------------------------------------------------------------
+maybe_bool = st.one_of(st.none(), st.booleans())
+rates = st.floats(min_value=0, max_value=1e7, allow_nan=False)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObservation]]]:
+    gp, gd = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    pmin, dmin = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    pmax, dmax = pmin + draw(st.integers(0, 10)), dmin + draw(st.integers(0, 10))
+    floor_gpus = pmin * gp + dmin * gd
+    budget = draw(st.one_of(st.none(), st.integers(floor_gpus, floor_gpus + 40)))
+    cfg = PoolConfig(
+        name="p",
+        roles={
+            P: RoleConfig(pmin, pmax, draw(st.integers(1, 4)), gp, draw(st.floats(100, 1e5))),
+            D: RoleConfig(dmin, dmax, draw(st.integers(1, 4)), gd, draw(st.floats(100, 1e5))),
+        },
+        gpu_budget=budget,
+        scale_up_cooldown_seconds=draw(st.sampled_from([0.0, 30.0])),
+        scale_down_cooldown_seconds=draw(st.sampled_from([0.0, 120.0])),
+    )
+    ticks = []
+    t = 0.0
+    for _ in range(draw(st.integers(1, 12))):
+        t += draw(st.floats(1, 120))
+        dm = draw(
+            st.one_of(st.none(), st.builds(Demand, rates, rates, st.floats(0, 1), rates, st.floats(0, 200)))
+        )
+        sig = Signals(draw(maybe_bool), draw(maybe_bool), None, draw(maybe_bool), draw(st.floats(0, 200)))
+        p, d = draw(st.integers(0, 30)), draw(st.integers(0, 30))
+        ticks.append((t, obs(p, d, dm, sig)))
+    return cfg, ticks
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_bounds_and_budget_never_violated(sc: tuple[PoolConfig, list[tuple[float, PoolObservation]]]) -> None:
+    cfg, ticks = sc
+    state = PolicyState()
+    for now, o in ticks:  # replica counts come from the (adversarial) inputs each tick
+        eff = decide(TickInput(now, (o,), state), Config({"p": cfg}))
+        state = eff.state
+        changed = any(d.changed for d in eff.decisions)
+        want = {d.role: d.desired for d in eff.decisions}
+        for d in eff.decisions:
+            if d.changed:
+                assert cfg.roles[d.role].min_replicas <= d.desired <= cfg.roles[d.role].max_replicas
+                rc = cfg.roles[d.role]
+                cur_gpus = gpus({x.role: x.current for x in eff.decisions}, cfg.roles)
+                over = cfg.gpu_budget is not None and cur_gpus > cfg.gpu_budget
+                if rc.min_replicas <= d.current <= rc.max_replicas and not over:  # bounds beat step
+                    assert abs(d.desired - d.current) <= rc.max_step
+        if changed and cfg.gpu_budget is not None:
+            assert gpus(want, cfg.roles) <= cfg.gpu_budget
+        if o.demand is None or o.demand.age_seconds > cfg.stale_after_seconds:
+            assert not changed  # hold on missing / stale data
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    prompt=st.floats(0, 1e6),
+    output=st.floats(0, 1e5),
+    hit=st.floats(0, 1),
+    start=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+)
+def test_no_oscillation_under_constant_load(
+    prompt: float, output: float, hit: float, start: tuple[int, int]
+) -> None:
+    cfg = pool_cfg(gpu_budget=None)
+    ticks = [(float(t), obs(*start, demand(prompt, output, hit))) for t in range(0, 1800, 15)]
+    effs = run(cfg, ticks)
+    for role in (P, D):
+        series = [desired(e, role) for e in effs]
+        direction_changes = sum(
+            1 for a, b, c_ in zip(series, series[1:], series[2:], strict=False) if (b - a) * (c_ - b) < 0
+        )
+        assert direction_changes == 0, series  # monotone: no 2<->1 flapping
+        assert series[-1] == series[-2] == series[-3]  # settled
+
+
+def test_two_to_one_case_does_not_flap() -> None:
+    # load that needs 1.5 replicas' capacity: at 2 replicas, 1 would overload -> stays at 2 forever
+    cfg = pool_cfg(target_utilization=1.0, gpu_budget=None)
+    ticks = [(float(t), obs(2, 1, demand(15_000, 100))) for t in range(0, 3600, 5)]
+    effs = run(cfg, ticks)
+    assert {desired(e, P) for e in effs} == {2}
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=st.tuples(st.integers(1, 8), st.integers(1, 8)))
+def test_zero_traffic_always_reaches_min(start: tuple[int, int]) -> None:
+    cfg = pool_cfg(scale_down_cooldown_seconds=60.0)
+    ticks = [(float(t), obs(*start, demand(0, 0))) for t in range(0, 2400, 30)]
+    effs = run(cfg, ticks)
+    assert (desired(effs[-1], P), desired(effs[-1], D)) == (1, 1)
