@@ -1,0 +1,408 @@
+"""vLLM KV cache events over ZMQ: per pod, per tier block counts, store/remove and demotion rates.
+
+Wire format (field notes §4): PUB multipart `(topic, seq as 8-byte big-endian, msgpack batch)`,
+topic `kv@<pod>@<model>`, batch `[ts, events, data_parallel_rank]` (or a map with `ts`/`events`).
+Events are maps with a `"type"` key (vLLM >= ~0.26) or positional arrays `[tag, ...]` (older);
+both are accepted. Replay: a DEALER sends `(b"", start_seq)` to the publisher's ROUTER, which
+answers `(b"", seq, payload)` per buffered batch and ends with an empty payload.
+
+Memory is bounded: at most `max_blocks_per_pod` block hashes tracked per pod (oldest dropped
+first, the pod then reports `truncated=True` and its counts are lower bounds), at most
+`max_pods` pods, and rate buckets only over `rate_window_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+
+from observer import conventions as c
+
+log = logging.getLogger(__name__)
+
+MEDIA: tuple[str, ...] = (c.KV_MEDIUM_GPU, c.KV_MEDIUM_CPU, c.KV_MEDIUM_STORAGE)  # fastest first
+END_SEQ = (-1).to_bytes(8, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class KvEventRecord:
+    kind: str  # conventions.KV_EVENT_*
+    block_hashes: tuple[Hashable, ...] = ()
+    medium: str = c.KV_MEDIUM_GPU
+
+
+@dataclass(frozen=True, slots=True)
+class KvBatch:
+    ts: float
+    events: tuple[KvEventRecord, ...]
+    dp_rank: int | None = None
+
+
+def _hashable(v: Any) -> Hashable:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    return v  # type: ignore[no-any-return]
+
+
+def _medium(v: Any) -> str:
+    if isinstance(v, bytes):
+        v = v.decode()
+    return v if isinstance(v, str) and v in MEDIA else c.KV_MEDIUM_GPU
+
+
+def decode_event(raw: Any) -> KvEventRecord | None:
+    """One event in either encoding; None for an event kind we do not track."""
+    if isinstance(raw, Mapping):
+        kind = raw.get("type")
+        hashes = raw.get("block_hashes") or ()
+        medium = raw.get("medium")
+    elif isinstance(raw, list | tuple) and raw:
+        kind = raw[0]
+        if (
+            kind == c.KV_EVENT_BLOCK_STORED
+        ):  # [tag, hashes, parent, token_ids, block_size, lora_id, medium, ...]
+            hashes = raw[1] if len(raw) > 1 else ()
+            medium = raw[6] if len(raw) > 6 else None
+        elif kind == c.KV_EVENT_BLOCK_REMOVED:  # [tag, hashes, medium]
+            hashes = raw[1] if len(raw) > 1 else ()
+            medium = raw[2] if len(raw) > 2 else None
+        else:
+            hashes, medium = (), None
+    else:
+        return None
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    if kind not in (c.KV_EVENT_BLOCK_STORED, c.KV_EVENT_BLOCK_REMOVED, c.KV_EVENT_ALL_CLEARED):
+        return None
+    return KvEventRecord(str(kind), tuple(_hashable(h) for h in hashes), _medium(medium))
+
+
+def decode_batch(payload: bytes) -> KvBatch:
+    """A msgpack event batch. Raises ValueError when it is not one."""
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several types
+        raise ValueError(f"not msgpack: {exc}") from exc
+    if isinstance(raw, Mapping):
+        ts, events, rank = raw.get("ts", 0.0), raw.get("events", ()), raw.get("data_parallel_rank")
+    elif isinstance(raw, list | tuple) and len(raw) >= 2:
+        ts, events, rank = raw[0], raw[1], (raw[2] if len(raw) > 2 else None)
+    else:
+        raise ValueError("batch is neither [ts, events, rank] nor a map")
+    decoded = tuple(e for e in (decode_event(x) for x in events or ()) if e is not None)
+    return KvBatch(float(ts or 0.0), decoded, int(rank) if isinstance(rank, int) else None)
+
+
+def parse_topic(topic: bytes) -> tuple[str, str] | None:
+    """`kv@<pod>@<model>` -> (pod, model); the model may itself contain `@`."""
+    text = topic.decode(errors="replace")
+    if not text.startswith(c.KV_TOPIC_PREFIX):
+        return None
+    pod, _, model = text[len(c.KV_TOPIC_PREFIX) :].partition(c.KV_TOPIC_SEPARATOR)
+    return (pod, model) if pod else None
+
+
+@dataclass(frozen=True, slots=True)
+class PodKvSample:
+    """One pod's tier residency from KV events. Tiers are conventions.TIER_* names."""
+
+    pod: str
+    model: str
+    time: float
+    blocks_by_tier: Mapping[str, int]
+    store_rate_by_tier: Mapping[str, float]  # blocks/s
+    remove_rate_by_tier: Mapping[str, float]  # blocks/s
+    demotion_rate_by_tier: Mapping[str, float]  # blocks/s moved down out of the tier
+    last_event_time: float | None
+    gaps: int  # batches lost (not recovered by replay)
+    replayed: int  # batches recovered by replay
+    truncated: bool  # the block cap was hit: counts are lower bounds
+
+
+@dataclass(frozen=True, slots=True)
+class KvSnapshot:
+    source: str
+    time: float
+    pods: tuple[PodKvSample, ...]
+
+    def pod(self, name: str) -> PodKvSample | None:
+        return next((p for p in self.pods if p.pod == name), None)
+
+
+@dataclass
+class _PodState:
+    model: str
+    tiers: dict[str, OrderedDict[Hashable, None]] = field(
+        default_factory=lambda: {m: OrderedDict() for m in MEDIA}
+    )
+    recently_removed: OrderedDict[Hashable, str] = field(default_factory=OrderedDict)
+    buckets: deque[tuple[float, dict[str, int]]] = field(default_factory=deque)
+    last_event_time: float | None = None
+    gaps: int = 0
+    replayed: int = 0
+    truncated: bool = False
+
+
+class KvTierIndex:
+    """Block residency per pod and tier, fed with decoded batches. Thread-safe, bounded."""
+
+    def __init__(
+        self,
+        max_blocks_per_pod: int = 200_000,
+        max_pods: int = 1024,
+        rate_window_seconds: float = 60.0,
+        bucket_seconds: float = 5.0,
+    ) -> None:
+        self.max_blocks_per_pod = max_blocks_per_pod
+        self.max_pods = max_pods
+        self.rate_window_seconds = rate_window_seconds
+        self.bucket_seconds = bucket_seconds
+        self.dropped_pods = 0
+        self._pods: dict[str, _PodState] = {}
+        self._lock = threading.Lock()
+
+    def _state(self, pod: str, model: str) -> _PodState | None:
+        st = self._pods.get(pod)
+        if st is None:
+            if len(self._pods) >= self.max_pods:
+                self.dropped_pods += 1
+                return None
+            st = self._pods[pod] = _PodState(model)
+        return st
+
+    def _count(self, st: _PodState, key: str, n: int, at: float) -> None:
+        start = at - at % self.bucket_seconds
+        if not st.buckets or st.buckets[-1][0] != start:
+            st.buckets.append((start, {}))
+        b = st.buckets[-1][1]
+        b[key] = b.get(key, 0) + n
+        horizon = at - self.rate_window_seconds - self.bucket_seconds
+        while st.buckets and st.buckets[0][0] < horizon:
+            st.buckets.popleft()
+
+    def _total(self, st: _PodState) -> int:
+        return sum(len(t) for t in st.tiers.values())
+
+    def apply(self, pod: str, model: str, batch: KvBatch, received_at: float) -> None:
+        with self._lock:
+            st = self._state(pod, model)
+            if st is None:
+                return
+            st.last_event_time = received_at
+            for ev in batch.events:
+                self._apply_event(st, ev, received_at)
+
+    def _apply_event(self, st: _PodState, ev: KvEventRecord, at: float) -> None:
+        tier = st.tiers[ev.medium]
+        rank = MEDIA.index(ev.medium)
+        if ev.kind == c.KV_EVENT_ALL_CLEARED:
+            n = len(tier)
+            tier.clear()
+            self._count(st, "removed:" + ev.medium, n, at)
+            return
+        for h in ev.block_hashes:
+            if ev.kind == c.KV_EVENT_BLOCK_STORED:
+                if h in tier:
+                    tier.move_to_end(h)
+                    continue
+                tier[h] = None
+                self._count(st, "stored:" + ev.medium, 1, at)
+                came_from = st.recently_removed.pop(h, None)
+                if came_from is not None and MEDIA.index(came_from) < rank:
+                    self._count(st, "demoted:" + came_from, 1, at)
+                self._enforce_cap(st)
+            else:  # removed
+                if h not in tier:
+                    continue
+                del tier[h]
+                self._count(st, "removed:" + ev.medium, 1, at)
+                if any(h in st.tiers[m] for m in MEDIA[rank + 1 :]):
+                    self._count(st, "demoted:" + ev.medium, 1, at)
+                else:
+                    st.recently_removed[h] = ev.medium
+                    while len(st.recently_removed) > max(1, self.max_blocks_per_pod // 4):
+                        st.recently_removed.popitem(last=False)
+
+    def _enforce_cap(self, st: _PodState) -> None:
+        while self._total(st) > self.max_blocks_per_pod:
+            biggest = max(st.tiers.values(), key=len)
+            biggest.popitem(last=False)
+            st.truncated = True
+
+    def record_gap(self, pod: str, model: str, lost: int, replayed: int) -> None:
+        with self._lock:
+            st = self._state(pod, model)
+            if st is not None:
+                st.gaps += lost
+                st.replayed += replayed
+
+    def forget(self, pod: str) -> None:
+        with self._lock:
+            self._pods.pop(pod, None)
+
+    def snapshot(self, now: float) -> KvSnapshot:
+        with self._lock:
+            pods = []
+            for name, st in sorted(self._pods.items()):
+                since = now - self.rate_window_seconds
+                sums: dict[str, int] = {}
+                for start, b in st.buckets:
+                    if start + self.bucket_seconds > since and start <= now:
+                        for k, v in b.items():
+                            sums[k] = sums.get(k, 0) + v
+                w = self.rate_window_seconds
+
+                def rates(prefix: str, sums: dict[str, int] = sums, w: float = w) -> dict[str, float]:
+                    return {c.KV_MEDIUM_TO_TIER[m]: sums.get(f"{prefix}:{m}", 0) / w for m in MEDIA}
+
+                pods.append(
+                    PodKvSample(
+                        pod=name,
+                        model=st.model,
+                        time=now,
+                        blocks_by_tier={c.KV_MEDIUM_TO_TIER[m]: len(t) for m, t in st.tiers.items()},
+                        store_rate_by_tier=rates("stored"),
+                        remove_rate_by_tier=rates("removed"),
+                        demotion_rate_by_tier=rates("demoted"),
+                        last_event_time=st.last_event_time,
+                        gaps=st.gaps,
+                        replayed=st.replayed,
+                        truncated=st.truncated,
+                    )
+                )
+            return KvSnapshot(c.SOURCE_KV_EVENTS, now, tuple(pods))
+
+
+@dataclass(frozen=True, slots=True)
+class KvPublisher:
+    """One vLLM publisher: its PUB endpoint and optional ROUTER replay endpoint."""
+
+    endpoint: str
+    replay_endpoint: str | None = None
+
+
+class KvEventsConsumer:
+    """Subscribes to publishers in its own thread; `stop()` ends it cleanly."""
+
+    def __init__(
+        self,
+        publishers: Sequence[KvPublisher],
+        index: KvTierIndex,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_ms: int = 50,
+        replay_timeout_ms: int = 500,
+        topic_prefix: str = c.KV_TOPIC_PREFIX,
+    ) -> None:
+        self.publishers = tuple(publishers)
+        self.index = index
+        self._clock = clock
+        self._poll_ms = poll_ms
+        self._replay_timeout_ms = replay_timeout_ms
+        self._prefix = topic_prefix.encode()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_seq: dict[bytes, int] = {}
+        self.decode_errors = 0
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._thread = threading.Thread(target=self._run, name="kv-events", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        subs: dict[zmq.Socket[bytes], KvPublisher] = {}
+        poller = zmq.Poller()
+        try:
+            for pub in self.publishers:
+                s: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.RCVHWM, 10_000)
+                s.setsockopt(zmq.SUBSCRIBE, self._prefix)
+                s.connect(pub.endpoint)
+                subs[s] = pub
+                poller.register(s, zmq.POLLIN)
+            self._ready.set()
+            while not self._stop.is_set():
+                for sock, _ in poller.poll(self._poll_ms):
+                    frames = sock.recv_multipart()
+                    self._on_message(ctx, subs[sock], frames)
+        finally:
+            self._ready.set()
+            for s in subs:
+                s.close(linger=0)
+            ctx.term()
+
+    def _on_message(self, ctx: zmq.Context[Any], pub: KvPublisher, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            self.decode_errors += 1
+            return
+        topic, seq_bytes, payload = frames
+        who = parse_topic(topic)
+        if who is None:
+            return
+        pod, model = who
+        seq = int.from_bytes(seq_bytes, "big")
+        last = self.last_seq.get(topic)
+        if last is not None and seq <= last:
+            return  # duplicate or already replayed
+        if last is not None and seq > last + 1:
+            missed = seq - last - 1
+            recovered = self._replay(ctx, pub, (pod, model), last + 1, seq) if pub.replay_endpoint else 0
+            self.index.record_gap(pod, model, missed - recovered, recovered)
+        self._apply(pod, model, payload)
+        self.last_seq[topic] = seq
+
+    def _apply(self, pod: str, model: str, payload: bytes) -> None:
+        try:
+            batch = decode_batch(payload)
+        except ValueError:
+            self.decode_errors += 1
+            return
+        self.index.apply(pod, model, batch, self._clock())
+
+    def _replay(
+        self, ctx: zmq.Context[Any], pub: KvPublisher, who: tuple[str, str], start: int, until: int
+    ) -> int:
+        """Ask the publisher's ROUTER for batches [start, until); returns how many were applied."""
+        pod, model = who
+        s: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        applied = 0
+        try:
+            s.connect(pub.replay_endpoint or "")
+            s.send_multipart((b"", start.to_bytes(8, "big")))
+            while s.poll(self._replay_timeout_ms):
+                frames = s.recv_multipart()
+                if len(frames) != 3:
+                    break
+                _, seq_bytes, payload = frames
+                if not payload or seq_bytes == END_SEQ:
+                    break
+                rseq = int.from_bytes(seq_bytes, "big")
+                if start <= rseq < until:
+                    self._apply(pod, model, payload)
+                    applied += 1
+        except zmq.ZMQError as exc:
+            log.warning("kv events replay from %s failed: %s", pub.replay_endpoint, exc)
+        finally:
+            s.close(linger=0)
+        return applied

@@ -1,0 +1,184 @@
+"""KV events over real ZMQ sockets: both encodings, a sequence gap, a replay, bounded memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import msgpack
+import zmq
+
+from observer import conventions as c
+from observer.sources.kvevents import (
+    END_SEQ,
+    KvBatch,
+    KvEventRecord,
+    KvEventsConsumer,
+    KvPublisher,
+    KvTierIndex,
+    decode_batch,
+    parse_topic,
+)
+from tests.support.procs import free_port
+
+TOPIC = b"kv@decode-0@llama@8b"
+
+
+def _map_stored(hashes: list[int], medium: str) -> dict[str, object]:
+    return {
+        "type": "BlockStored",
+        "block_hashes": hashes,
+        "parent_block_hash": None,
+        "token_ids": [1],
+        "block_size": 16,
+        "lora_id": None,
+        "medium": medium,
+    }
+
+
+def _arr_stored(hashes: list[int], medium: str) -> list[object]:
+    return ["BlockStored", hashes, None, [1], 16, None, medium]
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_decoding_both_encodings_and_topics() -> None:
+    m = decode_batch(msgpack.packb([1.0, [_map_stored([1, 2], "CPU"), {"type": "AllBlocksCleared"}], 0]))
+    a = decode_batch(msgpack.packb([1.0, [_arr_stored([1, 2], "CPU"), ["AllBlocksCleared"]]]))
+    assert (
+        m.events
+        == a.events
+        == (
+            KvEventRecord("BlockStored", (1, 2), "CPU"),
+            KvEventRecord("AllBlocksCleared", (), "GPU"),
+        )
+    )
+    assert m.dp_rank == 0
+    assert a.dp_rank is None
+    old = decode_batch(msgpack.packb([2.0, [["BlockRemoved", [7]]]]))  # no medium: GPU
+    assert old.events == (KvEventRecord("BlockRemoved", (7,), "GPU"),)
+    assert parse_topic(TOPIC) == ("decode-0", "llama@8b")
+    assert parse_topic(b"other") is None
+
+
+def test_demotion_and_rates_in_the_index() -> None:
+    idx = KvTierIndex(rate_window_seconds=10, bucket_seconds=1)
+    idx.apply("p", "m", KvBatch(0, (KvEventRecord("BlockStored", (1, 2, 3), "GPU"),)), 100.0)
+    idx.apply("p", "m", KvBatch(0, (KvEventRecord("BlockStored", (1,), "CPU"),)), 101.0)  # offload copy
+    idx.apply("p", "m", KvBatch(0, (KvEventRecord("BlockRemoved", (1, 2), "GPU"),)), 102.0)  # 1 demoted
+    idx.apply("p", "m", KvBatch(0, (KvEventRecord("BlockStored", (2,), "CPU"),)), 103.0)  # 2 demoted late
+    s = idx.snapshot(105.0).pod("p")
+    assert s is not None
+    assert s.blocks_by_tier == {c.TIER_HBM: 1, c.TIER_DRAM: 2, c.TIER_DISK: 0}
+    assert s.store_rate_by_tier[c.TIER_HBM] == 0.3
+    assert s.store_rate_by_tier[c.TIER_DRAM] == 0.2
+    assert s.remove_rate_by_tier[c.TIER_HBM] == 0.2
+    assert s.demotion_rate_by_tier == {c.TIER_HBM: 0.2, c.TIER_DRAM: 0.0, c.TIER_DISK: 0.0}
+    assert idx.snapshot(200.0).pods[0].store_rate_by_tier[c.TIER_HBM] == 0.0  # outside the window
+
+
+def test_memory_is_bounded() -> None:
+    idx = KvTierIndex(max_blocks_per_pod=100, max_pods=2)
+    idx.apply("p", "m", KvBatch(0, (KvEventRecord("BlockStored", tuple(range(1000)), "GPU"),)), 1.0)
+    s = idx.snapshot(1.0).pod("p")
+    assert s is not None
+    assert s.blocks_by_tier[c.TIER_HBM] == 100
+    assert s.truncated
+    for pod in ("q", "r"):
+        idx.apply(pod, "m", KvBatch(0, ()), 1.0)
+    assert [p.pod for p in idx.snapshot(1.0).pods] == ["p", "q"]
+    assert idx.dropped_pods == 1
+
+
+class FakeVllmPublisher:
+    """PUB + ROUTER replay, speaking vLLM's ZmqEventPublisher wire protocol."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.port = free_port()
+        self.pub.bind(f"tcp://127.0.0.1:{self.port}")
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.replay_port = free_port()
+        self.router.bind(f"tcp://127.0.0.1:{self.replay_port}")
+        self.buffer: list[tuple[int, bytes]] = []
+        self.replay_requests: list[int] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve_replay, daemon=True)
+        self.thread.start()
+
+    def _serve_replay(self) -> None:
+        while not self.stop.is_set():
+            if self.router.poll(20):
+                client, _, start_b = self.router.recv_multipart()
+                start = int.from_bytes(start_b, "big")
+                self.replay_requests.append(start)
+                for seq, buf in list(self.buffer):
+                    if seq >= start:
+                        self.router.send_multipart((client, b"", seq.to_bytes(8, "big"), buf))
+                self.router.send_multipart((client, b"", END_SEQ, b""))
+
+    def publish(self, seq: int, payload: bytes, *, send: bool = True) -> None:
+        self.buffer.append((seq, payload))
+        if send:
+            self.pub.send_multipart((TOPIC, seq.to_bytes(8, "big"), payload))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.pub.close(0)
+        self.router.close(0)
+        self.ctx.term()
+
+
+def _run(with_replay: bool) -> tuple[KvTierIndex, KvEventsConsumer]:
+    fake = FakeVllmPublisher()
+    idx = KvTierIndex()
+    pub = KvPublisher(
+        f"tcp://127.0.0.1:{fake.port}", f"tcp://127.0.0.1:{fake.replay_port}" if with_replay else None
+    )
+    consumer = KvEventsConsumer([pub], idx, clock=lambda: 50.0)
+    consumer.start()
+    try:
+        warm = msgpack.packb([0.0, [], 0])
+        fake.buffer.append((0, warm))
+        deadline = time.monotonic() + 5
+        while TOPIC not in consumer.last_seq:  # slow joiner: repeat seq 0 until subscribed
+            assert time.monotonic() < deadline
+            fake.pub.send_multipart((TOPIC, (0).to_bytes(8, "big"), warm))
+            time.sleep(0.02)
+        fake.publish(1, msgpack.packb([1.0, [_map_stored([10, 11, 12], "GPU")], 0]))  # map encoding
+        fake.publish(2, msgpack.packb([2.0, [_arr_stored([13], "GPU")], 0]), send=False)  # lost on PUB
+        fake.publish(3, msgpack.packb([3.0, [["BlockRemoved", [10], "GPU"], _arr_stored([10], "CPU")], 0]))
+        _wait(lambda: consumer.last_seq.get(TOPIC) == 3)
+        assert fake.replay_requests == ([2] if with_replay else [])
+    finally:
+        consumer.stop()
+        fake.close()
+    return idx, consumer
+
+
+def test_gap_is_replayed_over_the_router_socket() -> None:
+    idx, consumer = _run(with_replay=True)
+    s = idx.snapshot(50.0).pod("decode-0")
+    assert s is not None
+    assert s.model == "llama@8b"
+    assert s.blocks_by_tier[c.TIER_HBM] == 3  # 11, 12 and the replayed 13
+    assert s.blocks_by_tier[c.TIER_DRAM] == 1
+    assert (s.gaps, s.replayed) == (0, 1)
+    assert s.demotion_rate_by_tier[c.TIER_HBM] > 0
+    assert consumer.decode_errors == 0
+
+
+def test_gap_without_replay_is_counted_lost() -> None:
+    idx, _ = _run(with_replay=False)
+    s = idx.snapshot(50.0).pod("decode-0")
+    assert s is not None
+    assert s.blocks_by_tier[c.TIER_HBM] == 2
+    assert (s.gaps, s.replayed) == (1, 0)
