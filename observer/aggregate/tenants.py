@@ -1,0 +1,154 @@
+"""Per-tenant outputs of the aggregator and the tenant-folding bound.
+
+Folding (docs/signals.md): at most ``max_tenants`` tenants hold an individual slot; a record of
+any other tenant is aggregated under ``conventions.OTHER_TENANT`` and counted as folded. A tenant
+keeps its slot (its folding decision is stable) while any of its data is inside the longest
+window; when all of it has aged out (its latest coarse bucket dropped) the slot is freed and the
+next new tenant may take it. A record older than the longest window never claims a slot. A tenant
+literally named ``other`` shares the ``other`` entry and takes no slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from observer import conventions as c
+from observer.model import TierTokens
+
+
+@dataclass(frozen=True, slots=True)
+class Quantiles:
+    """p50/p90/p99 of one latency over a window (seconds); None when no value was seen."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {c.API_P50: self.p50, c.API_P90: self.p90, c.API_P99: self.p99}
+
+
+QUANTILE_LEVELS: tuple[float, float, float] = (0.5, 0.9, 0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class SloStatus:
+    """One SLO for one tenant over a window: good/total events, attainment, burn rate."""
+
+    good: int
+    total: int
+    attainment: float | None
+    burn_rate: float | None
+    objective: float
+
+
+@dataclass(frozen=True)
+class TenantStats:
+    """One tenant (or `other`) over a window."""
+
+    tenant: str
+    requests: int
+    prompt_tokens: int
+    output_tokens: int
+    cached: TierTokens
+    errors: int
+    prefix_hit_rate: float | None
+    tier_shares: Mapping[str, float] | None
+    quantiles: Mapping[str, Quantiles]
+    slo: Mapping[str, SloStatus]
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.cached.total
+
+    def as_api_dict(self) -> dict[str, Any]:
+        """The DESIGN §4 tenant entry of `GET /api/v1/tenants`, plus documented extra keys."""
+        q = self.quantiles
+        empty = Quantiles()
+        return {
+            c.API_TENANT: self.tenant,
+            c.API_REQUESTS: self.requests,
+            c.API_PROMPT_TOKENS: self.prompt_tokens,
+            c.API_CACHED_TOKENS: self.cached.total,
+            c.API_PREFIX_HIT_RATE: self.prefix_hit_rate,
+            c.API_CACHED_BY_TIER: self.cached.as_dict(),
+            c.API_TTFT: q.get(c.SLI_TTFT, empty).as_dict(),
+            c.API_ITL: q.get(c.SLI_ITL, empty).as_dict(),
+            c.API_E2E: q.get(c.SLI_E2E, empty).as_dict(),
+            c.API_SLO: {
+                name: {c.API_ATTAINMENT: s.attainment, c.API_BURN_RATE: s.burn_rate}
+                for name, s in self.slo.items()
+            },
+            c.API_OUTPUT_TOKENS: self.output_tokens,
+            c.API_ERRORS: self.errors,
+            c.API_PHASES: {p: q.get(p, empty).as_dict() for p in c.PHASES},
+            c.API_TIER_SHARES: None if self.tier_shares is None else dict(self.tier_shares),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TenantModelTotals:
+    """Cumulative counters of one (tenant, model) since process start."""
+
+    requests: int
+    prompt_tokens: int
+    output_tokens: int
+    cached: TierTokens
+    errors: int
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative counters since process start, for Prometheus counters.
+
+    `by_slo_tenant` maps (slo, tenant) to (requests judged, bad requests). `folded` counts records
+    whose tenant was folded into `other`.
+    """
+
+    by_tenant_model: Mapping[tuple[str, str], TenantModelTotals]
+    by_slo_tenant: Mapping[tuple[str, str], tuple[int, int]]
+    folded: int
+
+
+class TenantSlots:
+    """The tenant-folding bound: who holds an individual slot, and since which coarse bucket.
+
+    `last[t]` is the index of the latest coarse bucket holding data of tenant t.
+    """
+
+    __slots__ = ("last", "max_tenants")
+
+    def __init__(self, max_tenants: int) -> None:
+        if max_tenants < 1:
+            raise ValueError("max_tenants must be >= 1")
+        self.max_tenants = max_tenants
+        self.last: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.last)
+
+    def label(self, tenant: str, coarse_index: int, claim: bool) -> str | None:
+        """The label the tenant's record goes under; None means folded into `other`.
+
+        `claim`: whether the record may take a free slot (False for records outside the window).
+        """
+        last = self.last.get(tenant)
+        if last is not None:
+            if coarse_index > last:
+                self.last[tenant] = coarse_index
+            return tenant
+        if tenant == c.OTHER_TENANT:
+            return tenant
+        if claim and len(self.last) < self.max_tenants:
+            self.last[tenant] = coarse_index
+            return tenant
+        return None
+
+    def free_before(self, coarse_index: int) -> list[str]:
+        """Free the slots of tenants whose latest data is in a bucket before `coarse_index`."""
+        gone = [t for t, last in self.last.items() if last < coarse_index]
+        for t in gone:
+            del self.last[t]
+        return gone
