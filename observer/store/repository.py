@@ -196,7 +196,9 @@ class Store:
 
     def records_since(self, t: float, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RequestRecord]:
         """Records with end_time >= t, ordered by (end_time, insertion), read in chunks of
-        `chunk_size` (keyset pagination; no connection is held between chunks)."""
+        `chunk_size` (keyset pagination; no connection is held between chunks). Each chunk is its
+        own read transaction: records committed while the stream is read may or may not appear
+        (never twice)."""
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         req = s.requests

@@ -1,0 +1,102 @@
+"""Alembic migrations on SQLite and PostgreSQL: from empty, idempotent, down to base, and the
+migrated schema equals observer.store.schema (so the two never drift)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from observer.store import Store
+from observer.store.repository import alembic_config, normalize_url
+from observer.store.schema import metadata
+
+from .conftest import fresh_pg_database, sqlite_url
+from .factories import record
+
+TABLES = {"requests", "pending_spans", "slos", "rollups_minute", "store_meta"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        with fresh_pg_database() as url:
+            yield url
+
+
+def head() -> str:
+    rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert rev is not None
+    return rev
+
+
+def test_upgrade_from_empty_is_idempotent_and_downgrades_to_base(empty_url: str) -> None:
+    st = Store.open(empty_url)
+    try:
+        assert st.current_revision() is None
+        st.upgrade()
+        assert st.current_revision() == head() == "0001"
+        assert set(sa.inspect(st.engine).get_table_names()) >= TABLES
+        st.write_batch([record(1, 1000.0)])
+        st.upgrade()  # idempotent: no error, data kept
+        assert st.current_revision() == head()
+        assert st.get_record("req-1") == record(1, 1000.0)
+        with st.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diff == []
+        st.downgrade("base")
+        assert st.current_revision() is None
+        assert not TABLES & set(sa.inspect(st.engine).get_table_names())
+        st.upgrade()
+        assert st.current_revision() == head()
+        assert st.count_records() == 0
+    finally:
+        st.close()
+
+
+def test_upgrade_works_from_any_cwd_without_alembic_ini(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere" / "x.sqlite"
+    code = (
+        "from observer.store import Store\n"
+        f"s = Store.open({f'sqlite:///{db}'!r}); s.upgrade(); print(s.current_revision())"
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == head()
+    assert db.exists()
+    assert not list(cwd.iterdir())  # nothing written to the working directory
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    st = Store.open(sqlite_url(tmp_path))
+    try:
+        with st.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        st.close()
+
+
+def test_urls() -> None:
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("sqlite:///a/b.db") == "sqlite:///a/b.db"
+    with pytest.raises(ValueError, match="in-memory"):
+        Store.open("sqlite://")
+    with pytest.raises(ValueError, match="unsupported"):
+        Store.open("mysql://u@h/db")
