@@ -1,0 +1,301 @@
+"""The only module that imports `kubernetes`: a thin, typed facade over the official client.
+
+It speaks plain dicts and our error classes: every `ApiException`/transport error is
+classified as `TemporaryError` (409 conflict, 429, 5xx, timeouts, connection errors) or
+`PermanentError` (`NotFoundError` for 404; 400/401/403/422...). It never retries (urllib3
+retries are disabled): `autoscaler.loop` does, with the backoff from settings. Every write
+carries `fieldManager` and, when asked, `dryRun=All`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from autoscaler.ports import NotFoundError, PermanentError, TemporaryError
+
+T = TypeVar("T")
+MERGE_PATCH = "application/merge-patch+json"
+DRY_RUN_ALL = "All"
+TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+APPS_KINDS = ("Deployment", "StatefulSet")
+LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
+KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1alpha1", "llminferenceservices"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    """A namespaced object: apps kinds by kind, anything else by group/version/plural."""
+
+    kind: str  # Deployment | StatefulSet | custom (any other string)
+    namespace: str
+    name: str
+    group: str = ""
+    version: str = ""
+    plural: str = ""
+
+    def __str__(self) -> str:
+        what = self.kind if self.kind in APPS_KINDS else f"{self.plural}.{self.group}"
+        return f"{what} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleView:
+    replicas: int  # spec.replicas of the Scale
+    status_replicas: int  # status.replicas of the Scale
+    resource_version: str
+
+
+def classify(exc: BaseException, what: str) -> Exception:
+    """Map a client/transport exception to TemporaryError / PermanentError / NotFoundError."""
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        reason = f"{what}: HTTP {status} {exc.reason or ''}".strip()
+        if status == 404:
+            return NotFoundError(reason)
+        if status in TEMPORARY_STATUSES or status >= 500:
+            return TemporaryError(reason)
+        return PermanentError(reason)
+    if isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError):
+        return TemporaryError(f"{what}: {type(exc).__name__}: {exc}")
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class KubernetesApi:
+    """Facade over AppsV1Api, CoreV1Api, CustomObjectsApi and CoordinationV1Api."""
+
+    def __init__(
+        self, api_client: k8s.ApiClient, *, field_manager: str, request_timeout_seconds: float = 10.0
+    ) -> None:
+        self._client = api_client
+        self._apps = k8s.AppsV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._coord = k8s.CoordinationV1Api(api_client)
+        self.field_manager = field_manager
+        self.timeout = request_timeout_seconds
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        field_manager: str,
+        request_timeout_seconds: float = 10.0,
+        host: str | None = None,
+        token: str | None = None,
+        kubeconfig: str | None = None,
+    ) -> KubernetesApi:
+        """`host` (e.g. an emulator or `kubectl proxy`), else in-cluster, else kubeconfig."""
+        conf = k8s.Configuration()
+        if host is not None:
+            conf.host = host
+            if token:
+                conf.api_key = {"authorization": f"Bearer {token}"}
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, client_configuration=conf
+                )
+        conf.retries = False  # our loop retries, with backoff as data
+        return cls(
+            k8s.ApiClient(conf), field_manager=field_manager, request_timeout_seconds=request_timeout_seconds
+        )
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (ApiException, urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
+            raise classify(exc, what) from exc
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            return obj
+        out = self._client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return out if isinstance(out, dict) else {}
+
+    def _write_opts(self, dry_run: bool) -> dict[str, Any]:
+        opts: dict[str, Any] = {"field_manager": self.field_manager, "_request_timeout": self.timeout}
+        if dry_run:
+            opts["dry_run"] = DRY_RUN_ALL
+        return opts
+
+    # -- objects and /scale ----------------------------------------------------------------
+    def get_object(self, ref: ResourceRef) -> dict[str, Any]:
+        t = self.timeout
+        if ref.kind == "Deployment":
+            fn: Callable[[], Any] = lambda: self._apps.read_namespaced_deployment(  # noqa: E731
+                ref.name, ref.namespace, _request_timeout=t
+            )
+        elif ref.kind == "StatefulSet":
+            fn = lambda: self._apps.read_namespaced_stateful_set(ref.name, ref.namespace, _request_timeout=t)  # noqa: E731
+        else:
+            fn = lambda: self._custom.get_namespaced_custom_object(  # noqa: E731
+                ref.group, ref.version, ref.namespace, ref.plural, ref.name, _request_timeout=t
+            )
+        return self._plain(self._call(f"get {ref}", fn))
+
+    def get_scale(self, ref: ResourceRef) -> ScaleView:
+        t = self.timeout
+        if ref.kind == "Deployment":
+            fn: Callable[[], Any] = lambda: self._apps.read_namespaced_deployment_scale(  # noqa: E731
+                ref.name, ref.namespace, _request_timeout=t
+            )
+        elif ref.kind == "StatefulSet":
+            fn = lambda: self._apps.read_namespaced_stateful_set_scale(  # noqa: E731
+                ref.name, ref.namespace, _request_timeout=t
+            )
+        else:
+            fn = lambda: self._custom.get_namespaced_custom_object_scale(  # noqa: E731
+                ref.group, ref.version, ref.namespace, ref.plural, ref.name, _request_timeout=t
+            )
+        scale = self._plain(self._call(f"get {ref}/scale", fn))
+        return ScaleView(
+            replicas=int(scale.get("spec", {}).get("replicas") or 0),
+            status_replicas=int(scale.get("status", {}).get("replicas") or 0),
+            resource_version=str(scale.get("metadata", {}).get("resourceVersion", "")),
+        )
+
+    def patch_scale(self, ref: ResourceRef, replicas: int, resource_version: str, *, dry_run: bool) -> None:
+        """Merge-patch `spec.replicas` of the /scale subresource, guarded by resourceVersion."""
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
+        opts = {**self._write_opts(dry_run), "_content_type": MERGE_PATCH}
+        if ref.kind == "Deployment":
+            fn: Callable[[], Any] = lambda: self._apps.patch_namespaced_deployment_scale(  # noqa: E731
+                ref.name, ref.namespace, body, **opts
+            )
+        elif ref.kind == "StatefulSet":
+            fn = lambda: self._apps.patch_namespaced_stateful_set_scale(  # noqa: E731
+                ref.name, ref.namespace, body, **opts
+            )
+        else:
+            fn = lambda: self._custom.patch_namespaced_custom_object_scale(  # noqa: E731
+                ref.group, ref.version, ref.namespace, ref.plural, ref.name, body, **opts
+            )
+        self._call(f"patch {ref}/scale", fn)
+
+    def merge_patch_custom(
+        self, ref: ResourceRef, patch: Mapping[str, Any], *, dry_run: bool
+    ) -> dict[str, Any]:
+        """Merge patch of a custom object (include metadata.resourceVersion to guard it)."""
+        opts = {**self._write_opts(dry_run), "_content_type": MERGE_PATCH}
+        return self._plain(
+            self._call(
+                f"patch {ref}",
+                lambda: self._custom.patch_namespaced_custom_object(
+                    ref.group, ref.version, ref.namespace, ref.plural, ref.name, dict(patch), **opts
+                ),
+            )
+        )
+
+    def patch_deployment(self, namespace: str, name: str, patch: Mapping[str, Any], *, dry_run: bool) -> None:
+        opts = {**self._write_opts(dry_run), "_content_type": MERGE_PATCH}
+        self._call(
+            f"patch Deployment {namespace}/{name}",
+            lambda: self._apps.patch_namespaced_deployment(name, namespace, dict(patch), **opts),
+        )
+
+    # -- ConfigMaps ------------------------------------------------------------------------
+    def get_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        """(data, resourceVersion)."""
+        cm = self._plain(
+            self._call(
+                f"get ConfigMap {namespace}/{name}",
+                lambda: self._core.read_namespaced_config_map(name, namespace, _request_timeout=self.timeout),
+            )
+        )
+        return dict(cm.get("data") or {}), str(cm.get("metadata", {}).get("resourceVersion", ""))
+
+    def replace_config_map_data(
+        self, namespace: str, name: str, data: Mapping[str, str], resource_version: str, *, dry_run: bool
+    ) -> None:
+        """PUT the ConfigMap with new data; 409 if it changed since `resource_version`."""
+        cm = self._plain(
+            self._call(
+                f"get ConfigMap {namespace}/{name}",
+                lambda: self._core.read_namespaced_config_map(name, namespace, _request_timeout=self.timeout),
+            )
+        )
+        cm["data"] = dict(data)
+        cm.setdefault("metadata", {})["resourceVersion"] = resource_version
+        self._call(
+            f"replace ConfigMap {namespace}/{name}",
+            lambda: self._core.replace_namespaced_config_map(
+                name, namespace, _model(k8s.V1ConfigMap, cm), **self._write_opts(dry_run)
+            ),
+        )
+
+    # -- Leases ----------------------------------------------------------------------------
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(
+                self._call(
+                    f"get Lease {namespace}/{name}",
+                    lambda: self._coord.read_namespaced_lease(name, namespace, _request_timeout=self.timeout),
+                )
+            )
+        except NotFoundError:
+            return None
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
+        return self._plain(
+            self._call(
+                f"create Lease {namespace}/{name}",
+                lambda: self._coord.create_namespaced_lease(
+                    namespace, _model(k8s.V1Lease, body), **self._write_opts(False)
+                ),
+            )
+        )
+
+    def replace_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": dict(spec),
+        }
+        return self._plain(
+            self._call(
+                f"replace Lease {namespace}/{name}",
+                lambda: self._coord.replace_namespaced_lease(
+                    name, namespace, _model(k8s.V1Lease, body), **self._write_opts(False)
+                ),
+            )
+        )
+
+
+M = TypeVar("M")
+
+
+def _model(cls: type[M], data: Mapping[str, Any]) -> M:
+    """Build a client model from a camelCase dict (as the API server would send it)."""
+    obj = cls.from_dict(dict(data))  # type: ignore[attr-defined]
+    if obj is None:
+        raise PermanentError(f"cannot build {cls.__name__} from {sorted(data)}")
+    return obj  # type: ignore[no-any-return]
+
+
+def dumps(obj: Any) -> str:
+    """Stable JSON (for audit details)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,225 @@
+"""The control loop: the only place that sleeps or retries.
+
+Each tick: renew leadership → read targets (status, weights) → observe → `policy.decide`
+→ apply effects per mode (observe: nothing; dry-run: server-side dry run; apply: for real),
+scale-downs first → audit. Retries are data (`RetryPolicy.backoff_seconds`): a
+`TemporaryError` is retried after each delay in turn, a `PermanentError` is not.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TypeVar
+
+from autoscaler.policy import decide
+from autoscaler.ports import (
+    ActuationError,
+    AuditEntry,
+    AuditSink,
+    Clock,
+    LeaseLock,
+    ObservationSource,
+    Outcome,
+    PermanentError,
+    ScaleTarget,
+    Sleeper,
+    TemporaryError,
+    WeightTarget,
+)
+from autoscaler.types import Config, Effects, PolicyState, PoolObservation, RoleStatus, TickInput
+from observer import conventions as c
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Mode(StrEnum):
+    OBSERVE = "observe"
+    DRY_RUN = "dry-run"
+    APPLY = "apply"
+
+
+class LeadershipLost(Exception):
+    """This instance was the leader and no longer is: the process must exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    backoff_seconds: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # attempts = len + 1
+
+    @property
+    def attempts(self) -> int:
+        return len(self.backoff_seconds) + 1
+
+
+def call_with_retries(op: Callable[[], T], policy: RetryPolicy, sleeper: Sleeper) -> tuple[T, int]:
+    """Run `op`; on TemporaryError sleep the next backoff and retry. Returns (result, attempts).
+    Raises the last TemporaryError when the sequence is exhausted, PermanentError at once."""
+    delays = iter(policy.backoff_seconds)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return op(), attempt
+        except TemporaryError as exc:
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            log.info("temporary error (attempt %d), retrying in %.2fs: %s", attempt, delay, exc)
+            sleeper.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    at: float
+    leader: bool
+    effects: Effects | None
+    outcomes: tuple[Outcome, ...]
+
+
+class Controller:
+    """Wires the ports to the policy. One instance per process."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        mode: Mode,
+        scale: ScaleTarget,
+        source: ObservationSource,
+        clock: Clock,
+        sleeper: Sleeper,
+        audit: AuditSink,
+        weights: WeightTarget | None = None,
+        lease: LeaseLock | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        interval_seconds: float = 15.0,
+    ) -> None:
+        self.config = config
+        self.mode = mode
+        self._scale = scale
+        self._weights = weights
+        self._source = source
+        self._clock = clock
+        self._sleeper = sleeper
+        self._audit = audit
+        self._lease = lease
+        self._retry = retry
+        self.interval_seconds = interval_seconds
+        self.state = PolicyState()
+        self._was_leader = False
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _retrying(self, op: Callable[[], T]) -> tuple[T, int]:
+        return call_with_retries(op, self._retry, self._sleeper)
+
+    def _observe(self, pool: str, now: float) -> PoolObservation:
+        obs = self._source.observe(pool, now)
+        roles: dict[str, RoleStatus] = {}
+        for role in c.ROLES:
+            try:
+                roles[role], _ = self._retrying(lambda r=role: self._scale.status(pool, r))  # type: ignore[misc]
+            except ActuationError as exc:
+                log.warning("cannot read %s/%s: %s", pool, role, exc)
+        weights: Mapping[str, float] | None = None
+        if self._weights is not None:
+            wt = self._weights
+            try:
+                weights, _ = self._retrying(lambda: wt.weights(pool))
+            except ActuationError as exc:
+                log.warning("cannot read weights of %s: %s", pool, exc)
+        return replace(obs, roles=roles, weights=weights)
+
+    def _apply(self, effects: Effects, now: float) -> list[Outcome]:
+        if self.mode == Mode.OBSERVE:
+            return []
+        dry = self.mode == Mode.DRY_RUN
+        outcomes: list[Outcome] = []
+        for d in effects.scale_actions:  # scale-downs first
+            try:
+                detail, n = self._retrying(
+                    lambda d=d: self._scale.scale(d.pool, d.role, d.desired, dry_run=dry)  # type: ignore[misc]
+                )
+                outcomes.append(Outcome(d.pool, d.role, True, detail, n, dry))
+            except TemporaryError as exc:
+                outcomes.append(Outcome(d.pool, d.role, False, f"gave up: {exc}", self._retry.attempts, dry))
+            except PermanentError as exc:
+                outcomes.append(Outcome(d.pool, d.role, False, f"permanent: {exc}", 1, dry))
+        by_pool: dict[str, dict[str, float]] = {}
+        for w in effects.weight_changes:
+            by_pool.setdefault(w.pool, {})[w.scorer] = w.desired
+        if self._weights is not None:
+            wt = self._weights
+            for pool, new in by_pool.items():
+                try:
+                    detail, n = self._retrying(
+                        lambda p=pool, v=new: wt.set_weights(p, v, now=now, dry_run=dry)  # type: ignore[misc]
+                    )
+                    outcomes.append(Outcome(pool, "weights", True, detail, n, dry))
+                except TemporaryError as exc:
+                    outcomes.append(
+                        Outcome(pool, "weights", False, f"gave up: {exc}", self._retry.attempts, dry)
+                    )
+                except PermanentError as exc:
+                    outcomes.append(Outcome(pool, "weights", False, f"permanent: {exc}", 1, dry))
+        return outcomes
+
+    # -- public ----------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        """One tick. Raises LeadershipLost when this leader lost its lease."""
+        now = self._clock.now()
+        if self._lease is not None:
+            try:
+                leader = self._lease.try_acquire_or_renew(now)
+            except ActuationError as exc:
+                log.warning("lease renewal failed: %s", exc)
+                leader = False
+            if not leader:
+                if self._was_leader:
+                    raise LeadershipLost(f"{self._lease.identity} lost the lease")
+                return TickReport(now, False, None, ())
+            self._was_leader = True
+        observations = tuple(self._observe(p, now) for p in self.config.pools)
+        effects = decide(TickInput(now, observations, self.state), self.config)
+        self.state = effects.state
+        outcomes = self._apply(effects, now)
+        for o in observations:
+            self._audit.record(
+                AuditEntry(
+                    at=now,
+                    pool=o.pool,
+                    mode=self.mode.value,
+                    observation=o,
+                    decisions=tuple(d for d in effects.decisions if d.pool == o.pool),
+                    weight_changes=tuple(w for w in effects.weight_changes if w.pool == o.pool),
+                    holds=tuple(h for h in effects.holds if h.pool == o.pool),
+                    outcomes=tuple(x for x in outcomes if x.pool == o.pool),
+                )
+            )
+        return TickReport(now, True, effects, tuple(outcomes))
+
+    def run(self, *, max_ticks: int | None = None) -> Sequence[TickReport]:
+        """Tick every `interval_seconds` until `max_ticks` (forever when None). Releases the
+        lease on the way out; LeadershipLost propagates (the CLI exits non-zero)."""
+        reports: collections.deque[TickReport] = collections.deque(maxlen=max_ticks or 100)
+        ticks = 0
+        try:
+            while max_ticks is None or ticks < max_ticks:
+                reports.append(self.tick())
+                ticks += 1
+                if max_ticks is not None and ticks >= max_ticks:
+                    break
+                self._sleeper.sleep(self.interval_seconds)
+        except LeadershipLost:
+            raise
+        except BaseException:
+            if self._lease is not None and self._was_leader:
+                self._lease.release(self._clock.now())
+            raise
+        if self._lease is not None and self._was_leader:
+            self._lease.release(self._clock.now())
+        return tuple(reports)

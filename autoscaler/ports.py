@@ -1,0 +1,225 @@
+"""Ports of the control loop: every external system behind a Protocol, each with an
+in-memory adapter (tests, demo) next to the real one (autoscaler.kubernetes, the twin).
+
+Adapters raise `TemporaryError` (worth retrying: 409 conflict, 429, 5xx, timeouts) or
+`PermanentError` (not: 404 target missing, 403, 422, bad config); only `loop` retries.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from autoscaler.types import (
+    Demand,
+    Hold,
+    PoolObservation,
+    RoleDecision,
+    RoleStatus,
+    Signals,
+    WeightChange,
+)
+
+
+class ActuationError(Exception):
+    """Base of what adapters raise."""
+
+
+class TemporaryError(ActuationError):
+    """Retry with backoff: conflict, throttling, server error, timeout, connection reset."""
+
+
+class PermanentError(ActuationError):
+    """Do not retry: the request itself is wrong or the target is missing."""
+
+
+class NotFoundError(PermanentError):
+    """The target does not exist (404): reported, never retried."""
+
+
+class ScaleTarget(Protocol):
+    """Where a pool role's replica count lives (Deployment, LWS, CR with /scale, KServe, twin)."""
+
+    def status(self, pool: str, role: str) -> RoleStatus: ...
+
+    def scale(self, pool: str, role: str, replicas: int, *, dry_run: bool) -> str:
+        """Set the replica count; returns a one-line description of what was done."""
+        ...
+
+
+class WeightTarget(Protocol):
+    """Where a pool's EPP scorer weights live (EndpointPickerConfig in a ConfigMap, twin)."""
+
+    def weights(self, pool: str) -> Mapping[str, float]: ...
+
+    def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str: ...
+
+
+class LeaseLock(Protocol):
+    """Leader election. `try_acquire_or_renew` is called every tick; False = not the leader."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def try_acquire_or_renew(self, now: float) -> bool: ...
+
+    def release(self, now: float) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class Sleeper(Protocol):
+    def sleep(self, seconds: float) -> None: ...
+
+
+class ObservationSource(Protocol):
+    """Demand, signals and capacity samples for a pool (roles and weights are filled in by the
+    loop from the targets)."""
+
+    def observe(self, pool: str, now: float) -> PoolObservation: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Result of one actuation (after retries)."""
+
+    pool: str
+    target: str  # role name or "weights"
+    ok: bool
+    detail: str
+    attempts: int
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: float
+    pool: str
+    mode: str
+    observation: PoolObservation
+    decisions: tuple[RoleDecision, ...]
+    weight_changes: tuple[WeightChange, ...]
+    holds: tuple[Hold, ...]
+    outcomes: tuple[Outcome, ...]
+
+
+class AuditSink(Protocol):
+    def record(self, entry: AuditEntry) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory adapters
+# ---------------------------------------------------------------------------------------------
+class ManualClock:
+    """A clock that only moves when told to (or when something sleeps on it)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self._now += seconds
+
+
+class InMemoryScaleTarget:
+    """Replica counts in a dict; `faults` is a queue of errors raised by the next calls."""
+
+    def __init__(self, statuses: Mapping[tuple[str, str], RoleStatus]) -> None:
+        self.statuses: dict[tuple[str, str], RoleStatus] = dict(statuses)
+        self.faults: collections.deque[ActuationError] = collections.deque()
+        self.calls: list[tuple[str, str, int, bool]] = []
+
+    def status(self, pool: str, role: str) -> RoleStatus:
+        try:
+            return self.statuses[(pool, role)]
+        except KeyError:
+            raise NotFoundError(f"{pool}/{role}: no such target") from None
+
+    def scale(self, pool: str, role: str, replicas: int, *, dry_run: bool) -> str:
+        self.calls.append((pool, role, replicas, dry_run))
+        if self.faults:
+            raise self.faults.popleft()
+        cur = self.status(pool, role)
+        if not dry_run:
+            self.statuses[(pool, role)] = replace(cur, replicas=replicas, ready=replicas)
+        return f"{pool}/{role}: {cur.replicas} -> {replicas}"
+
+
+class InMemoryWeightTarget:
+    def __init__(self, weights: Mapping[str, Mapping[str, float]]) -> None:
+        self.data: dict[str, dict[str, float]] = {p: dict(w) for p, w in weights.items()}
+        self.calls: list[tuple[str, dict[str, float], bool]] = []
+
+    def weights(self, pool: str) -> Mapping[str, float]:
+        if pool not in self.data:
+            raise NotFoundError(f"{pool}: no scorer config")
+        return dict(self.data[pool])
+
+    def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str:
+        self.calls.append((pool, dict(weights), dry_run))
+        if not dry_run:
+            self.data.setdefault(pool, {}).update(weights)
+        return f"{pool}: weights {dict(weights)}"
+
+
+@dataclass
+class LeaseRecordStore:
+    """A shared 'API server' for InMemoryLease instances: holder, renew time, version."""
+
+    holder: str | None = None
+    renewed: float = 0.0
+    version: int = 0
+
+
+@dataclass
+class InMemoryLease:
+    store: LeaseRecordStore
+    name: str
+    duration_seconds: float = 15.0
+
+    @property
+    def identity(self) -> str:
+        return self.name
+
+    def try_acquire_or_renew(self, now: float) -> bool:
+        s = self.store
+        if s.holder in (None, self.name) or now - s.renewed > self.duration_seconds:
+            s.holder, s.renewed, s.version = self.name, now, s.version + 1
+            return True
+        return False
+
+    def release(self, now: float) -> None:
+        if self.store.holder == self.name:
+            self.store.holder = None
+
+
+@dataclass
+class StaticObservations:
+    """Per-pool demand/signals set by the test or demo; `None` demand = unknown."""
+
+    demand: dict[str, Demand | None] = field(default_factory=dict)
+    signals: dict[str, Signals] = field(default_factory=dict)
+
+    def observe(self, pool: str, now: float) -> PoolObservation:
+        return PoolObservation(pool, {}, self.demand.get(pool), self.signals.get(pool, Signals()))
+
+
+class MemoryAuditSink:
+    """The last `capacity` audit entries."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.entries: collections.deque[AuditEntry] = collections.deque(maxlen=capacity)
+
+    def record(self, entry: AuditEntry) -> None:
+        self.entries.append(entry)

@@ -1,0 +1,219 @@
+"""AutoscalerSettings: the `autoscaler:` section of the pd-observer config, validated.
+
+Parsed from the free-form `observer.config.Settings.autoscaler` dict with `from_settings`.
+`policy_config()` turns it into the frozen `types.Config` the pure policy reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autoscaler.types import Config, PoolConfig, RoleConfig, WeightConfig
+from observer import conventions as c
+from observer.config import ConfigError, Settings
+
+TargetKind = Literal["Deployment", "StatefulSet", "LeaderWorkerSet", "CustomResource", "LLMInferenceService"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetSettings(_Model):
+    """Where one role's replica count lives.
+
+    Deployment / StatefulSet / LeaderWorkerSet / CustomResource: the `/scale` subresource.
+    LLMInferenceService: merge patch of the owner (`spec.replicas` decode,
+    `spec.prefill.replicas` prefill).
+    """
+
+    kind: TargetKind = "Deployment"
+    name: str = Field(min_length=1)
+    namespace: str | None = None  # default: the pool's namespace
+    group: str | None = None  # CustomResource only
+    version: str | None = None
+    plural: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TargetSettings:
+        if self.kind == "CustomResource" and not (self.group and self.version and self.plural):
+            raise ValueError(f"target {self.name!r}: kind CustomResource needs group, version and plural")
+        return self
+
+
+class RoleSettings(_Model):
+    target: TargetSettings
+    min: int = Field(1, ge=0)
+    max: int = Field(8, ge=0)
+    max_step: int = Field(2, ge=1)
+    gpus_per_replica: int = Field(1, ge=1)
+    capacity_tokens_per_s: float = Field(
+        10_000.0,
+        gt=0,
+        description="bootstrap per-replica capacity at the SLO target (uncached prompt or output tok/s)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RoleSettings:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) > max ({self.max})")
+        return self
+
+
+class EppSettings(_Model):
+    config_map: str = Field(min_length=1)
+    key: str = "config.yaml"
+    deployment: str = Field(min_length=1, description="EPP Deployment restarted after a weight change")
+    profile: str | None = Field(None, description="only edit this scheduling profile (default: all)")
+
+
+class WeightSettings(_Model):
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            c.SCORER_PREFIX_CACHE: (1.0, 5.0),
+            c.SCORER_QUEUE: (1.0, 3.0),
+            c.SCORER_KV_UTILIZATION: (1.0, 3.0),
+        }
+    )
+    step: float = Field(1.0, gt=0)
+    min_interval_seconds: float = Field(900.0, ge=0, description="each change costs an EPP restart")
+
+    @model_validator(mode="after")
+    def _check(self) -> WeightSettings:
+        for scorer, (lo, hi) in self.bounds.items():
+            if not 0 <= lo <= hi:
+                raise ValueError(f"weight bounds of {scorer}: need 0 <= low <= high")
+        return self
+
+
+class PoolSettings(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    namespace: str = "default"
+    prefill: RoleSettings
+    decode: RoleSettings
+    gpu_budget: int | None = Field(None, ge=0)
+    ttft_target_seconds: float = Field(2.0, gt=0)
+    itl_target_seconds: float = Field(0.1, gt=0)
+    target_utilization: float = Field(0.8, gt=0, le=1)
+    scale_down_window_seconds: float = Field(300.0, ge=0)
+    scale_up_window_seconds: float = Field(0.0, ge=0)
+    scale_up_cooldown_seconds: float = Field(30.0, ge=0)
+    scale_down_cooldown_seconds: float = Field(120.0, ge=0)
+    stale_after_seconds: float = Field(120.0, gt=0)
+    forecast_horizon_seconds: float = Field(60.0, ge=0)
+    forecast_window_seconds: float = Field(300.0, gt=0)
+    weights: WeightSettings = WeightSettings()
+    epp: EppSettings | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolSettings:
+        if self.gpu_budget is not None:
+            floor = (
+                self.prefill.min * self.prefill.gpus_per_replica
+                + self.decode.min * self.decode.gpus_per_replica
+            )
+            if floor > self.gpu_budget:
+                raise ValueError(f"pool {self.name!r}: the minimum replicas need {floor} GPUs > gpu_budget")
+        kinds = {self.prefill.target.kind, self.decode.target.kind}
+        if "LLMInferenceService" in kinds and len(kinds) > 1:
+            raise ValueError(f"pool {self.name!r}: an LLMInferenceService owns both roles")
+        return self
+
+    def role(self, role: str) -> RoleSettings:
+        return self.prefill if role == c.ROLE_PREFILL else self.decode
+
+    def to_config(self) -> PoolConfig:
+        return PoolConfig(
+            name=self.name,
+            roles={
+                r: RoleConfig(
+                    min_replicas=s.min,
+                    max_replicas=s.max,
+                    max_step=s.max_step,
+                    gpus_per_replica=s.gpus_per_replica,
+                    capacity_tokens_per_s=s.capacity_tokens_per_s,
+                )
+                for r, s in ((c.ROLE_PREFILL, self.prefill), (c.ROLE_DECODE, self.decode))
+            },
+            gpu_budget=self.gpu_budget,
+            ttft_target_seconds=self.ttft_target_seconds,
+            itl_target_seconds=self.itl_target_seconds,
+            target_utilization=self.target_utilization,
+            scale_down_window_seconds=self.scale_down_window_seconds,
+            scale_up_window_seconds=self.scale_up_window_seconds,
+            scale_up_cooldown_seconds=self.scale_up_cooldown_seconds,
+            scale_down_cooldown_seconds=self.scale_down_cooldown_seconds,
+            stale_after_seconds=self.stale_after_seconds,
+            forecast_horizon_seconds=self.forecast_horizon_seconds,
+            forecast_window_seconds=self.forecast_window_seconds,
+            weights=WeightConfig(
+                bounds=dict(self.weights.bounds),
+                step=self.weights.step,
+                min_interval_seconds=self.weights.min_interval_seconds,
+            ),
+        )
+
+
+class LeaseSettings(_Model):
+    enabled: bool = True
+    name: str = "pd-observer-autoscaler"
+    namespace: str | None = None  # default: the first pool's namespace
+    identity: str | None = Field(None, description="default: the hostname (the pod name), read at runtime")
+    duration_seconds: float = Field(15.0, gt=0)
+
+
+class RetrySettings(_Model):
+    backoff_seconds: tuple[float, ...] = Field(
+        (0.5, 1.0, 2.0, 4.0), description="delays between attempts on temporary errors (attempts = len + 1)"
+    )
+    request_timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RetrySettings:
+        if any(d < 0 for d in self.backoff_seconds):
+            raise ValueError("backoff_seconds must be >= 0")
+        return self
+
+
+class AutoscalerSettings(_Model):
+    mode: Literal["observe", "dry-run", "apply"] = "observe"
+    interval_seconds: float = Field(15.0, gt=0)
+    field_manager: str = Field(c.K8S_FIELD_MANAGER, min_length=1, max_length=128)
+    pools: tuple[PoolSettings, ...] = ()
+    lease: LeaseSettings = LeaseSettings()
+    retry: RetrySettings = RetrySettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalerSettings:
+        names = [p.name for p in self.pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate pool names: {', '.join(dupes)}")
+        return self
+
+    def policy_config(self) -> Config:
+        return Config({p.name: p.to_config() for p in self.pools})
+
+    def pool(self, name: str) -> PoolSettings:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def parse(raw: Mapping[str, Any]) -> AutoscalerSettings:
+    """Validate an `autoscaler:` mapping; ConfigError with one line naming the bad field."""
+    try:
+        return AutoscalerSettings.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in ("autoscaler", *first["loc"]))
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid configuration: {loc}: {msg}") from exc
+
+
+def from_settings(settings: Settings) -> AutoscalerSettings:
+    return parse(settings.autoscaler)
