@@ -386,8 +386,9 @@ def _json_span(sp: Any, resource: Mapping[str, AttrValue], rej: _Rejects) -> Spa
     tid = _hex_id(_get(sp, "traceId", "trace_id"), 32)
     sid = _hex_id(_get(sp, "spanId", "span_id"), 16)
     raw_pid = _get(sp, "parentSpanId", "parent_span_id") or ""
-    pid = _hex_id(raw_pid, 16) if raw_pid else ""
-    if tid is None or sid is None or (pid is None and raw_pid.strip("0")):
+    zero_parent = isinstance(raw_pid, str) and not raw_pid.strip("0")
+    pid = "" if zero_parent else _hex_id(raw_pid, 16)
+    if tid is None or sid is None or pid is None:
         rej.add(f"{RejectReason.BAD_IDS.value} (span {name!r})")
         return None
     try:

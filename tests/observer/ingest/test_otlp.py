@@ -297,16 +297,20 @@ def test_json_snake_case_keys_are_accepted() -> None:
 def test_json_invalid_spans_are_rejected_rest_kept() -> None:
     spans = [
         _json_span(),
+        _json_span(spanId="c7ad6b7169203331", parentSpanId="0000000000000000"),
         _json_span(traceId="00000000000000000000000000000000"),
         _json_span(spanId="zzzzzzzzzzzzzzzz"),
         _json_span(spanId="b7ad6b71"),
+        _json_span(spanId=12345),
+        _json_span(parentSpanId=["x"]),
+        _json_span(parentSpanId="abc"),
         _json_span(endTimeUnixNano="1"),
         _json_span(startTimeUnixNano="soon"),
         "not a span",
     ]
     batch = _decode(_json_body(spans), ct=c.CT_JSON)
-    assert len(batch.spans) == 1
-    assert batch.rejected == 6
+    assert len(batch.spans) == 2  # an all-zero parent id means "root"
+    assert batch.rejected == 9
     assert len(batch.errors) == 5  # first few reasons only
 
 
