@@ -43,6 +43,67 @@ def record_to_row(r: RequestRecord) -> dict[str, Any]:
     }
 
 
+RECORD_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "trace_id",
+    "tenant",
+    "model",
+    "start_time",
+    "end_time",
+    "prompt_tokens",
+    "output_tokens",
+    "cached_hbm",
+    "cached_dram",
+    "cached_disk",
+    "cached_remote",
+    "cached_unknown",
+    "ttft",
+    "itl",
+    "e2e",
+    "queue",
+    "prefill",
+    "kv_transfer",
+    "decode",
+    "error",
+    "disaggregated",
+    "prefill_pod",
+    "decode_pod",
+    "complete",
+)
+
+
+def record_to_tuple(r: RequestRecord) -> tuple[Any, ...]:
+    """`record_to_row` as a tuple in RECORD_COLUMNS order (the fast executemany path)."""
+    c = r.cached
+    return (
+        r.request_id,
+        r.trace_id,
+        r.tenant,
+        r.model,
+        r.start_time,
+        r.end_time,
+        r.prompt_tokens,
+        r.output_tokens,
+        c.hbm,
+        c.dram,
+        c.disk,
+        c.remote,
+        c.unknown,
+        r.ttft,
+        r.itl,
+        r.e2e,
+        r.queue,
+        r.prefill,
+        r.kv_transfer,
+        r.decode,
+        r.error,
+        r.disaggregated,
+        r.prefill_pod,
+        r.decode_pod,
+        r.complete,
+    )
+
+
 def _tiers(row: Mapping[Any, Any]) -> TierTokens:
     return TierTokens(
         int(row["cached_hbm"]),
