@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -23,7 +25,7 @@ from alerts.settings import AlertsSettings
 from alerts.spec import load_window_set
 from observer import conventions as c
 from observer.model import SloSpec
-from tests.support.procs import require_binary
+from tests.support.procs import require_binary, run_prometheus
 
 pytestmark = pytest.mark.prometheus
 
@@ -291,3 +293,24 @@ def test_promtool_unit_tests_every_alert_firing_and_not_firing(
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-6000:]
+
+
+def test_a_real_prometheus_loads_the_exported_rules(sre_rules: RuleSet) -> None:
+    """The rule file as exported is what a Prometheus server accepts and evaluates."""
+    config = "global:\n  evaluation_interval: 1s\nrule_files: [rules.yaml]\nscrape_configs: []\n"
+    with run_prometheus(config, {"rules.yaml": render_rules(sre_rules)}) as prom:
+        body = httpx.get(f"{prom.url}/api/v1/rules", timeout=10).json()
+        groups = body["data"]["groups"]
+        assert sorted(g["name"] for g in groups) == sorted(g.name for g in sre_rules.groups)
+        loaded = sorted({r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"})
+        assert loaded == list(sre_rules.alert_names)
+        # with no pd-observer metrics at all, the absent() rule goes pending: rules are evaluated
+        deadline = time.monotonic() + 15
+        pending: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            pending = prom.query(f'ALERTS{{alertname="{c.ALERT_OBSERVER_BLIND}"}}')
+            if pending:
+                break
+            time.sleep(0.3)
+        assert pending
+        assert pending[0]["metric"][c.LABEL_REASON] == c.BLIND_REASON_ABSENT
