@@ -60,10 +60,11 @@ def _compose(text: str) -> Node:
 
 
 def read_weights(text: str, profile: str | None = None) -> dict[str, float]:
-    """Scorer -> weight (first occurrence; a plugin without `weight` counts as 1)."""
+    """Scorer -> weight (first occurrence). Entries with a `weight`, and `*-scorer` entries
+    without one (the EPP default weight is 1); filters and pickers are left out."""
     out: dict[str, float] = {}
     for _, scorer, node in _weight_nodes(_compose(text), profile):
-        if scorer in out:
+        if scorer in out or (node is None and not scorer.endswith("-scorer")):
             continue
         try:
             out[scorer] = float(node.value) if node is not None else 1.0

@@ -1,0 +1,238 @@
+"""A small stateful Kubernetes API emulator on loopback (stdlib http.server), implementing
+exactly the endpoints the autoscaler uses, with real HTTP semantics for the real client:
+
+- GET/PATCH (merge) of Deployments, StatefulSets and custom objects, and of their `/scale`
+  subresource (autoscaling/v1 Scale built from `spec.replicas` / `status.replicas`);
+- GET/PUT ConfigMaps; GET/POST/PUT Leases;
+- optimistic concurrency: a PATCH carrying `metadata.resourceVersion` or a PUT whose
+  resourceVersion is not current gets 409; every write bumps a global resourceVersion and,
+  on spec changes, `metadata.generation`;
+- `dryRun=All` validates and answers but does not persist;
+- injectable faults (status code or delay) matched by method and path substring.
+
+kmock 0.8's KubernetesEmulator merges dicts without resourceVersion preconditions or Scale
+semantics, so the conflict/scale cases need this one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_PATH = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+    r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status))?$"
+)
+
+
+@dataclass
+class Fault:
+    method: str  # GET | PATCH | PUT | POST | * (any)
+    path_contains: str
+    status: int = 500  # 0: no error (only the delay)
+    delay: float = 0.0
+    times: int = 1
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    status: int
+
+
+@dataclass
+class Emulator:
+    objects: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+    rv: int = 100
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    # -- seeding / inspection --------------------------------------------------------------
+    def put(self, api: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object (api = 'apps/v1', 'v1', 'group/version')."""
+        with self.lock:
+            o = copy.deepcopy(obj)
+            meta = o.setdefault("metadata", {})
+            self.rv += 1
+            meta["resourceVersion"] = str(self.rv)
+            meta.setdefault("generation", 1)
+            self.objects[(api, plural, meta["namespace"], meta["name"])] = o
+            return o
+
+    def get(self, api: str, plural: str, ns: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            return copy.deepcopy(self.objects[(api, plural, ns, name)])
+
+    def set_status(self, api: str, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
+        with self.lock:
+            self.objects[(api, plural, ns, name)].setdefault("status", {}).update(status)
+
+    def writes(self, method: str | None = None, contains: str = "") -> list[Recorded]:
+        return [
+            r
+            for r in self.requests
+            if r.method in ({method} if method else {"PATCH", "PUT", "POST"}) and contains in r.path
+        ]
+
+    # -- request handling ------------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, body: Any) -> tuple[int, Any]:
+        parts = urlsplit(raw_path)
+        path, query = parts.path, parse_qs(parts.query)
+        for f in self.faults:
+            if f.times > 0 and f.method in (method, "*") and f.path_contains in path:
+                f.times -= 1
+                if f.delay:
+                    time.sleep(f.delay)
+                if f.status:
+                    return self._record(method, path, query, body, f.status, _status(f.status, "injected"))
+                break
+        m = _PATH.match(path)
+        if not m:
+            return self._record(method, path, query, body, 404, _status(404, "no such path"))
+        api = m["core"] or f"{m['group']}/{m['version']}"
+        key = (api, m["plural"], m["ns"], m["name"] or "")
+        dry = query.get("dryRun") == ["All"]
+        with self.lock:
+            code, out = self._dispatch(method, key, m["sub"], body, dry)
+        return self._record(method, path, query, body, code, out)
+
+    def _record(self, method: str, path: str, query: Any, body: Any, code: int, out: Any) -> tuple[int, Any]:
+        self.requests.append(Recorded(method, path, query, body, code))
+        return code, out
+
+    def _dispatch(
+        self, method: str, key: tuple[str, str, str, str], sub: str | None, body: Any, dry: bool
+    ) -> tuple[int, Any]:
+        api, plural, ns, name = key
+        if method == "POST":
+            name = (body.get("metadata") or {}).get("name", "")
+            key = (api, plural, ns, name)
+            if key in self.objects:
+                return 409, _status(409, "AlreadyExists")
+            obj = copy.deepcopy(body)
+            obj["metadata"]["namespace"] = ns
+            if not dry:
+                self.rv += 1
+                obj["metadata"]["resourceVersion"] = str(self.rv)
+                self.objects[key] = obj
+            return 201, obj
+        obj = self.objects.get(key)
+        if obj is None:
+            return 404, _status(404, "NotFound")
+        if method == "GET":
+            return 200, (_scale_of(obj) if sub == "scale" else copy.deepcopy(obj))
+        current_rv = obj["metadata"]["resourceVersion"]
+        want_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if method == "PUT":
+            if want_rv != current_rv:
+                return 409, _status(409, "Conflict")
+            new = copy.deepcopy(body)
+        elif method == "PATCH":
+            if want_rv is not None and want_rv != current_rv:
+                return 409, _status(409, "Conflict")
+            patch = copy.deepcopy(body)
+            if sub == "scale":
+                patch = {"spec": {"replicas": (patch.get("spec") or {}).get("replicas")}}
+            new = _merge(copy.deepcopy(obj), patch)
+        else:
+            return 405, _status(405, "MethodNotAllowed")
+        new.setdefault("metadata", {})
+        for k in ("name", "namespace", "generation", "creationTimestamp"):
+            if k in obj["metadata"]:
+                new["metadata"].setdefault(k, obj["metadata"][k])
+        if "status" in obj and method == "PUT":
+            new.setdefault("status", obj["status"])
+        if new.get("spec") != obj.get("spec"):
+            new["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
+        if dry:
+            new["metadata"]["resourceVersion"] = current_rv
+            return 200, (_scale_of(new) if sub == "scale" else new)
+        self.rv += 1
+        new["metadata"]["resourceVersion"] = str(self.rv)
+        self.objects[key] = new
+        return 200, (_scale_of(new) if sub == "scale" else copy.deepcopy(new))
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(base, dict):
+        base = {}
+    for k, v in patch.items():
+        if v is None:
+            base.pop(k, None)
+        else:
+            base[k] = _merge(base.get(k), v)
+    return base
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "resourceVersion": meta["resourceVersion"],
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": "app=x"},
+    }
+
+
+def _status(code: int, reason: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "code": code}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: Emulator
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else {}
+        code, out = self.emulator.handle(self.command, self.path, body)
+        data = json.dumps(out).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            return
+
+    do_GET = do_PATCH = do_PUT = do_POST = _serve
+
+
+class RunningEmulator:
+    def __init__(self) -> None:
+        self.emulator = Emulator()
+        handler = type("H", (_Handler,), {"emulator": self.emulator})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.emulator.url = self.url
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,446 @@
+"""The Kubernetes actuators with the real `kubernetes` client against an emulated API server
+over real HTTP on loopback (tests/autoscaler/k8s_emulator.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from autoscaler.connectors.kubernetes_api import KubernetesApi, ResourceRef
+from autoscaler.kubernetes import EppWeightTarget, KubernetesLease, KubernetesScaleTarget
+from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, call_with_retries
+from autoscaler.ports import ManualClock, MemoryAuditSink, NotFoundError, StaticObservations, TemporaryError
+from autoscaler.settings import AutoscalerSettings, parse
+from autoscaler.types import Demand, ReasonCode
+from observer import conventions as c
+from tests.autoscaler.k8s_emulator import Emulator, Fault, RunningEmulator
+
+NS = "llm"
+EPP_YAML = """\
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+# tuned by hand, keep the comments
+plugins:
+- type: prefix-cache-scorer
+- type: queue-scorer
+schedulingProfiles:
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: max-score-picker
+  - {pluginRef: prefix-cache-scorer, weight: 2}   # cache first
+  - {pluginRef: queue-scorer, weight: 1}
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 1
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[RunningEmulator]:
+    srv = RunningEmulator()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def em(server: RunningEmulator) -> Emulator:
+    return server.emulator
+
+
+@pytest.fixture
+def api(server: RunningEmulator) -> Iterator[KubernetesApi]:
+    a = KubernetesApi.connect(field_manager=c.K8S_FIELD_MANAGER, request_timeout_seconds=0.5, host=server.url)
+    yield a
+    a.close()
+
+
+def deployment(name: str, replicas: int, ready: int | None = None, **status: Any) -> dict[str, Any]:
+    ready = replicas if ready is None else ready
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "generation": 1},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": []}},
+        },
+        "status": {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas,
+            **status,
+        },
+    }
+
+
+def settings(
+    prefill: dict[str, Any] | None = None, decode: dict[str, Any] | None = None, **kw: Any
+) -> AutoscalerSettings:
+    return parse(
+        {
+            "mode": "apply",
+            "pools": [
+                {
+                    "name": "llama",
+                    "namespace": NS,
+                    "prefill": {
+                        "target": prefill or {"name": "llama-prefill"},
+                        "capacity_tokens_per_s": 10_000,
+                    },
+                    "decode": {"target": decode or {"name": "llama-decode"}, "capacity_tokens_per_s": 2_000},
+                    "scale_up_cooldown_seconds": 0,
+                    "scale_down_cooldown_seconds": 0,
+                    "epp": {"config_map": "llama-epp", "key": "config.yaml", "deployment": "llama-epp"},
+                    **kw,
+                }
+            ],
+        }
+    )
+
+
+def seed(em: Emulator, prefill: int = 1, decode: int = 1) -> None:
+    em.put("apps/v1", "deployments", deployment("llama-prefill", prefill))
+    em.put("apps/v1", "deployments", deployment("llama-decode", decode))
+    em.put("apps/v1", "deployments", deployment("llama-epp", 1))
+    em.put(
+        "v1",
+        "configmaps",
+        {"metadata": {"name": "llama-epp", "namespace": NS}, "data": {"config.yaml": EPP_YAML}},
+    )
+
+
+def controller(
+    api: KubernetesApi, s: AutoscalerSettings, mode: Mode, clock: ManualClock, **kw: Any
+) -> Controller:
+    return Controller(
+        config=s.policy_config(),
+        mode=mode,
+        scale=KubernetesScaleTarget(api, s),
+        weights=EppWeightTarget(api, s),
+        source=kw.pop("source", StaticObservations(demand={"llama": Demand(40_000, 4_000, 0.5, 40)})),
+        clock=clock,
+        sleeper=clock,
+        audit=kw.pop("audit", MemoryAuditSink()),
+        retry=RetryPolicy((0.1, 0.2, 0.4)),
+        **kw,
+    )
+
+
+def test_scale_patch_uses_scale_subresource_resource_version_and_field_manager(
+    em: Emulator, api: KubernetesApi
+) -> None:
+    seed(em)
+    s = settings()
+    target = KubernetesScaleTarget(api, s)
+    status = target.status("llama", c.ROLE_PREFILL)
+    assert (status.replicas, status.ready, status.stable) == (1, 1, True)
+    rv_before = em.get("apps/v1", "deployments", NS, "llama-prefill")["metadata"]["resourceVersion"]
+    detail = target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False)
+    assert "1 -> 3" in detail
+    (patch,) = em.writes("PATCH")
+    assert patch.path == f"/apis/apps/v1/namespaces/{NS}/deployments/llama-prefill/scale"
+    assert patch.body == {"metadata": {"resourceVersion": rv_before}, "spec": {"replicas": 3}}
+    assert patch.query["fieldManager"] == [c.K8S_FIELD_MANAGER]
+    assert "dryRun" not in patch.query
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 3
+
+
+def test_stale_resource_version_is_a_temporary_conflict(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    ref = ResourceRef("Deployment", NS, "llama-decode")
+    stale = api.get_scale(ref).resource_version
+    em.put("apps/v1", "deployments", deployment("llama-decode", 2))  # someone else wrote in between
+    with pytest.raises(TemporaryError, match="409"):
+        api.patch_scale(ref, 5, stale, dry_run=False)
+    assert em.get("apps/v1", "deployments", NS, "llama-decode")["spec"]["replicas"] == 2
+
+
+def test_409_then_success_is_retried_with_a_fresh_read(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    em.faults.append(Fault("PATCH", "/scale", status=409))
+    clock = ManualClock()
+    target = KubernetesScaleTarget(api, settings())
+    _, attempts = call_with_retries(
+        lambda: target.scale("llama", c.ROLE_DECODE, 2, dry_run=False), RetryPolicy((0.1, 0.2)), clock
+    )
+    assert attempts == 2
+    assert clock.slept == [0.1]
+    assert [r.status for r in em.writes("PATCH")] == [409, 200]
+    assert len([r for r in em.requests if r.method == "GET" and r.path.endswith("/scale")]) == 2
+    assert em.get("apps/v1", "deployments", NS, "llama-decode")["spec"]["replicas"] == 2
+
+
+def test_500_and_timeout_are_retried(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    em.faults.append(Fault("PATCH", "/scale", status=500))
+    em.faults.append(Fault("PATCH", "/scale", status=0, delay=1.5))  # past the 0.5 s client timeout
+    clock = ManualClock()
+    target = KubernetesScaleTarget(api, settings())
+    _, attempts = call_with_retries(
+        lambda: target.scale("llama", c.ROLE_PREFILL, 4, dry_run=False), RetryPolicy((0.1, 0.2, 0.4)), clock
+    )
+    assert attempts == 3
+    assert clock.slept == [0.1, 0.2]
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 4
+
+
+def test_retries_exhausted_raise_the_last_temporary_error(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    em.faults.append(Fault("PATCH", "/scale", status=503, times=10))
+    target = KubernetesScaleTarget(api, settings())
+    with pytest.raises(TemporaryError, match="503"):
+        call_with_retries(
+            lambda: target.scale("llama", c.ROLE_PREFILL, 4, dry_run=False),
+            RetryPolicy((0, 0)),
+            ManualClock(),
+        )
+    assert len(em.writes("PATCH")) == 3
+
+
+def test_missing_target_is_reported_not_retried(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    s = settings(decode={"name": "does-not-exist"})
+    target = KubernetesScaleTarget(api, s)
+    with pytest.raises(NotFoundError, match="404"):
+        target.scale("llama", c.ROLE_DECODE, 2, dry_run=False)
+    audit = MemoryAuditSink()
+    clock = ManualClock(1000.0)
+    ctl = controller(api, s, Mode.APPLY, clock, audit=audit)
+    ctl.tick()
+    entry = audit.entries[-1]
+    assert any(h.reason == ReasonCode.MISSING_DATA and h.role == c.ROLE_DECODE for h in entry.holds)
+    assert em.writes("PATCH", "/scale") == []  # never acts on a pool it cannot fully see
+    assert clock.slept == []  # 404 is permanent: no backoff
+
+
+def test_readiness_gating_holds(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    em.put("apps/v1", "deployments", deployment("llama-prefill", 2, ready=1))
+    audit = MemoryAuditSink()
+    ctl = controller(api, settings(), Mode.APPLY, ManualClock(1000.0), audit=audit)
+    report = ctl.tick()
+    assert report.effects is not None
+    assert all(not d.changed for d in report.effects.decisions)
+    assert any(h.reason == ReasonCode.TARGET_NOT_STABLE for h in report.effects.holds)
+    assert em.writes("PATCH", "/scale") == []
+    # once ready, the same controller acts
+    em.set_status("apps/v1", "deployments", NS, "llama-prefill", {"readyReplicas": 2})
+    ctl.tick()
+    assert len(em.writes("PATCH", "/scale")) == 2
+
+
+def test_generation_and_rollout_gating(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    target = KubernetesScaleTarget(api, settings())
+    em.set_status("apps/v1", "deployments", NS, "llama-decode", {"observedGeneration": 0})
+    assert not target.status("llama", c.ROLE_DECODE).generation_current
+    em.set_status(
+        "apps/v1", "deployments", NS, "llama-decode", {"observedGeneration": 1, "updatedReplicas": 0}
+    )
+    assert target.status("llama", c.ROLE_DECODE).rollout_in_progress
+
+
+def test_apply_mode_scales_both_roles_and_audits(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    audit = MemoryAuditSink()
+    ctl = controller(api, settings(), Mode.APPLY, ManualClock(1000.0), audit=audit)
+    report = ctl.tick()
+    assert all(o.ok for o in report.outcomes)
+    # 40k prompt x 0.5 uncached at 10k x 0.8 -> 3 prefill; 4k output at 2k x 0.8 -> 3 decode
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 3
+    assert em.get("apps/v1", "deployments", NS, "llama-decode")["spec"]["replicas"] == 3
+    entry = audit.entries[-1]
+    assert [(d.current, d.desired) for d in entry.decisions] == [(1, 3), (1, 3)]
+    assert entry.mode == "apply"
+
+
+def test_dry_run_sends_dry_run_all_and_changes_nothing(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    ctl = controller(api, settings(), Mode.DRY_RUN, ManualClock(1000.0))
+    report = ctl.tick()
+    patches = em.writes("PATCH", "/scale")
+    assert len(patches) == 2
+    assert all(p.query.get("dryRun") == ["All"] for p in patches)
+    assert all(o.ok and o.dry_run for o in report.outcomes)
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 1
+
+
+def test_observe_mode_writes_nothing(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    report = controller(api, settings(), Mode.OBSERVE, ManualClock(1000.0)).tick()
+    assert report.effects is not None
+    assert any(d.changed for d in report.effects.decisions)
+    assert em.writes() == []
+
+
+def test_leaderworkerset_and_custom_resource_scale(em: Emulator, api: KubernetesApi) -> None:
+    lws = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": "llama-prefill", "namespace": NS},
+        "spec": {"replicas": 2},
+        "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2},
+    }
+    cr = {
+        "apiVersion": "example.com/v1",
+        "kind": "RoleScaler",
+        "metadata": {"name": "llama-decode", "namespace": NS},
+        "spec": {"replicas": 1},
+        "status": {"replicas": 1},
+    }
+    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    em.put("example.com/v1", "rolescalers", cr)
+    s = settings(
+        prefill={"kind": "LeaderWorkerSet", "name": "llama-prefill"},
+        decode={
+            "kind": "CustomResource",
+            "name": "llama-decode",
+            "group": "example.com",
+            "version": "v1",
+            "plural": "rolescalers",
+        },
+    )
+    target = KubernetesScaleTarget(api, s)
+    assert target.status("llama", c.ROLE_PREFILL).stable
+    assert target.status("llama", c.ROLE_DECODE).replicas == 1
+    target.scale("llama", c.ROLE_PREFILL, 4, dry_run=False)
+    target.scale("llama", c.ROLE_DECODE, 3, dry_run=False)
+    paths = [r.path for r in em.writes("PATCH")]
+    assert paths == [
+        f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{NS}/leaderworkersets/llama-prefill/scale",
+        f"/apis/example.com/v1/namespaces/{NS}/rolescalers/llama-decode/scale",
+    ]
+    assert (
+        em.get("leaderworkerset.x-k8s.io/v1", "leaderworkersets", NS, "llama-prefill")["spec"]["replicas"]
+        == 4
+    )
+    assert em.get("example.com/v1", "rolescalers", NS, "llama-decode")["spec"]["replicas"] == 3
+
+
+def test_kserve_llminferenceservice_owner_fields(em: Emulator, api: KubernetesApi) -> None:
+    svc = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": "llama", "namespace": NS, "generation": 1},
+        "spec": {
+            "replicas": 2,
+            "prefill": {"replicas": 1, "template": {"containers": []}},
+            "model": {"uri": "hf://x"},
+        },
+        "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    em.put("serving.kserve.io/v1alpha1", "llminferenceservices", svc)
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    assert target.status("llama", c.ROLE_PREFILL).replicas == 1
+    assert target.status("llama", c.ROLE_DECODE).stable
+    target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False)
+    (patch,) = em.writes("PATCH")
+    assert patch.path.endswith("/llminferenceservices/llama")
+    assert patch.body["spec"] == {"prefill": {"replicas": 3}}
+    assert patch.body["metadata"]["resourceVersion"]
+    stored = em.get("serving.kserve.io/v1alpha1", "llminferenceservices", NS, "llama")
+    assert stored["spec"]["prefill"] == {"replicas": 3, "template": {"containers": []}}  # rest kept
+    assert stored["spec"]["replicas"] == 2
+    assert not target.status("llama", c.ROLE_PREFILL).generation_current  # generation moved on
+
+
+def test_configmap_weight_edit_and_restart_annotation(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    target = EppWeightTarget(api, settings())
+    assert target.weights("llama") == {
+        c.SCORER_PREFIX_CACHE: 2.0,
+        c.SCORER_QUEUE: 1.0,
+        c.SCORER_KV_UTILIZATION: 1.0,
+    }
+    rv = em.get("v1", "configmaps", NS, "llama-epp")["metadata"]["resourceVersion"]
+    target.set_weights(
+        "llama",
+        {c.SCORER_PREFIX_CACHE: 3.0, c.SCORER_KV_UTILIZATION: 2.0},
+        now=1_700_000_000.0,
+        dry_run=False,
+    )
+    text = em.get("v1", "configmaps", NS, "llama-epp")["data"]["config.yaml"]
+    expected = EPP_YAML.replace("prefix-cache-scorer, weight: 2}", "prefix-cache-scorer, weight: 3}").replace(
+        "kv-cache-utilization-scorer\n    weight: 1", "kv-cache-utilization-scorer\n    weight: 2"
+    )
+    assert text == expected  # byte-for-byte apart from the two scalars, comments kept
+    (put,) = em.writes("PUT", "/configmaps/")
+    assert put.body["metadata"]["resourceVersion"] == rv
+    epp = em.get("apps/v1", "deployments", NS, "llama-epp")
+    assert (
+        epp["spec"]["template"]["metadata"]["annotations"][c.K8S_RESTART_ANNOTATION]
+        == "2023-11-14T22:13:20.000000Z"
+    )
+    assert epp["spec"]["template"]["metadata"]["labels"] == {"app": "llama-epp"}  # merge kept the rest
+
+
+def test_configmap_conflict_is_retried(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    em.faults.append(Fault("PUT", "/configmaps/", status=409))
+    target = EppWeightTarget(api, settings())
+    clock = ManualClock()
+    _, attempts = call_with_retries(
+        lambda: target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=0.0, dry_run=False),
+        RetryPolicy((0.1,)),
+        clock,
+    )
+    assert attempts == 2
+    assert EppWeightTarget(api, settings()).weights("llama")[c.SCORER_QUEUE] == 2.0
+
+
+def test_weight_dry_run(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    EppWeightTarget(api, settings()).set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=0.0, dry_run=True)
+    assert all(w.query.get("dryRun") == ["All"] for w in em.writes())
+    assert em.get("v1", "configmaps", NS, "llama-epp")["data"]["config.yaml"] == EPP_YAML
+
+
+def test_two_instances_contend_for_the_lease_only_the_leader_acts(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    s = settings()
+    clock = ManualClock(1_700_000_000.0)
+    lease_a = KubernetesLease(
+        api, namespace=NS, name="pd-observer-autoscaler", identity="a", duration_seconds=15
+    )
+    lease_b = KubernetesLease(
+        api, namespace=NS, name="pd-observer-autoscaler", identity="b", duration_seconds=15
+    )
+    a = controller(api, s, Mode.APPLY, clock, lease=lease_a)
+    b = controller(api, s, Mode.APPLY, clock, lease=lease_b)
+    assert a.tick().leader
+    assert len(em.writes("PATCH", "/scale")) == 2
+    report_b = b.tick()
+    assert not report_b.leader
+    assert report_b.effects is None
+    assert len(em.writes("PATCH", "/scale")) == 2  # b did nothing
+    assert (
+        em.get("coordination.k8s.io/v1", "leases", NS, "pd-observer-autoscaler")["spec"]["holderIdentity"]
+        == "a"
+    )
+    clock.advance(5)
+    assert a.tick().leader  # renews
+    clock.advance(10)
+    assert not b.tick().leader  # a renewed 10 s ago: still a's
+    # a stops renewing (hung); after the lease duration b takes over
+    clock.advance(20)
+    assert b.tick().leader
+    lease = em.get("coordination.k8s.io/v1", "leases", NS, "pd-observer-autoscaler")
+    assert lease["spec"]["holderIdentity"] == "b"
+    assert lease["spec"]["leaseTransitions"] == 1
+    with pytest.raises(LeadershipLost):  # a wakes up: it must exit, not act
+        a.tick()
+
+
+def test_lease_write_race_loses_cleanly(em: Emulator, api: KubernetesApi) -> None:
+    lease = KubernetesLease(api, namespace=NS, name="l", identity="a", duration_seconds=15)
+    assert lease.try_acquire_or_renew(100.0)
+    em.faults.append(Fault("PUT", "/leases/l", status=409))
+    assert not lease.try_acquire_or_renew(105.0)
+    assert lease.try_acquire_or_renew(106.0)
+    lease.release(107.0)
+    assert em.get("coordination.k8s.io/v1", "leases", NS, "l")["spec"].get("holderIdentity") is None
