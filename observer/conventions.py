@@ -486,3 +486,23 @@ API_OUTPUT_TOKENS: Final = "output_tokens"
 API_ERRORS: Final = "errors"
 API_PHASES: Final = "phases_seconds"
 API_TIER_SHARES: Final = "tier_shares"
+
+# ---------------------------------------------------------------------------------------------
+# Dashboards (dashboards issue): Grafana dashboard uids (`GET /api/v1/dashboards/{uid}`), the
+# label the Grafana sidecar selects ConfigMaps by, and its folder annotation.
+# ---------------------------------------------------------------------------------------------
+DASHBOARD_UID_FLEET: Final = "pd-observer-fleet-slo"
+DASHBOARD_UID_TENANTS: Final = "pd-observer-tenants"
+DASHBOARD_UID_KV_TIERS: Final = "pd-observer-kv-tiers"
+DASHBOARD_UID_PD_BALANCE: Final = "pd-observer-pd-balance"
+DASHBOARD_UID_AUTOSCALER: Final = "pd-observer-autoscaler"
+DASHBOARD_UIDS: Final = (
+    DASHBOARD_UID_FLEET,
+    DASHBOARD_UID_TENANTS,
+    DASHBOARD_UID_KV_TIERS,
+    DASHBOARD_UID_PD_BALANCE,
+    DASHBOARD_UID_AUTOSCALER,
+)
+GRAFANA_DASHBOARD_LABEL: Final = "grafana_dashboard"  # kiwigrid k8s-sidecar default label
+GRAFANA_DASHBOARD_LABEL_VALUE: Final = "1"
+GRAFANA_FOLDER_ANNOTATION: Final = "grafana_folder"  # grafana helm chart sidecar folderAnnotation
