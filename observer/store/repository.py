@@ -76,10 +76,20 @@ class Store:
         self._sqlite = engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         self._lock = threading.RLock()
-        # SQLite fast path: plain DBAPI executemany (SQLAlchemy's per-row parameter processing
-        # costs as much as SQLite itself at 512 rows per call). Compiled once, positional.
+        # Record inserts bypass SQLAlchemy's per-row parameter processing (it cost as much as the
+        # database itself at 512 rows per call): compiled once here, executed on the DBAPI cursor.
         self._sqlite_insert_sql = ""
-        if self._sqlite:
+        self._pg_insert_sql = ""
+        if not self._sqlite:
+            # PostgreSQL fast path: psycopg's executemany(returning=True) pipelines the rows.
+            self._pg_insert_sql = str(
+                postgresql.insert(s.requests)
+                .on_conflict_do_nothing(index_elements=["request_id"])
+                .returning(s.requests.c.request_id)
+                .compile(dialect=engine.dialect, column_keys=list(codec.RECORD_COLUMNS))
+            )
+        else:
+            # SQLite fast path: plain DBAPI executemany, positional parameters.
             compiled = (
                 sqlite.insert(s.requests)
                 .on_conflict_do_nothing(index_elements=["request_id"])
@@ -174,13 +184,7 @@ class Store:
             if unique and self._sqlite:
                 new_ids = self._insert_records_sqlite(conn, unique)
             elif unique:
-                stmt = (
-                    self._insert(s.requests)
-                    .on_conflict_do_nothing(index_elements=["request_id"])
-                    .returning(s.requests.c.request_id)
-                )
-                rows = [codec.record_to_row(r) for r in unique.values()]
-                new_ids = set(conn.execute(stmt, rows).scalars())
+                new_ids = self._insert_records_pg(conn, unique)
             if pending_added:
                 conn.execute(
                     self._insert(s.pending_spans).on_conflict_do_nothing(index_elements=["span_id"]),
@@ -213,6 +217,20 @@ class Store:
         if new:
             conn.exec_driver_sql(self._sqlite_insert_sql, [codec.record_to_tuple(r) for r in new])
         return {r.request_id for r in new}
+
+    def _insert_records_pg(self, conn: Connection, unique: dict[str, RequestRecord]) -> set[str]:
+        # INSERT .. ON CONFLICT DO NOTHING RETURNING: exact even with concurrent writers.
+        driver: Any = conn.connection.driver_connection
+        new: set[str] = set()
+        with driver.cursor() as cur:
+            cur.executemany(
+                self._pg_insert_sql, [codec.record_to_row(r) for r in unique.values()], returning=True
+            )
+            while True:
+                new.update(row[0] for row in cur.fetchall())
+                if not cur.nextset():
+                    break
+        return new
 
     def load_pending(self) -> list[EngineSpan]:
         """Every pending engine span, oldest end time first."""
