@@ -18,6 +18,10 @@ from observer.store.types import RollupRow, RollupWatermark
 class RecordStore(Protocol):
     """Durable state of pd-observer. Write methods are called from one writer thread."""
 
+    def upgrade(self) -> None:
+        """Bring the schema to the newest revision (no-op for the in-memory store)."""
+        ...
+
     def write_batch(
         self,
         records: Sequence[RequestRecord],

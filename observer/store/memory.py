@@ -26,6 +26,9 @@ class MemoryStore:
         self._rollups: dict[tuple[float, str, str], RollupRow] = {}
         self._watermark: RollupWatermark | None = None
 
+    def upgrade(self) -> None:
+        """Nothing to migrate in memory."""
+
     def close(self) -> None:
         """Nothing to release."""
 

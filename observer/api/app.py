@@ -1,0 +1,251 @@
+"""The HTTP surface (DESIGN §4): OTLP ingest, the query API, /metrics, health. One port."""
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from google.rpc import status_pb2
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from observer import conventions as c
+from observer.api.metrics import AggregatorCollector
+from observer.config import Settings, SloSettings
+from observer.ingest.otlp import IngestError
+from observer.model import RequestRecord
+from observer.pipeline import Pipeline, Throttled
+from observer.store import RecordStore
+
+log = logging.getLogger(__name__)
+
+# Routers contributed by later components (pools, decisions, dashboards, alerts), added by wiring.
+ExtraRouters = Sequence[APIRouter]
+
+
+class SloBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slos: list[SloSettings] = Field(description="the whole SLO set (PUT replaces it)")
+
+
+def _slo_json(s: SloSettings) -> dict[str, Any]:
+    return s.model_dump(mode="json")
+
+
+def record_json(r: RequestRecord) -> dict[str, Any]:
+    """Phase breakdown of one request, for GET /api/v1/requests/{id}."""
+    return {
+        "request_id": r.request_id,
+        "trace_id": r.trace_id,
+        "tenant": r.tenant,
+        "model": r.model,
+        "start_time": r.start_time,
+        "end_time": r.end_time,
+        "disaggregated": r.disaggregated,
+        "complete": r.complete,
+        "error": r.error,
+        "prefill_pod": r.prefill_pod,
+        "decode_pod": r.decode_pod,
+        "prompt_tokens": r.prompt_tokens,
+        "output_tokens": r.output_tokens,
+        "cached_tokens": r.cached_tokens,
+        "cached_tokens_by_tier": r.cached.as_dict(),
+        "prefix_hit_rate": (r.cached_tokens / r.prompt_tokens) if r.prompt_tokens else None,
+        "ttft_seconds": r.ttft,
+        "itl_seconds": r.itl,
+        "e2e_seconds": r.e2e,
+        "phases_seconds": {p: r.phase(p) for p in c.PHASES},
+    }
+
+
+def create_app(
+    settings: Settings,
+    store: RecordStore,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] | None = None,
+    extra_routers: ExtraRouters = (),
+    on_startup: Sequence[Callable[[Pipeline], Any]] = (),
+) -> FastAPI:
+    """Build the app. The store is injected (SQL in production, in-memory in core tests)."""
+    registry = registry or CollectorRegistry()
+    kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    pipeline = Pipeline(settings=settings, store=store, registry=registry, **kwargs)
+    registry.register(AggregatorCollector(pipeline))
+    token = settings.server.auth_token
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pipeline.start()
+        for hook in on_startup:
+            hook(pipeline)
+        log.info("ready", extra={"port": settings.server.port})
+        try:
+            yield
+        finally:
+            await pipeline.stop()
+            store.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="pd-observer",
+        version="0.1.0",
+        summary="Per-tenant cache, latency and SLO signals for disaggregated LLM serving",
+        lifespan=lifespan,
+    )
+    app.state.pipeline = pipeline
+    app.state.registry = registry
+
+    def authorize(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise HTTPException(
+                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    auth = [Depends(authorize)]
+
+    def window_param(
+        window: Annotated[int, Query(ge=1, description="window length in seconds")] = 300,
+    ) -> int:
+        max_w = settings.aggregation.max_window_seconds
+        if window > max_w:
+            raise HTTPException(400, f"window must be <= {max_w} seconds (the longest configured window)")
+        return window
+
+    # ------------------------------------------------------------------ OTLP ingest
+    @app.post(c.OTLP_TRACES_PATH, dependencies=auth, tags=["ingest"], summary="OTLP/HTTP traces receiver")
+    async def receive_traces(request: Request) -> Response:
+        ctype = request.headers.get("content-type")
+        cenc = request.headers.get("content-encoding")
+        limit = settings.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            pipeline.metrics.batches.labels("too_large").inc()
+            return _otlp_error(413, f"request body larger than {limit} bytes", ctype)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                pipeline.metrics.batches.labels("too_large").inc()
+                return _otlp_error(413, f"request body larger than {limit} bytes", ctype)
+            chunks.append(chunk)
+        try:
+            outcome = await pipeline.ingest(b"".join(chunks), ctype, cenc)
+        except IngestError as exc:
+            return _otlp_error(exc.status, str(exc), ctype)
+        except Throttled as exc:
+            return _otlp_error(
+                exc.status, str(exc), ctype, {"Retry-After": str(settings.server.retry_after_seconds)}
+            )
+        return Response(outcome.body, status_code=outcome.status, media_type=outcome.content_type)
+
+    # ------------------------------------------------------------------ query API
+    api = APIRouter(prefix="/api/v1", dependencies=auth)
+
+    @api.get("/tenants", tags=["tenants"], summary="Per-tenant hit rates, tiers, latency and SLOs")
+    def tenants(
+        window: Annotated[int, Depends(window_param)],
+        model: Annotated[str | None, Query(description="only this model")] = None,
+    ) -> dict[str, Any]:
+        now = pipeline.clock()
+        with pipeline.lock:
+            stats = pipeline.aggregator.tenants(window, now, model=model)
+        return {"window_seconds": window, "tenants": [s.as_api_dict() for s in stats]}
+
+    @api.get("/tenants/{tenant}", tags=["tenants"], summary="One tenant's entry")
+    def tenant(
+        tenant: str,
+        window: Annotated[int, Depends(window_param)],
+        model: Annotated[str | None, Query()] = None,
+    ) -> dict[str, Any]:
+        now = pipeline.clock()
+        with pipeline.lock:
+            stats = pipeline.aggregator.tenant(tenant, window, now, model=model)
+        if stats is None:
+            raise HTTPException(404, f"no requests from tenant {tenant!r} in the last {window} s")
+        return {"window_seconds": window, **stats.as_api_dict()}
+
+    @api.get("/requests/{request_id}", tags=["requests"], summary="Phase breakdown of one request")
+    def request_detail(request_id: str) -> dict[str, Any]:
+        rec = pipeline.get_record(request_id)
+        if rec is None:
+            raise HTTPException(404, f"request {request_id!r} not found (or past retention)")
+        return record_json(rec)
+
+    @api.get("/slos", tags=["slos"], summary="The SLO set")
+    def get_slos() -> dict[str, Any]:
+        specs = pipeline.store.list_slos()
+        return {"slos": [_slo_json(_to_settings(s)) for s in specs]}
+
+    @api.put("/slos", tags=["slos"], summary="Replace the SLO set; counters rebuilt from stored records")
+    async def put_slos(request: Request) -> JSONResponse:
+        raw = await request.body()
+        try:
+            body = SloBody.model_validate_json(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise HTTPException(422, f"invalid SLO set: {loc}: {err['msg']}") from None
+        names = [s.name for s in body.slos]
+        if len(set(names)) != len(names):
+            raise HTTPException(422, "invalid SLO set: duplicate SLO names")
+        specs = [s.to_spec() for s in body.slos]
+        await asyncio.get_running_loop().run_in_executor(None, pipeline.replace_slos, specs)
+        return JSONResponse({"slos": [_slo_json(s) for s in body.slos]})
+
+    app.include_router(api)
+    for router in extra_routers:
+        app.include_router(router, dependencies=auth)
+
+    # ------------------------------------------------------------------ ops
+    @app.get("/metrics", dependencies=auth, tags=["ops"], summary="Prometheus exposition")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: recovered from the store and accepting data")
+    def readyz() -> JSONResponse:
+        if not pipeline.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready", "pending_traces": pipeline.assembler.pending_count})
+
+    return app
+
+
+def _to_settings(spec: Any) -> SloSettings:
+    return SloSettings(
+        name=spec.name,
+        sli=spec.sli,
+        objective=spec.objective,
+        threshold_seconds=spec.threshold_seconds,
+        tenants=tuple(spec.tenants),
+        description=spec.description,
+    )
+
+
+def _otlp_error(
+    status: int, message: str, content_type: str | None, headers: Mapping[str, str] | None = None
+) -> Response:
+    """OTLP error responses carry a google.rpc.Status-like body in the request's encoding."""
+    if content_type and content_type.split(";")[0].strip().lower() == c.CT_JSON:
+        return Response(
+            json.dumps({"code": status, "message": message}),
+            status_code=status,
+            media_type=c.CT_JSON,
+            headers=dict(headers or {}),
+        )
+    body = status_pb2.Status(code=status, message=message).SerializeToString()
+    return Response(body, status_code=status, media_type=c.CT_PROTOBUF, headers=dict(headers or {}))
