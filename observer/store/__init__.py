@@ -71,4 +71,9 @@ class RecordStore(Protocol):
     def close(self) -> None: ...
 
 
+def _conforms(memory: MemoryStore, sql: Store) -> tuple[RecordStore, RecordStore]:
+    """Never called: mypy checks here that both adapters implement RecordStore."""
+    return memory, sql
+
+
 __all__ = ["MemoryStore", "RecordStore", "RollupRow", "RollupWatermark", "Store"]
