@@ -1,0 +1,137 @@
+"""The loop over in-memory adapters: retries as data, modes, leadership, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, call_with_retries
+from autoscaler.ports import (
+    InMemoryLease,
+    InMemoryScaleTarget,
+    InMemoryWeightTarget,
+    LeaseRecordStore,
+    ManualClock,
+    MemoryAuditSink,
+    NotFoundError,
+    PermanentError,
+    StaticObservations,
+    TemporaryError,
+)
+from autoscaler.types import Config, Demand, PoolConfig, RoleConfig, RoleStatus, Signals
+from observer import conventions as c
+
+P, D = c.ROLE_PREFILL, c.ROLE_DECODE
+
+
+def config() -> Config:
+    roles = {P: RoleConfig(1, 8, 2, 1, 10_000.0), D: RoleConfig(1, 8, 2, 1, 2_000.0)}
+    return Config(
+        {"p": PoolConfig(name="p", roles=roles, scale_up_cooldown_seconds=0, scale_down_cooldown_seconds=0)}
+    )
+
+
+def make(
+    mode: Mode, **kw: object
+) -> tuple[Controller, InMemoryScaleTarget, InMemoryWeightTarget, ManualClock, MemoryAuditSink]:
+    scale = InMemoryScaleTarget({("p", P): RoleStatus(1, 1), ("p", D): RoleStatus(1, 1)})
+    weights = InMemoryWeightTarget({"p": {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0}})
+    clock = ManualClock(1000.0)
+    audit = MemoryAuditSink()
+    source = StaticObservations(
+        demand={"p": Demand(40_000, 4_000, 0.5, 40)}, signals={"p": Signals(cascade_tenants=("t1",))}
+    )
+    ctl = Controller(
+        config=config(),
+        mode=mode,
+        scale=scale,
+        weights=weights,
+        source=source,
+        clock=clock,
+        sleeper=clock,
+        audit=audit,
+        retry=RetryPolicy((1.0, 2.0)),
+        **kw,  # type: ignore[arg-type]
+    )
+    return ctl, scale, weights, clock, audit
+
+
+def test_retry_sequence_is_data() -> None:
+    clock = ManualClock()
+    calls = []
+
+    def op() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TemporaryError("busy")
+        return "ok"
+
+    assert call_with_retries(op, RetryPolicy((0.5, 1.5, 9.0)), clock) == ("ok", 3)
+    assert clock.slept == [0.5, 1.5]
+
+
+def test_permanent_error_is_not_retried() -> None:
+    clock = ManualClock()
+
+    def op() -> None:
+        raise NotFoundError("gone")
+
+    with pytest.raises(PermanentError):
+        call_with_retries(op, RetryPolicy((0.5,)), clock)
+    assert clock.slept == []
+
+
+def test_apply_mode_scales_downs_first_and_audits() -> None:
+    ctl, scale, weights, _, audit = make(Mode.APPLY)
+    report = ctl.tick()
+    assert scale.statuses[("p", P)].replicas == 3
+    assert scale.statuses[("p", D)].replicas == 3
+    assert weights.data["p"][c.SCORER_PREFIX_CACHE] == 3.0
+    assert all(o.ok for o in report.outcomes)
+    (entry,) = audit.entries
+    assert entry.pool == "p"
+    assert {o.target for o in entry.outcomes} == {P, D, "weights"}
+
+
+def test_observe_mode_touches_nothing_dry_run_passes_the_flag() -> None:
+    ctl, scale, weights, _, _ = make(Mode.OBSERVE)
+    ctl.tick()
+    assert scale.calls == []
+    assert weights.calls == []
+    ctl, scale, weights, _, _ = make(Mode.DRY_RUN)
+    ctl.tick()
+    assert {call[3] for call in scale.calls} == {True}
+    assert scale.statuses[("p", P)].replicas == 1
+
+
+def test_temporary_failures_are_retried_then_reported() -> None:
+    ctl, scale, _, clock, _ = make(Mode.APPLY)
+    scale.faults.extend([TemporaryError("409"), TemporaryError("500"), TemporaryError("timeout")])
+    report = ctl.tick()
+    failed = [o for o in report.outcomes if not o.ok]
+    assert len(failed) == 1
+    assert failed[0].attempts == 3
+    assert "gave up" in failed[0].detail
+    assert clock.slept == [1.0, 2.0]
+
+
+def test_standby_does_nothing_and_lost_leader_raises() -> None:
+    store = LeaseRecordStore()
+    a, _, _, clock_a, _ = make(Mode.APPLY, lease=InMemoryLease(store, "a", 15.0))
+    b, scale_b, _, _, _ = make(Mode.APPLY, lease=InMemoryLease(store, "b", 15.0))
+    assert a.tick().leader
+    assert not b.tick().leader
+    assert scale_b.calls == []
+    store.holder = "b"  # b took over while a was stalled
+    store.renewed = clock_a.now() + 100
+    clock_a.advance(30)
+    with pytest.raises(LeadershipLost):
+        a.tick()
+
+
+def test_run_releases_the_lease() -> None:
+    store = LeaseRecordStore()
+    ctl, _, _, clock, _ = make(Mode.OBSERVE, lease=InMemoryLease(store, "a", 15.0), interval_seconds=10.0)
+    reports = ctl.run(max_ticks=3)
+    assert len(reports) == 3
+    assert clock.slept == [10.0, 10.0]
+    assert store.holder is None

@@ -1,0 +1,63 @@
+"""AutoscalerSettings: parsing from observer Settings, defaults, cross-field validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from autoscaler.settings import from_settings, parse
+from observer import conventions as c
+from observer.config import ConfigError, load_settings
+
+
+def pool(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "llama",
+        "namespace": "llm",
+        "prefill": {"target": {"name": "llama-prefill"}, "max": 6, "gpus_per_replica": 1},
+        "decode": {"target": {"kind": "LeaderWorkerSet", "name": "llama-decode"}, "gpus_per_replica": 2},
+        "gpu_budget": 12,
+    }
+    base.update(kw)
+    return base
+
+
+def test_from_observer_settings_builds_the_policy_config(tmp_path: Any) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "autoscaler:\n  mode: dry-run\n  pools:\n  - name: llama\n    prefill: {target: {name: p}}\n"
+        "    decode: {target: {name: d}, min: 2}\n"
+    )
+    s = from_settings(load_settings(cfg, env={}))
+    assert s.mode == "dry-run"
+    assert s.field_manager == c.K8S_FIELD_MANAGER
+    pc = s.policy_config().pools["llama"]
+    assert pc.roles[c.ROLE_DECODE].min_replicas == 2
+    assert pc.scale_down_window_seconds == 300.0
+    assert s.retry.backoff_seconds == (0.5, 1.0, 2.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"pools": [pool(gpu_budget=2)]}, "minimum replicas need 3 GPUs"),
+        ({"pools": [pool(), pool()]}, "duplicate pool names"),
+        ({"pools": [pool(prefill={"target": {"name": "x"}, "min": 5, "max": 2})]}, "min (5) > max (2)"),
+        (
+            {"pools": [pool(decode={"target": {"kind": "CustomResource", "name": "x"}})]},
+            "needs group, version",
+        ),
+        ({"mode": "yolo"}, "autoscaler.mode"),
+        ({"pools": [pool(weights={"bounds": {"queue-scorer": [3, 1]}})]}, "low <= high"),
+        (
+            {"pools": [pool(decode={"target": {"kind": "LLMInferenceService", "name": "x"}})]},
+            "LLMInferenceService owns both roles",
+        ),
+    ],
+)
+def test_bad_config_is_one_clear_line(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match="invalid configuration: autoscaler") as err:
+        parse(raw)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
