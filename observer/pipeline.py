@@ -98,6 +98,9 @@ class Pipeline:
     registry: CollectorRegistry
     clock: Clock = time.time
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Called in the writer thread, under `lock`, with every batch of NEW records (after commit).
+    # Keep listeners cheap and non-blocking (e.g. the fleet-signals engine's window feed).
+    listeners: list[Callable[[Sequence[RequestRecord], float], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -247,6 +250,8 @@ class Pipeline:
             self._rebuild_assembler(now)
             raise
         self.aggregator.add(new, now)
+        for listener in self.listeners:
+            listener(new, now)
         self.metrics.incomplete.inc(sum(res.incomplete for res in results))
         self.metrics.pending.set(self.assembler.pending_count)
 
