@@ -167,7 +167,7 @@ class EmitterStats:
 
 
 def _ns(t: float) -> int:
-    return round(t * _NS)
+    return int(t * _NS + 0.5)
 
 
 class OtlpSpanEmitter:
