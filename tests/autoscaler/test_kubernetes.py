@@ -13,7 +13,7 @@ from autoscaler.kubernetes import EppWeightTarget, KubernetesLease, KubernetesSc
 from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, call_with_retries
 from autoscaler.ports import ManualClock, MemoryAuditSink, NotFoundError, StaticObservations, TemporaryError
 from autoscaler.settings import AutoscalerSettings, parse
-from autoscaler.types import Demand, ReasonCode
+from autoscaler.types import Demand, ReasonCode, Signals
 from observer import conventions as c
 from tests.autoscaler.k8s_emulator import Emulator, Fault, RunningEmulator
 
@@ -444,3 +444,30 @@ def test_lease_write_race_loses_cleanly(em: Emulator, api: KubernetesApi) -> Non
     assert lease.try_acquire_or_renew(106.0)
     lease.release(107.0)
     assert em.get("coordination.k8s.io/v1", "leases", NS, "l")["spec"].get("holderIdentity") is None
+
+
+_VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create"}
+
+
+def test_requests_are_within_rbac(em: Emulator, api: KubernetesApi) -> None:
+    from tests.autoscaler.test_rbac import rules
+
+    seed(em)
+    clock = ManualClock(1_700_000_000.0)
+    lease = KubernetesLease(
+        api, namespace=NS, name="pd-observer-autoscaler", identity="a", duration_seconds=15
+    )
+    source = StaticObservations(
+        demand={"llama": Demand(40_000, 4_000, 0.5, 40)},
+        signals={"llama": Signals(cascade_tenants=("t",), load_imbalance=True)},
+    )
+    report = controller(api, settings(), Mode.APPLY, clock, lease=lease, source=source).tick()
+    assert {o.target for o in report.outcomes} == {c.ROLE_PREFILL, c.ROLE_DECODE, "weights"}
+    granted = rules()
+    for r in em.requests:
+        parts = r.path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        after_ns = parts[parts.index("namespaces") + 2 :]
+        resource = after_ns[0] + ("/" + after_ns[2] if len(after_ns) > 2 else "")
+        verb = _VERBS[r.method]
+        assert (group, resource, verb, False) in granted or (group, resource, verb, True) in granted, r.path
