@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, _server_overrides(args))
     logs.configure(settings.server.log_level)
     store = Store.open(settings.store.url)
-    app = create_app(settings, store)
+    app = create_app(settings, store, extra_routers=extra_routers(settings))
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -59,6 +59,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limit_concurrency=None,
     )
     uvicorn.Server(config).run()
+    return 0
+
+
+def extra_routers(settings: Settings) -> list[Any]:
+    """API routes owned by the upper layers (alerts, dashboards), mounted by the composition root."""
+    from fastapi import APIRouter
+
+    from alerts.export import rules_for_api
+
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get(
+        "/alerts/rules", tags=["alerts"], summary="Generated Prometheus rules and Alertmanager routing"
+    )
+    def alert_rules() -> dict[str, Any]:
+        return rules_for_api(settings)
+
+    return [router]
+
+
+def cmd_alerts_export(args: argparse.Namespace) -> int:
+    from alerts.export import export
+
+    settings = _settings(args)
+    paths = export(args.dir, settings)
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -139,6 +166,31 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--db", metavar="URL", help="SQLAlchemy database URL")
     up.set_defaults(func=cmd_db_upgrade)
 
+    alerts = sub.add_parser(
+        "alerts",
+        help="alert rules and Alertmanager routing as code",
+        description="Prometheus rules and Alertmanager routing generated from the SLOs and signals.",
+    )
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+    aexp = alerts_sub.add_parser(
+        "export",
+        help="write the rule files, a PrometheusRule object and alertmanager.yml into DIR",
+        description=(
+            "Write pd-observer-rules.yaml (Prometheus rule file), pd-observer-prometheusrule.yaml "
+            "(prometheus-operator PrometheusRule) and alertmanager.yml into DIR. Deterministic; "
+            "every file starts with a 'generated — do not edit' header."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pd-observer alerts export ./out\n"
+            "  promtool check rules ./out/pd-observer-rules.yaml\n"
+            "  amtool check-config ./out/alertmanager.yml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(aexp)
+    aexp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
+    aexp.set_defaults(func=cmd_alerts_export)
     return parser
 
 
