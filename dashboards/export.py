@@ -1,0 +1,79 @@
+"""Export: the whole pipeline (settings → generate → render) for the CLI and the HTTP API.
+
+- `export(dir, settings)` backs `pd-observer dashboards export DIR`;
+- `dashboards_index(settings)` backs `GET /api/v1/dashboards`;
+- `dashboard_json(uid, settings)` backs `GET /api/v1/dashboards/{uid}` (None -> 404).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dashboards.generate import Generated, generate_dashboards
+from dashboards.render import (
+    dashboard_dict,
+    file_name,
+    render_configmaps,
+    render_json,
+    render_provisioning,
+)
+from dashboards.settings import parse_dashboards_settings
+from observer.config import Settings, load_settings
+
+PROVISIONING_FILE = "provisioning/dashboards/pd-observer.yaml"
+CONFIGMAPS_FILE = "pd-observer-dashboards-configmaps.yaml"
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings if settings is not None else load_settings(env={})
+
+
+def _generated(settings: Settings) -> tuple[Generated, ...]:
+    return generate_dashboards(parse_dashboards_settings(settings), settings.slo_specs())
+
+
+def render_all(settings: Settings) -> dict[str, str]:
+    """Relative file path -> content, in a fixed order (dashboards, provider, ConfigMaps)."""
+    ds = parse_dashboards_settings(settings)
+    generated = _generated(settings)
+    files = {file_name(g.uid): render_json(g.model) for g in generated}
+    files[PROVISIONING_FILE] = render_provisioning(ds)
+    files[CONFIGMAPS_FILE] = render_configmaps(generated, ds)
+    return files
+
+
+def export(directory: str | Path, settings: Settings) -> list[Path]:
+    """Write every dashboard JSON, the Grafana provider YAML and the ConfigMaps into `directory`."""
+    out = Path(directory)
+    paths = []
+    for name, text in render_all(settings).items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def dashboards_index(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Body of `GET /api/v1/dashboards`: uid, title, tags and panel count of each dashboard."""
+    out = []
+    for g in _generated(_settings(settings)):
+        data = dashboard_dict(g.model)
+        out.append(
+            {
+                "uid": g.uid,
+                "title": g.title,
+                "tags": data.get("tags", []),
+                "panels": sum(1 for p in data.get("panels", []) if p.get("type") != "row"),
+            }
+        )
+    return out
+
+
+def dashboard_json(uid: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """Body of `GET /api/v1/dashboards/{uid}`: the Grafana dashboard JSON, or None if unknown."""
+    for g in _generated(_settings(settings)):
+        if g.uid == uid:
+            return dashboard_dict(g.model)
+    return None
