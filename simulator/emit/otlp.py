@@ -38,6 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from observer import conventions as c
+from simulator.emit.otlpwire import FastSpanEncoder
 from simulator.events import CompletedRequest, EngineTiming, FleetEvent, KvEvent, PodSnapshot
 
 _M64 = (1 << 64) - 1
@@ -93,17 +94,30 @@ class BytesSink(Protocol):
     def __call__(self, body: bytes, /) -> None: ...
 
 
-class BytesSpanExporter(SpanExporter):
-    """Encodes spans as an OTLP `ExportTraceServiceRequest` and hands the bytes to a sink."""
+def sdk_encode(spans: Sequence[ReadableSpan]) -> bytes:
+    """The SDK's own OTLP/protobuf encoding of a batch."""
+    body: bytes = encode_spans(spans).SerializeToString()
+    return body
 
-    def __init__(self, sink: BytesSink) -> None:
+
+class BytesSpanExporter(SpanExporter):
+    """Encodes spans as an OTLP `ExportTraceServiceRequest` and hands the bytes to a sink.
+
+    `fast=True` (default) uses `otlpwire.FastSpanEncoder` (same message, ~3× faster);
+    `fast=False` the SDK's `encode_spans`.
+    """
+
+    def __init__(self, sink: BytesSink, *, fast: bool = True) -> None:
         self._sink = sink
         self._stopped = False
+        self._encode: Callable[[Sequence[ReadableSpan]], bytes] = (
+            FastSpanEncoder().encode if fast else sdk_encode
+        )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._stopped:
             return SpanExportResult.FAILURE
-        self._sink(encode_spans(spans).SerializeToString())
+        self._sink(self._encode(spans))
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -193,9 +207,11 @@ class OtlpSpanEmitter:
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
-    def to_bytes(cls, sink: BytesSink, *, batch_size: int = 512, **kwargs: Any) -> OtlpSpanEmitter:
+    def to_bytes(
+        cls, sink: BytesSink, *, batch_size: int = 512, fast: bool = True, **kwargs: Any
+    ) -> OtlpSpanEmitter:
         """Fast, synchronous in-process delivery of OTLP/protobuf bodies to `sink`."""
-        return cls(SyncBatchSpanProcessor(BytesSpanExporter(sink), batch_size), **kwargs)
+        return cls(SyncBatchSpanProcessor(BytesSpanExporter(sink, fast=fast), batch_size), **kwargs)
 
     @classmethod
     def to_exporter(cls, exporter: SpanExporter, *, batch_size: int = 512, **kwargs: Any) -> OtlpSpanEmitter:
