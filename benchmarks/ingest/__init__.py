@@ -1,0 +1,1 @@
+"""Ingest benchmark (issue 2): `python -m benchmarks.ingest.run`."""
