@@ -30,45 +30,60 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    host: str = "0.0.0.0"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field("0.0.0.0", description="listen address")
+    port: int = Field(8080, ge=0, le=65535, description="one port for OTLP ingest, API and /metrics")
     auth_token: str | None = Field(
         None, description="Bearer token required on ingest and API when set; /healthz, /readyz stay open"
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="cap on the compressed request body")
     max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0, description="cap after gunzip (413)")
     ingest_queue_size: int = Field(64, gt=0, description="OTLP batches waiting to be written; 429 past it")
-    retry_after_seconds: int = Field(2, ge=1)
+    retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 429/503")
     decode_workers: int = Field(2, ge=1, description="threads decoding OTLP bodies off the event loop")
-    shutdown_grace_seconds: float = Field(10.0, ge=0)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="time to drain accepted batches on SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="JSON log level")
 
 
 class IngestSettings(_Section):
-    engine_span_names: tuple[str, ...] = c.DEFAULT_ENGINE_SPAN_NAMES
-    engine_marker_attribute: str = c.DEFAULT_ENGINE_MARKER_ATTR
-    tenant_keys: tuple[str, ...] = c.DEFAULT_TENANT_KEYS
-    model_keys: tuple[str, ...] = c.DEFAULT_MODEL_KEYS
-    pod_keys: tuple[str, ...] = c.DEFAULT_POD_KEYS
-    role_keys: tuple[str, ...] = c.DEFAULT_ROLE_KEYS
-    input_token_keys: tuple[str, ...] = c.DEFAULT_INPUT_TOKEN_KEYS
-    output_token_keys: tuple[str, ...] = c.DEFAULT_OUTPUT_TOKEN_KEYS
+    engine_span_names: tuple[str, ...] = Field(
+        c.DEFAULT_ENGINE_SPAN_NAMES, description="span names that are vLLM engine spans"
+    )
+    engine_marker_attribute: str = Field(
+        c.DEFAULT_ENGINE_MARKER_ATTR, description="any span with it is an engine span"
+    )
+    tenant_keys: tuple[str, ...] = Field(
+        c.DEFAULT_TENANT_KEYS, description="tenant attribute keys, first found wins (span, resource, trace)"
+    )
+    model_keys: tuple[str, ...] = Field(
+        c.DEFAULT_MODEL_KEYS, description="model attribute keys, first found wins"
+    )
+    pod_keys: tuple[str, ...] = Field(c.DEFAULT_POD_KEYS, description="resource keys naming the pod")
+    role_keys: tuple[str, ...] = Field(
+        c.DEFAULT_ROLE_KEYS, description="resource keys naming the P/D role (then service.name suffix)"
+    )
+    input_token_keys: tuple[str, ...] = Field(
+        c.DEFAULT_INPUT_TOKEN_KEYS, description="prompt token count keys"
+    )
+    output_token_keys: tuple[str, ...] = Field(
+        c.DEFAULT_OUTPUT_TOKEN_KEYS, description="output token count keys"
+    )
     max_pending_traces: int = Field(100_000, gt=0, description="traces held waiting for a P/D partner")
     pending_timeout_seconds: float = Field(30.0, gt=0, description="flush a P/D half after this long")
-    tenant_wait_seconds: float = Field(
-        0.0, ge=0, description="hold an engine span without a tenant this long for a tenant-bearing span"
-    )
-    max_spans_per_batch: int = Field(100_000, gt=0)
+    max_spans_per_batch: int = Field(100_000, gt=0, description="spans in one OTLP request; more is 413")
 
 
 class AggregationSettings(_Section):
-    windows_seconds: tuple[int, ...] = (60, 300, 3600)
+    windows_seconds: tuple[int, ...] = Field(
+        (60, 300, 3600), description="windows exported as gauges; the longest bounds API windows"
+    )
     fine_bucket_seconds: int = Field(10, gt=0, description="bucket width for windows up to fine_horizon")
-    fine_horizon_seconds: int = Field(300, gt=0)
+    fine_horizon_seconds: int = Field(300, gt=0, description="windows up to this use fine buckets")
     coarse_bucket_seconds: int = Field(60, gt=0, description="bucket width for longer windows")
     max_tenants: int = Field(1000, gt=0, description="tenants tracked individually; the rest fold to `other`")
-    sketch_relative_accuracy: float = Field(0.005, gt=0, lt=0.05)
-    sketch_max_bins: int = Field(2048, ge=64)
+    sketch_relative_accuracy: float = Field(
+        0.005, gt=0, lt=0.05, description="quantile sketch relative accuracy"
+    )
+    sketch_max_bins: int = Field(2048, ge=64, description="sketch bin cap (lowest bins collapse past it)")
 
     @property
     def max_window_seconds(self) -> int:
@@ -263,3 +278,30 @@ def load_settings(
         if saved is not None:
             os.environ.clear()
             os.environ.update(saved)
+
+
+def settings_reference() -> str:
+    """Markdown reference of every core setting with its default (docs/configuration.md body)."""
+    lines = [
+        "| setting | env var | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    sections: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("server", ServerSettings),
+        ("ingest", IngestSettings),
+        ("aggregation", AggregationSettings),
+        ("store", StoreSettings),
+    )
+    for section, model in sections:
+        for name, info in model.model_fields.items():
+            default = info.default
+            if isinstance(default, tuple):
+                shown = "[" + ", ".join(str(v) for v in default) + "]"
+            elif default is None:
+                shown = "(unset)"
+            else:
+                shown = str(default)
+            env = f"{c.ENV_PREFIX}{section.upper()}__{name.upper()}"
+            desc = (info.description or "").replace("|", "\\|")
+            lines.append(f"| `{section}.{name}` | `{env}` | `{shown}` | {desc} |")
+    return "\n".join(lines) + "\n"

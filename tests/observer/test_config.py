@@ -1,0 +1,59 @@
+"""Settings: defaults, precedence, cross-field validation, and the documented reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from observer.config import ConfigError, load_settings, settings_reference
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_defaults_load_and_match_the_contract() -> None:
+    s = load_settings(None, env={})
+    assert s.server.port == 8080
+    assert s.aggregation.windows_seconds == (60, 300, 3600)
+    assert s.aggregation.max_tenants == 1000
+    assert s.store.url.startswith("sqlite:///")
+    assert {x.name for x in s.slos} == {"ttft-2s", "itl-100ms", "availability"}
+
+
+def test_env_beats_file_and_overrides_beat_nothing_else(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("server:\n  port: 9000\n  ingest_queue_size: 7\n")
+    s = load_settings(f, env={"PD_OBSERVER_SERVER__PORT": "9100"})
+    assert s.server.port == 9100
+    assert s.server.ingest_queue_size == 7
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        ("store:\n  record_retention_seconds: 60\n", "record_retention_seconds"),
+        ("slos:\n  - {name: a, sli: ttft, objective: 0.9}\n", "threshold_seconds"),
+        ("slos:\n  - {name: a, sli: error, objective: 0.9, threshold_seconds: 1}\n", "no threshold"),
+        (
+            "slos:\n  - {name: a, sli: error, objective: 0.9}\n  - {name: a, sli: error, objective: 0.9}\n",
+            "duplicate",
+        ),
+        ("aggregation:\n  fine_bucket_seconds: 7\n", "multiple"),
+        ("- a list\n", "mapping"),
+        ("server: [unclosed\n", "YAML"),
+    ],
+)
+def test_invalid_config_is_one_clear_line(tmp_path: Path, yaml_text: str, field: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(f, env={})
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert field in msg
+
+
+def test_configuration_doc_lists_every_setting_with_its_default() -> None:
+    assert settings_reference() in DOC.read_text(), (
+        "docs/configuration.md is stale: regenerate its table with observer.config.settings_reference()"
+    )
