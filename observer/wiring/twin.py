@@ -1,0 +1,82 @@
+"""Build the twin for the CLI: a named scenario or a Mooncake JSONL trace, with its sinks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from simulator import mooncake
+from simulator.actuation import SimActuator
+from simulator.engine import Simulation
+from simulator.events import FleetSink
+from simulator.fleet import EVENT_PHASE, Fleet
+from simulator.profile import load_profile
+from simulator.scenarios import Twin, build_scenario, scenario_names
+
+# A policy is the extension point of the control loop: called once per tick with the twin
+# (its `actuator` sets replicas and scorer weights) and the simulated time. The autoscaler's
+# simulator actuator plugs in here once it exists.
+Policy = Callable[[Twin, float], None]
+
+
+class TwinError(ValueError):
+    """Bad scenario or trace: one line for the CLI."""
+
+
+def is_trace(source: str) -> bool:
+    return source.endswith(".jsonl")
+
+
+def build_twin(
+    source: str,
+    *,
+    sink: FleetSink,
+    seed: int = 0,
+    duration: float | None = None,
+    start: float = 0.0,
+    tenants: int = 8,
+    mooncake_dir: str | Path | None = None,
+    kv_events: bool | None = False,
+) -> Twin:
+    """A named scenario (see `simulator.scenarios`) or a Mooncake-format JSONL trace file.
+
+    For a trace file, `duration` (default: up to the last arrival plus 120 s of drain) caps the
+    replayed arrivals; tenants are derived by `simulator.mooncake.tenant_of` into `tenants` buckets.
+    """
+    if duration is not None and duration <= 0:
+        raise TwinError("duration must be > 0")
+    if not is_trace(source):
+        if source not in scenario_names():
+            raise TwinError(f"unknown scenario {source!r}; expected one of {', '.join(scenario_names())}")
+        try:
+            return build_scenario(
+                source,
+                sink=sink,
+                seed=seed,
+                duration=duration,
+                start=start,
+                mooncake_dir=mooncake_dir,
+                kv_events=kv_events,
+            )
+        except FileNotFoundError as exc:
+            raise TwinError(str(exc)) from exc
+    path = Path(source)
+    if not path.is_file():
+        raise TwinError(f"trace file not found: {path}")
+    if duration is None:
+        last = 0.0
+        for spec in mooncake.replay(str(path), tenants=tenants):
+            last = spec.arrival
+        duration = math.ceil(last) + 120.0
+    prof = load_profile("default")
+    sim = Simulation(start)
+    fleet = Fleet(sim, prof, sink, seed=seed, kv_events=kv_events)
+    name = path.stem
+    sim.at(start, lambda: fleet.event(EVENT_PHASE, scenario=name, phase=name))
+    try:
+        fleet.add_workload(mooncake.replay(str(path), tenants=tenants, horizon=duration))
+    except (KeyError, ValueError) as exc:
+        raise TwinError(f"{path} is not a Mooncake JSONL trace: {exc}") from exc
+    fleet.start_sampling()
+    return Twin(name, sim, fleet, SimActuator(fleet), float(duration), ((name, start),))
