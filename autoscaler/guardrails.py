@@ -129,7 +129,7 @@ def enforce_budget(
         return out, dict.fromkeys(out, ())
     # 1. trim growth, the role growing most first
     while gpus(out, roles) > budget:
-        growing = [r for r in out if out[r] > current.get(r, 0)]
+        growing = [r for r in out if out[r] > current.get(r, 0) and out[r] > roles[r].min_replicas]
         if not growing:
             break
         r = max(growing, key=lambda x: (out[x] - current.get(x, 0), x))

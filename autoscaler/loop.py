@@ -81,6 +81,33 @@ class TickReport:
     outcomes: tuple[Outcome, ...]
 
 
+def _keep_applied(
+    before: PolicyState, effects: Effects, outcomes: Sequence[Outcome], *, applied: bool
+) -> PolicyState:
+    """The policy's new state, minus the action times of actions that did not happen (observe
+    and dry-run modes, failed calls), so cooldowns only follow real changes."""
+    ok = {(o.pool, o.target) for o in outcomes if o.ok and applied}
+    pools = dict(effects.state.pools)
+    for pool, st in effects.state.pools.items():
+        old = before.pools.get(pool)
+        ups, downs = dict(st.last_scale_up), dict(st.last_scale_down)
+        for role in c.ROLES:
+            if (pool, role) not in ok:
+                for now_map, old_map in (
+                    (ups, old.last_scale_up if old else {}),
+                    (downs, old.last_scale_down if old else {}),
+                ):
+                    if role in old_map:
+                        now_map[role] = old_map[role]
+                    else:
+                        now_map.pop(role, None)
+        last_w = (
+            st.last_weight_change if (pool, "weights") in ok else (old.last_weight_change if old else None)
+        )
+        pools[pool] = replace(st, last_scale_up=ups, last_scale_down=downs, last_weight_change=last_w)
+    return PolicyState(pools)
+
+
 class Controller:
     """Wires the ports to the policy. One instance per process."""
 
@@ -184,9 +211,10 @@ class Controller:
                 return TickReport(now, False, None, ())
             self._was_leader = True
         observations = tuple(self._observe(p, now) for p in self.config.pools)
-        effects = decide(TickInput(now, observations, self.state), self.config)
-        self.state = effects.state
+        before = self.state
+        effects = decide(TickInput(now, observations, before), self.config)
         outcomes = self._apply(effects, now)
+        self.state = _keep_applied(before, effects, outcomes, applied=self.mode == Mode.APPLY)
         for o in observations:
             self._audit.record(
                 AuditEntry(

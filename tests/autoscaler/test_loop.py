@@ -135,3 +135,29 @@ def test_run_releases_the_lease() -> None:
     assert len(reports) == 3
     assert clock.slept == [10.0, 10.0]
     assert store.holder is None
+
+
+def test_cooldown_only_follows_real_changes() -> None:
+    from dataclasses import replace
+
+    from autoscaler.types import ReasonCode
+
+    ctl, scale, _, clock, _ = make(Mode.OBSERVE)
+    ctl.config = Config({"p": replace(ctl.config.pools["p"], scale_up_cooldown_seconds=600)})
+    ctl.tick()
+    clock.advance(15)
+    second = ctl.tick()
+    assert second.effects is not None
+    assert all(ReasonCode.COOLDOWN not in d.reasons for d in second.effects.decisions)
+    # a failed apply does not start a cooldown either; a successful one does
+    ctl.mode = Mode.APPLY
+    scale.faults.extend([PermanentError("403")])
+    clock.advance(15)
+    third = ctl.tick()
+    assert any(not o.ok for o in third.outcomes)
+    clock.advance(15)
+    fourth = ctl.tick()
+    assert fourth.effects is not None
+    prefill = next(d for d in fourth.effects.decisions if d.role == P)
+    assert ReasonCode.COOLDOWN not in prefill.reasons
+    assert scale.statuses[("p", P)].replicas == 3
