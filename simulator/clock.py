@@ -21,7 +21,7 @@ class Steppable(Protocol):
 
     def next_event_time(self) -> float | None: ...
 
-    def run_until(self, t: float) -> None: ...
+    def run_until(self, t: float, /) -> None: ...
 
 
 def run_fast(sim: Steppable, until: float) -> float:
@@ -50,6 +50,7 @@ def run_paced(
     stop_event: threading.Event | None = None,
     *,
     tick_seconds: float = 0.1,
+    resolution_seconds: float = 0.005,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> PacedResult:
     """Advance `sim` to `until` at `speed`× real time, sleeping between steps.
@@ -59,6 +60,7 @@ def run_paced(
     time, so `on_tick(sim.now)` is called at least that often for live views). A set
     `stop_event` ends the run promptly (the wait is on the event). If the simulation cannot
     keep up, it runs flat out and `max_lag_seconds` reports by how much it fell behind.
+    Events closer than `resolution_seconds` of wall time share one step (at most that late).
     """
     if speed <= 0:
         raise ValueError("speed must be > 0")
@@ -81,7 +83,9 @@ def run_paced(
             break
         nxt = sim.next_event_time()
         wake_sim = until if nxt is None else min(max(nxt, sim.now), until)
-        wake_wall = min((wake_sim - sim0) / speed, elapsed + tick_seconds)
+        # wake for the next event, but not sooner than `resolution_seconds` (events closer
+        # together are processed in one step) and not later than `tick_seconds`
+        wake_wall = min(max((wake_sim - sim0) / speed, elapsed + resolution_seconds), elapsed + tick_seconds)
         wait = wake_wall - (monotonic() - wall0)
         if wait > 0:
             stop.wait(wait)
