@@ -236,7 +236,7 @@ class OtlpSpanEmitter:
             exporter,
             max_export_batch_size=batch_size,
             schedule_delay_millis=schedule_delay_millis,
-            max_queue_size=max(2048, batch_size * 8),
+            max_queue_size=max(65_536, batch_size * 8),  # bounded; paced demo at 100x stays well below
         )
         return cls(processor, **kwargs)
 
