@@ -9,6 +9,7 @@ Each method is one attempt: errors surface as TemporaryError/PermanentError and
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,8 @@ from autoscaler.connectors.kubernetes_api import (
     ResourceRef,
 )
 from autoscaler.eppconfig import EppConfigError, edit_weights, read_weights
-from autoscaler.ports import ActuationError, PermanentError, TemporaryError
+from autoscaler.loop import Controller, Mode, RetryPolicy, SystemClock
+from autoscaler.ports import ActuationError, AuditSink, ObservationSource, PermanentError, TemporaryError
 from autoscaler.settings import AutoscalerSettings, PoolSettings, TargetSettings
 from autoscaler.types import RoleStatus
 from observer import conventions as c
@@ -266,3 +268,52 @@ class KubernetesLease:
             )
         except ActuationError:
             return
+
+
+def build_controller(
+    settings: AutoscalerSettings,
+    *,
+    source: ObservationSource,
+    audit: AuditSink,
+    mode: str | None = None,
+    host: str | None = None,
+    kubeconfig: str | None = None,
+    identity: str | None = None,
+) -> tuple[Controller, KubernetesApi]:
+    """Wire a Controller to the Kubernetes API (in-cluster, kubeconfig, or `host`).
+
+    `mode` overrides settings.mode (e.g. `--dry-run`); the Lease identity defaults to the
+    hostname (the pod name), read here at runtime. Close the returned API when done.
+    """
+    api = KubernetesApi.connect(
+        field_manager=settings.field_manager,
+        request_timeout_seconds=settings.retry.request_timeout_seconds,
+        host=host,
+        kubeconfig=kubeconfig,
+    )
+    lease = None
+    if settings.lease.enabled:
+        ns = settings.lease.namespace or (settings.pools[0].namespace if settings.pools else "default")
+        lease = KubernetesLease(
+            api,
+            namespace=ns,
+            name=settings.lease.name,
+            identity=identity or settings.lease.identity or socket.gethostname(),
+            duration_seconds=settings.lease.duration_seconds,
+        )
+    has_epp = any(p.epp is not None for p in settings.pools)
+    clock = SystemClock()
+    ctl = Controller(
+        config=settings.policy_config(),
+        mode=Mode(mode or settings.mode),
+        scale=KubernetesScaleTarget(api, settings),
+        weights=EppWeightTarget(api, settings) if has_epp else None,
+        source=source,
+        clock=clock,
+        sleeper=clock,
+        audit=audit,
+        lease=lease,
+        retry=RetryPolicy(settings.retry.backoff_seconds),
+        interval_seconds=settings.interval_seconds,
+    )
+    return ctl, api

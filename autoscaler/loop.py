@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -41,6 +42,16 @@ class Mode(StrEnum):
     OBSERVE = "observe"
     DRY_RUN = "dry-run"
     APPLY = "apply"
+
+
+class SystemClock:
+    """The real Clock and Sleeper (wall clock, `time.sleep`): used only by the running loop."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class LeadershipLost(Exception):

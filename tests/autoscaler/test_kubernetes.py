@@ -471,3 +471,29 @@ def test_requests_are_within_rbac(em: Emulator, api: KubernetesApi) -> None:
         resource = after_ns[0] + ("/" + after_ns[2] if len(after_ns) > 2 else "")
         verb = _VERBS[r.method]
         assert (group, resource, verb, False) in granted or (group, resource, verb, True) in granted, r.path
+
+
+def test_build_controller_from_settings(em: Emulator, server: RunningEmulator) -> None:
+    from autoscaler.kubernetes import build_controller
+
+    seed(em)
+    audit = MemoryAuditSink()
+    ctl, kapi = build_controller(
+        settings(),
+        source=StaticObservations(demand={"llama": Demand(40_000, 4_000, 0.5, 40)}),
+        audit=audit,
+        mode="dry-run",
+        host=server.url,
+        identity="pod-a",
+    )
+    try:
+        report = ctl.tick()
+    finally:
+        kapi.close()
+    assert report.leader
+    assert (
+        em.get("coordination.k8s.io/v1", "leases", NS, "pd-observer-autoscaler")["spec"]["holderIdentity"]
+        == "pod-a"
+    )
+    assert all(p.query.get("dryRun") == ["All"] for p in em.writes("PATCH"))
+    assert audit.entries[-1].mode == "dry-run"
