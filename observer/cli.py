@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from observer import conventions as c
 from observer.config import ConfigError, Settings, load_settings
 
 EXIT_USAGE = 2
@@ -102,6 +103,85 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _twin_error(exc: Exception) -> CliError:
+    return CliError(str(exc))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from observer.wiring.simulate import run_simulate
+    from observer.wiring.twin import TwinError
+
+    _settings(args)  # validates --config and PD_OBSERVER_* even though the twin needs none
+    speed = 0.0 if args.fast else args.speed
+    if speed < 0:
+        raise CliError("--speed must be >= 0 (0 = as fast as possible)")
+    try:
+        res = run_simulate(
+            args.scenario,
+            otlp_endpoint=args.otlp_endpoint,
+            duration=args.duration,
+            speed=speed,
+            seed=args.seed,
+            metrics_port=args.metrics_port,
+            token=args.token,
+        )
+    except TwinError as exc:
+        raise _twin_error(exc) from exc
+    return 130 if res.stopped else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from observer.wiring.demo import DemoOptions, run_demo
+    from observer.wiring.twin import TwinError
+
+    _settings(args)
+    if args.speed < 0:
+        raise CliError("--speed must be >= 0 (0 = as fast as possible)")
+    opts = DemoOptions(
+        scenario=args.scenario,
+        duration=args.duration,
+        speed=args.speed,
+        seed=args.seed,
+        port=args.port,
+        out=args.out,
+        prometheus=not args.no_prometheus,
+        config=args.config,
+    )
+    try:
+        run_demo(opts)
+    except TwinError as exc:
+        raise _twin_error(exc) from exc
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import json
+
+    from observer.wiring.replay import run_replay
+    from observer.wiring.tables import tenant_table
+    from observer.wiring.twin import TwinError
+
+    settings = _settings(args)
+    if args.speed != 0:
+        raise CliError("replay runs as fast as possible: only --speed 0 is supported today")
+    try:
+        res = run_replay(
+            args.trace, seed=args.seed, duration=args.duration, tenants=args.tenants, settings=settings
+        )
+    except (TwinError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    slo = next((s.name for s in settings.slos if s.sli == c.SLI_TTFT), None)
+    print(tenant_table(res.tenants, slo))
+    print(
+        f"{res.requests} requests, {res.spans} spans in {res.bodies} OTLP bodies, "
+        f"{res.duration:.0f} simulated s in {res.wall_seconds:.1f} s wall"
+    )
+    out = args.out or Path(f"replay-{Path(args.trace).stem}-seed{args.seed}.json")
+    out.write_text(json.dumps(res.as_json(), indent=1, sort_keys=True), encoding="utf-8")
+    print(f"json: {out}")
+    return 0
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -166,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--db", metavar="URL", help="SQLAlchemy database URL")
     up.set_defaults(func=cmd_db_upgrade)
 
+    _add_twin_commands(sub)
+
     alerts = sub.add_parser(
         "alerts",
         help="alert rules and Alertmanager routing as code",
@@ -192,6 +274,117 @@ def build_parser() -> argparse.ArgumentParser:
     aexp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
     aexp.set_defaults(func=cmd_alerts_export)
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _twin_options(p: argparse.ArgumentParser, scenario_default: str | None) -> None:
+    from simulator.scenarios import scenario_names
+
+    if scenario_default is not None:
+        p.add_argument(
+            "--scenario",
+            default=scenario_default,
+            help=f"named scenario ({', '.join(scenario_names())}) or a Mooncake .jsonl trace "
+            f"(default {scenario_default})",
+        )
+    p.add_argument("--duration", type=_positive, help="simulated seconds (default: the scenario's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same run; default 0)")
+
+
+def _add_twin_commands(sub: Any) -> None:
+    sim = sub.add_parser(
+        "simulate",
+        help="run the digital twin alone, sending OTLP to any endpoint",
+        description=(
+            "Run the fleet digital twin: vLLM/EPP/sidecar spans go to --otlp-endpoint through the real "
+            "OTLP/HTTP exporter, and per-pod vLLM and EPP metrics are served for Prometheus (http_sd "
+            "targets at /targets.json). Paced at --speed x real time, or as fast as possible."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pd-observer simulate --scenario steady --otlp-endpoint http://127.0.0.1:8080\n"
+            "  pd-observer simulate --scenario prefill-burst --speed 10 --metrics-port 9400 \\\n"
+            "      --otlp-endpoint http://otel-collector:4318/v1/traces\n"
+            "  pd-observer simulate --scenario cache-cascade --fast --duration 300 \\\n"
+            "      --otlp-endpoint http://127.0.0.1:8080 --token s3cret"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(sim)
+    _twin_options(sim, "steady")
+    sim.add_argument(
+        "--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)"
+    )
+    sim.add_argument("--fast", action="store_true", help="as fast as possible (same as --speed 0)")
+    sim.add_argument("--otlp-endpoint", required=True, metavar="URL", help="OTLP/HTTP base or /v1/traces URL")
+    sim.add_argument(
+        "--metrics-port", type=int, default=0, help="port for the twin's /metrics (default: any)"
+    )
+    sim.add_argument("--token", help="bearer token sent with every OTLP export")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="service + digital twin (+ Prometheus/Alertmanager) with a live view and an HTML report",
+        description=(
+            "Start the service on its embedded defaults (SQLite in the output folder), the twin "
+            "(default: the `story` scenario, steady -> prefill burst -> cache cascade) paced at --speed "
+            "delivering OTLP over HTTP, and Prometheus + Alertmanager with generated configs when they "
+            "are on PATH. Shows a live view (plain log lines without a TTY); on exit or Ctrl-C writes "
+            "report.html and data.json into the output folder and prints a summary."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pd-observer demo                                   # story, 900 simulated s at 20x\n"
+            "  pd-observer demo --scenario cache-cascade --speed 50 --out ./cascade\n"
+            "  pd-observer demo --duration 30 --speed 30 --no-prometheus"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(demo)
+    _twin_options(demo, "story")
+    demo.add_argument(
+        "--speed", type=float, default=20.0, help="x real time; 0 = as fast as possible (default 20)"
+    )
+    demo.add_argument(
+        "--port", type=int, default=8080, help="service port; a free one when taken (default 8080)"
+    )
+    demo.add_argument("--out", type=Path, help="output folder (default ./pd-observer-demo-<timestamp>/)")
+    demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus/Alertmanager")
+    demo.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser(
+        "replay",
+        help="replay a Mooncake trace or a scenario through the twin into an in-process observer",
+        description=(
+            "Replay TRACE (a Mooncake-format .jsonl file, or a scenario name) through the twin as fast "
+            "as possible; spans are OTLP-encoded and ingested by the service in-process. Prints a "
+            "per-tenant table (requests, hit rate, tier shares, TTFT p50/p90/p99, SLO attainment) "
+            "and writes JSON."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pd-observer replay ../shared/data/mooncake/conversation_trace.jsonl --tenants 8\n"
+            "  pd-observer replay cache-cascade --duration 600 --out cascade.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(rep)
+    rep.add_argument("trace", metavar="TRACE", help="Mooncake .jsonl trace, or a scenario name")
+    _twin_options(rep, None)
+    rep.add_argument("--tenants", type=int, default=8, help="tenant buckets for a trace (default 8)")
+    rep.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible (the only mode today)")
+    rep.add_argument("--out", type=Path, help="JSON output (default replay-<trace>-seed<N>.json)")
+    rep.set_defaults(func=cmd_replay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,11 +8,14 @@ clock it is given (the twin's simulated clock for replays), so records land in i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from fastapi.testclient import TestClient
+with warnings.catch_warnings():  # starlette warns about httpx vs httpx2; harmless here
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CollectorRegistry
 

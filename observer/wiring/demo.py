@@ -1,0 +1,495 @@
+"""`pd-observer demo`: the service, the twin paced at N× over real OTLP/HTTP, optionally a real
+Prometheus + Alertmanager, a live view, and on exit a summary plus an HTML report.
+
+The service runs on the twin's simulated clock (so its windows follow the story at any speed);
+Prometheus scrapes in wall time. `DemoOptions.policy` is the control-loop extension point: a
+callable run on every tick with the twin (its `actuator`) and the simulated time — the
+autoscaler plugs in there once it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from observer import conventions as c
+from observer.api.app import create_app
+from observer.config import Settings, load_settings
+from observer.store.repository import Store
+from observer.wiring.live import LiveView
+from observer.wiring.procs import PromStack, ServiceThread, WebhookRecorder, pick_port
+from observer.wiring.report import render_report
+from observer.wiring.twin import Policy, build_twin
+from simulator.clock import run_paced
+from simulator.emit.fanout import Fanout, Recorder
+from simulator.emit.metrics import TARGETS_PATH, MetricsEmitter
+from simulator.emit.otlp import OtlpSpanEmitter
+from simulator.events import FleetEvent, FleetSink, KvEvent, PodSnapshot
+from simulator.scenarios import Twin
+
+SAMPLE_WINDOW_SECONDS = 60
+MAX_SAMPLES = 5000
+STARVED_BUSY_MAX = 0.5
+STARVED_WAITING_MIN = 2
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    scenario: str = "story"
+    duration: float | None = None
+    speed: float = 20.0
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 8080
+    out: Path | None = None
+    prometheus: bool = True
+    config: Path | None = None
+    interactive: bool | None = None
+    policy: Policy | None = None
+    tick_seconds: float = 0.2
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path
+    data: Path
+    requests: int
+    stopped_early: bool
+    prometheus_scraped_service: bool | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def http_emitter(endpoint: str, token: str | None = None, *, delay_ms: int = 500) -> OtlpSpanEmitter:
+    """The twin's span emitter with the real SDK `OTLPSpanExporter` (HTTP/protobuf) to `endpoint`."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=10.0)
+    processor = BatchSpanProcessor(
+        exporter, max_export_batch_size=512, schedule_delay_millis=delay_ms, max_queue_size=16_384
+    )
+    return OtlpSpanEmitter(processor)
+
+
+def traces_endpoint(url: str) -> str:
+    """Accept a base URL or the full `/v1/traces` URL."""
+    url = url.rstrip("/")
+    return url if url.endswith(c.OTLP_TRACES_PATH) else url + c.OTLP_TRACES_PATH
+
+
+class _EventTap:
+    """A FleetSink forwarding fleet events to a callback (phases, scaling, weight changes)."""
+
+    def __init__(self, on_event: Any) -> None:
+        self._on_event = on_event
+
+    def request_completed(self, request: Any) -> None:
+        return None
+
+    def pods_sampled(self, now: float, pods: tuple[PodSnapshot, ...]) -> None:
+        return None
+
+    def kv_events(self, events: tuple[KvEvent, ...]) -> None:
+        return None
+
+    def fleet_event(self, event: FleetEvent) -> None:
+        self._on_event(event)
+
+
+class Sampler:
+    """Builds one sample per tick from the observer (tenants) and the twin (pools, load)."""
+
+    def __init__(self, twin: Twin, recorder: Recorder, pipeline: Any, scenario: str) -> None:
+        self.twin = twin
+        self.recorder = recorder
+        self.pipeline = pipeline
+        self.scenario = scenario
+        self.samples: list[dict[str, Any]] = []
+        self._last_t = twin.now
+        self._last_requests = 0
+        self._last_busy: dict[str, float] = {}
+
+    def sample(self) -> dict[str, Any]:
+        twin = self.twin
+        now = twin.now
+        dt_sim = max(now - self._last_t, 1e-9)
+        rps = (self.recorder.total_requests - self._last_requests) / dt_sim
+        self._last_t, self._last_requests = now, self.recorder.total_requests
+        with self.pipeline.lock:
+            stats = self.pipeline.aggregator.tenants(SAMPLE_WINDOW_SECONDS, now)
+        tenants = [
+            {
+                "tenant": s.tenant,
+                "requests": s.requests,
+                "hit_rate": s.prefix_hit_rate,
+                "tier_shares": dict(s.tier_shares) if s.tier_shares else {},
+                "ttft_p90": s.quantiles[c.SLI_TTFT].p90 if c.SLI_TTFT in s.quantiles else None,
+            }
+            for s in stats
+        ]
+        state = twin.actuator.get_state()
+        pods = self.recorder.latest_pods
+        busy: dict[str, list[float]] = {}
+        kv: dict[str, list[float]] = {}
+        waiting: dict[str, int] = {}
+        for p in pods:
+            prev = self._last_busy.get(p.pod)
+            self._last_busy[p.pod] = p.busy_seconds
+            if p.ready and prev is not None:
+                busy.setdefault(p.role, []).append(min(1.0, (p.busy_seconds - prev) / dt_sim))
+            if p.ready:
+                kv.setdefault(p.role, []).append(p.kv_usage)
+            waiting[p.role] = waiting.get(p.role, 0) + p.waiting
+        pools: list[dict[str, Any]] = []
+        for pool in state.pools.values():
+            for role, reps in sorted(pool.replicas.items()):
+                b = busy.get(role)
+                k = kv.get(role)
+                pools.append(
+                    {
+                        "pool": pool.pool,
+                        "role": role,
+                        "desired": reps.desired,
+                        "ready": reps.ready,
+                        "starting": reps.starting,
+                        "draining": reps.draining,
+                        "waiting": waiting.get(role, 0),
+                        "kv_usage": sum(k) / len(k) if k else None,
+                        "busy": sum(b) / len(b) if b else None,
+                    }
+                )
+        # Decode starvation as the twin sees it: prefill has a queue while decode pods idle.
+        pre_wait = sum(int(row["waiting"]) for row in pools if row["role"] == c.ROLE_PREFILL)
+        for row in pools:
+            row["starved"] = bool(
+                row["role"] == c.ROLE_DECODE
+                and row["busy"] is not None
+                and row["busy"] <= STARVED_BUSY_MAX
+                and pre_wait >= STARVED_WAITING_MIN
+            )
+        sample = {
+            "scenario": self.scenario,
+            "sim_time": now,
+            "elapsed": now - twin.sim.start,
+            "phase": twin.phase_at(now),
+            "rps": rps,
+            "tenants": tenants,
+            "pools": pools,
+        }
+        self.samples.append(sample)
+        del self.samples[:-MAX_SAMPLES]
+        return sample
+
+
+def _ttft_slo(settings: Settings) -> float | None:
+    for s in settings.slos:
+        if s.sli == c.SLI_TTFT and not s.tenants:
+            return s.threshold_seconds
+    return None
+
+
+@contextlib.contextmanager
+def _graceful(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop` (main thread only); previous handlers restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def default_out(now: float | None = None) -> Path:
+    stamp = dt.datetime.fromtimestamp(now or time.time()).strftime("%Y%m%d-%H%M%S")
+    return Path(f"pd-observer-demo-{stamp}")
+
+
+def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
+    """Run the demo end to end; returns where the report went. See the module docstring."""
+    import sys
+
+    out_stream = stream or sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out_stream, flush=True)
+
+    out = (opts.out or default_out()).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    port = pick_port(opts.host, opts.port)
+    webhook = WebhookRecorder(opts.host)
+    base = load_settings(opts.config)
+    overrides: dict[str, Any] = {
+        "server": {"host": opts.host, "port": port},
+        "store": {"url": f"sqlite:///{out / 'pd-observer.db'}"},
+        "alerts": {
+            **base.alerts,
+            "receivers": {"demo": {"webhook_url": webhook.url}},
+            "page_receiver": "demo",
+            "ticket_receiver": "demo",
+            "teams": {},
+        },
+    }
+    settings = load_settings(opts.config, overrides=overrides)
+    slo = _ttft_slo(settings)
+
+    recorder = Recorder(bucket_seconds=10.0, max_requests=1000)
+    metrics = MetricsEmitter()
+    service_url = f"http://{opts.host}:{port}"
+    emitter = http_emitter(traces_endpoint(service_url), settings.server.auth_token)
+    events: list[dict[str, Any]] = []
+    view = LiveView(slo=slo, interactive=opts.interactive, stream=out_stream)
+    holder: list[Twin] = []
+
+    def on_event(e: FleetEvent) -> None:
+        start = holder[0].sim.start if holder else e.time
+        detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if k != "scenario")
+        text = str(e.detail.get("phase", "")) if e.kind == "phase" else f"{e.kind} {detail}".strip()
+        if len(events) < 10_000:
+            events.append({"elapsed": e.time - start, "kind": e.kind, "text": text})
+        view.event(f"t=+{e.time - start:.0f}s {e.kind}: {text}")
+
+    sinks: list[FleetSink] = [emitter, metrics, recorder, _EventTap(on_event)]
+    twin = build_twin(
+        opts.scenario, sink=Fanout(sinks), seed=opts.seed, duration=opts.duration, start=time.time()
+    )
+    holder.append(twin)
+    store = Store.open(settings.store.url)
+    app = create_app(settings, store, registry=CollectorRegistry(), clock=lambda: twin.now)
+    pipeline = app.state.pipeline
+    service = ServiceThread(app, opts.host, port)
+    metrics_server = metrics.serve(opts.host, 0)
+    stack = PromStack(out, opts.host)
+    prom_info: dict[str, Any] = {}
+    alerts_seen: list[dict[str, Any]] = []
+    stop = threading.Event()
+    stopped_early = False
+    try:
+        service.start()
+        say(f"pd-observer demo: scenario {twin.name}, {twin.duration:.0f} simulated s at {opts.speed:g}x")
+        say(f"  service        {service_url}  (API {service_url}/api/v1/tenants, docs {service_url}/docs)")
+        say(f"  twin metrics   {metrics_server.url}{TARGETS_PATH}")
+        say(f"  output         {out}")
+        if opts.prometheus:
+            prom_bin, am_bin = PromStack.available()
+            if prom_bin is None:
+                say("  prometheus     not on PATH: skipped (install Debian's prometheus)")
+                prom_info["started"] = False
+            else:
+                from alerts.export import ALERTMANAGER_FILE, RULES_FILE, export
+
+                export(out / "alerts", settings)
+                am = None
+                if am_bin is not None:
+                    am = stack.start_alertmanager(am_bin, out / "alerts" / ALERTMANAGER_FILE)
+                cfg = _prom_config(service_url, metrics_server.url, out / "alerts" / RULES_FILE, am, settings)
+                stack.start_prometheus(prom_bin, cfg)
+                prom_info.update(started=True, url=stack.prometheus_url, alertmanager=stack.alertmanager_url)
+                say(f"  prometheus     {stack.prometheus_url}")
+                if stack.alertmanager_url:
+                    say(f"  alertmanager   {stack.alertmanager_url}  (webhook {webhook.url})")
+        sampler = Sampler(twin, recorder, pipeline, twin.name)
+        last_prom = [0.0]
+
+        def tick(now: float) -> None:
+            if opts.policy is not None:
+                opts.policy(twin, now)
+            if time.monotonic() - last_prom[0] >= 1.0:
+                last_prom[0] = time.monotonic()
+                view.update(sampler.sample(), force=not sampler.samples)
+                if stack.prometheus_url:
+                    _poll_prometheus(stack, prom_info, alerts_seen, twin)
+
+        with view, _graceful(stop):
+            if opts.speed > 0:
+                res = run_paced(
+                    twin, opts.speed, twin.end, on_tick=tick, stop_event=stop, tick_seconds=opts.tick_seconds
+                )
+                stopped_early = res.stopped
+            else:
+                t = twin.now
+                while t < twin.end and not stop.is_set():
+                    t = min(twin.end, t + 10.0)
+                    twin.run_until(t)
+                    tick(t)
+                stopped_early = stop.is_set()
+            emitter.flush()
+            time.sleep(0.3)
+            view.update(sampler.sample(), force=True)
+        emitter.shutdown()
+        if stack.prometheus_url:
+            _poll_prometheus(stack, prom_info, alerts_seen, twin, final=True)
+        final = _final_tenants(service_url, settings, twin)
+    finally:
+        stack.stop()
+        metrics_server.close()
+        service.stop()
+        webhook.close()
+
+    start = twin.sim.start
+    notes = [
+        {
+            "elapsed": None,
+            "status": n.body.get("status"),
+            "alerts": ", ".join(
+                sorted({a.get("labels", {}).get("alertname", "?") for a in n.body.get("alerts", [])})
+            ),
+        }
+        for n in webhook.notifications
+    ]
+    summary = {"tenants": final, "requests": recorder.total_requests}
+    data = {
+        "scenario": twin.name,
+        "seed": opts.seed,
+        "duration": twin.duration,
+        "speed": opts.speed,
+        "stopped_early": stopped_early,
+        "sim_start": start,
+        "slo_ttft_seconds": slo,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "samples": sampler.samples,
+        "events": events,
+        "alerts": alerts_seen,
+        "alert_notifications": notes,
+        "prometheus": prom_info,
+        "summary": summary,
+    }
+    data_path = out / "data.json"
+    data_path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    report = out / "report.html"
+    report.write_text(render_report(data), encoding="utf-8")
+    _print_summary(
+        say,
+        rows=final,
+        requests=recorder.total_requests,
+        prom=prom_info,
+        report=report,
+        data=data_path,
+        stopped=stopped_early,
+    )
+    return DemoResult(
+        out=out,
+        report=report,
+        data=data_path,
+        requests=recorder.total_requests,
+        stopped_early=stopped_early,
+        prometheus_scraped_service=prom_info.get("scraped_service") if prom_info.get("started") else None,
+        summary=summary,
+    )
+
+
+def _prom_config(
+    service_url: str, twin_url: str, rules: Path, am: str | None, settings: Settings
+) -> dict[str, Any]:
+    from observer.wiring.procs import prometheus_config
+
+    return prometheus_config(
+        service=service_url.removeprefix("http://"),
+        twin_targets_url=twin_url + TARGETS_PATH,
+        rules_file=rules,
+        alertmanager=am,
+        token=settings.server.auth_token,
+    )
+
+
+def _poll_prometheus(
+    stack: PromStack, info: dict[str, Any], alerts: list[dict[str, Any]], twin: Twin, *, final: bool = False
+) -> None:
+    """Ask Prometheus whether it scrapes the service and the twin; record alert states."""
+    try:
+        up = stack.query(f'up{{job="{c.DEMO_JOB_SERVICE}"}}')
+        if any(r["value"][1] == "1" for r in up):
+            info["scraped_service"] = True
+        reqs = stack.query(f"sum({c.M_REQUESTS}_total)")
+        if reqs:
+            info["service_requests_total"] = float(reqs[0]["value"][1])
+        twin_up = stack.query(f'sum(up{{job="{c.DEMO_JOB_TWIN}"}})')
+        if twin_up:
+            info["twin_targets_up"] = int(float(twin_up[0]["value"][1]))
+        vllm = stack.query(f"count({c.VLLM_PROMPT_TOKENS}_total)")
+        if vllm:
+            info["vllm_series"] = int(float(vllm[0]["value"][1]))
+        elapsed = twin.now - twin.sim.start
+        for a in stack.alerts():
+            if len(alerts) < 5000:
+                alerts.append(
+                    {"elapsed": elapsed, "name": a["labels"].get("alertname", "?"), "state": a.get("state")}
+                )
+        info.setdefault("scraped_service", False)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        info["last_error"] = str(exc)
+
+
+def _final_tenants(service_url: str, settings: Settings, twin: Twin) -> list[dict[str, Any]]:
+    """The whole run per tenant, through the real API."""
+    window = max(settings.aggregation.windows_seconds)
+    headers = {"Authorization": f"Bearer {settings.server.auth_token}"} if settings.server.auth_token else {}
+    r = httpx.get(f"{service_url}/api/v1/tenants", params={"window": window}, headers=headers, timeout=10.0)
+    r.raise_for_status()
+    slo_name = next((s.name for s in settings.slos if s.sli == c.SLI_TTFT), None)
+    rows = []
+    for e in r.json()["tenants"]:
+        shares = e.get(c.API_TIER_SHARES) or {}
+        slo = e[c.API_SLO].get(slo_name, {}) if slo_name else {}
+        rows.append(
+            {
+                "tenant": e[c.API_TENANT],
+                "requests": e[c.API_REQUESTS],
+                "hit_rate": e[c.API_PREFIX_HIT_RATE],
+                "hbm_share": shares.get(c.TIER_HBM),
+                "dram_share": shares.get(c.TIER_DRAM),
+                "disk_share": shares.get(c.TIER_DISK),
+                "ttft_p50": e[c.API_TTFT][c.API_P50],
+                "ttft_p90": e[c.API_TTFT][c.API_P90],
+                "ttft_p99": e[c.API_TTFT][c.API_P99],
+                "slo_attainment": slo.get(c.API_ATTAINMENT),
+            }
+        )
+    return rows
+
+
+def _print_summary(
+    say: Any,
+    *,
+    rows: list[dict[str, Any]],
+    requests: int,
+    prom: Mapping[str, Any],
+    report: Path,
+    data: Path,
+    stopped: bool,
+) -> None:
+    say(f"summary: {requests} requests completed by the twin{' (stopped early)' if stopped else ''}")
+    say(f"  {'tenant':<14}{'requests':>9}{'hit rate':>10}{'TTFT p90 s':>12}{'SLO att.':>10}")
+    for r in rows:
+        hit = "—" if r["hit_rate"] is None else f"{r['hit_rate']:.2f}"
+        p90 = "—" if r["ttft_p90"] is None else f"{r['ttft_p90']:.3f}"
+        att = "—" if r["slo_attainment"] is None else f"{r['slo_attainment']:.3f}"
+        say(f"  {r['tenant']:<14}{r['requests']:>9}{hit:>10}{p90:>12}{att:>10}")
+    if prom.get("started"):
+        say(
+            f"  prometheus scraped the service: {'yes' if prom.get('scraped_service') else 'NO'}"
+            f" (pd_observer requests in Prometheus: {prom.get('service_requests_total', 0):.0f},"
+            f" twin targets up: {prom.get('twin_targets_up', 0)})"
+        )
+    say(f"report: {report}")
+    say(f"data:   {data}")
