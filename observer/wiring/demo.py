@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import signal
 import threading
 import time
@@ -43,6 +44,7 @@ SAMPLE_WINDOW_SECONDS = 60
 MAX_SAMPLES = 5000
 STARVED_BUSY_MAX = 0.5
 STARVED_WAITING_MIN = 2
+PROM_SETTLE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class DemoOptions:
     config: Path | None = None
     interactive: bool | None = None
     policy: Policy | None = None
-    tick_seconds: float = 0.2
+    tick_seconds: float = 0.1
 
 
 @dataclass
@@ -72,7 +74,7 @@ class DemoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def http_emitter(endpoint: str, token: str | None = None, *, delay_ms: int = 500) -> OtlpSpanEmitter:
+def http_emitter(endpoint: str, token: str | None = None, *, delay_ms: int = 200) -> OtlpSpanEmitter:
     """The twin's span emitter with the real SDK `OTLPSpanExporter` (HTTP/protobuf) to `endpoint`."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -122,13 +124,17 @@ class Sampler:
         self._last_t = twin.now
         self._last_requests = 0
         self._last_busy: dict[str, float] = {}
+        self._rps = 0.0
 
     def sample(self) -> dict[str, Any]:
         twin = self.twin
         now = twin.now
-        dt_sim = max(now - self._last_t, 1e-9)
-        rps = (self.recorder.total_requests - self._last_requests) / dt_sim
-        self._last_t, self._last_requests = now, self.recorder.total_requests
+        dt_sim = now - self._last_t
+        if dt_sim > 1e-6:
+            self._rps = (self.recorder.total_requests - self._last_requests) / dt_sim
+            self._last_t, self._last_requests = now, self.recorder.total_requests
+        dt_sim = max(dt_sim, 1e-6)
+        rps = self._rps
         with self.pipeline.lock:
             stats = self.pipeline.aggregator.tenants(SAMPLE_WINDOW_SECONDS, now)
         tenants = [
@@ -309,16 +315,19 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
                 if stack.alertmanager_url:
                     say(f"  alertmanager   {stack.alertmanager_url}  (webhook {webhook.url})")
         sampler = Sampler(twin, recorder, pipeline, twin.name)
-        last_prom = [0.0]
+        sample_every = max(1.0, twin.duration / 150.0)  # simulated seconds between report samples
+        last = {"wall": 0.0, "sim": -math.inf, "prom": 0.0}
 
         def tick(now: float) -> None:
             if opts.policy is not None:
                 opts.policy(twin, now)
-            if time.monotonic() - last_prom[0] >= 1.0:
-                last_prom[0] = time.monotonic()
-                view.update(sampler.sample(), force=not sampler.samples)
-                if stack.prometheus_url:
-                    _poll_prometheus(stack, prom_info, alerts_seen, twin)
+            wall = time.monotonic()
+            if now - last["sim"] >= sample_every or wall - last["wall"] >= 1.0:
+                last["sim"], last["wall"] = now, wall
+                view.update(sampler.sample())
+            if stack.prometheus_url and wall - last["prom"] >= 2.0:
+                last["prom"] = wall
+                _poll_prometheus(stack, prom_info, alerts_seen, twin)
 
         with view, _graceful(stop):
             if opts.speed > 0:
@@ -338,7 +347,7 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
             view.update(sampler.sample(), force=True)
         emitter.shutdown()
         if stack.prometheus_url:
-            _poll_prometheus(stack, prom_info, alerts_seen, twin, final=True)
+            _settle_prometheus(stack, prom_info, alerts_seen, twin, say)
         final = _final_tenants(service_url, settings, twin)
     finally:
         stack.stop()
@@ -438,6 +447,21 @@ def _poll_prometheus(
         info.setdefault("scraped_service", False)
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         info["last_error"] = str(exc)
+
+
+def _settle_prometheus(
+    stack: PromStack, info: dict[str, Any], alerts: list[dict[str, Any]], twin: Twin, say: Any
+) -> None:
+    """After the run: give Prometheus up to PROM_SETTLE_SECONDS to scrape the final state."""
+    deadline = time.monotonic() + PROM_SETTLE_SECONDS
+    while True:
+        _poll_prometheus(stack, info, alerts, twin)
+        done = info.get("scraped_service") and info.get("service_requests_total") and info.get("vllm_series")
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not done:
+        say("  (Prometheus had not scraped everything yet; see data.json `prometheus`)")
 
 
 def _final_tenants(service_url: str, settings: Settings, twin: Twin) -> list[dict[str, Any]]:

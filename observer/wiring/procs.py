@@ -125,7 +125,7 @@ def prometheus_config(
     rules_file: Path,
     alertmanager: str | None,
     token: str | None,
-    scrape_interval: str = "2s",
+    scrape_interval: str = "1s",
 ) -> dict[str, Any]:
     """prometheus.yml: scrape the service and (via http_sd) every twin pod and the EPP."""
     svc_job: dict[str, Any] = {"job_name": c.DEMO_JOB_SERVICE, "static_configs": [{"targets": [service]}]}
