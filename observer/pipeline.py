@@ -16,9 +16,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -26,8 +27,8 @@ from observer import conventions as c
 from observer.aggregate import Aggregator
 from observer.config import Settings
 from observer.ingest.assemble import AssembleResult, TraceAssembler
-from observer.ingest.otlp import IngestError, decode_traces, encode_response
-from observer.ingest.resolve import ResolveConfig, ResolvedBatch, resolve_batch
+from observer.ingest.otlp import IngestError, encode_response
+from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import RequestRecord, SloSpec
 from observer.store import RecordStore
 
@@ -101,6 +102,8 @@ class Pipeline:
     # Called in the writer thread, under `lock`, with every batch of NEW records (after commit).
     # Keep listeners cheap and non-blocking (e.g. the fleet-signals engine's window feed).
     listeners: list[Callable[[Sequence[RequestRecord], float], None]] = field(default_factory=list)
+    # Extra keys merged into each tenant entry of the API, by tenant (e.g. the fleet signals).
+    tenant_extras: list[Callable[[str], Mapping[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -138,6 +141,10 @@ class Pipeline:
         ]
         self.ready = True
 
+    def add_task(self, task: asyncio.Task[None]) -> None:
+        """A background task owned by a component (e.g. fleet signals); cancelled by `stop`."""
+        self._tasks.append(task)
+
     async def stop(self) -> None:
         """Stop taking batches, drain the queue (every accepted batch is written), then stop."""
         self._stopping = True
@@ -157,23 +164,14 @@ class Pipeline:
     # ------------------------------------------------------------------ ingest
     def decode(self, body: bytes, content_type: str | None, content_encoding: str | None) -> ResolvedBatch:
         s = self.settings
-        decoded = decode_traces(
+        return decode_and_resolve(
             body,
             content_type,
             content_encoding,
             max_decompressed_bytes=s.server.max_decompressed_bytes,
             max_spans=s.ingest.max_spans_per_batch,
+            cfg=self.resolve_cfg,
         )
-        resolved = resolve_batch(decoded.spans, self.resolve_cfg)
-        if decoded.rejected:
-            resolved = ResolvedBatch(
-                engine=resolved.engine,
-                hints=resolved.hints,
-                rejected=resolved.rejected + decoded.rejected,
-                errors=decoded.errors + resolved.errors,
-                ignored=resolved.ignored,
-            )
-        return resolved
 
     async def ingest(
         self, body: bytes, content_type: str | None, content_encoding: str | None

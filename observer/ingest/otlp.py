@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,13 +213,20 @@ def _pb_attrs(
     return out
 
 
-def _decode_protobuf(data: bytes, max_spans: int) -> DecodedBatch:
+def _pb_spans(
+    data: bytes, max_spans: int, rej: _Rejects
+) -> Iterator[tuple[bytes, bytes, bytes, Any, dict[str, AttrValue]]]:
+    """Parse, check the span count, then yield `(trace id, span id, parent id, span, resource
+    attributes)` for every span with valid ids and times (the others are counted in `rej`).
+    The resource dict is shared by the spans of one resource. Raises before yielding anything."""
     req = _parse_request(data)
     total = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
     if total > max_spans:
         raise PayloadTooLarge(f"{total} spans in one request exceeds the limit of {max_spans}")
-    spans: list[Span] = []
-    rej = _Rejects()
+    return _pb_valid(req, rej)
+
+
+def _pb_valid(req: Any, rej: _Rejects) -> Iterator[tuple[bytes, bytes, bytes, Any, dict[str, AttrValue]]]:
     for rs in req.resource_spans:
         resource = _pb_attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
@@ -236,26 +243,37 @@ def _decode_protobuf(data: bytes, max_spans: int) -> DecodedBatch:
                 ):
                     rej.add(f"{RejectReason.BAD_IDS.value} (span {sp.name!r})")
                     continue
-                start = sp.start_time_unix_nano
-                end = sp.end_time_unix_nano
-                if end < start:
+                if sp.end_time_unix_nano < sp.start_time_unix_nano:
                     rej.add(f"{RejectReason.BAD_TIMES.value} (span {sid.hex()})")
                     continue
-                spans.append(
-                    Span(
-                        trace_id=tid.hex(),
-                        span_id=sid.hex(),
-                        parent_span_id=pid.hex() if pid and pid != _ZERO_SPAN else "",
-                        name=sp.name,
-                        kind=sp.kind,
-                        start_time=start / 1e9,
-                        end_time=end / 1e9,
-                        status_code=sp.status.code,
-                        attributes=_pb_attrs(sp.attributes),
-                        resource=resource,
-                    )
-                )
+                yield tid, sid, pid, sp, resource
+
+
+def _decode_protobuf(data: bytes, max_spans: int) -> DecodedBatch:
+    rej = _Rejects()
+    spans: list[Span] = [
+        Span(
+            trace_id=tid.hex(),
+            span_id=sid.hex(),
+            parent_span_id=pid.hex() if pid and pid != _ZERO_SPAN else "",
+            name=sp.name,
+            kind=sp.kind,
+            start_time=sp.start_time_unix_nano / 1e9,
+            end_time=sp.end_time_unix_nano / 1e9,
+            status_code=sp.status.code,
+            attributes=_pb_attrs(sp.attributes),
+            resource=resource,
+        )
+        for tid, sid, pid, sp, resource in _pb_spans(data, max_spans, rej)
+    ]
     return DecodedBatch(tuple(spans), rej.count, tuple(rej.errors))
+
+
+# Building blocks for the fused protobuf decode + resolve (observer.ingest.resolve).
+Rejects = _Rejects
+unwrap_body = _unwrap
+pb_spans = _pb_spans
+pb_attributes = _pb_attrs
 
 
 def parse_and_walk(body: bytes) -> int:

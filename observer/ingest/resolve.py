@@ -15,11 +15,14 @@ from dataclasses import dataclass
 
 from observer import conventions as c
 from observer.config import IngestSettings
+from observer.ingest import otlp
 from observer.model import Attributes, AttrValue, EngineSpan, RejectReason, Span, TierTokens, TraceHints
 
-__all__ = ["ResolveConfig", "ResolvedBatch", "resolve_batch"]
+__all__ = ["ResolveConfig", "ResolvedBatch", "Resolver", "decode_and_resolve", "resolve_batch"]
 
 MAX_ERRORS = 5
+_MISSING: object = object()
+_EXACT_INT = 2**53  # ints up to here survive float() unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +78,26 @@ def _first_str(keys: Sequence[str], *sources: Attributes) -> str | None:
     for src in sources:
         for key in keys:
             v = src.get(key)
-            if v is None or isinstance(v, tuple):
+            if v is None:
                 continue
-            s = str(v).strip()
+            if type(v) is str:  # the common case first (hot path)
+                s = v.strip()
+            elif isinstance(v, tuple):
+                continue
+            else:
+                s = str(v).strip()
             if s:
                 return s
     return None
 
 
 def _number(key: str, v: AttrValue) -> float:
+    tv = type(v)
+    if tv is float or tv is int:  # hot path: exact int/float (bool is not `int` by type identity)
+        x = float(v)  # type: ignore[arg-type]
+        if x >= 0 and x != math.inf:  # NaN fails `>=`
+            return x
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
     if isinstance(v, bool) or v is None or isinstance(v, tuple):
         raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
     try:
@@ -97,18 +111,25 @@ def _number(key: str, v: AttrValue) -> float:
 
 def _tokens(attrs: Attributes, keys: Sequence[str]) -> int | None:
     for key in keys:
-        if key in attrs:
-            x = _number(key, attrs[key])
-            if not x.is_integer():
-                raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={attrs[key]!r}")
-            return int(x)
+        v = attrs.get(key, _MISSING)
+        if v is _MISSING:
+            continue
+        if type(v) is int and 0 <= v <= _EXACT_INT:  # hot path: same result as the float round trip
+            return v
+        x = _number(key, v)  # type: ignore[arg-type]
+        if not x.is_integer():
+            raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
+        return int(x)
     return None
 
 
 def _seconds(attrs: Attributes, key: str) -> float | None:
-    if key not in attrs:
+    v = attrs.get(key, _MISSING)
+    if v is _MISSING:
         return None
-    return _number(key, attrs[key])
+    if type(v) is float and 0.0 <= v < math.inf:  # hot path
+        return v
+    return _number(key, v)  # type: ignore[arg-type]
 
 
 def _role(resource: Attributes, cfg: ResolveConfig) -> str | None:
@@ -144,8 +165,35 @@ def _cached(attrs: Attributes, cfg: ResolveConfig) -> TierTokens:
     )
 
 
-def _engine(span: Span, cfg: ResolveConfig) -> EngineSpan:
-    attrs, res = span.attributes, span.resource
+@dataclass(frozen=True, slots=True)
+class _ResFacts:
+    """What one resource says, computed once per resource (not once per span)."""
+
+    role: str | None
+    pod: str
+    tenant: str | None
+    model: str | None
+
+
+def _res_facts(res: Attributes, cfg: ResolveConfig) -> _ResFacts:
+    return _ResFacts(
+        role=_role(res, cfg),
+        pod=_first_str(cfg.pod_keys, res) or c.UNKNOWN_POD,
+        tenant=_first_str(cfg.tenant_keys, res),
+        model=_first_str(cfg.model_keys, res),
+    )
+
+
+def _engine(  # noqa: PLR0917 - hot path: positional calls are cheaper
+    trace_id: str,
+    span_id: str,
+    start_time: float,
+    end_time: float,
+    status_code: int,
+    attrs: Attributes,
+    rf: _ResFacts,
+    cfg: ResolveConfig,
+) -> EngineSpan:
     prompt = _tokens(attrs, cfg.input_token_keys)
     if prompt is None:
         raise _BadSpan(RejectReason.MISSING_TOKENS, f"none of {', '.join(cfg.input_token_keys)}")
@@ -155,15 +203,15 @@ def _engine(span: Span, cfg: ResolveConfig) -> EngineSpan:
         raise _BadSpan(RejectReason.BAD_VALUE, f"cached tokens {cached.total} > prompt tokens {prompt}")
     request_id = attrs.get(cfg.request_id_key)
     return EngineSpan(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        request_id=str(request_id) if request_id not in (None, "") else span.span_id,
-        role=_role(res, cfg),
-        tenant=_first_str(cfg.tenant_keys, attrs, res),
-        model=_first_str(cfg.model_keys, attrs, res) or c.UNKNOWN_MODEL,
-        pod=_first_str(cfg.pod_keys, res) or c.UNKNOWN_POD,
-        start_time=span.start_time,
-        end_time=span.end_time,
+        trace_id=trace_id,
+        span_id=span_id,
+        request_id=str(request_id) if request_id not in (None, "") else span_id,
+        role=rf.role,
+        tenant=_first_str(cfg.tenant_keys, attrs) or rf.tenant,
+        model=_first_str(cfg.model_keys, attrs) or rf.model or c.UNKNOWN_MODEL,
+        pod=rf.pod,
+        start_time=start_time,
+        end_time=end_time,
         prompt_tokens=prompt,
         output_tokens=output,
         cached=cached,
@@ -172,7 +220,7 @@ def _engine(span: Span, cfg: ResolveConfig) -> EngineSpan:
         decode=_seconds(attrs, c.ATTR_LAT_DECODE),
         ttft=_seconds(attrs, c.ATTR_LAT_TTFT),
         e2e=_seconds(attrs, c.ATTR_LAT_E2E),
-        error=span.status_code == c.OTLP_STATUS_ERROR or attrs.get(cfg.error_type_key) is not None,
+        error=status_code == c.OTLP_STATUS_ERROR or attrs.get(cfg.error_type_key) is not None,
     )
 
 
@@ -197,40 +245,135 @@ def merge_hints(a: TraceHints | None, b: TraceHints) -> TraceHints:
     return TraceHints(a.trace_id, a.tenant or b.tenant, a.model or b.model, dis)
 
 
-def _hints(span: Span, cfg: ResolveConfig, engine: bool) -> TraceHints | None:
-    attrs, res = span.attributes, span.resource
-    tenant = _first_str(cfg.tenant_keys, attrs, res)
-    model = _first_str(cfg.model_keys, attrs, res)
+def _hints(  # noqa: PLR0917 - hot path
+    trace_id: str, name: str, attrs: Attributes, rf: _ResFacts, cfg: ResolveConfig, engine: bool
+) -> TraceHints | None:
+    tenant = _first_str(cfg.tenant_keys, attrs) or rf.tenant
+    model = _first_str(cfg.model_keys, attrs) or rf.model
     dis = _flag(attrs.get(cfg.disaggregation_key))
-    if dis is None and span.name in cfg.sidecar_span_names:
+    if dis is None and name in cfg.sidecar_span_names:
         dis = True
-    if engine and _role(res, cfg) == c.ROLE_PREFILL:
+    if engine and rf.role == c.ROLE_PREFILL:
         dis = True  # a prefill-role engine span proves the trace is disaggregated
     if tenant is None and model is None and dis is None:
         return None
-    return TraceHints(span.trace_id, tenant, model, dis)
+    return TraceHints(trace_id, tenant, model, dis)
+
+
+class Resolver:
+    """Resolves spans one by one into a `ResolvedBatch` (the shared core of `resolve_batch` and
+    `decode_and_resolve`). Resource facts are computed once per resource mapping."""
+
+    __slots__ = ("_facts", "cfg", "engine", "errors", "hints", "ignored", "rejected")
+
+    def __init__(self, cfg: ResolveConfig) -> None:
+        self.cfg = cfg
+        self.engine: list[EngineSpan] = []
+        self.hints: dict[str, TraceHints] = {}
+        self.rejected = 0
+        self.ignored = 0
+        self.errors: list[str] = []
+        self._facts: dict[int, tuple[Attributes, _ResFacts]] = {}
+
+    def facts(self, res: Attributes) -> _ResFacts:
+        held = self._facts.get(id(res))
+        if held is not None and held[0] is res:
+            return held[1]
+        rf = _res_facts(res, self.cfg)
+        self._facts[id(res)] = (res, rf)  # keeps `res` alive, so its id is not reused meanwhile
+        return rf
+
+    def add(  # noqa: PLR0917 - hot path: called once per span
+        self,
+        trace_id: str,
+        span_id: str,
+        name: str,
+        start_time: float,
+        end_time: float,
+        status_code: int,
+        attrs: Attributes,
+        rf: _ResFacts,
+    ) -> None:
+        cfg = self.cfg
+        is_engine = name in cfg.engine_span_names or cfg.engine_marker_attribute in attrs
+        if is_engine:
+            try:
+                self.engine.append(
+                    _engine(trace_id, span_id, start_time, end_time, status_code, attrs, rf, cfg)
+                )
+            except _BadSpan as exc:
+                self.rejected += 1
+                if len(self.errors) < MAX_ERRORS:
+                    self.errors.append(f"{exc} (span {span_id})")
+        hint = _hints(trace_id, name, attrs, rf, cfg, is_engine)
+        if hint is not None:
+            self.hints[trace_id] = merge_hints(self.hints.get(trace_id), hint)
+        elif not is_engine:
+            self.ignored += 1
+
+    def result(self) -> ResolvedBatch:
+        return ResolvedBatch(tuple(self.engine), self.hints, self.rejected, tuple(self.errors), self.ignored)
 
 
 def resolve_batch(spans: Sequence[Span], cfg: ResolveConfig) -> ResolvedBatch:
     """Classify and resolve one decoded batch. Never raises on bad span content."""
-    engine: list[EngineSpan] = []
-    hints: dict[str, TraceHints] = {}
-    rejected = 0
-    ignored = 0
-    errors: list[str] = []
-    names, marker = cfg.engine_span_names, cfg.engine_marker_attribute
+    r = Resolver(cfg)
     for span in spans:
-        is_engine = span.name in names or marker in span.attributes
-        if is_engine:
-            try:
-                engine.append(_engine(span, cfg))
-            except _BadSpan as exc:
-                rejected += 1
-                if len(errors) < MAX_ERRORS:
-                    errors.append(f"{exc} (span {span.span_id})")
-        hint = _hints(span, cfg, is_engine)
-        if hint is not None:
-            hints[span.trace_id] = merge_hints(hints.get(span.trace_id), hint)
-        elif not is_engine:
-            ignored += 1
-    return ResolvedBatch(tuple(engine), hints, rejected, tuple(errors), ignored)
+        r.add(
+            span.trace_id,
+            span.span_id,
+            span.name,
+            span.start_time,
+            span.end_time,
+            span.status_code,
+            span.attributes,
+            r.facts(span.resource),
+        )
+    return r.result()
+
+
+def decode_and_resolve(
+    body: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    *,
+    max_decompressed_bytes: int,
+    max_spans: int,
+    cfg: ResolveConfig,
+) -> ResolvedBatch:
+    """`decode_traces` then `resolve_batch`, same result and same errors, in one pass for protobuf.
+
+    The protobuf path resolves straight from the parsed messages, without building an
+    intermediate `Span` per span; JSON goes through `decode_traces` + `resolve_batch`. Decode
+    rejects (bad ids/times) come first in `errors`, then resolution rejects."""
+    if otlp.media_type(content_type) != c.CT_PROTOBUF:
+        decoded = otlp.decode_traces(body, content_type, content_encoding, max_decompressed_bytes, max_spans)
+        return _merge_rejects(resolve_batch(decoded.spans, cfg), decoded.rejected, decoded.errors)
+    data = otlp.unwrap_body(body, content_encoding, max_decompressed_bytes)
+    rej = otlp.Rejects()
+    r = Resolver(cfg)
+    add, facts, attrs_of = r.add, r.facts, otlp.pb_attributes
+    for tid, sid, _pid, sp, resource in otlp.pb_spans(data, max_spans, rej):
+        add(
+            tid.hex(),
+            sid.hex(),
+            sp.name,
+            sp.start_time_unix_nano / 1e9,
+            sp.end_time_unix_nano / 1e9,
+            sp.status.code,
+            attrs_of(sp.attributes),
+            facts(resource),
+        )
+    return _merge_rejects(r.result(), rej.count, tuple(rej.errors))
+
+
+def _merge_rejects(resolved: ResolvedBatch, rejected: int, errors: tuple[str, ...]) -> ResolvedBatch:
+    if not rejected:
+        return resolved
+    return ResolvedBatch(
+        engine=resolved.engine,
+        hints=resolved.hints,
+        rejected=resolved.rejected + rejected,
+        errors=errors + resolved.errors,
+        ignored=resolved.ignored,
+    )

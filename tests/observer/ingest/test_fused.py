@@ -1,0 +1,155 @@
+"""`decode_and_resolve` (the fused protobuf path) gives exactly `decode_traces` + `resolve_batch`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from observer import conventions as c
+from observer.config import IngestSettings
+from observer.ingest.otlp import BadRequest, PayloadTooLarge, UnsupportedMediaType, decode_traces
+from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve, resolve_batch
+from observer.model import RejectReason
+from tests.observer.ingest.otlp_builders import SpanSpec, encode, engine_attrs, gz
+
+CFG = ResolveConfig.from_settings(IngestSettings())
+BIG = 1 << 24
+PRE = {c.RES_SERVICE_NAME: c.SERVICE_VLLM_PREFILL, c.RES_POD_NAME: "p-0", c.RES_LLMD_ROLE: c.ROLE_PREFILL}
+DEC = {c.RES_SERVICE_NAME: "pool-decode", c.RES_POD_NAME: "d-0", c.ATTR_TENANT_ID: "res-t"}
+AGG = {c.RES_SERVICE_NAME: "vllm", c.RES_POD_NAME: "a-0"}
+EPP = {c.RES_SERVICE_NAME: c.SERVICE_EPP}
+
+
+def _specs() -> list[SpanSpec]:
+    bad: list[dict[str, Any]] = [
+        {c.ATTR_COMPLETION_TOKENS: 5},
+        {c.ATTR_PROMPT_TOKENS: -1},
+        {c.ATTR_PROMPT_TOKENS: "12"},
+        {c.ATTR_PROMPT_TOKENS: "many"},
+        {c.ATTR_PROMPT_TOKENS: 1.5},
+        {c.ATTR_PROMPT_TOKENS: 2.0, c.ATTR_LAT_TTFT: "0.25"},
+        {c.ATTR_PROMPT_TOKENS: True},
+        {c.ATTR_PROMPT_TOKENS: 10, c.ATTR_CACHED_TOKENS: 11},
+        {c.ATTR_PROMPT_TOKENS: 10, c.ATTR_LAT_TTFT: float("nan")},
+        {c.ATTR_PROMPT_TOKENS: 10, c.ATTR_LAT_E2E: float("inf")},
+        {c.ATTR_PROMPT_TOKENS: 10, c.ATTR_LAT_QUEUE: -0.1},
+        {c.ATTR_PROMPT_TOKENS: 2**60 + 1, c.ATTR_LAT_E2E: 1},
+    ]
+    out = [
+        SpanSpec(c.SPAN_VLLM_REQUEST, 1000 + i, 10.0 + i, 11.0 + i, {c.ATTR_TENANT_ID: f" t{i} ", **a}, AGG)
+        for i, a in enumerate(bad)
+    ]
+    for i in range(6):
+        tid = 5000 + i
+        tiers = {c.ATTR_TIER_HIT[c.TIER_HBM]: 100, c.ATTR_TIER_HIT[c.TIER_DRAM]: i, c.ATTR_CACHED_TOKENS: 300}
+        out += [
+            SpanSpec(
+                c.SPAN_EPP_GATEWAY,
+                tid,
+                1.0,
+                3.0,
+                {c.ATTR_FAIRNESS_ID: "acme", c.ATTR_EPP_PD_USED: "true"},
+                EPP,
+            ),
+            SpanSpec(
+                c.SPAN_VLLM_REQUEST, tid, 1.0, 1.5, engine_attrs(500, 1, request_id=f"p{i}", extra=tiers), PRE
+            ),
+            SpanSpec(c.SPAN_VLLM_REQUEST, tid, 1.6, 3.0, engine_attrs(500, 40, request_id=f"d{i}"), DEC),
+            SpanSpec(c.SPAN_EPP_SCORING, tid, 1.0, 1.01, {}, EPP),
+        ]
+    out.append(
+        SpanSpec("other", 9000, 1.0, 2.0, {c.ATTR_LAT_E2E: 1.0, c.ATTR_INPUT_TOKENS: 7}, AGG, error=True)
+    )
+    return out
+
+
+def _reference(body: bytes, ct: str, ce: str | None) -> ResolvedBatch:
+    decoded = decode_traces(body, ct, ce, BIG, 10_000)
+    res = resolve_batch(decoded.spans, CFG)
+    return ResolvedBatch(
+        res.engine, res.hints, res.rejected + decoded.rejected, decoded.errors + res.errors, res.ignored
+    )
+
+
+def _fused(body: bytes, ct: str, ce: str | None, max_spans: int = 10_000) -> ResolvedBatch:
+    return decode_and_resolve(body, ct, ce, max_decompressed_bytes=BIG, max_spans=max_spans, cfg=CFG)
+
+
+def _with_bad_ids_and_times(body: bytes) -> bytes:
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(body)
+    spans = [sp for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    spans[0].trace_id = bytes(16)
+    spans[3].span_id = b"\x01\x02"
+    spans[5].end_time_unix_nano = spans[5].start_time_unix_nano - 1
+    data: bytes = req.SerializeToString()
+    return data
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("mangle", [False, True])
+def test_protobuf_matches_decode_then_resolve(gzipped: bool, mangle: bool) -> None:
+    body = encode(_specs())
+    if mangle:
+        body = _with_bad_ids_and_times(body)
+    ce = c.CE_GZIP if gzipped else None
+    if gzipped:
+        body = gz(body)
+    ref = _reference(body, c.CT_PROTOBUF, ce)
+    got = _fused(body, c.CT_PROTOBUF, ce)
+    assert got == ref
+    if mangle:  # bad ids/times are decode rejects: listed first
+        assert got.rejected >= 9
+        assert got.errors[0].startswith(RejectReason.BAD_IDS.value)
+    else:  # "12", 2.0 with "0.25" and 2**60+1 are valid: the other 9 are rejected
+        assert got.rejected == 9
+    assert len(got.engine) > 10
+    assert got.hints  # P/D evidence from the EPP spans and prefill roles
+
+
+def test_json_goes_through_the_generic_path() -> None:
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": c.RES_POD_NAME, "value": {"stringValue": "a-0"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                "spanId": "b7ad6b7169203331",
+                                "name": c.SPAN_VLLM_REQUEST,
+                                "startTimeUnixNano": "1000000000",
+                                "endTimeUnixNano": "2000000000",
+                                "attributes": [
+                                    {"key": c.ATTR_PROMPT_TOKENS, "value": {"intValue": "12"}},
+                                    {"key": c.ATTR_TENANT_ID, "value": {"stringValue": "acme"}},
+                                ],
+                            },
+                            {"traceId": "00", "spanId": "b7ad6b7169203331", "name": "bad"},
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    body = json.dumps(doc).encode()
+    got = _fused(body, "application/json; charset=utf-8", None)
+    assert got == _reference(body, "application/json; charset=utf-8", None)
+    assert got.rejected == 1
+    assert [(e.tenant, e.prompt_tokens) for e in got.engine] == [("acme", 12)]
+
+
+def test_same_refusals() -> None:
+    body = encode(_specs())
+    with pytest.raises(UnsupportedMediaType):
+        _fused(body, "text/plain", None)
+    with pytest.raises(UnsupportedMediaType):
+        _fused(body, c.CT_PROTOBUF, "br")
+    with pytest.raises(PayloadTooLarge):
+        _fused(body, c.CT_PROTOBUF, None, max_spans=3)
+    with pytest.raises(BadRequest):
+        _fused(b"\xff\xff\xff", c.CT_PROTOBUF, None)
