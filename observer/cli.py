@@ -65,9 +65,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def extra_routers(settings: Settings) -> list[Any]:
     """API routes owned by the upper layers (alerts, dashboards), mounted by the composition root."""
-    from fastapi import APIRouter
+    from fastapi import APIRouter, HTTPException
 
     from alerts.export import rules_for_api
+    from dashboards.export import dashboard_json, dashboards_index
 
     router = APIRouter(prefix="/api/v1")
 
@@ -77,7 +78,27 @@ def extra_routers(settings: Settings) -> list[Any]:
     def alert_rules() -> dict[str, Any]:
         return rules_for_api(settings)
 
+    @router.get("/dashboards", tags=["dashboards"], summary="The generated Grafana dashboards")
+    def dashboards() -> dict[str, Any]:
+        return {"dashboards": dashboards_index(settings)}
+
+    @router.get("/dashboards/{uid}", tags=["dashboards"], summary="One dashboard's Grafana JSON model")
+    def dashboard(uid: str) -> dict[str, Any]:
+        model = dashboard_json(uid, settings)
+        if model is None:
+            raise HTTPException(404, f"no dashboard with uid {uid!r}")
+        return model
+
     return [router]
+
+
+def cmd_dashboards_export(args: argparse.Namespace) -> int:
+    from dashboards.export import export
+
+    settings = _settings(args)
+    for path in export(args.dir, settings):
+        print(path)
+    return 0
 
 
 def cmd_alerts_export(args: argparse.Namespace) -> int:
@@ -273,6 +294,31 @@ def build_parser() -> argparse.ArgumentParser:
     _common(aexp)
     aexp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
     aexp.set_defaults(func=cmd_alerts_export)
+
+    dash = sub.add_parser(
+        "dashboards",
+        help="Grafana dashboards as code",
+        description="Grafana dashboards generated with grafana-foundation-sdk from one source of names.",
+    )
+    dash_sub = dash.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
+    dexp = dash_sub.add_parser(
+        "export",
+        help="write dashboard JSON, Grafana provisioning YAML and ConfigMaps into DIR",
+        description=(
+            "Write one <uid>.json per dashboard, provisioning/dashboards/pd-observer.yaml (a Grafana file "
+            "provider) and pd-observer-dashboards-configmaps.yaml (ConfigMaps labelled grafana_dashboard=1 "
+            "for the Grafana sidecar). Deterministic."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pd-observer dashboards export ./grafana\n"
+            "  kubectl apply -n monitoring -f ./grafana/pd-observer-dashboards-configmaps.yaml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(dexp)
+    dexp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
+    dexp.set_defaults(func=cmd_dashboards_export)
     return parser
 
 

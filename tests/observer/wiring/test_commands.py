@@ -1,0 +1,130 @@
+"""`pd-observer demo`, `simulate` and `replay` end to end (subprocesses without a TTY, real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from observer.cli import main
+from tests.support.procs import in_ci, require_binary
+from tests.support.server import serve_in_thread
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run(args: list[str], tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "observer.cli", *args],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.prometheus
+def test_demo_end_to_end_without_tty(tmp_path: Path) -> None:
+    require_binary("prometheus")
+    out = tmp_path / "demo"
+    proc = _run(["demo", "--duration", "30", "--speed", "30", "--out", str(out), "--port", "0"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[demo]" in proc.stdout  # plain log lines, not a Live view
+    assert "\x1b[" not in proc.stdout
+    report = (out / "report.html").read_text()
+    for cid in ("load", "replicas", "ttft", "hit_rate", "alerts"):
+        assert f"id='{cid}'" in report
+    assert report.count("<polyline") >= 4
+    data = json.loads((out / "data.json").read_text())
+    assert len(data["samples"]) >= 5
+    phases = [e["text"] for e in data["events"] if e["kind"] == "phase"]
+    assert phases == ["steady", "prefill-burst", "cache-cascade"]
+    tenants = {r["tenant"]: r for r in data["summary"]["tenants"]}
+    assert sum(r["requests"] for r in tenants.values()) == data["summary"]["requests"] > 0
+    assert "batch-docs" in tenants  # the burst reached the service over OTLP/HTTP
+    prom = data["prometheus"]
+    assert prom["started"] is True
+    assert prom["scraped_service"] is True
+    assert prom["service_requests_total"] == data["summary"]["requests"]
+    assert prom["vllm_series"] >= 1  # Prometheus scraped the twin's vLLM pods via http_sd
+    assert "prometheus scraped the service: yes" in proc.stdout
+    assert (out / "pd-observer.db").is_file()
+
+
+def test_demo_without_prometheus_fast(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    proc = _run(
+        [
+            "demo",
+            "--scenario",
+            "steady",
+            "--duration",
+            "60",
+            "--speed",
+            "0",
+            "--out",
+            str(out),
+            "--port",
+            "0",
+            "--no-prometheus",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((out / "data.json").read_text())
+    assert data["prometheus"] == {}
+    assert data["summary"]["requests"] > 0
+    assert re.search(r"report: .*report\.html", proc.stdout)
+
+
+def test_simulate_delivers_spans_to_a_running_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with serve_in_thread(tmp_path) as svc:
+        code = main(
+            ["simulate", "--scenario", "steady", "--duration", "60", "--fast", "--otlp-endpoint", svc.url]
+        )
+        assert code == 0
+        printed = capsys.readouterr().out
+        m = re.search(r"done: (\d+) requests, (\d+) spans", printed)
+        assert m is not None, printed
+        sent = int(m.group(1))
+        tenants = svc.tenants(window=300)
+    assert sent > 100
+    assert sum(t["requests"] for t in tenants.values()) == sent
+    assert all(t["prompt_tokens"] > 0 for t in tenants.values())
+
+
+def test_replay_prints_the_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "slice.jsonl"
+    mc = Path(os.environ.get("PD_OBSERVER_MOONCAKE_DIR", ROOT.parent / "shared/data/mooncake"))
+    trace = mc / "conversation_trace.jsonl"
+    if not trace.is_file():
+        pytest.fail(f"missing {trace}") if in_ci() else pytest.skip(f"missing {trace}")
+    with trace.open() as fh:
+        src.write_text("".join(next(fh) for _ in range(400)))
+    out = tmp_path / "r.json"
+    assert main(["replay", str(src), "--tenants", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:3] == ["tenant", "requests", "hit"]
+    rows = [line for line in printed.splitlines() if line.startswith("mc-")]
+    assert 1 <= len(rows) <= 4
+    data = json.loads(out.read_text())
+    assert sum(t["requests"] for t in data["tenants"]) == data["requests"] > 0
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "no-such-scenario"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pd-observer: unknown scenario")
+    assert "\n" not in err
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 1
+    assert "not found" in capsys.readouterr().err
