@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from observer.pipeline import Pipeline
 
 GAUGE_QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"))
-GAUGE_LATENCIES = (c.SLI_TTFT, c.SLI_ITL, c.SLI_E2E)
+GAUGE_LATENCIES = (c.SLI_TTFT, c.SLI_ITL, c.SLI_E2E, *c.PHASES)
 
 
 class AggregatorCollector(Collector):
