@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,48 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.Captur
     assert "\n" not in err
     assert main(["replay", str(tmp_path / "missing.jsonl")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_demo_sigterm_is_graceful(tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "observer.cli",
+            "demo",
+            "--scenario",
+            "steady",
+            "--duration",
+            "600",
+            "--speed",
+            "10",
+            "--out",
+            str(out),
+            "--port",
+            "0",
+            "--no-prometheus",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("[demo] t="):
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest[-2000:]
+    assert "(stopped early)" in rest
+    data = json.loads((out / "data.json").read_text())
+    assert data["stopped_early"] is True
+    assert (out / "report.html").is_file()
