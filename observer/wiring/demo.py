@@ -422,7 +422,7 @@ def _prom_config(
 
 
 def _poll_prometheus(
-    stack: PromStack, info: dict[str, Any], alerts: list[dict[str, Any]], twin: Twin, *, final: bool = False
+    stack: PromStack, info: dict[str, Any], alerts: list[dict[str, Any]], twin: Twin
 ) -> None:
     """Ask Prometheus whether it scrapes the service and the twin; record alert states."""
     try:

@@ -7,6 +7,7 @@ events/decisions.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -102,7 +103,7 @@ class LiveView:
         self.refresh_seconds = refresh_seconds
         self.log_every_seconds = log_every_seconds
         self._live: Live | None = None
-        self._last = 0.0
+        self._last = -math.inf
         self.events: list[str] = []
 
     def __enter__(self) -> LiveView:
