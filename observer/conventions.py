@@ -486,6 +486,7 @@ API_OUTPUT_TOKENS: Final = "output_tokens"
 API_ERRORS: Final = "errors"
 API_PHASES: Final = "phases_seconds"
 API_TIER_SHARES: Final = "tier_shares"
+API_SIGNALS: Final = "signals"  # fleet signals of a tenant entry (cascade status + evidence)
 
 # ---------------------------------------------------------------------------------------------
 # Dashboards (dashboards issue): Grafana dashboard uids (`GET /api/v1/dashboards/{uid}`), the

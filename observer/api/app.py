@@ -160,7 +160,7 @@ def create_app(
         now = pipeline.clock()
         with pipeline.lock:
             stats = pipeline.aggregator.tenants(window, now, model=model)
-        return {"window_seconds": window, "tenants": [s.as_api_dict() for s in stats]}
+        return {"window_seconds": window, "tenants": [_with_extras(pipeline, s.as_api_dict()) for s in stats]}
 
     @api.get("/tenants/{tenant}", tags=["tenants"], summary="One tenant's entry")
     def tenant(
@@ -173,7 +173,7 @@ def create_app(
             stats = pipeline.aggregator.tenant(tenant, window, now, model=model)
         if stats is None:
             raise HTTPException(404, f"no requests from tenant {tenant!r} in the last {window} s")
-        return {"window_seconds": window, **stats.as_api_dict()}
+        return {"window_seconds": window, **_with_extras(pipeline, stats.as_api_dict())}
 
     @api.get("/requests/{request_id}", tags=["requests"], summary="Phase breakdown of one request")
     def request_detail(request_id: str) -> dict[str, Any]:
@@ -223,6 +223,13 @@ def create_app(
         return JSONResponse({"status": "ready", "pending_traces": pipeline.assembler.pending_count})
 
     return app
+
+
+def _with_extras(pipeline: Pipeline, entry: dict[str, Any]) -> dict[str, Any]:
+    """Merge the keys contributed by components (`Pipeline.tenant_extras`) into a tenant entry."""
+    for extra in pipeline.tenant_extras:
+        entry.update(extra(entry[c.API_TENANT]))
+    return entry
 
 
 def _to_settings(spec: Any) -> SloSettings:

@@ -1,0 +1,144 @@
+"""`sources:` section of the settings: which metric source, which discovery, optional KV events.
+
+`SourcesSettings.model_validate(settings.sources)` parses the free-form dict of
+`observer.config.Settings`. Every knob has a default; documented in docs/sources.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from observer import conventions as c
+from observer.sources.discovery import SA_DIR, KubernetesDiscoveryConfig
+from observer.sources.prometheus import PrometheusSourceConfig
+from observer.sources.samples import EppTarget, PodTarget
+from observer.sources.scrape import ScrapeSourceConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StaticPod(_Section):
+    pod: str
+    role: str | None = Field(None, description="prefill | decode | prefill-decode")
+    pool: str = "default"
+    namespace: str = ""
+    model: str | None = None
+    metrics_url: str | None = Field(None, description="http://ip:port/metrics (scrape source)")
+    kv_events_endpoint: str | None = Field(None, description="tcp://ip:5557")
+    kv_replay_endpoint: str | None = Field(None, description="tcp://ip:5558")
+
+    def target(self) -> PodTarget:
+        return PodTarget(
+            pod=self.pod,
+            role=self.role,
+            pool=self.pool,
+            namespace=self.namespace,
+            model=self.model,
+            metrics_url=self.metrics_url,
+            kv_events_endpoint=self.kv_events_endpoint,
+            kv_replay_endpoint=self.kv_replay_endpoint,
+        )
+
+
+class StaticEpp(_Section):
+    pool: str
+    metrics_url: str
+
+    def target(self) -> EppTarget:
+        return EppTarget(pool=self.pool, metrics_url=self.metrics_url)
+
+
+class StaticDiscoverySettings(_Section):
+    pods: tuple[StaticPod, ...] = ()
+    epps: tuple[StaticEpp, ...] = ()
+
+
+class KubernetesDiscoverySettings(_Section):
+    api_url: str = "https://kubernetes.default.svc"
+    namespace: str = "default"
+    label_selector: str = f"{c.K8S_LABEL_SERVING}=true"
+    role_label: str = c.K8S_LABEL_ROLE
+    pool_label: str = c.K8S_LABEL_INSTANCE
+    default_pool: str = "default"
+    metrics_port: int = Field(8000, ge=1, le=65535)
+    metrics_path: str = "/metrics"
+    kv_events_port: int | None = Field(None, ge=1, le=65535)
+    kv_replay_port: int | None = Field(None, ge=1, le=65535)
+    token_file: Path | None = SA_DIR / "token"
+    ca_file: Path | None = SA_DIR / "ca.crt"
+    timeout_seconds: float = Field(5.0, gt=0)
+
+    def config(self) -> KubernetesDiscoveryConfig:
+        return KubernetesDiscoveryConfig(**self.model_dump())
+
+
+class PrometheusSettings(_Section):
+    url: str = "http://127.0.0.1:9090"
+    bearer_token: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(5.0, gt=0)
+    retries: int = Field(2, ge=0)
+    backoff_factor: float = Field(0.2, ge=0)
+    rate_window_seconds: int = Field(60, ge=1, description=">= 4 Prometheus scrape intervals")
+    stale_after_seconds: float = Field(60.0, gt=0)
+    pod_label: str = c.PROM_LABEL_POD
+    namespace_label: str = c.PROM_LABEL_NAMESPACE
+    namespace: str | None = None
+    role_label: str | None = None
+    pool_label: str | None = None
+    default_pool: str = "default"
+
+    def config(self) -> PrometheusSourceConfig:
+        return PrometheusSourceConfig(**self.model_dump())
+
+
+class ScrapeSettings(_Section):
+    timeout_seconds: float = Field(2.0, gt=0)
+    max_workers: int = Field(8, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def config(self) -> ScrapeSourceConfig:
+        return ScrapeSourceConfig(
+            timeout_seconds=self.timeout_seconds, max_workers=self.max_workers, headers=dict(self.headers)
+        )
+
+
+class KvPublisherSettings(_Section):
+    endpoint: str
+    replay_endpoint: str | None = None
+
+
+class KvEventsSettings(_Section):
+    enabled: bool = False
+    publishers: tuple[KvPublisherSettings, ...] = Field(
+        (), description="in addition to the discovered pods' kv_events_endpoint"
+    )
+    max_blocks_per_pod: int = Field(200_000, ge=1)
+    max_pods: int = Field(1024, ge=1)
+    rate_window_seconds: float = Field(60.0, gt=0)
+    replay_timeout_ms: int = Field(500, ge=1)
+
+
+class SourcesSettings(_Section):
+    """Where fleet metrics come from. The embedded default scrapes statically listed pods."""
+
+    metrics: Literal["scrape", "prometheus", "none"] = "scrape"
+    discovery: Literal["static", "kubernetes"] = "static"
+    static: StaticDiscoverySettings = StaticDiscoverySettings()
+    kubernetes: KubernetesDiscoverySettings = KubernetesDiscoverySettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    scrape: ScrapeSettings = ScrapeSettings()
+    kv_events: KvEventsSettings = KvEventsSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> SourcesSettings:
+        if self.discovery == "static" and self.metrics == "scrape":
+            missing = [p.pod for p in self.static.pods if not p.metrics_url]
+            if missing:
+                raise ValueError(f"sources.static.pods without metrics_url (scrape source): {missing}")
+        return self
