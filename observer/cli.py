@@ -269,57 +269,68 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_twin_commands(sub)
 
-    alerts = sub.add_parser(
+    _add_export_command(
+        sub,
         "alerts",
         help="alert rules and Alertmanager routing as code",
         description="Prometheus rules and Alertmanager routing generated from the SLOs and signals.",
-    )
-    alerts_sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
-    aexp = alerts_sub.add_parser(
-        "export",
-        help="write the rule files, a PrometheusRule object and alertmanager.yml into DIR",
-        description=(
+        export_help="write the rule files, a PrometheusRule object and alertmanager.yml into DIR",
+        export_description=(
             "Write pd-observer-rules.yaml (Prometheus rule file), pd-observer-prometheusrule.yaml "
             "(prometheus-operator PrometheusRule) and alertmanager.yml into DIR. Deterministic; "
             "every file starts with a 'generated — do not edit' header."
         ),
-        epilog=(
-            "examples:\n"
-            "  pd-observer alerts export ./out\n"
-            "  promtool check rules ./out/pd-observer-rules.yaml\n"
-            "  amtool check-config ./out/alertmanager.yml"
+        examples=(
+            "pd-observer alerts export ./out",
+            "promtool check rules ./out/pd-observer-rules.yaml",
+            "amtool check-config ./out/alertmanager.yml",
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        func=cmd_alerts_export,
     )
-    _common(aexp)
-    aexp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
-    aexp.set_defaults(func=cmd_alerts_export)
-
-    dash = sub.add_parser(
+    _add_export_command(
+        sub,
         "dashboards",
         help="Grafana dashboards as code",
         description="Grafana dashboards generated with grafana-foundation-sdk from one source of names.",
-    )
-    dash_sub = dash.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
-    dexp = dash_sub.add_parser(
-        "export",
-        help="write dashboard JSON, Grafana provisioning YAML and ConfigMaps into DIR",
-        description=(
+        export_help="write dashboard JSON, Grafana provisioning YAML and ConfigMaps into DIR",
+        export_description=(
             "Write one <uid>.json per dashboard, provisioning/dashboards/pd-observer.yaml (a Grafana file "
             "provider) and pd-observer-dashboards-configmaps.yaml (ConfigMaps labelled grafana_dashboard=1 "
             "for the Grafana sidecar). Deterministic."
         ),
-        epilog=(
-            "examples:\n"
-            "  pd-observer dashboards export ./grafana\n"
-            "  kubectl apply -n monitoring -f ./grafana/pd-observer-dashboards-configmaps.yaml"
+        examples=(
+            "pd-observer dashboards export ./grafana",
+            "kubectl apply -n monitoring -f ./grafana/pd-observer-dashboards-configmaps.yaml",
         ),
+        func=cmd_dashboards_export,
+    )
+    return parser
+
+
+def _add_export_command(
+    sub: Any,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    export_help: str,
+    export_description: str,
+    examples: Sequence[str],
+    func: Any,
+) -> None:
+    """`pd-observer NAME export DIR`: the shape shared by the generated-artifact commands."""
+    group = sub.add_parser(name, help=help, description=description)
+    actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+    exp = actions.add_parser(
+        "export",
+        help=export_help,
+        description=export_description,
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(dexp)
-    dexp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
-    dexp.set_defaults(func=cmd_dashboards_export)
-    return parser
+    _common(exp)
+    exp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
+    exp.set_defaults(func=func)
 
 
 def _positive(text: str) -> float:
