@@ -157,6 +157,7 @@ class SignalEngine:
         self._first_seen: dict[str, float] = {}  # tenant -> first record time (bounded)
         self._baseline_at: float | None = None  # last window folded into the cascade baselines
         self._episode_evictors: dict[str, tuple[Evictor, ...]] = {}  # firing tenant -> evictors named
+        self._pod_pool: dict[str, str] = {}  # last known pool of each pod (records of a blind source)
         self.records_dropped = 0  # records that fell off the bound while still in the window
 
     # ------------------------------------------------------------------ feeds
@@ -180,6 +181,10 @@ class SignalEngine:
             if snapshot.ok:
                 src.last_success = snapshot.time
                 self._inputs.snapshot = snapshot
+                pools = {p.pod: p.pool for p in snapshot.pods[: self.settings.max_pods]}
+                if len(self._pod_pool) + len(pools) > self.settings.max_pods:
+                    self._pod_pool = {}
+                self._pod_pool.update(pools)
 
     def observe_kv(self, snapshot: KvSnapshot) -> None:
         """The KV-events index: fresh while events keep arriving."""
@@ -354,7 +359,7 @@ class SignalEngine:
         self, window: Sequence[RequestRecord], samples: Sequence[PodSample], snap: FleetSnapshot | None
     ) -> dict[str, tuple[PoolWindow, float | None, float | None, PdDemand]]:
         s = self.settings
-        pod_pool = {p.pod: p.pool for p in samples}
+        pod_pool = {**self._pod_pool, **{p.pod: p.pool for p in samples}}
         by_pool: dict[str, list[PodSample]] = {}
         for p in samples:
             by_pool.setdefault(p.pool, []).append(p)
