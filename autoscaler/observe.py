@@ -1,0 +1,396 @@
+"""`ObservationSource` built from the observer: demand and capacity samples from the request
+records the pipeline commits, signals from the fleet-signals engine (or, without it, from the
+same records), replicas and readiness from the target (the loop fills those in).
+
+    pipeline ──listener(records, now)──▶ RecordWindow ─┐
+    SignalEngine.latest (optional) ──▶ SignalsProvider ─┼─▶ ObserverSource.observe(pool, now)
+    RecordSignals (fallback: starvation, pressure,      │        → PoolObservation
+                   cascade from the records)  ──────────┘
+
+`RecordWindow` is thread-safe (the pipeline's writer thread feeds it, the controller reads it)
+and bounded (`max_records`, `max_samples`). Nothing here reads a clock: `now` is passed in.
+
+Demand (per pool, over the last `window_seconds` of request end times, rates over a partial
+window right after start): prompt tok/s, output tok/s, token-weighted prefix hit rate, req/s.
+It is `None` (the policy holds) while the window is warming up with no data, or when the
+feed is not live (`live()` returns False, e.g. the pipeline is stopping).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from autoscaler.types import CapacitySamples, Demand, PoolObservation, Signals
+from observer.model import RequestRecord
+from observer.signals import cascade as casc
+from observer.signals import residency, starvation
+from observer.signals.types import CascadeConfig, CascadeState, PoolWindow, StarvationConfig, StarvationState
+
+PoolOf = Callable[[RequestRecord], str | None]
+
+
+def pool_by_pod_prefix(pools: Sequence[str], default: str | None = None) -> PoolOf:
+    """A record's pool from its pod names (`<pool>-prefill-…`, `<pool>-decode-…`, as the llm-d
+    chart and the twin name pods), the longest matching pool name first; else `default`."""
+    ordered = sorted(pools, key=len, reverse=True)
+
+    def pool_of(r: RequestRecord) -> str | None:
+        for pod in (r.decode_pod, r.prefill_pod):
+            if pod:
+                for p in ordered:
+                    if pod.startswith(p + "-"):
+                        return p
+        return default
+
+    return pool_of
+
+
+def pool_by_model(models: Mapping[str, str], default: str | None = None) -> PoolOf:
+    """A record's pool from its model name."""
+
+    def pool_of(r: RequestRecord) -> str | None:
+        return models.get(r.model, default)
+
+    return pool_of
+
+
+def _p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    values.sort()
+    return values[max(0, math.ceil(0.9 * len(values)) - 1)]
+
+
+class RecordWindow:
+    """The recent request records per pool, fed by the pipeline (a `Pipeline.listeners` entry)."""
+
+    def __init__(
+        self,
+        pool_of: PoolOf,
+        *,
+        window_seconds: float = 60.0,
+        max_records: int = 200_000,
+        max_samples: int = 10_000,
+    ) -> None:
+        self.pool_of = pool_of
+        self.window_seconds = window_seconds
+        self._lock = threading.Lock()
+        self._records: dict[str, deque[RequestRecord]] = {}
+        self._samples: dict[str, deque[tuple[float, float]]] = {}
+        self._max_records = max_records
+        self._max_samples = max_samples
+        self.started_at: float | None = None
+        self.last_update: float | None = None
+        self.dropped = 0
+
+    def start(self, now: float) -> None:
+        """Mark the feed live from `now` (rates over a partial window are scaled from here)."""
+        with self._lock:
+            if self.started_at is None:
+                self.started_at = now
+
+    def add_records(self, records: Sequence[RequestRecord], now: float) -> None:
+        """Pipeline listener: cheap appends under a lock."""
+        with self._lock:
+            if self.started_at is None:
+                self.started_at = now
+            self.last_update = now
+            for r in records:
+                pool = self.pool_of(r)
+                if pool is None:
+                    self.dropped += 1
+                    continue
+                q = self._records.setdefault(pool, deque(maxlen=self._max_records))
+                q.append(r)
+                if r.prefill is not None and r.prefill > 0 and r.complete:
+                    s = self._samples.setdefault(pool, deque(maxlen=self._max_samples))
+                    s.append((float(max(0, r.prompt_tokens - r.cached_tokens)), r.prefill))
+
+    def window(self, pool: str, now: float) -> list[RequestRecord]:
+        """Records of `pool` that ended in (now - window_seconds, now]; older ones are dropped."""
+        lo = now - self.window_seconds
+        with self._lock:
+            q = self._records.get(pool)
+            if not q:
+                return []
+            while q and q[0].end_time <= lo - self.window_seconds:  # keep a margin for late arrivals
+                q.popleft()
+            return [r for r in q if lo < r.end_time <= now]
+
+    def take_samples(self, pool: str) -> tuple[tuple[float, float], ...]:
+        """Prefill capacity samples (uncached tokens, prefill seconds) since the last call."""
+        with self._lock:
+            q = self._samples.get(pool)
+            if not q:
+                return ()
+            out = tuple(q)
+            q.clear()
+            return out
+
+    def span(self, now: float) -> float | None:
+        """Seconds of the window covered by the feed (None before it started)."""
+        if self.started_at is None:
+            return None
+        return min(self.window_seconds, now - self.started_at)
+
+
+def demand_of(
+    records: Iterable[RequestRecord], span: float, *, age_seconds: float = 0.0, backlog: bool = True
+) -> Demand:
+    """Pool demand over `span` seconds of records (pure).
+
+    Records are *completed* requests, so under saturation their rate is the pool's throughput,
+    not its demand. With `backlog`, the prompt rate is raised by the queued work: a request
+    that waited q seconds sat behind about q x throughput of work, and serving the arrivals
+    (≥ throughput while a queue builds) plus draining that backlog within one window needs at
+    least throughput x (1 + mean q / span). On an unqueued pool (q ≈ 0) this is the plain rate.
+    """
+    n = prompt = cached = output = 0
+    queued = 0.0
+    nq = 0
+    for r in records:
+        n += 1
+        prompt += r.prompt_tokens
+        cached += min(r.cached_tokens, r.prompt_tokens)
+        output += r.output_tokens
+        if r.queue is not None and r.queue >= 0:
+            queued += r.queue
+            nq += 1
+    span = max(span, 1e-9)
+    factor = 1.0 + (queued / nq) / span if backlog and nq else 1.0
+    return Demand(
+        prompt_tokens_per_s=prompt / span * factor,
+        output_tokens_per_s=output / span,
+        hit_rate=cached / prompt if prompt else 0.0,
+        requests_per_s=n / span,
+        age_seconds=age_seconds,
+    )
+
+
+class SignalsProvider(Protocol):
+    """Fleet signals of one pool at `now` (a `Signals` whose fields are None when unknown)."""
+
+    def signals(
+        self, pool: str, now: float, records: Sequence[RequestRecord], decode_replicas: int | None
+    ) -> Signals: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# The signals engine's snapshot, read structurally (observer.signals.engine.FleetSignals)
+# ---------------------------------------------------------------------------------------------
+class _Firing(Protocol):
+    @property
+    def firing(self) -> bool: ...
+
+    @property
+    def unknown(self) -> bool: ...
+
+
+class _Balance(Protocol):
+    @property
+    def imbalanced(self) -> bool: ...
+
+    @property
+    def unknown(self) -> bool: ...
+
+
+class _PoolSignals(Protocol):
+    @property
+    def starvation(self) -> _Firing: ...
+
+    @property
+    def pressure(self) -> _Firing: ...
+
+    @property
+    def balance(self) -> _Balance: ...
+
+
+class _Cascade(Protocol):
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def firing(self) -> bool: ...
+
+
+class _TenantSignals(Protocol):
+    @property
+    def cascade(self) -> _Cascade: ...
+
+
+class FleetSignalsLike(Protocol):
+    @property
+    def time(self) -> float: ...
+
+    @property
+    def tenants(self) -> Sequence[_TenantSignals]: ...
+
+    def pool(self, name: str) -> _PoolSignals | None: ...
+
+
+class EngineSignals:
+    """Signals from the fleet-signals engine's latest snapshot (`lambda: engine.latest`).
+
+    The snapshot's age is the signals' age (the policy ignores signals older than
+    `stale_after_seconds`); a pool the engine does not know has unknown signals."""
+
+    def __init__(self, latest: Callable[[], FleetSignalsLike | None]) -> None:
+        self._latest = latest
+
+    def signals(
+        self, pool: str, now: float, records: Sequence[RequestRecord], decode_replicas: int | None
+    ) -> Signals:
+        snap = self._latest()
+        if snap is None:
+            return Signals(age_seconds=math.inf)
+        age = max(0.0, now - snap.time)
+        cascade = tuple(t.cascade.tenant for t in snap.tenants if t.cascade.firing)
+        ps = snap.pool(pool)
+        if ps is None:
+            return Signals(cascade_tenants=cascade, age_seconds=age)
+        return Signals(
+            starvation=None if ps.starvation.unknown else ps.starvation.firing,
+            decode_pressure=None if ps.pressure.unknown and not ps.pressure.firing else ps.pressure.firing,
+            cascade_tenants=cascade,
+            load_imbalance=None if ps.balance.unknown else ps.balance.imbalanced,
+            age_seconds=age,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fallback: the same signals from the records alone (committed pure signal functions)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RecordSignals:
+    """Starvation, decode pressure and the cache cascade computed from the record window with
+    the pure functions of `observer.signals` (used when no signals engine runs, e.g. on the
+    twin in replays and benchmarks). Stateful across ticks: one call per pool per tick.
+
+    - decode busy ratio = output tok/s / (decode replicas x `decode_tokens_per_s_per_replica`);
+    - the pre-decode TTFT share counts only when TTFT p90 ≥ `ttft_min_seconds` (a fast TTFT is
+      all "before decode" on an idle fleet, not starvation — as the engine refines it);
+    - decode pressure from ITL p90 only (KV usage and preemptions need pod metrics);
+    - cascade baselines fold one window per `window_seconds` after `warmup_seconds`; fleet load
+      counts tenants seen for longer than `new_tenant_grace_seconds` (a new heavy tenant is the
+      evictor, not a load change).
+    Load imbalance is left unknown (it needs per-pod metrics).
+    """
+
+    decode_tokens_per_s_per_replica: float
+    ttft_min_seconds: float
+    window_seconds: float = 60.0
+    starvation_cfg: StarvationConfig = field(default_factory=StarvationConfig)
+    cascade_cfg: CascadeConfig = field(default_factory=CascadeConfig)
+    warmup_seconds: float = 120.0
+    new_tenant_grace_seconds: float = 120.0
+    max_tenants: int = 1000
+    _starv: StarvationState = field(default_factory=StarvationState)
+    _cascade: dict[str, CascadeState] = field(default_factory=dict)
+    _baseline_at: dict[str, float] = field(default_factory=dict)
+    _started: dict[str, float] = field(default_factory=dict)
+    _first_seen: dict[str, float] = field(default_factory=dict)
+
+    def signals(
+        self, pool: str, now: float, records: Sequence[RequestRecord], decode_replicas: int | None
+    ) -> Signals:
+        started = self._started.setdefault(pool, now)
+        span = max(min(self.window_seconds, now - started), 1.0)
+        ttfts = [r.ttft for r in records if r.ttft is not None]
+        itls = [r.itl for r in records if r.itl is not None]
+        ttft_p90 = _p90(ttfts)
+        num = den = 0.0
+        for r in records:
+            if r.ttft and None not in (r.queue, r.prefill, r.kv_transfer):
+                num += (r.queue or 0.0) + (r.prefill or 0.0) + (r.kv_transfer or 0.0)
+                den += r.ttft
+        share: float | None = min(1.0, num / den) if den > 0 else None
+        if share is not None and (ttft_p90 is None or ttft_p90 < self.ttft_min_seconds):
+            share = 0.0
+        busy: float | None = None
+        if decode_replicas:
+            out = sum(r.output_tokens for r in records) / span
+            busy = out / (decode_replicas * self.decode_tokens_per_s_per_replica)
+        window = PoolWindow(pool, share, busy, _p90(itls), None, None)
+        self._starv, starv = starvation.starvation(self._starv, (window,), self.starvation_cfg)
+        pressure = starvation.decode_pressure(window, self.starvation_cfg)
+        cascade = self._cascade_tick(pool, now, records, span)
+        return Signals(
+            starvation=None if starv[0].unknown else starv[0].firing,
+            decode_pressure=None if pressure.unknown else pressure.firing,
+            cascade_tenants=cascade,
+            load_imbalance=None,
+            age_seconds=0.0,
+        )
+
+    def _cascade_tick(
+        self, pool: str, now: float, records: Sequence[RequestRecord], span: float
+    ) -> tuple[str, ...] | None:
+        for r in records:
+            if r.tenant not in self._first_seen and len(self._first_seen) < self.max_tenants:
+                self._first_seen[r.tenant] = r.end_time
+        cutoff = now - self.new_tenant_grace_seconds
+        established = [r for r in records if self._first_seen.get(r.tenant, now) <= cutoff]
+        load = len(established) / span if records else None
+        obs = casc.CascadeObservation(residency.tenant_windows(records), load)
+        state = self._cascade.get(pool, CascadeState())
+        sig = casc.evaluate(state, obs, self.cascade_cfg)
+        last = self._baseline_at.get(pool)
+        due = last is None or now - last >= self.window_seconds
+        if due and now - self._started[pool] >= self.warmup_seconds:
+            self._cascade[pool] = casc.update(state, obs, now, self.cascade_cfg)
+            self._baseline_at[pool] = now
+        if all(s.unknown for s in sig) and sig:
+            return None
+        return tuple(s.tenant for s in sig if s.firing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The source
+# ---------------------------------------------------------------------------------------------
+class ObserverSource:
+    """`ObservationSource` over a `RecordWindow` (+ a `SignalsProvider`).
+
+    `decode_replicas(pool)` gives the current decode replica count (for the busy ratio of the
+    record-based signals); `live()` says whether the feed is running (False → demand unknown).
+    """
+
+    def __init__(
+        self,
+        window: RecordWindow,
+        signals: SignalsProvider | None = None,
+        *,
+        decode_replicas: Callable[[str], int | None] | None = None,
+        live: Callable[[], bool] | None = None,
+        learn_capacity: bool = True,
+    ) -> None:
+        self.window = window
+        self._signals = signals
+        self._decode_replicas = decode_replicas
+        self._live = live
+        self._learn = learn_capacity
+
+    def observe(self, pool: str, now: float) -> PoolObservation:
+        w = self.window
+        if self._live is not None and not self._live():
+            return PoolObservation(pool, {}, None, Signals(age_seconds=math.inf))
+        span = w.span(now)
+        records = w.window(pool, now)
+        demand: Demand | None
+        if span is None or (not records and span < w.window_seconds / 2):
+            demand = None  # warming up with nothing seen yet: unknown, not zero
+        else:
+            # the feed is live: an empty window is zero traffic, not missing data
+            demand = demand_of(records, max(span, 1.0), age_seconds=0.0)
+        decode = self._decode_replicas(pool) if self._decode_replicas is not None else None
+        sig = (
+            self._signals.signals(pool, now, records, decode)
+            if self._signals is not None
+            else Signals(age_seconds=math.inf)
+        )
+        samples = CapacitySamples(prefill=w.take_samples(pool)) if self._learn else CapacitySamples()
+        return PoolObservation(pool, {}, demand, sig, None, samples)
