@@ -109,6 +109,25 @@ store_meta = sa.Table(
     sa.Column("value", sa.Text(), nullable=False),
 )
 
+# The autoscaler's audit log (migration 0002): one row per pool per control tick. The JSON
+# columns are text (portable); `autoscaler.audit` writes and reads them.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("pool", sa.String(256), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("reasons", sa.Text(), nullable=False),  # comma-separated reason codes
+    sa.Column("changed", sa.Boolean(), nullable=False),  # some replica or weight change decided
+    sa.Column("ok", sa.Boolean(), nullable=True),  # every API call succeeded; NULL when none made
+    sa.Column("inputs", sa.Text(), nullable=False),  # JSON: demand, signals, roles, weights
+    sa.Column("changes", sa.Text(), nullable=False),  # JSON: decisions (before/after), weights, holds
+    sa.Column("outcomes", sa.Text(), nullable=False),  # JSON: each API call's outcome
+    sa.Index(None, "at"),
+    sa.Index(None, "pool", "at"),
+)
+
 CACHED_COLUMNS = ("cached_hbm", "cached_dram", "cached_disk", "cached_remote", "cached_unknown")
 SUM_COLUMNS = ("prompt_tokens", "output_tokens", *CACHED_COLUMNS)
 

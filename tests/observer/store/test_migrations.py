@@ -44,7 +44,7 @@ def test_upgrade_from_empty_is_idempotent_and_downgrades_to_base(empty_url: str)
     try:
         assert st.current_revision() is None
         st.upgrade()
-        assert st.current_revision() == head() == "0001"
+        assert st.current_revision() == head() == "0002"
         assert set(sa.inspect(st.engine).get_table_names()) >= TABLES
         st.write_batch([record(1, 1000.0)])
         st.upgrade()  # idempotent: no error, data kept
