@@ -86,6 +86,7 @@ class RecordWindow:
         self._max_samples = max_samples
         self.started_at: float | None = None
         self.last_update: float | None = None
+        self.newest_end: float | None = None  # newest record end time seen (any pool)
         self.dropped = 0
 
     def start(self, now: float) -> None:
@@ -101,6 +102,8 @@ class RecordWindow:
                 self.started_at = now
             self.last_update = now
             for r in records:
+                if self.newest_end is None or r.end_time > self.newest_end:
+                    self.newest_end = r.end_time
                 pool = self.pool_of(r)
                 if pool is None:
                     self.dropped += 1
@@ -356,7 +359,9 @@ class ObserverSource:
     """`ObservationSource` over a `RecordWindow` (+ a `SignalsProvider`).
 
     `decode_replicas(pool)` gives the current decode replica count (for the busy ratio of the
-    record-based signals); `live()` says whether the feed is running (False → demand unknown).
+    record-based signals); `live()` says whether the feed is running (False → demand unknown);
+    `data_age(now)` (default 0: a live pipeline feed) is reported as the demand's age, so a feed
+    that cannot tell zero traffic from a dead source makes the policy hold once it is stale.
     """
 
     def __init__(
@@ -366,12 +371,14 @@ class ObserverSource:
         *,
         decode_replicas: Callable[[str], int | None] | None = None,
         live: Callable[[], bool] | None = None,
+        data_age: Callable[[float], float] | None = None,
         learn_capacity: bool = True,
     ) -> None:
         self.window = window
         self._signals = signals
         self._decode_replicas = decode_replicas
         self._live = live
+        self._data_age = data_age
         self._learn = learn_capacity
 
     def observe(self, pool: str, now: float) -> PoolObservation:
@@ -384,8 +391,10 @@ class ObserverSource:
         if span is None or (not records and span < w.window_seconds / 2):
             demand = None  # warming up with nothing seen yet: unknown, not zero
         else:
-            # the feed is live: an empty window is zero traffic, not missing data
-            demand = demand_of(records, max(span, 1.0), age_seconds=0.0)
+            # a live feed: an empty window is zero traffic, not missing data; a feed that cannot
+            # tell (e.g. reading the store) reports its data age and the policy holds when stale
+            age = self._data_age(now) if self._data_age is not None else 0.0
+            demand = demand_of(records, max(span, 1.0), age_seconds=age)
         decode = self._decode_replicas(pool) if self._decode_replicas is not None else None
         sig = (
             self._signals.signals(pool, now, records, decode)

@@ -179,6 +179,7 @@ class RetrySettings(_Model):
 
 
 class AutoscalerSettings(_Model):
+    enabled: bool = Field(False, description="run the control loop inside `serve`")
     mode: Literal["observe", "dry-run", "apply"] = "observe"
     interval_seconds: float = Field(15.0, gt=0)
     field_manager: str = Field(c.K8S_FIELD_MANAGER, min_length=1, max_length=128)

@@ -43,6 +43,7 @@ def _server_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from autoscaler.service import serve_hooks
     from observer import logs
     from observer.api.app import create_app
     from observer.store.repository import Store
@@ -50,7 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, _server_overrides(args))
     logs.configure(settings.server.log_level)
     store = Store.open(settings.store.url)
-    app = create_app(settings, store, extra_routers=extra_routers(settings))
+    routers, hooks = serve_hooks(settings, store.engine)  # decisions API; the loop if autoscaler.enabled
+    app = create_app(settings, store, extra_routers=[*extra_routers(settings), *routers], on_startup=hooks)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -203,6 +205,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    from autoscaler.service import run_autoscale
+
+    settings = _settings(args)
+    mode = "dry-run" if args.dry_run else args.mode
+    if not settings.autoscaler.get("pools"):
+        raise CliError("no pools configured: set autoscaler.pools in --config (see docs/autoscaler.md)")
+    return run_autoscale(
+        settings,
+        once=args.once,
+        mode=mode,
+        host=args.server,
+        kubeconfig=args.kubeconfig,
+        identity=args.identity,
+    )
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -304,6 +323,37 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         func=cmd_dashboards_export,
     )
+
+    auto = sub.add_parser(
+        "autoscale",
+        help="run the control loop: P/D replicas and EPP scorer weights through the Kubernetes API",
+        description=(
+            "Run the autoscaler (docs/autoscaler.md): every interval, read demand from the observer's "
+            "database, decide per pool, act through the Kubernetes API per mode (observe: recommend "
+            "only; dry-run: server-side dryRun=All; apply), record every decision in the database "
+            "(GET /api/v1/decisions). One leader via a coordination.k8s.io Lease; exits 1 when "
+            "leadership is lost. Prints each decision as one JSON line."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pd-observer autoscale --once --dry-run --config observer.yaml   # one tick, nothing persists\n"
+            "  pd-observer autoscale --mode apply --config observer.yaml\n"
+            "  pd-observer autoscale --once --server http://127.0.0.1:8001    # via `kubectl proxy`"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(auto)
+    auto.add_argument("--once", action="store_true", help="run one tick and exit")
+    auto.add_argument("--dry-run", action="store_true", help="same as --mode dry-run")
+    auto.add_argument(
+        "--mode", choices=("observe", "dry-run", "apply"), help="override autoscaler.mode of the config"
+    )
+    auto.add_argument(
+        "--server", metavar="URL", help="Kubernetes API URL (default: in-cluster, then kubeconfig)"
+    )
+    auto.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: ~/.kube/config)")
+    auto.add_argument("--identity", help="Lease holder identity (default: the hostname)")
+    auto.set_defaults(func=cmd_autoscale)
     return parser
 
 

@@ -1,0 +1,248 @@
+"""Running the control loop for real: `pd-observer autoscale` and inside `pd-observer serve`.
+
+Standalone (`run_autoscale`): observations come from the observer's store (the records the
+service committed, read every tick: `StoreRecordFeed`), the decisions go to the same database
+(`SqlAuditLog`), actuation through the Kubernetes API (`autoscaler.kubernetes.build_controller`)
+with the Lease; `LeadershipLost` ends the process non-zero.
+
+Inside `serve` (`attach`, when `autoscaler.enabled`): the pipeline feeds a `RecordWindow`
+directly (a `Pipeline.listeners` entry); signals come from the fleet-signals engine when one is
+given (`signals_latest=lambda: engine.latest`), else from the records; the decisions API and the
+metrics collector are mounted on the service. A lost lease stops the control loop (logged at
+error level; the observer keeps serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from sqlalchemy.engine import Engine
+
+from autoscaler.api import decisions_router
+from autoscaler.audit import FanoutAudit, MemoryAuditLog, SqlAuditLog, entry_json
+from autoscaler.loop import Controller, LeadershipLost, TickReport
+from autoscaler.metrics import AutoscalerCollector
+from autoscaler.observe import (
+    EngineSignals,
+    FleetSignalsLike,
+    ObserverSource,
+    PoolOf,
+    RecordSignals,
+    RecordWindow,
+    SignalsProvider,
+    pool_by_pod_prefix,
+)
+from autoscaler.ports import ActuationError, AuditEntry, AuditSink
+from autoscaler.settings import AutoscalerSettings
+from observer.config import Settings
+from observer.model import RequestRecord
+
+if TYPE_CHECKING:
+    from observer.pipeline import Pipeline
+    from observer.store import RecordStore
+
+log = logging.getLogger(__name__)
+
+
+def _signals_for(settings: AutoscalerSettings, window_seconds: float) -> SignalsProvider:
+    """Record-based signals sized from the first pool (decode capacity, TTFT target)."""
+    p = settings.pools[0] if settings.pools else None
+    return RecordSignals(
+        decode_tokens_per_s_per_replica=p.decode.capacity_tokens_per_s if p else 3000.0,
+        ttft_min_seconds=p.ttft_target_seconds if p else 2.0,
+        window_seconds=window_seconds,
+    )
+
+
+def _pool_of(settings: AutoscalerSettings) -> PoolOf:
+    """Records to pools by pod-name prefix; with a single pool, every record is its."""
+    names = [p.name for p in settings.pools]
+    return pool_by_pod_prefix(names, names[0] if len(names) == 1 else None)
+
+
+class StoreRecordFeed:
+    """Feeds a `RecordWindow` from the store: records that ended since the last read."""
+
+    def __init__(self, store: RecordStore, window: RecordWindow) -> None:
+        self.store = store
+        self.window = window
+        self._seen: set[str] = set()
+        self._last: float | None = None
+
+    def poll(self, now: float) -> int:
+        since = now - self.window.window_seconds if self._last is None else self._last - 5.0
+        fetched = list(self.store.records_since(since))
+        new: list[RequestRecord] = [r for r in fetched if r.request_id not in self._seen]
+        self._seen = {r.request_id for r in fetched}  # the overlap of the next read, bounded
+        self.window.start(now - self.window.window_seconds)
+        self.window.add_records(new, now)
+        self._last = now
+        return len(new)
+
+
+@dataclass
+class PollingSource:
+    """`ObservationSource` that polls the store feed once per tick before observing."""
+
+    feed: StoreRecordFeed
+    inner: ObserverSource
+    _polled_at: float | None = field(default=None)
+
+    def observe(self, pool: str, now: float) -> Any:
+        if self._polled_at != now:
+            self.feed.poll(now)
+            self._polled_at = now
+        return self.inner.observe(pool, now)
+
+
+def run_autoscale(
+    settings: Settings,
+    *,
+    once: bool = False,
+    mode: str | None = None,
+    host: str | None = None,
+    kubeconfig: str | None = None,
+    identity: str | None = None,
+    out: Callable[[str], None] = print,
+    max_ticks: int | None = None,
+) -> int:
+    """The `pd-observer autoscale` command. Returns the exit code (1: leadership lost)."""
+    from autoscaler.kubernetes import build_controller
+    from autoscaler.settings import from_settings
+    from observer.store.repository import Store
+
+    asettings = from_settings(settings)
+    store = Store.open(settings.store.url)
+    store.upgrade()
+    audit_log = SqlAuditLog(store.engine)
+    window = RecordWindow(_pool_of(asettings), window_seconds=60.0)
+    # The store cannot tell zero traffic from a stopped observer: the demand's age is the age of
+    # the newest record, so the policy holds (never scales down) once the records go stale.
+    inner = ObserverSource(
+        window,
+        _signals_for(asettings, 60.0),
+        data_age=lambda now: math.inf if window.newest_end is None else max(0.0, now - window.newest_end),
+    )
+    source = PollingSource(StoreRecordFeed(store, window), inner)
+
+    printed: list[AuditEntry] = []
+
+    class _Print:
+        def record(self, entry: AuditEntry) -> None:
+            printed.append(entry)
+            out(json.dumps(entry_json(entry), sort_keys=True))
+
+    ctl, api = build_controller(
+        asettings,
+        source=source,
+        audit=FanoutAudit(audit_log, _Print()),
+        mode=mode,
+        host=host,
+        kubeconfig=kubeconfig,
+        identity=identity,
+    )
+    try:
+        if once:
+            rep = ctl.tick()
+            if not rep.leader:
+                out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
+            return 0
+        ctl.run(max_ticks=max_ticks)
+        return 0
+    except LeadershipLost as exc:
+        log.error("leadership lost: %s", exc)
+        out(json.dumps({"leader": False, "detail": f"leadership lost: {exc}"}))
+        return 1
+    finally:
+        api.close()
+        store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside `serve`
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AutoscalerAttachment:
+    routers: tuple[APIRouter, ...]
+    on_startup: tuple[Callable[[Pipeline], Any], ...]
+    collector: AutoscalerCollector
+    window: RecordWindow
+
+
+def attach(
+    settings: Settings,
+    *,
+    controller_factory: Callable[[ObserverSource, AuditSink], Controller] | None = None,
+    signals_latest: Callable[[], FleetSignalsLike | None] | None = None,
+    audit_log: SqlAuditLog | MemoryAuditLog | None = None,
+    background: bool = True,
+) -> AutoscalerAttachment:
+    """Wire the control loop into `create_app(extra_routers=..., on_startup=...)`.
+
+    `controller_factory(source, audit)` builds the controller (default: Kubernetes, from the
+    settings); the audit goes to `audit_log` (default: the decisions table of the store URL).
+    """
+    from autoscaler.settings import from_settings
+
+    asettings = from_settings(settings)
+    log_ = audit_log if audit_log is not None else SqlAuditLog.open(settings.store.url)
+    collector = AutoscalerCollector()
+    window = RecordWindow(_pool_of(asettings), window_seconds=60.0)
+    signals: SignalsProvider = (
+        EngineSignals(signals_latest) if signals_latest is not None else _signals_for(asettings, 60.0)
+    )
+
+    def on_startup(pipeline: Pipeline) -> None:
+        pipeline.registry.register(collector)
+        pipeline.listeners.append(window.add_records)
+        window.start(pipeline.clock())
+        source = ObserverSource(window, signals, live=lambda: pipeline.ready)
+        audit = FanoutAudit(log_, collector)
+        if controller_factory is not None:
+            ctl = controller_factory(source, audit)
+        else:
+            from autoscaler.kubernetes import build_controller
+
+            ctl, _api = build_controller(asettings, source=source, audit=audit)
+        if background:
+            task = asyncio.get_running_loop().create_task(run_in_background(ctl), name="autoscaler")
+            pipeline.add_task(task)
+
+    return AutoscalerAttachment((decisions_router(log_),), (on_startup,), collector, window)
+
+
+async def run_in_background(ctl: Controller) -> None:
+    """Tick every interval off the event loop; stops on a lost lease (logged), survives errors."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = time.monotonic()
+        try:
+            rep: TickReport = await loop.run_in_executor(None, ctl.tick)
+            del rep
+        except LeadershipLost as exc:
+            log.error("autoscaler leadership lost; the control loop stops: %s", exc)
+            return
+        except (ActuationError, Exception):
+            log.exception("autoscaler tick failed; will retry")
+        await asyncio.sleep(max(0.0, ctl.interval_seconds - (time.monotonic() - started)))
+
+
+def serve_hooks(
+    settings: Settings, engine: Engine
+) -> tuple[list[APIRouter], list[Callable[[Pipeline], Any]]]:
+    """What `pd-observer serve` mounts: the decisions API always (decisions written by a
+    standalone `pd-observer autoscale` share the database), and the control loop itself when
+    `autoscaler.enabled`."""
+    log_ = SqlAuditLog(engine)  # the store's engine: the table exists once the store is upgraded
+    if settings.autoscaler.get("enabled"):
+        att = attach(settings, audit_log=log_)
+        return list(att.routers), list(att.on_startup)
+    return [decisions_router(log_)], []

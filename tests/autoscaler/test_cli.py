@@ -1,0 +1,183 @@
+"""`pd-observer autoscale` end to end: the real CLI, the real `kubernetes` client against the
+loopback API emulator, demand read from the observer's SQLite store, decisions written back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from autoscaler.audit import SqlAuditLog
+from autoscaler.service import run_autoscale
+from observer import conventions as c
+from observer.cli import main
+from observer.config import load_settings
+from observer.model import TierTokens
+from observer.store import Store
+from tests.autoscaler.k8s_emulator import Emulator, RunningEmulator
+from tests.autoscaler.test_kubernetes import NS, deployment
+from tests.observer.store.factories import record
+
+LEASE = ("coordination.k8s.io/v1", "leases", NS, "pd-observer-autoscaler")
+
+
+@pytest.fixture
+def server() -> Iterator[RunningEmulator]:
+    srv = RunningEmulator()
+    yield srv
+    srv.close()
+
+
+def config(tmp_path: Path, db: str, **autoscaler: Any) -> Path:
+    raw = {
+        "store": {"url": db},
+        "autoscaler": {
+            "mode": "observe",
+            "interval_seconds": 0.2,
+            "retry": {"backoff_seconds": [0.01], "request_timeout_seconds": 2},
+            "pools": [
+                {
+                    "name": "llama",
+                    "namespace": NS,
+                    "prefill": {
+                        "target": {"kind": "Deployment", "name": "llama-prefill"},
+                        "max": 8,
+                        "max_step": 2,
+                        "capacity_tokens_per_s": 20_000,
+                    },
+                    "decode": {
+                        "target": {"kind": "Deployment", "name": "llama-decode"},
+                        "max": 8,
+                        "capacity_tokens_per_s": 3000,
+                    },
+                }
+            ],
+            **autoscaler,
+        },
+    }
+    path = tmp_path / "observer.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def seed(db: str, *, prompt: int, n: int = 120) -> None:
+    """n requests over the last 60 s: n / 60 req/s of `prompt` tokens, no cache hits."""
+    st = Store.open(db)
+    st.upgrade()
+    now = time.time()
+    recs = [
+        replace(
+            record(i, now - 60 + i * 60 / n),
+            prompt_tokens=prompt,
+            cached=TierTokens(),
+            prefill_pod=f"llama-prefill-{i % 2}",
+            decode_pod=f"llama-decode-{i % 2}",
+        )
+        for i in range(n)
+    ]
+    st.write_batch(recs)
+    st.close()
+
+
+def setup(em: Emulator) -> None:
+    em.put("apps/v1", "deployments", deployment("llama-prefill", 2))
+    em.put("apps/v1", "deployments", deployment("llama-decode", 2))
+
+
+def test_once_dry_run_sends_dry_run_patches_and_records_the_decision(
+    server: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    seed(db, prompt=40_000)  # 2 req/s x 40k = 80k uncached tok/s: 5 prefill replicas at 80% of 20k
+    cfg = config(tmp_path, db)
+    code = main(["autoscale", "--once", "--dry-run", "--config", str(cfg), "--server", server.url])
+    assert code == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert len(lines) == 1
+    d = lines[0]
+    assert d["mode"] == "dry-run"
+    pre = next(x for x in d["replicas"] if x["role"] == c.ROLE_PREFILL)
+    assert (pre["before"], pre["after"]) == (2, 4)  # 5 wanted, max_step 2
+    assert "capacity_floor" in pre["reasons"]
+    assert "step_limited" in pre["reasons"]
+    assert d["inputs"]["demand"]["prompt_tokens_per_s"] == pytest.approx(80_000, rel=0.05)
+    out = next(o for o in d["outcomes"] if o["target"] == c.ROLE_PREFILL)
+    assert out["ok"] is True
+    assert out["dry_run"] is True
+    # the real client sent a /scale patch with dryRun=All; nothing persisted
+    patches = em.writes("PATCH", "/deployments/llama-prefill/scale")
+    assert patches
+    assert patches[-1].query["dryRun"] == ["All"]
+    assert patches[-1].body["metadata"]["resourceVersion"]  # optimistic concurrency
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 2
+    # the lease was taken; the decision is in the database, served as the API serves it
+    assert em.get(*LEASE)["spec"]["holderIdentity"]
+    log = SqlAuditLog.open(db)
+    rows = log.decisions(pool="llama")
+    log.close()
+    assert len(rows) == 1
+    assert rows[0]["replicas"] == d["replicas"]
+
+
+def test_observe_mode_writes_nothing(server: RunningEmulator, tmp_path: Path) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    seed(db, prompt=40_000)
+    cfg = config(tmp_path, db)
+    assert main(["autoscale", "--once", "--config", str(cfg), "--server", server.url]) == 0
+    assert not em.writes("PATCH", "/scale")
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 2
+
+
+def test_stale_store_holds(
+    server: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No records at all: the store cannot tell zero traffic from a stopped observer → hold."""
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    cfg = config(tmp_path, db, mode="apply")
+    assert main(["autoscale", "--once", "--config", str(cfg), "--server", server.url]) == 0
+    d = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "stale_data" in d["reasons"]
+    assert all(x["before"] == x["after"] for x in d["replicas"])
+    assert not em.writes("PATCH", "/scale")
+
+
+def test_losing_the_lease_exits_non_zero(server: RunningEmulator, tmp_path: Path) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    seed(db, prompt=1000)
+    settings = load_settings(config(tmp_path, db), env={})
+    printed: list[str] = []
+
+    def out(line: str) -> None:
+        printed.append(line)
+        if len(printed) == 1:  # after our first tick, another instance takes the lease
+            lease = em.get(*LEASE)
+            lease["spec"]["holderIdentity"] = "intruder"
+            em.put("coordination.k8s.io/v1", "leases", lease)
+
+    code = run_autoscale(settings, host=server.url, identity="me", out=out, max_ticks=5)
+    assert code == 1
+    assert "leadership lost" in printed[-1]
+    assert em.get(*LEASE)["spec"]["holderIdentity"] == "intruder"
+
+
+def test_bad_config_is_one_line_and_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"autoscaler": {"pools": [{"name": "x"}]}}), encoding="utf-8")
+    assert main(["autoscale", "--once", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pd-observer: invalid configuration: autoscaler.pools")
+    assert "\n" not in err
