@@ -209,7 +209,6 @@ class SignalEngine:
     def tick(self, now: float) -> FleetSignals:
         s = self.settings
         with self._lock:
-            first = self.started_at is None
             if self.started_at is None:
                 self.started_at = now - s.window_seconds if self._records else now
             # A window never reaches back before the engine started (rates over partial windows).
@@ -234,10 +233,12 @@ class SignalEngine:
 
             tenants = residency.tenant_windows(window)
             tenants = self._bound_tenants(tenants)
-            self._note_tenants(window, now, first)
+            self._note_tenants(window, now)
             load = self._fleet_load(window, samples, span, now)
             obs = casc.CascadeObservation(tenants, load)
-            cascade = self._sticky_evictors(casc.evaluate(self._cascade, obs, self._cascade_cfg))
+            judged = self._judged_state(now)
+            cascade = casc.evaluate(judged, obs, self._cascade_cfg)
+            cascade = self._sticky_evictors(self._not_victims(cascade, tenants, judged))
             # Baselines fold non-overlapping windows (one per window_seconds), after the warm-up.
             due = self._baseline_at is None or now - self._baseline_at >= s.window_seconds
             if due and now - self.started_at >= s.cascade.baseline_warmup_seconds:
@@ -309,6 +310,42 @@ class SignalEngine:
             return state
         return CascadeState(tenants=kept, fleet_load=state.fleet_load, fleet_windows=state.fleet_windows)
 
+    def _judged_state(self, now: float) -> CascadeState:
+        """The state the cascade is judged on: a tenant seen for less than the grace period has no
+        baseline yet (unknown itself; as a possible evictor its pod occupancy counts from 0, as
+        for any tenant new to a pod — its first baseline was learned while it moved in)."""
+        cutoff = now - self.settings.cascade.new_tenant_grace_seconds
+        young = {t for t in self._cascade.tenants if self._first_seen.get(t, now) > cutoff}
+        if not young:
+            return self._cascade
+        return CascadeState(
+            tenants={k: v for k, v in self._cascade.tenants.items() if k not in young},
+            fleet_load=self._cascade.fleet_load,
+            fleet_windows=self._cascade.fleet_windows,
+        )
+
+    def _not_victims(
+        self, signals: tuple[CascadeSignal, ...], tenants: tuple[TenantWindow, ...], state: CascadeState
+    ) -> tuple[CascadeSignal, ...]:
+        """Occupancy is a share of the pod's HBM hits: when the victim's hits leave HBM, every other
+        tenant's share rises, victims included. A tenant whose own HBM share of hits fell by at
+        least half the cascade drop is being evicted too, and is not named as an evictor."""
+        half = self.settings.cascade.hbm_share_drop / 2
+        losing = set()
+        for t in tenants:
+            base = state.tenants.get(t.tenant)
+            share = t.hbm_share
+            if base is not None and share is not None and base.hbm_share - share >= half:
+                losing.add(t.tenant)
+        if not losing:
+            return signals
+        return tuple(
+            replace(sig, evictors=tuple(e for e in sig.evictors if e.tenant not in losing))
+            if sig.evictors
+            else sig
+            for sig in signals
+        )
+
     def _sticky_evictors(self, signals: tuple[CascadeSignal, ...]) -> tuple[CascadeSignal, ...]:
         """Keep the evictors named when an episode started while it fires: the evictor's own
         baseline learns its new occupancy meanwhile, so later windows may no longer name it."""
@@ -329,11 +366,14 @@ class SignalEngine:
             del self._episode_evictors[gone]
         return tuple(out)
 
-    def _note_tenants(self, window: Sequence[RequestRecord], now: float, first: bool) -> None:
+    def _note_tenants(self, window: Sequence[RequestRecord], now: float) -> None:
+        # Tenants seen during the warm-up were (as far as we can tell) there before we started:
+        # established at once. Later ones are newcomers for `new_tenant_grace_seconds`.
+        assert self.started_at is not None
+        warming = now - self.started_at < self.settings.cascade.baseline_warmup_seconds
         for r in window:
             if r.tenant not in self._first_seen:
-                # tenants already there when the engine started are established
-                self._first_seen[r.tenant] = -math.inf if first else min(r.end_time, now)
+                self._first_seen[r.tenant] = -math.inf if warming else min(r.end_time, now)
         if len(self._first_seen) > 2 * self.settings.max_tenants:
             live = {r.tenant for r in window}
             self._first_seen = {t: v for t, v in self._first_seen.items() if t in live}
