@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -40,8 +40,10 @@ from autoscaler.observe import (
     SignalsProvider,
     pool_by_pod_prefix,
 )
-from autoscaler.ports import ActuationError, AuditEntry, AuditSink
+from autoscaler.ports import ActuationError, AuditEntry, AuditSink, ScaleTarget
 from autoscaler.settings import AutoscalerSettings
+from autoscaler.types import PolicyState, PoolState, Recommendation
+from observer import conventions as c
 from observer.config import Settings
 from observer.model import RequestRecord
 
@@ -66,6 +68,30 @@ def _pool_of(settings: AutoscalerSettings) -> PoolOf:
     """Records to pools by pod-name prefix; with a single pool, every record is its."""
     names = [p.name for p in settings.pools]
     return pool_by_pod_prefix(names, names[0] if len(names) == 1 else None)
+
+
+def ctl_scale(ctl: Controller) -> ScaleTarget:
+    """The controller's ScaleTarget (kept private by `Controller`)."""
+    scale: ScaleTarget = ctl._scale
+    return scale
+
+
+def warm_start(ctl: Controller, scale: ScaleTarget, now: float) -> None:
+    """Seed the policy with a recommendation at the current replica counts, as if the last
+    scale-down window had recommended them: a (re)started controller never scales down on a
+    half-empty stabilization window (HPA would), it waits `scale_down_window_seconds` first.
+    Roles whose target cannot be read are left unseeded."""
+    pools = dict(ctl.state.pools)
+    for pool in ctl.config.pools:
+        recs = []
+        for role in c.ROLES:
+            try:
+                recs.append(Recommendation(now, role, scale.status(pool, role).replicas))
+            except ActuationError:
+                continue
+        st = pools.get(pool, PoolState())
+        pools[pool] = replace(st, recommendations=(*st.recommendations, *recs))
+    ctl.state = PolicyState(pools)
 
 
 class StoreRecordFeed:
@@ -155,6 +181,7 @@ def run_autoscale(
             if not rep.leader:
                 out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
             return 0
+        warm_start(ctl, ctl_scale(ctl), time.time())
         ctl.run(max_ticks=max_ticks)
         return 0
     except LeadershipLost as exc:
@@ -212,6 +239,7 @@ def attach(
             from autoscaler.kubernetes import build_controller
 
             ctl, _api = build_controller(asettings, source=source, audit=audit)
+        warm_start(ctl, ctl_scale(ctl), pipeline.clock())
         if background:
             task = asyncio.get_running_loop().create_task(run_in_background(ctl), name="autoscaler")
             pipeline.add_task(task)

@@ -1,0 +1,117 @@
+"""Control-loop benchmark: every named scenario (and the Mooncake replays) on the twin under
+each policy — best static P:D at pd-observer's GPU-hours, a WVA-like saturation policy, a
+Dynamo-like throughput planner, and pd-observer — with TTFT / ITL SLO attainment, GPU-hours and
+scaling actions. See `benchmarks.control.harness` for the policies and the measurement.
+
+    python -m benchmarks.control.run [--quick] [--scenarios a,b] [--out control.json]
+
+`--quick` shortens every scenario (phases keep their proportions) and the Mooncake replays.
+The verdict column compares pd-observer with each baseline: `≥` when its TTFT and ITL
+attainment are both at least the baseline's (to 0.005) at no more GPU-hours (to 1 %), else `<`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.control.harness import RunResult, run
+from simulator.scenarios import SCENARIOS
+
+QUICK_FRACTION = 1 / 3
+EPS_ATT = 0.005
+EPS_GPU = 0.01
+
+
+def _score(r: RunResult) -> tuple[float, float]:
+    return (min(r.ttft_attainment, r.itl_attainment), r.ttft_attainment + r.itl_attainment)
+
+
+def best_static(scenario: str, gpus: int, duration: float | None, seed: int) -> RunResult:
+    """The best fixed prefill:decode split using `gpus` replicas (one GPU each)."""
+    best: RunResult | None = None
+    for p in range(1, max(2, gpus)):
+        r = run(scenario, "static", duration=duration, seed=seed, static=(p, max(1, gpus - p)))
+        if best is None or _score(r) > _score(best):
+            best = r
+    assert best is not None
+    return best
+
+
+def verdict(ours: RunResult, base: RunResult) -> str:
+    ok = (
+        ours.ttft_attainment >= base.ttft_attainment - EPS_ATT
+        and ours.itl_attainment >= base.itl_attainment - EPS_ATT
+        and ours.gpu_hours <= base.gpu_hours * (1 + EPS_GPU)
+    )
+    return "≥" if ok else "<"
+
+
+def bench_scenario(scenario: str, *, quick: bool, seed: int) -> list[RunResult]:
+    default = SCENARIOS[scenario].default_duration
+    duration = default * QUICK_FRACTION if quick else default
+    ours = run(scenario, "pd-observer", duration=duration, seed=seed)
+    gpus = max(2, round(ours.gpu_hours * 3600.0 / duration))
+    return [
+        best_static(scenario, gpus, duration, seed),
+        run(scenario, "saturation", duration=duration, seed=seed),
+        run(scenario, "dynamo", duration=duration, seed=seed),
+        ours,
+    ]
+
+
+def table(results: dict[str, list[RunResult]]) -> str:
+    head = (
+        "| scenario | policy | requests | TTFT attainment | ITL attainment | GPU-hours | scaling actions "
+        "| weight changes | pd-observer vs this |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for scenario, rows in results.items():
+        ours = rows[-1]
+        for r in rows:
+            v = "—" if r is ours else verdict(ours, r)
+            lines.append(
+                f"| {scenario} | {r.policy} | {r.requests} | {r.ttft_attainment:.3f} "
+                f"| {r.itl_attainment:.3f} | {r.gpu_hours:.2f} | {r.scaling_actions} "
+                f"| {r.weight_changes} | {v} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.control.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a third of every scenario's duration")
+    ap.add_argument("--scenarios", help="comma-separated subset (default: every named scenario)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("control-bench.json"))
+    args = ap.parse_args(argv)
+    names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    wall0 = time.monotonic()
+    results: dict[str, list[RunResult]] = {}
+    for name in names:
+        t0 = time.monotonic()
+        results[name] = bench_scenario(name, quick=args.quick, seed=args.seed)
+        print(f"{name}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    print(table(results))
+    doc: dict[str, Any] = {
+        "quick": args.quick,
+        "seed": args.seed,
+        "wall_seconds": time.monotonic() - wall0,
+        "results": {k: [r.as_json() for r in v] for k, v in results.items()},
+        "verdicts": {k: {r.policy: verdict(v[-1], r) for r in v[:-1]} for k, v in results.items()},
+    }
+    args.out.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
+    print(f"json: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

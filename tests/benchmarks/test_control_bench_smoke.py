@@ -1,0 +1,42 @@
+"""Smoke run of the control-loop benchmark (`python -m benchmarks.control.run --quick`) on two
+scenarios: every policy runs, the table and the JSON have one row per policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.control.harness import run
+from benchmarks.control.run import main
+
+
+def test_quick_benchmark_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "control.json"
+    assert main(["--quick", "--scenarios", "steady,prefill-burst", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| scenario | policy |" in table
+    doc = json.loads(out.read_text())
+    for scenario in ("steady", "prefill-burst"):
+        rows = doc["results"][scenario]
+        assert [r["policy"].split()[0] for r in rows] == ["static", "saturation", "dynamo", "pd-observer"]
+        for r in rows:
+            assert 0.0 <= r["ttft_attainment"] <= 1.0
+            assert r["gpu_hours"] > 0
+        assert set(doc["verdicts"][scenario]) == {r["policy"] for r in rows[:-1]}
+
+
+def test_unknown_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenarios", "nope"]) == 2
+    assert "unknown scenario" in capsys.readouterr().err
+
+
+def test_static_split_is_exact_and_pd_observer_scales() -> None:
+    st = run("steady", "static", duration=200.0, static=(3, 2))
+    assert st.final_replicas == {"prefill": 3, "decode": 2}
+    assert st.scaling_actions == 0
+    assert st.gpu_hours == pytest.approx(5 * 200.0 / 3600.0)
+    ours = run("prefill-burst", "pd-observer", duration=900.0)
+    assert ours.scaling_actions > 0
+    assert ours.final_replicas["prefill"] > 2
