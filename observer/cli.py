@@ -46,13 +46,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from autoscaler.service import serve_hooks
     from observer import logs
     from observer.api.app import create_app
+    from observer.signals.service import attach
     from observer.store.repository import Store
 
     settings = _settings(args, _server_overrides(args))
     logs.configure(settings.server.log_level)
     store = Store.open(settings.store.url)
     routers, hooks = serve_hooks(settings, store.engine)  # decisions API; the loop if autoscaler.enabled
-    app = create_app(settings, store, extra_routers=[*extra_routers(settings), *routers], on_startup=hooks)
+    signals = attach(settings)  # sources -> fleet signals: /api/v1/pools, gauges, tenant evidence
+    app = create_app(
+        settings,
+        store,
+        extra_routers=[*extra_routers(settings), *signals.routers, *routers],
+        on_startup=[*signals.on_startup, *hooks],
+    )
     config = uvicorn.Config(
         app,
         host=settings.server.host,
