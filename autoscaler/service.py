@@ -264,13 +264,17 @@ async def run_in_background(ctl: Controller) -> None:
 
 
 def serve_hooks(
-    settings: Settings, engine: Engine
+    settings: Settings,
+    engine: Engine,
+    *,
+    signals_latest: Callable[[], FleetSignalsLike | None] | None = None,
 ) -> tuple[list[APIRouter], list[Callable[[Pipeline], Any]]]:
     """What `pd-observer serve` mounts: the decisions API always (decisions written by a
     standalone `pd-observer autoscale` share the database), and the control loop itself when
-    `autoscaler.enabled`."""
+    `autoscaler.enabled` (signals from the fleet-signals engine when `signals_latest` is given,
+    e.g. `lambda: attachment.service.engine.latest`; else from the records)."""
     log_ = SqlAuditLog(engine)  # the store's engine: the table exists once the store is upgraded
     if settings.autoscaler.get("enabled"):
-        att = attach(settings, audit_log=log_)
+        att = attach(settings, audit_log=log_, signals_latest=signals_latest)
         return list(att.routers), list(att.on_startup)
     return [decisions_router(log_)], []
