@@ -52,8 +52,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, _server_overrides(args))
     logs.configure(settings.server.log_level)
     store = Store.open(settings.store.url)
-    routers, hooks = serve_hooks(settings, store.engine)  # decisions API; the loop if autoscaler.enabled
     signals = attach(settings)  # sources -> fleet signals: /api/v1/pools, gauges, tenant evidence
+    # decisions API always; the control loop when autoscaler.enabled, fed by the signals engine
+    routers, hooks = serve_hooks(settings, store.engine, signals_latest=lambda: signals.service.engine.latest)
     app = create_app(
         settings,
         store,
