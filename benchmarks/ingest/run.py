@@ -149,6 +149,11 @@ class Server:
                 out[key] = int(value.split()[0])
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (/proc/<pid>/stat)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as resp:
             return json.loads(resp.read())
@@ -262,7 +267,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         if warm:
             send_all(server.port, warm, args.connections)
+        cpu0 = server.cpu_seconds()
         sent = send_all(server.port, bodies, args.connections)
+        cpu = server.cpu_seconds() - cpu0
         mem = server.memory_kb()
         counted = _total_requests(server)
     finally:
@@ -281,6 +288,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "connections": args.connections,
         "seconds": sent.seconds,
         "spans_per_second": e2e,
+        "server_cpu_seconds": cpu,
+        "server_cpu_utilization": cpu / sent.seconds,
+        "server_cpu_us_per_span": 1e6 * cpu / spans,
         "batch_latency_p50_ms": 1000 * statistics.median(sent.latencies),
         "batch_latency_p99_ms": 1000 * _pct(sent.latencies, 0.99),
         "ceiling_spans_per_second": ceil["spans_per_second"],
@@ -346,6 +356,8 @@ def table(result: dict[str, Any]) -> str:
             f"| end to end over HTTP (spans/s) | {t['spans_per_second']:,.0f} | |",
             f"| ceiling: parse_and_walk (spans/s) | {t['ceiling_spans_per_second']:,.0f} | |",
             f"| ratio to ceiling | {t['ratio_to_ceiling']:.2f} | ≥ {TARGET_RATIO} |",
+            f"| server CPU per span (µs) / core busy | {t['server_cpu_us_per_span']:.1f} / "
+            f"{t['server_cpu_utilization']:.0%} | |",
             f"| batch latency p50 / p99 (ms) | {t['batch_latency_p50_ms']:.1f} / "
             f"{t['batch_latency_p99_ms']:.1f} | |",
         ]

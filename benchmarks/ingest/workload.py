@@ -35,6 +35,7 @@ class WorkloadSpec:
     pods: int = 8
     seed: int = 7
     tenant_offset: int = 0  # first tenant index (distinct tenants across phases)
+    seconds_per_batch: float = 0.5  # how far the request start times advance per batch
 
 
 class _Pods:
@@ -95,19 +96,24 @@ def batches(spec: WorkloadSpec, now: float) -> Iterator[tuple[bytes, int]]:
 
     Bodies are protobuf, uncompressed.
 
-    Request end times fall in the minute before `now`, so they land in the live windows."""
+    Like a collector's export stream, batches advance in time: batch `b` holds requests that
+    started within `spec.seconds_per_batch` of `now - spec.span_seconds + b * seconds_per_batch`
+    (so every record lands in the live windows). Request ids are random, like vLLM's
+    `chatcmpl-<uuid>` ids."""
     rng = random.Random(spec.seed)
     pods = _Pods(spec.pods)
     seq = 0
+    step = spec.seconds_per_batch
+    base = now - 60 - spec.batches * step  # the last batch ends ~1 min before `now`
     for b in range(spec.batches):
         left = spec.spans_per_batch
         requests = 0
         while left > 0:
             seq += 1
-            rid = f"bench-{spec.seed}-{b}-{seq}"
+            rid = f"chatcmpl-{rng.getrandbits(128):032x}"
             tenant = f"tenant-{spec.tenant_offset + seq % spec.tenants}"
             model = MODELS[seq % len(MODELS)]
-            t0 = int((now - 60 + rng.random() * 50) * NS)
+            t0 = int((base + b * step + rng.random() * step) * NS)
             requests += 1
             if left >= 3 and rng.random() < spec.pd_share:
                 left -= 3
