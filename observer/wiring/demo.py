@@ -5,6 +5,13 @@ The service runs on the twin's simulated clock (so its windows follow the story 
 Prometheus scrapes in wall time. `DemoOptions.policy` is the control-loop extension point: a
 callable run on every tick with the twin (its `actuator`) and the simulated time — the
 autoscaler plugs in there once it exists.
+
+The fleet-signals engine is attached to the service (`attach_twin_signals`): a `scrape` source
+over the twin's per-pod `/metrics` (discovered from the twin's SD target groups, as Kubernetes
+discovery would give them) and the EPP's. It ticks on the twin's clock every
+`signals.interval_seconds` of SIMULATED time, from the paced loop (so a 20x demo judges the same
+windows as a live fleet), which makes `/metrics` carry the signal gauges the generated alert
+rules read and `/api/v1/pools` answer; the live view shows the observer's starvation and cascade.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -28,6 +35,11 @@ from prometheus_client import CollectorRegistry
 from observer import conventions as c
 from observer.api.app import create_app
 from observer.config import Settings, load_settings
+from observer.signals.engine import FleetSignals, SignalEngine
+from observer.signals.service import SignalsAttachment, SignalService, attach
+from observer.signals.settings import SignalsSettings
+from observer.sources.samples import EppTarget, PodTarget
+from observer.sources.scrape import ScrapeSource, ScrapeSourceConfig
 from observer.store.repository import Store
 from observer.wiring.live import LiveView
 from observer.wiring.procs import PromStack, ServiceThread, WebhookRecorder, pick_port
@@ -35,7 +47,7 @@ from observer.wiring.report import render_report
 from observer.wiring.twin import Policy, build_twin
 from simulator.clock import run_paced
 from simulator.emit.fanout import Fanout, Recorder
-from simulator.emit.metrics import TARGETS_PATH, MetricsEmitter
+from simulator.emit.metrics import EPP_PATH, TARGETS_PATH, MetricsEmitter, MetricsServer
 from simulator.emit.otlp import OtlpSpanEmitter
 from simulator.events import FleetEvent, FleetSink, KvEvent, PodSnapshot
 from simulator.scenarios import Twin
@@ -44,6 +56,7 @@ SAMPLE_WINDOW_SECONDS = 60
 MAX_SAMPLES = 5000
 STARVED_BUSY_MAX = 0.5
 STARVED_WAITING_MIN = 2
+SCRAPE_WORKERS = 2
 PROM_SETTLE_SECONDS = 15.0
 
 
@@ -115,8 +128,16 @@ class _EventTap:
 class Sampler:
     """Builds one sample per tick from the observer (tenants) and the twin (pools, load)."""
 
-    def __init__(self, twin: Twin, recorder: Recorder, pipeline: Any, scenario: str) -> None:
+    def __init__(
+        self,
+        twin: Twin,
+        recorder: Recorder,
+        pipeline: Any,
+        scenario: str,
+        signals: Callable[[], FleetSignals | None] | None = None,
+    ) -> None:
         self.twin = twin
+        self.signals = signals
         self.recorder = recorder
         self.pipeline = pipeline
         self.scenario = scenario
@@ -178,15 +199,26 @@ class Sampler:
                         "busy": sum(b) / len(b) if b else None,
                     }
                 )
-        # Decode starvation as the twin sees it: prefill has a queue while decode pods idle.
-        pre_wait = sum(int(row["waiting"]) for row in pools if row["role"] == c.ROLE_PREFILL)
-        for row in pools:
-            row["starved"] = bool(
-                row["role"] == c.ROLE_DECODE
-                and row["busy"] is not None
-                and row["busy"] <= STARVED_BUSY_MAX
-                and pre_wait >= STARVED_WAITING_MIN
-            )
+        latest = self.signals() if self.signals is not None else None
+        if latest is not None:
+            # The observer's own signals (the fleet-signals engine), as the alerts see them.
+            starving = {p.pool for p in latest.pools if p.starvation.firing}
+            for row in pools:
+                row["starved"] = row["role"] == c.ROLE_DECODE and row["pool"] in starving
+            for t in tenants:
+                ts = latest.tenant(str(t["tenant"]))
+                t["cascade"] = bool(ts is not None and ts.cascade.firing)
+                t["evictors"] = [e.tenant for e in ts.cascade.evictors] if ts is not None else []
+        else:
+            # Decode starvation as the twin sees it: prefill has a queue while decode pods idle.
+            pre_wait = sum(int(row["waiting"]) for row in pools if row["role"] == c.ROLE_PREFILL)
+            for row in pools:
+                row["starved"] = bool(
+                    row["role"] == c.ROLE_DECODE
+                    and row["busy"] is not None
+                    and row["busy"] <= STARVED_BUSY_MAX
+                    and pre_wait >= STARVED_WAITING_MIN
+                )
         sample = {
             "scenario": self.scenario,
             "sim_time": now,
@@ -199,6 +231,62 @@ class Sampler:
         self.samples.append(sample)
         del self.samples[:-MAX_SAMPLES]
         return sample
+
+
+def twin_pod_targets(metrics: MetricsEmitter, server: MetricsServer) -> Callable[[], tuple[PodTarget, ...]]:
+    """Discovery of the twin's vLLM pods from its SD target groups (role and pool from labels)."""
+
+    def pods() -> tuple[PodTarget, ...]:
+        out = []
+        for g in metrics.target_groups(server.address):
+            labels = g["labels"]
+            role = labels.get(c.LABEL_ROLE)
+            if role is None:  # the EPP
+                continue
+            out.append(
+                PodTarget(
+                    pod=labels[c.LABEL_POD],
+                    role=role,
+                    pool=labels[c.LABEL_POOL],
+                    namespace=labels[c.PROM_LABEL_NAMESPACE],
+                    metrics_url=server.url + labels[c.PROM_LABEL_METRICS_PATH],
+                )
+            )
+        return tuple(out)
+
+    return pods
+
+
+def attach_twin_signals(
+    settings: Settings, twin: Twin, metrics: MetricsEmitter, server: MetricsServer
+) -> SignalsAttachment:
+    """The fleet-signals engine on the twin's clock, scraping the twin's pods and EPP.
+
+    No background loop: the caller ticks `attachment.service.run_once(twin.now)` every
+    `signals.interval_seconds` of simulated time (see `SignalTicker`).
+    """
+    sig = SignalsSettings.model_validate(settings.signals)
+    epps = tuple(EppTarget(pool, server.url + EPP_PATH) for pool in sorted(twin.actuator.get_state().pools))
+    source = ScrapeSource(
+        twin_pod_targets(metrics, server), epps=epps, config=ScrapeSourceConfig(max_workers=SCRAPE_WORKERS)
+    )
+    service = SignalService(SignalEngine(sig), source, clock=lambda: twin.now)
+    return attach(settings, service=service, background=False)
+
+
+class SignalTicker:
+    """Runs one signals tick every `interval` simulated seconds (call it from the paced loop)."""
+
+    def __init__(self, service: SignalService, interval: float) -> None:
+        self.service = service
+        self.interval = interval
+        self._next: float | None = None
+
+    def __call__(self, now: float) -> None:
+        if self._next is not None and now < self._next:
+            return
+        self._next = now + self.interval
+        self.service.run_once(now)
 
 
 def _ttft_slo(settings: Settings) -> float | None:
@@ -281,10 +369,19 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     )
     holder.append(twin)
     store = Store.open(settings.store.url)
-    app = create_app(settings, store, registry=CollectorRegistry(), clock=lambda: twin.now)
+    metrics_server = metrics.serve(opts.host, 0)
+    signals = attach_twin_signals(settings, twin, metrics, metrics_server)
+    ticker = SignalTicker(signals.service, signals.service.engine.settings.interval_seconds)
+    app = create_app(
+        settings,
+        store,
+        registry=CollectorRegistry(),
+        clock=lambda: twin.now,
+        extra_routers=signals.routers,
+        on_startup=signals.on_startup,
+    )
     pipeline = app.state.pipeline
     service = ServiceThread(app, opts.host, port)
-    metrics_server = metrics.serve(opts.host, 0)
     stack = PromStack(out, opts.host)
     prom_info: dict[str, Any] = {}
     alerts_seen: list[dict[str, Any]] = []
@@ -314,11 +411,12 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
                 say(f"  prometheus     {stack.prometheus_url}")
                 if stack.alertmanager_url:
                     say(f"  alertmanager   {stack.alertmanager_url}  (webhook {webhook.url})")
-        sampler = Sampler(twin, recorder, pipeline, twin.name)
+        sampler = Sampler(twin, recorder, pipeline, twin.name, signals=lambda: signals.service.engine.latest)
         sample_every = max(1.0, twin.duration / 150.0)  # simulated seconds between report samples
         last = {"wall": 0.0, "sim": -math.inf, "prom": 0.0}
 
         def tick(now: float) -> None:
+            ticker(now)
             if opts.policy is not None:
                 opts.policy(twin, now)
             wall = time.monotonic()
@@ -353,6 +451,7 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
         stack.stop()
         metrics_server.close()
         service.stop()
+        signals.service.stop()
         webhook.close()
 
     start = twin.sim.start
