@@ -16,8 +16,8 @@ more than three signal ticks) and Alertmanager `group_wait`/`group_interval` = 1
 else (expressions, labels, routing tree, receivers) is the generated output unchanged.
 
 While the twins run, a monitor thread polls Prometheus' `/api/v1/alerts` every 0.5 s (keeping
-each alert's first firing state with its labels), and once the cascade twin is 80 % through it
-runs every dashboard expression once ("during the demo scenario").
+each alert's first firing state with its labels), and once the cascade twin is 75 % through it
+runs every dashboard expression once ("during the demo scenario"), about 2 s of wall time.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ FOR = "2s"  # `for` of the two signal alerts under test (wall time; see the modu
 SEED = 1
 POOL = "llama-8b"  # the twin's pool (simulator/profiles/default.yaml)
 SCENARIOS = ("prefill-burst", "cache-cascade")
-SNAPSHOT_AT = 0.8  # fraction of the cascade twin's run when the dashboard queries run
+SNAPSHOT_AT = 0.75  # fraction of the cascade twin's run when the dashboard queries run
 RUN_TIMEOUT = 90.0  # wall seconds for both twins (a slow, shared CI box lags behind SPEED)
 
 # Receivers of the test's alert routing: one webhook server each, so a delivery proves the URL too.
@@ -143,6 +143,7 @@ class E2E:
     exprs: list[Expr] = field(default_factory=list)
     snapshot: dict[str, dict[str, Any]] = field(default_factory=dict)  # substituted expr -> response
     snapshot_elapsed: float | None = None
+    snapshot_done: threading.Event = field(default_factory=threading.Event)
     poll_errors: list[str] = field(default_factory=list)
 
     def firing_named(self, name: str) -> list[FiringAlert]:
@@ -203,12 +204,15 @@ def _monitor(e2e: E2E, stop: threading.Event) -> None:
                     e2e.firing.append(
                         FiringAlert(a["labels"], a.get("annotations", {}), time.time(), elapsed)
                     )
-            if not e2e.snapshot and cascade.progress >= SNAPSHOT_AT:
+            if not e2e.snapshot_done.is_set() and cascade.progress >= SNAPSHOT_AT:
                 e2e.snapshot_elapsed = cascade.twin.now - cascade.twin.sim.start
-                for ex in e2e.exprs:
-                    q = substitute(ex.expr)
-                    resp = httpx.get(f"{e2e.prometheus.url}/api/v1/query", params={"query": q}, timeout=10.0)
-                    e2e.snapshot[q] = resp.json()
+                snap: dict[str, dict[str, Any]] = {}
+                with httpx.Client(timeout=10.0) as client:
+                    for ex in e2e.exprs:
+                        q = substitute(ex.expr)
+                        snap[q] = client.get(f"{e2e.prometheus.url}/api/v1/query", params={"query": q}).json()
+                e2e.snapshot = snap
+                e2e.snapshot_done.set()
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             if len(e2e.poll_errors) < 100:
                 e2e.poll_errors.append(f"{type(exc).__name__}: {exc}")
@@ -270,6 +274,7 @@ def e2e() -> Iterator[E2E]:
                     assert r.done.wait(max(0.0, deadline - time.monotonic())), f"{r.name} did not finish"
                     if r.error is not None:
                         raise r.error
+                e2e.snapshot_done.wait(30.0)
                 try:
                     yield e2e
                 finally:
