@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ingest.stages import PIPELINE, stage_costs
 from benchmarks.ingest.workload import WorkloadSpec, batches
 from observer import conventions as c
 
@@ -67,16 +68,21 @@ def ceiling(bodies: Sequence[bytes], min_seconds: float) -> dict[str, float]:
     return {"spans": spans, "seconds": elapsed, "spans_per_second": spans / elapsed, "rounds": rounds}
 
 
-def _ceiling_child(args: argparse.Namespace) -> int:
+def _child(args: argparse.Namespace) -> int:
     bodies: list[bytes] = pickle.loads(Path(args.bodies).read_bytes())  # our own temp file
-    print(json.dumps(ceiling(bodies, args.seconds)))
+    if args.what == "ceiling":
+        print(json.dumps(ceiling(bodies, args.seconds)))
+    else:
+        print(json.dumps(stage_costs(bodies, args.spans, args.now)))
     return 0
 
 
-def measure_ceiling(bodies_file: Path, core: int, seconds: float) -> dict[str, float]:
-    cmd = [*_pin(core), sys.executable, "-m", "benchmarks.ingest.run", "ceiling"]
-    cmd += ["--bodies", str(bodies_file), "--seconds", str(seconds)]
-    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True, timeout=600)
+def _in_child(what: str, bodies_file: Path, core: int | None, *extra: str) -> dict[str, float]:
+    """Run `what` (ceiling | stages) in a fresh interpreter pinned like the server."""
+    cmd = [*_pin(core), sys.executable, "-m", "benchmarks.ingest.run", what, "--bodies", str(bodies_file)]
+    out = subprocess.run(
+        [*cmd, *extra], cwd=ROOT, env=_env(), capture_output=True, text=True, check=True, timeout=600
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -261,7 +267,8 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     bodies, requests = _build(spec, now)
     bodies_file = workdir / "bodies.pickle"
     bodies_file.write_bytes(pickle.dumps(bodies))
-    ceil = measure_ceiling(bodies_file, args.server_core, args.ceiling_seconds)
+    ceil = _in_child("ceiling", bodies_file, args.server_core, "--seconds", str(args.ceiling_seconds))
+    stages = _in_child("stages", bodies_file, args.server_core, "--spans", str(args.spans), "--now", str(now))
 
     server = Server.start(workdir, args.server_core, "throughput")
     try:
@@ -298,6 +305,8 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ratio_to_ceiling": e2e / ceil["spans_per_second"],
         "target_ratio": TARGET_RATIO,
         "server_peak_rss_mb": mem.get("VmHWM", 0) / 1024,
+        "stage_cpu_us_per_span": stages,
+        "pipeline_cpu_us_per_span": sum(stages[k] for k in PIPELINE),
     }
 
 
@@ -366,6 +375,18 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"| peak RSS at {r['tenants']:,} tenants (MB) | {r['peak_rss_mb']:.0f} | ≤ {TARGET_RSS_MB:.0f} |"
         )
+    if t:
+        e2e = t["server_cpu_us_per_span"]
+        rows += ["", "| where the time goes (CPU µs per span, one thread) | µs | share of server |"]
+        rows.append("| --- | ---: | ---: |")
+        for name, us in t["stage_cpu_us_per_span"].items():
+            share = f"{us / e2e:.0%}" if name in PIPELINE else ""
+            rows.append(f"| {name} | {us:.1f} | {share} |")
+        rest = e2e - t["pipeline_cpu_us_per_span"]
+        rows.append(
+            f"| HTTP, ASGI, asyncio, threads (server total − stages) | {rest:.1f} | {rest / e2e:.0%} |"
+        )
+        rows.append(f"| server total (end to end) | {e2e:.1f} | 100% |")
     return "\n".join(rows)
 
 
@@ -389,11 +410,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["ceiling"]:
-        cp = argparse.ArgumentParser(prog="ingest-bench ceiling")
+    if argv[:1] in (["ceiling"], ["stages"]):
+        cp = argparse.ArgumentParser(prog=f"ingest-bench {argv[0]}")
         cp.add_argument("--bodies", required=True)
         cp.add_argument("--seconds", type=float, default=2.0)
-        return _ceiling_child(cp.parse_args(argv[1:]))
+        cp.add_argument("--spans", type=int, default=512)
+        cp.add_argument("--now", type=float, default=0.0)
+        return _child(cp.parse_args(argv[1:], argparse.Namespace(what=argv[0])))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, default=200, help="timed batches (distinct bodies)")
     p.add_argument("--warmup", type=int, default=10, help="batches sent before timing")

@@ -34,6 +34,11 @@ def test_ingest_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert t["ceiling_spans_per_second"] > 0
     assert t["ratio_to_ceiling"] == pytest.approx(t["spans_per_second"] / t["ceiling_spans_per_second"])
     assert t["server_peak_rss_mb"] > 10
+    assert t["server_cpu_us_per_span"] > 0
+    stages = t["stage_cpu_us_per_span"]
+    assert all(us > 0 for us in stages.values()), stages
+    assert t["pipeline_cpu_us_per_span"] < sum(stages.values())
+    assert "| server total (end to end) |" in proc.stdout
 
     r = result["rss"]
     assert r["tenants"] == 40
