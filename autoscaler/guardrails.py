@@ -28,6 +28,14 @@ def unstable_reason(status: RoleStatus) -> str | None:
     return None
 
 
+def scaling_up(status: RoleStatus) -> bool:
+    """A scale-up still starting: generation observed, no template rollout and no surplus old
+    pods, only fewer pods ready than desired (what a Deployment/LWS shows right after its
+    replicas were raised). Growing further then is safe — new pods only add capacity and no
+    in-flight request is touched — so the policy may scale such a role *up* (never down)."""
+    return status.generation_current and not status.rollout_in_progress and status.ready < status.replicas
+
+
 def replicas_for(work: float, capacity: float, utilization: float) -> int:
     """Replicas needed so each runs at most `utilization` of `capacity` (0 when no work)."""
     if work <= 0:

@@ -142,8 +142,31 @@ class RecordWindow:
         return min(self.window_seconds, now - self.started_at)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueReading:
+    """What a pool's engines and router show at one instant (arrival side; `None` = unknown).
+
+    - `waiting`: requests waiting in the prefill engines' queues (vLLM `num_requests_waiting`
+      summed over the pool's prefill pods);
+    - `arrived_total`: the router's cumulative request counter (EPP `llm_d_epp_request_total`),
+      counted when a request *arrives*, so its rate is the arrival rate even while a backlog
+      builds (completed records only show the throughput).
+    """
+
+    waiting: int | None = None
+    arrived_total: float | None = None
+
+
 def demand_of(
-    records: Iterable[RequestRecord], span: float, *, age_seconds: float = 0.0, backlog: bool = True
+    records: Iterable[RequestRecord],
+    span: float,
+    *,
+    age_seconds: float = 0.0,
+    backlog: bool = True,
+    arrivals_per_s: float | None = None,
+    waiting: int | None = None,
+    drain_seconds: float = 60.0,
+    recent: Sequence[RequestRecord] = (),
 ) -> Demand:
     """Pool demand over `span` seconds of records (pure).
 
@@ -152,6 +175,11 @@ def demand_of(
     that waited q seconds sat behind about q x throughput of work, and serving the arrivals
     (≥ throughput while a queue builds) plus draining that backlog within one window needs at
     least throughput x (1 + mean q / span). On an unqueued pool (q ≈ 0) this is the plain rate.
+
+    Arrival side (when known, this replaces the queue-time correction, which lags a burst by the
+    queueing delay itself): the prompt rate is at least `arrivals_per_s` x the mean prompt of the
+    window's requests, plus the `waiting` requests' prompts drained over `drain_seconds`; the
+    mean prompt is taken from the `recent` records when given (it follows a change of mix).
     """
     n = prompt = cached = output = 0
     queued = 0.0
@@ -165,9 +193,19 @@ def demand_of(
             queued += r.queue
             nq += 1
     span = max(span, 1e-9)
-    factor = 1.0 + (queued / nq) / span if backlog and nq else 1.0
+    arrival_side = arrivals_per_s is not None or waiting is not None
+    factor = 1.0 + (queued / nq) / span if backlog and nq and not arrival_side else 1.0
+    prompt_rate = prompt / span * factor
+    if arrival_side and n:
+        mean_prompt = prompt / n
+        if recent:
+            mean_prompt = max(mean_prompt, sum(r.prompt_tokens for r in recent) / len(recent))
+        if arrivals_per_s is not None:
+            prompt_rate = max(prompt_rate, max(0.0, arrivals_per_s) * mean_prompt)
+        if waiting:
+            prompt_rate += max(0, waiting) * mean_prompt / max(drain_seconds, 1e-9)
     return Demand(
-        prompt_tokens_per_s=prompt / span * factor,
+        prompt_tokens_per_s=prompt_rate,
         output_tokens_per_s=output / span,
         hit_rate=cached / prompt if prompt else 0.0,
         requests_per_s=n / span,
@@ -373,8 +411,13 @@ class ObserverSource:
         live: Callable[[], bool] | None = None,
         data_age: Callable[[float], float] | None = None,
         learn_capacity: bool = True,
+        queue: Callable[[str, float], QueueReading] | None = None,
+        recent_seconds: float = 15.0,
     ) -> None:
+        self.recent_seconds = recent_seconds
         self.window = window
+        self._queue = queue
+        self._arrivals: dict[str, deque[tuple[float, float]]] = {}
         self._signals = signals
         self._decode_replicas = decode_replicas
         self._live = live
@@ -394,7 +437,16 @@ class ObserverSource:
             # a live feed: an empty window is zero traffic, not missing data; a feed that cannot
             # tell (e.g. reading the store) reports its data age and the policy holds when stale
             age = self._data_age(now) if self._data_age is not None else 0.0
-            demand = demand_of(records, max(span, 1.0), age_seconds=age)
+            arrivals, waiting = self._arrival_side(pool, now)
+            demand = demand_of(
+                records,
+                max(span, 1.0),
+                age_seconds=age,
+                arrivals_per_s=arrivals,
+                waiting=waiting,
+                drain_seconds=w.window_seconds,
+                recent=[r for r in records if r.end_time > now - self.recent_seconds],
+            )
         decode = self._decode_replicas(pool) if self._decode_replicas is not None else None
         sig = (
             self._signals.signals(pool, now, records, decode)
@@ -403,3 +455,24 @@ class ObserverSource:
         )
         samples = CapacitySamples(prefill=w.take_samples(pool)) if self._learn else CapacitySamples()
         return PoolObservation(pool, {}, demand, sig, None, samples)
+
+    def _arrival_side(self, pool: str, now: float) -> tuple[float | None, int | None]:
+        """Arrival rate over the window from the router's counter, and the waiting requests."""
+        if self._queue is None:
+            return None, None
+        q = self._queue(pool, now)
+        rate: float | None = None
+        if q.arrived_total is not None:
+            hist = self._arrivals.setdefault(pool, deque(maxlen=1000))
+            if hist and q.arrived_total < hist[-1][1]:
+                hist.clear()  # counter reset (router restarted)
+            hist.append((now, q.arrived_total))
+            while len(hist) > 2 and hist[1][0] <= now - self.window.window_seconds:
+                hist.popleft()
+            # the higher of the window's rate and the latest interval's: a burst shows at once,
+            # its end only after the window (scale-downs wait for the stabilization window anyway)
+            for t0, v0 in (hist[0], next((x for x in hist if x[0] >= now - self.recent_seconds), hist[-1])):
+                if now - t0 > 0:
+                    r = (q.arrived_total - v0) / (now - t0)
+                    rate = r if rate is None else max(rate, r)
+        return rate, q.waiting

@@ -74,9 +74,12 @@ def _decide_pool(
     missing_roles = [r for r in ROLES if r not in obs.roles]
     for r in missing_roles:
         holds.append(Hold(pool, r, R.MISSING_DATA, "target status unknown"))
+    up_only: set[str] = set()
     for r, status in obs.roles.items():
         why = g.unstable_reason(status)
-        if why is not None:
+        if why is not None and cfg.scale_up_while_starting and g.scaling_up(status):
+            up_only.add(r)  # a scale-up still starting: may grow further, never shrink
+        elif why is not None:
             holds.append(Hold(pool, r, R.TARGET_NOT_STABLE, why))
     if obs.demand is None:
         holds.append(Hold(pool, None, R.MISSING_DATA, "no demand data"))
@@ -89,7 +92,9 @@ def _decide_pool(
         reason = holds[0].reason if holds else R.MISSING_DATA
         decisions = [RoleDecision(pool, r, n, n, (reason,)) for r, n in current.items()]
     else:
-        decisions, st = _scale(obs, cfg, st, now, current=current, signals_known=signals_known)
+        decisions, st = _scale(
+            obs, cfg, st, now, current=current, signals_known=signals_known, up_only=frozenset(up_only)
+        )
 
     weight_changes, whold, st = _weights(obs, cfg, st, now, signals_known)
     holds.extend(whold)
@@ -104,6 +109,7 @@ def _scale(
     *,
     current: Mapping[str, int],
     signals_known: bool,
+    up_only: frozenset[str] = frozenset(),
 ) -> tuple[list[RoleDecision], PoolState]:
     assert obs.demand is not None
     assert st.capacity is not None
@@ -133,6 +139,8 @@ def _scale(
             lead = fc
         need = g.replicas_for(lead, capacity[r], cfg.target_utilization)
         floors[r] = g.n_minus_one_floor(work[r], capacity[r])
+        if r in up_only:  # never shrink a role whose scale-up is still starting
+            floors[r] = max(floors[r], current[r])
         raw[r] = need
         if all(v <= 0 for v in work.values()):
             reasons[r].append(R.ZERO_TRAFFIC)
@@ -171,6 +179,9 @@ def _scale(
         if val < cur and g.in_cooldown(st, r, False, now, cfg):
             val = cur
             reasons[r].append(R.COOLDOWN)
+        if r in up_only:
+            reasons[r].append(R.SCALE_UP_IN_PROGRESS)
+            val = max(val, cur)
         if val < cur and val < floors[r]:
             val = min(cur, floors[r])
             reasons[r].append(R.SCALE_DOWN_REFUSED)
@@ -217,7 +228,15 @@ def _scale(
 
 
 _HOLDING = frozenset(
-    {R.STABILIZED_DOWN, R.STABILIZED_UP, R.COOLDOWN, R.SCALE_DOWN_REFUSED, R.BUDGET_LIMITED, R.STEP_LIMITED}
+    {
+        R.SCALE_UP_IN_PROGRESS,
+        R.STABILIZED_DOWN,
+        R.STABILIZED_UP,
+        R.COOLDOWN,
+        R.SCALE_DOWN_REFUSED,
+        R.BUDGET_LIMITED,
+        R.STEP_LIMITED,
+    }
 )
 
 

@@ -105,6 +105,7 @@ class PoolSettings(_Model):
     stale_after_seconds: float = Field(120.0, gt=0)
     forecast_horizon_seconds: float = Field(60.0, ge=0)
     forecast_window_seconds: float = Field(300.0, gt=0)
+    scale_up_while_starting: bool = True  # grow a role whose scale-up is still starting (never shrink it)
     weights: WeightSettings = WeightSettings()
     epp: EppSettings | None = None
 
@@ -149,6 +150,7 @@ class PoolSettings(_Model):
             stale_after_seconds=self.stale_after_seconds,
             forecast_horizon_seconds=self.forecast_horizon_seconds,
             forecast_window_seconds=self.forecast_window_seconds,
+            scale_up_while_starting=self.scale_up_while_starting,
             weights=WeightConfig(
                 bounds=dict(self.weights.bounds),
                 step=self.weights.step,

@@ -2,11 +2,12 @@
 `SimActuator` (DESIGN §3), for the demo, `pd-observer replay` and the control benchmarks.
 
 Same semantics as the Kubernetes adapters: `status` reports the desired count as `replicas`,
-ready pods as `ready`, and a role with pods still starting as a rollout in progress (so the
-policy's stability gating works on the twin too); a dry run validates without acting; an
-unknown pool is a `NotFoundError`, an invalid request a `PermanentError`. Weights are read as
-the EPP's *configured* weights (pending ones once requested, like the edited ConfigMap before
-the restart completes), and a change merges into them (scorers not named keep their weight).
+ready pods as `ready` (pods still starting: ready < desired, a scale-up in progress), and a
+role with pods still draining as a rollout in progress (so the policy's gating works on the
+twin too); a dry run validates without acting; an unknown pool is a `NotFoundError`, an
+invalid request a `PermanentError`. Weights are read as the EPP's *configured* weights
+(pending ones once requested, like the edited ConfigMap before the restart completes), and a
+change merges into them (scorers not named keep their weight).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class SimScaleTarget:
             replicas=r.desired,
             ready=r.ready,
             generation_current=True,
-            rollout_in_progress=r.starting > 0,
+            # like a Deployment being scaled up: starting pods are not ready, but no template
+            # rollout; draining pods are surplus old pods (a scale-down still in progress)
+            rollout_in_progress=r.draining > 0,
         )
 
     def scale(self, pool: str, role: str, replicas: int, *, dry_run: bool) -> str:

@@ -37,6 +37,7 @@ class ReasonCode(StrEnum):
     OVER_BUDGET = "over_budget"  # current fleet above budget: brought back under it
     SCALE_DOWN_REFUSED = "scale_down_refused"  # load x N/(N-1) would break the target
     TARGET_NOT_STABLE = "target_not_stable"  # rollout / generation / readiness gating
+    SCALE_UP_IN_PROGRESS = "scale_up_in_progress"  # pods still starting: only further scale-up
     MISSING_DATA = "missing_data"
     STALE_DATA = "stale_data"
     WEIGHT_RATE_LIMITED = "weight_rate_limited"
@@ -188,6 +189,9 @@ class PoolConfig:
     stale_after_seconds: float = 120.0
     forecast_horizon_seconds: float = 60.0
     forecast_window_seconds: float = 300.0
+    # a role whose scale-up is still starting may grow further when the need persists (never
+    # shrink); False = classic gating, no move at all until ready == desired
+    scale_up_while_starting: bool = True
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits
     capacity_min_samples: float = 20.0  # effective samples before the fit overrides the bootstrap
     weights: WeightConfig = WeightConfig()

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoscaler.loop import Controller, Mode
-from autoscaler.observe import ObserverSource, RecordSignals, RecordWindow, pool_by_pod_prefix
+from autoscaler.observe import ObserverSource, QueueReading, RecordSignals, RecordWindow, pool_by_pod_prefix
 from autoscaler.ports import MemoryAuditSink
 from autoscaler.service import warm_start
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinRecordSink
@@ -215,6 +215,7 @@ def run(
     seed: int = 0,
     static: tuple[int, int] | None = None,
     interval: float = 15.0,
+    arrival_side: bool = True,
 ) -> RunResult:
     """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc."""
     wall0 = time.monotonic()
@@ -255,7 +256,20 @@ def run(
             return target.status(pool, c.ROLE_DECODE).ready
 
         window.start(twin.now)
-        source = ObserverSource(window, signals, decode_replicas=decode_replicas, learn_capacity=False)
+
+        def queue(pool: str, now: float) -> QueueReading:
+            # what a real deployment scrapes: vLLM num_requests_waiting of the prefill pods and
+            # the EPP's arrival counter (llm_d_epp_request_total) — no oracle information
+            waiting = sum(p.waiting for p in meter.pods if p.pool == pool and p.role == c.ROLE_PREFILL)
+            return QueueReading(waiting=waiting, arrived_total=float(twin.fleet.arrived))
+
+        source = ObserverSource(
+            window,
+            signals,
+            decode_replicas=decode_replicas,
+            learn_capacity=False,
+            queue=queue if arrival_side else None,
+        )
         audit = MemoryAuditSink(100)
         ctl = Controller(
             config=Config({POOL: cfg}),

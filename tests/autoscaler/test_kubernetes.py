@@ -217,11 +217,38 @@ def test_missing_target_is_reported_not_retried(em: Emulator, api: KubernetesApi
     assert clock.slept == []  # 404 is permanent: no backoff
 
 
+def test_scale_up_in_progress_may_grow_but_never_shrink(em: Emulator, api: KubernetesApi) -> None:
+    # demand asks for 3 prefill (20k uncached tok/s / (10k x 0.8)).
+    # 4 desired, 1 ready (a scale-up still starting): not shrunk to 3 while it starts
+    seed(em, prefill=4)
+    em.put("apps/v1", "deployments", deployment("llama-prefill", 4, ready=1))
+    ctl = controller(api, settings(), Mode.APPLY, ManualClock(1000.0), audit=MemoryAuditSink())
+    report = ctl.tick()
+    assert report.effects is not None
+    p = next(d for d in report.effects.decisions if d.role == c.ROLE_PREFILL)
+    assert (p.current, p.desired) == (4, 4)
+    assert ReasonCode.SCALE_UP_IN_PROGRESS in p.reasons
+    assert em.writes("PATCH", "llama-prefill/scale") == []
+
+
+def test_scale_up_in_progress_grows_when_the_need_persists(em: Emulator, api: KubernetesApi) -> None:
+    # 2 desired, 1 ready, the need (3) persists: grows while the first scale-up starts
+    seed(em, prefill=2)
+    em.put("apps/v1", "deployments", deployment("llama-prefill", 2, ready=1))
+    ctl = controller(api, settings(), Mode.APPLY, ManualClock(1000.0), audit=MemoryAuditSink())
+    report = ctl.tick()
+    assert report.effects is not None
+    p = next(d for d in report.effects.decisions if d.role == c.ROLE_PREFILL)
+    assert (p.current, p.desired) == (2, 3), p.reasons
+    assert len(em.writes("PATCH", "llama-prefill/scale")) == 1
+
+
 def test_readiness_gating_holds(em: Emulator, api: KubernetesApi) -> None:
     seed(em)
     em.put("apps/v1", "deployments", deployment("llama-prefill", 2, ready=1))
     audit = MemoryAuditSink()
-    ctl = controller(api, settings(), Mode.APPLY, ManualClock(1000.0), audit=audit)
+    classic = settings(scale_up_while_starting=False)
+    ctl = controller(api, classic, Mode.APPLY, ManualClock(1000.0), audit=audit)
     report = ctl.tick()
     assert report.effects is not None
     assert all(not d.changed for d in report.effects.decisions)

@@ -155,7 +155,8 @@ def test_sim_target_over_the_twin() -> None:
     assert t.status(pool, P).replicas == 2
     t.scale(pool, P, 4, dry_run=False)
     st = t.status(pool, P)
-    assert (st.replicas, st.ready, st.rollout_in_progress, st.stable) == (4, 2, True, False)
+    # starting pods: a scale-up in progress (ready < desired), not a template rollout
+    assert (st.replicas, st.ready, st.rollout_in_progress, st.stable) == (4, 2, False, False)
     twin.run(100.0)  # past the cold start
     assert t.status(pool, P).stable
     assert t.actions == 1

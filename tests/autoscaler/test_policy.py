@@ -115,6 +115,27 @@ def test_missing_demand_holds_and_says_so() -> None:
     assert any(h.reason == ReasonCode.MISSING_DATA for h in eff.holds)
 
 
+def test_scale_up_in_progress_grows_when_the_need_persists_never_shrinks() -> None:
+    cfg = Config({"p": pool_cfg()})
+    # prefill 2 desired, 1 ready (a scale-up starting); the need persists: +max_step
+    eff = decide(TickInput(0.0, (obs(2, 2, demand(200_000, 10_000), ready=(1, 2)),)), cfg)
+    p = next(d for d in eff.decisions if d.role == P)
+    assert (p.current, p.desired) == (2, 4)
+    assert ReasonCode.SCALE_UP_IN_PROGRESS in p.reasons
+    assert not any(h.reason == ReasonCode.TARGET_NOT_STABLE for h in eff.holds)
+    # zero traffic while prefill 6 desired / 2 ready: prefill is never shrunk mid scale-up,
+    # decode (stable) still may be
+    eff = decide(TickInput(0.0, (obs(6, 4, demand(0, 0), ready=(2, 4)),)), cfg)
+    assert desired(eff, P) == 6
+    assert desired(eff, D) < 4
+    # a template rollout (not a scale-up) still holds the whole pool
+    rolling = PoolObservation(
+        "p", {P: RoleStatus(2, 1, rollout_in_progress=True), D: RoleStatus(2, 2)}, demand(1e6, 1e5)
+    )
+    eff = decide(TickInput(0.0, (rolling,)), cfg)
+    assert all(not d.changed for d in eff.decisions)
+
+
 def test_stale_demand_holds() -> None:
     stale = replace(demand(0, 0), age_seconds=1000)
     eff = decide(TickInput(0.0, (obs(4, 4, stale),)), Config({"p": pool_cfg()}))
@@ -123,9 +144,8 @@ def test_stale_demand_holds() -> None:
 
 
 def test_unstable_target_holds() -> None:
-    eff = decide(
-        TickInput(0.0, (obs(2, 2, demand(200_000, 10_000), ready=(1, 2)),)), Config({"p": pool_cfg()})
-    )
+    classic = pool_cfg(scale_up_while_starting=False)
+    eff = decide(TickInput(0.0, (obs(2, 2, demand(200_000, 10_000), ready=(1, 2)),)), Config({"p": classic}))
     assert all(not d.changed for d in eff.decisions)
     assert any(h.reason == ReasonCode.TARGET_NOT_STABLE and h.role == P for h in eff.holds)
     rolling = PoolObservation(
@@ -265,7 +285,8 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObserv
         )
         sig = Signals(draw(maybe_bool), draw(maybe_bool), None, draw(maybe_bool), draw(st.floats(0, 200)))
         p, d = draw(st.integers(0, 30)), draw(st.integers(0, 30))
-        ticks.append((t, obs(p, d, dm, sig)))
+        ready = (draw(st.integers(0, p)), draw(st.integers(0, d)))  # < desired: a scale-up starting
+        ticks.append((t, obs(p, d, dm, sig, ready=ready)))
     return cfg, ticks
 
 
@@ -289,6 +310,13 @@ def test_bounds_and_budget_never_violated(sc: tuple[PoolConfig, list[tuple[float
                     assert abs(d.desired - d.current) <= rc.max_step
         if changed and cfg.gpu_budget is not None:
             assert gpus(want, cfg.roles) <= cfg.gpu_budget
+        cur_gpus = gpus({x.role: x.current for x in eff.decisions}, cfg.roles)
+        for d in eff.decisions:  # a scale-up still starting is never shrunk (bounds / budget aside)
+            st_ = o.roles[d.role]
+            in_bounds = d.current <= cfg.roles[d.role].max_replicas
+            within = cfg.gpu_budget is None or cur_gpus <= cfg.gpu_budget
+            if st_.ready < st_.replicas and in_bounds and within:
+                assert d.desired >= d.current
         if o.demand is None or o.demand.age_seconds > cfg.stale_after_seconds:
             assert not changed  # hold on missing / stale data
 
