@@ -136,6 +136,8 @@ VLLM_PREFILL_TIME: Final = "vllm:request_prefill_time_seconds"
 VLLM_DECODE_TIME: Final = "vllm:request_decode_time_seconds"
 VLLM_NIXL_XFER_TIME: Final = "vllm:nixl_xfer_time_seconds"
 VLLM_NIXL_FAILED: Final = "vllm:nixl_num_failed_transfers"
+# buckets of vllm:nixl_xfer_time_seconds (seconds per KV transfer, NIXL connector)
+NIXL_XFER_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 5.0)
 VLLM_KV_OFFLOAD_LOAD_BYTES: Final = "vllm:kv_offload_load_bytes"
 VLLM_KV_OFFLOAD_STORE_BYTES: Final = "vllm:kv_offload_store_bytes"
 

@@ -2,7 +2,9 @@
 
 Each pod has its own `CollectorRegistry` with one custom collector built from the pod's
 latest `PodSnapshot` (gauges, cumulative counters) and from histograms fed by the
-`CompletedRequest`s that ran on it. The EPP has its own registry. Names come from
+`CompletedRequest`s that ran on it (decode pods also show the P/D KV-transfer time as vLLM's NIXL
+histogram, and every pod its DRAM-tier evictions as LMCache's CPU eviction counter). The EPP has
+its own registry. Names come from
 `observer.conventions` for two vLLM generations (`v1`: vLLM >= 0.12, `legacy`: <= 0.11) and the
 EPP generations of `conventions.EPP_GENERATIONS`.
 
@@ -45,6 +47,7 @@ _H_E2E = "e2e"
 _H_QUEUE = "queue"
 _H_PREFILL = "prefill"
 _H_DECODE = "decode"
+_H_NIXL = "nixl"  # KV transfer time (decode pods only: the NIXL read is the decode side's)
 
 
 class _Hist:
@@ -79,6 +82,7 @@ def _new_hists() -> dict[str, _Hist]:
         _H_QUEUE: _Hist(tuple(c.E2E_BUCKETS)),
         _H_PREFILL: _Hist(tuple(c.E2E_BUCKETS)),
         _H_DECODE: _Hist(tuple(c.E2E_BUCKETS)),
+        _H_NIXL: _Hist(tuple(c.NIXL_XFER_BUCKETS)),
     }
 
 
@@ -175,6 +179,8 @@ class MetricsEmitter:
         h[_H_DECODE].observe(t.finished - t.first_token)
         if t.output_tokens > 1:
             h[_H_ITL].observe((t.finished - t.first_token) / (t.output_tokens - 1), t.output_tokens - 1)
+        if decode_side and request.prefill is not None:
+            h[_H_NIXL].observe(request.kv_transfer_seconds)
         reason = c.VLLM_FINISHED_ABORT if (request.error and decode_side) else c.VLLM_FINISHED_STOP
         st.finished[reason] = st.finished.get(reason, 0) + 1
 
@@ -321,6 +327,11 @@ class MetricsEmitter:
             yield counter(
                 c.VLLM_PREEMPTIONS, "Cumulative number of preemption from the engine.", s.preemptions
             )
+            yield counter(
+                c.LMCACHE_CPU_EVICT,
+                "LMCache local CPU (DRAM) evictions (KV blocks evicted out of the DRAM tier).",
+                s.evictions_by_tier.get(c.TIER_DRAM, 0),
+            )
             yield gauge(
                 c.LMCACHE_LOCAL_STORAGE_USAGE, "LMCache local disk storage usage (bytes).", s.disk_usage_bytes
             )
@@ -360,6 +371,15 @@ class MetricsEmitter:
             h = st.hists[key]
             fam = HistogramMetricFamily(name, doc, labels=names)
             fam.add_metric(lv, h.buckets(), h.total)
+            yield fam
+        if st.role == c.ROLE_DECODE:
+            nixl = st.hists[_H_NIXL]
+            fam = HistogramMetricFamily(
+                c.VLLM_NIXL_XFER_TIME,
+                "Histogram of transfer duration for NIXL KV cache transfers.",
+                labels=names,
+            )
+            fam.add_metric(lv, nixl.buckets(), nixl.total)
             yield fam
 
     def _epp_families(self, _key: str) -> list[Metric]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -221,3 +222,35 @@ scrape_configs:
             assert 0.1 < float(hist[0]["value"][1]) <= 0.25  # the 0.108 s engine TTFTs
             epp = prom.wait_for(f'{EPP_TOTAL}{{{c.EPP_LABEL_FAIRNESS}="acme"}}')
             assert float(epp[0]["value"][1]) == 10.0
+
+
+def test_decode_pods_show_the_kv_transfer_time_as_the_nixl_histogram() -> None:
+    em = fed()
+    fams = families(em.render("pd-decode-0"))
+    typ, samples = fams[c.VLLM_NIXL_XFER_TIME]
+    assert typ == "histogram"
+    scalars = {s[0]: s[2] for s in samples if not s[0].endswith("_bucket")}
+    # the 10 P/D requests decoded here, 0.009 s of transfer each; the local ones transfer nothing
+    assert scalars[c.VLLM_NIXL_XFER_TIME + "_count"] == 10
+    assert scalars[c.VLLM_NIXL_XFER_TIME + "_sum"] == pytest.approx(10 * 0.009)
+    le = {s[1]["le"]: s[2] for s in samples if s[0].endswith("_bucket")}
+    assert le["0.005"] == 0
+    assert le["0.01"] == 10
+    assert len(le) == len(c.NIXL_XFER_BUCKETS) + 1
+    assert next(s[1] for s in samples) == {c.VLLM_LABEL_MODEL: MODEL, c.VLLM_LABEL_ENGINE: "0", "le": "0.001"}
+    local = families(em.render("pd-decode-1"))[c.VLLM_NIXL_XFER_TIME][1]
+    assert next(s[2] for s in local if s[0].endswith("_count")) == 0  # decode-only requests
+    assert c.VLLM_NIXL_XFER_TIME not in families(em.render("pd-prefill-0"))
+
+
+def test_dram_tier_evictions_are_the_lmcache_cpu_eviction_counter() -> None:
+    em = MetricsEmitter()
+    snap = snapshot("pd-decode-0", c.ROLE_DECODE)
+    em.pods_sampled(T0, (replace(snap, evictions_by_tier={c.TIER_HBM: 50, c.TIER_DRAM: 12}),))
+    typ, samples = families(em.render("pd-decode-0"))[c.LMCACHE_CPU_EVICT]
+    assert typ == "counter"
+    assert samples == [
+        (c.LMCACHE_CPU_EVICT + "_total", {c.VLLM_LABEL_MODEL: MODEL, c.VLLM_LABEL_ENGINE: "0"}, 12.0)
+    ]
+    em.pods_sampled(T0 + 5, (replace(snap, evictions_by_tier={c.TIER_HBM: 80}),))  # no DRAM evictions yet
+    assert families(em.render("pd-decode-0"))[c.LMCACHE_CPU_EVICT][1][0][2] == 0.0
