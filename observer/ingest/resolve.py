@@ -109,17 +109,22 @@ def _number(key: str, v: AttrValue) -> float:
     return x
 
 
+def _token(attrs: Attributes, key: str) -> int | None:
+    v = attrs.get(key, _MISSING)
+    if v is _MISSING:
+        return None
+    if type(v) is int and 0 <= v <= _EXACT_INT:  # hot path: same result as the float round trip
+        return v
+    x = _number(key, v)  # type: ignore[arg-type]
+    if not x.is_integer():
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
+    return int(x)
+
+
 def _tokens(attrs: Attributes, keys: Sequence[str]) -> int | None:
     for key in keys:
-        v = attrs.get(key, _MISSING)
-        if v is _MISSING:
-            continue
-        if type(v) is int and 0 <= v <= _EXACT_INT:  # hot path: same result as the float round trip
-            return v
-        x = _number(key, v)  # type: ignore[arg-type]
-        if not x.is_integer():
-            raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
-        return int(x)
+        if key in attrs:
+            return _token(attrs, key)
     return None
 
 
@@ -150,10 +155,10 @@ def _role(resource: Attributes, cfg: ResolveConfig) -> str | None:
 def _cached(attrs: Attributes, cfg: ResolveConfig) -> TierTokens:
     tiers: dict[str, int] = {}
     for tier, key in cfg.tier_keys:
-        n = _tokens(attrs, (key,))
+        n = _token(attrs, key)
         if n is not None:
             tiers[tier] = n
-    total = _tokens(attrs, (cfg.cached_tokens_key,))
+    total = _token(attrs, cfg.cached_tokens_key)
     known = sum(tiers.values())
     unknown = 0 if total is None else max(0, total - known)
     return TierTokens(
@@ -192,6 +197,8 @@ def _engine(  # noqa: PLR0917 - hot path: positional calls are cheaper
     status_code: int,
     attrs: Attributes,
     rf: _ResFacts,
+    tenant: str | None,
+    model: str | None,
     cfg: ResolveConfig,
 ) -> EngineSpan:
     prompt = _tokens(attrs, cfg.input_token_keys)
@@ -207,8 +214,8 @@ def _engine(  # noqa: PLR0917 - hot path: positional calls are cheaper
         span_id=span_id,
         request_id=str(request_id) if request_id not in (None, "") else span_id,
         role=rf.role,
-        tenant=_first_str(cfg.tenant_keys, attrs) or rf.tenant,
-        model=_first_str(cfg.model_keys, attrs) or rf.model or c.UNKNOWN_MODEL,
+        tenant=tenant,
+        model=model or c.UNKNOWN_MODEL,
         pod=rf.pod,
         start_time=start_time,
         end_time=end_time,
@@ -246,10 +253,15 @@ def merge_hints(a: TraceHints | None, b: TraceHints) -> TraceHints:
 
 
 def _hints(  # noqa: PLR0917 - hot path
-    trace_id: str, name: str, attrs: Attributes, rf: _ResFacts, cfg: ResolveConfig, engine: bool
+    trace_id: str,
+    name: str,
+    attrs: Attributes,
+    rf: _ResFacts,
+    tenant: str | None,
+    model: str | None,
+    cfg: ResolveConfig,
+    engine: bool,
 ) -> TraceHints | None:
-    tenant = _first_str(cfg.tenant_keys, attrs) or rf.tenant
-    model = _first_str(cfg.model_keys, attrs) or rf.model
     dis = _flag(attrs.get(cfg.disaggregation_key))
     if dis is None and name in cfg.sidecar_span_names:
         dis = True
@@ -296,16 +308,21 @@ class Resolver:
     ) -> None:
         cfg = self.cfg
         is_engine = name in cfg.engine_span_names or cfg.engine_marker_attribute in attrs
+        # tenant / model: the span's own attributes first, then its resource (DESIGN §4)
+        tenant = _first_str(cfg.tenant_keys, attrs) or rf.tenant
+        model = _first_str(cfg.model_keys, attrs) or rf.model
         if is_engine:
             try:
                 self.engine.append(
-                    _engine(trace_id, span_id, start_time, end_time, status_code, attrs, rf, cfg)
+                    _engine(
+                        trace_id, span_id, start_time, end_time, status_code, attrs, rf, tenant, model, cfg
+                    )
                 )
             except _BadSpan as exc:
                 self.rejected += 1
                 if len(self.errors) < MAX_ERRORS:
                     self.errors.append(f"{exc} (span {span_id})")
-        hint = _hints(trace_id, name, attrs, rf, cfg, is_engine)
+        hint = _hints(trace_id, name, attrs, rf, tenant, model, cfg, is_engine)
         if hint is not None:
             self.hints[trace_id] = merge_hints(self.hints.get(trace_id), hint)
         elif not is_engine:
