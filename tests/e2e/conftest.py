@@ -4,9 +4,11 @@
     twin `cache-cascade` ─OTLP/HTTP─▶ service B ─┼─▶ Prometheus ─▶ Alertmanager
     both twins' per-pod /metrics (http_sd) ──────┘   (generated rules)  (generated alertmanager.yml)
 
-Each service runs on its twin's simulated clock with the fleet-signals engine attached exactly as
-`pd-observer demo` does (`observer.wiring.demo.attach_twin_signals`: a scrape source over the
-twin's pods, ticked every 15 simulated s from the paced loop). The two twins run concurrently at
+Each service runs on its twin's simulated clock with the fleet-signals engine and the autoscaler
+attached exactly as `pd-observer demo` does (`observer.wiring.demo.attach_twin_signals`: a scrape
+source over the twin's pods, ticked every 15 simulated s from the paced loop;
+`observer.wiring.autoscale.attach_twin_autoscaler`: the controller in apply mode on the twin,
+its metrics on the service's /metrics). The two twins run concurrently at
 `SPEED`x real time, so the whole run takes `cache-cascade`'s 600 simulated s / SPEED of wall time.
 
 Time: Prometheus evaluates rules and `for` on WALL time while the twins run SPEED x faster, so a
@@ -41,6 +43,7 @@ from observer.api.app import create_app
 from observer.config import Settings, load_settings
 from observer.signals.service import SignalsAttachment
 from observer.store.memory import MemoryStore
+from observer.wiring.autoscale import TwinAutoscaler, attach_twin_autoscaler
 from observer.wiring.demo import SignalTicker, attach_twin_signals, http_emitter, traces_endpoint
 from observer.wiring.procs import ServiceThread, WebhookRecorder, free_port
 from observer.wiring.twin import build_twin
@@ -101,6 +104,7 @@ class ScenarioRun:
     metrics: MetricsEmitter
     server: MetricsServer
     spans: OtlpSpanEmitter
+    autoscaler: TwinAutoscaler
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     lag_seconds: float = 0.0
@@ -111,8 +115,13 @@ class ScenarioRun:
 
     def run(self) -> None:
         ticker = SignalTicker(self.signals.service, self.signals.service.engine.settings.interval_seconds)
+
+        def tick(now: float) -> None:
+            ticker(now)
+            self.autoscaler(self.twin, now)
+
         try:
-            res = run_paced(self.twin, SPEED, self.twin.end, on_tick=ticker, tick_seconds=0.1)
+            res = run_paced(self.twin, SPEED, self.twin.end, on_tick=tick, tick_seconds=0.1)
             self.lag_seconds = res.max_lag_seconds
             self.spans.flush()
             # spans delivered after the last tick: one more tick so the gauges include them
@@ -242,16 +251,21 @@ def e2e() -> Iterator[E2E]:
                 spans = http_emitter(traces_endpoint(url), delay_ms=100)
                 twin = build_twin(name, sink=Fanout([spans, metrics]), seed=SEED, start=time.time())
                 signals = attach_twin_signals(settings, twin, metrics, server)
+                auto = attach_twin_autoscaler(
+                    settings,
+                    twin,
+                    signals_latest=lambda s=signals: s.service.engine.latest,  # type: ignore[misc]
+                )
                 app = create_app(
                     settings,
                     MemoryStore(),
                     registry=CollectorRegistry(),
                     clock=lambda t=twin: t.now,  # type: ignore[misc]
-                    extra_routers=signals.routers,
-                    on_startup=signals.on_startup,
+                    extra_routers=(*signals.routers, *auto.routers),
+                    on_startup=(*signals.on_startup, *auto.on_startup),
                 )
                 runs[name] = ScenarioRun(
-                    name, twin, ServiceThread(app, HOST, ports[name]), signals, metrics, server, spans
+                    name, twin, ServiceThread(app, HOST, ports[name]), signals, metrics, server, spans, auto
                 )
                 runs[name].service.start()
             config = _prometheus_config(
