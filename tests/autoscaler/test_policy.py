@@ -311,9 +311,13 @@ def test_bounds_and_budget_never_violated(sc: tuple[PoolConfig, list[tuple[float
         if changed and cfg.gpu_budget is not None:
             assert gpus(want, cfg.roles) <= cfg.gpu_budget
         cur_gpus = gpus({x.role: x.current for x in eff.decisions}, cfg.roles)
+        all_in_bounds = all(
+            cfg.roles[x.role].min_replicas <= x.current <= cfg.roles[x.role].max_replicas
+            for x in eff.decisions
+        )
         for d in eff.decisions:  # a scale-up still starting is never shrunk (bounds / budget aside)
             st_ = o.roles[d.role]
-            in_bounds = d.current <= cfg.roles[d.role].max_replicas
+            in_bounds = all_in_bounds
             within = cfg.gpu_budget is None or cur_gpus <= cfg.gpu_budget
             if st_.ready < st_.replicas and in_bounds and within:
                 assert d.desired >= d.current
