@@ -422,7 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10, help="batches sent before timing")
     p.add_argument("--spans", type=int, default=512, help="spans per batch")
     p.add_argument("--tenants", type=int, default=50, help="tenants in the throughput workload")
-    p.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=10,
+        help="concurrent keep-alive connections (collector default: 10)",
+    )
     p.add_argument("--ceiling-seconds", type=float, default=3.0)
     p.add_argument("--rss-tenants", type=int, default=10_000, help="0 skips the RSS mode")
     p.add_argument("--skip-throughput", action="store_true")
