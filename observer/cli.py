@@ -177,6 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         prometheus=not args.no_prometheus,
         config=args.config,
+        autoscaler=not args.no_autoscaler,
     )
     try:
         run_demo(opts)
@@ -197,7 +198,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError("replay runs as fast as possible: only --speed 0 is supported today")
     try:
         res = run_replay(
-            args.trace, seed=args.seed, duration=args.duration, tenants=args.tenants, settings=settings
+            args.trace,
+            seed=args.seed,
+            duration=args.duration,
+            tenants=args.tenants,
+            settings=settings,
+            autoscaler=args.autoscaler,
         )
     except (TwinError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
@@ -209,6 +215,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     out = args.out or Path(f"replay-{Path(args.trace).stem}-seed{args.seed}.json")
     out.write_text(json.dumps(res.as_json(), indent=1, sort_keys=True), encoding="utf-8")
+    if res.decisions is not None:
+        print(f"autoscaler: {len(res.decisions)} decisions changed the fleet (apply mode on the twin)")
+        for d in res.decisions[:20]:
+            print(f"  t=+{d['elapsed']:.0f}s {d['pool']}: {d['text']}")
     print(f"json: {out}")
     return 0
 
@@ -475,6 +485,11 @@ def _add_twin_commands(sub: Any) -> None:
     )
     demo.add_argument("--out", type=Path, help="output folder (default ./pd-observer-demo-<timestamp>/)")
     demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus/Alertmanager")
+    demo.add_argument(
+        "--no-autoscaler",
+        action="store_true",
+        help="do not run the autoscaler (default: apply mode on the twin, decisions in the view/report)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser(
@@ -499,6 +514,11 @@ def _add_twin_commands(sub: Any) -> None:
     rep.add_argument("--tenants", type=int, default=8, help="tenant buckets for a trace (default 8)")
     rep.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible (the only mode today)")
     rep.add_argument("--out", type=Path, help="JSON output (default replay-<trace>-seed<N>.json)")
+    rep.add_argument(
+        "--autoscaler",
+        action="store_true",
+        help="run the autoscaler in apply mode on the twin; its decisions go to the JSON and the output",
+    )
     rep.set_defaults(func=cmd_replay)
 
 

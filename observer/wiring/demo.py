@@ -2,9 +2,12 @@
 Prometheus + Alertmanager, a live view, and on exit a summary plus an HTML report.
 
 The service runs on the twin's simulated clock (so its windows follow the story at any speed);
-Prometheus scrapes in wall time. `DemoOptions.policy` is the control-loop extension point: a
-callable run on every tick with the twin (its `actuator`) and the simulated time — the
-autoscaler plugs in there once it exists.
+Prometheus scrapes in wall time. The autoscaler (on by default, `DemoOptions.autoscaler`) runs
+in apply mode on the twin (`observer.wiring.autoscale`): ticked on the twin's clock from the
+paced loop, its decisions at `/api/v1/decisions`, its series on the service's `/metrics`, every
+change in the live view (`autoscaler: ...` events), data.json (`autoscaler.decisions`) and the
+report (decision table; desired vs ready replicas chart). `DemoOptions.policy` is a further
+extension point: a callable run on every tick with the twin and the simulated time.
 
 The fleet-signals engine is attached to the service (`attach_twin_signals`): a `scrape` source
 over the twin's per-pod `/metrics` (discovered from the twin's SD target groups, as Kubernetes
@@ -41,6 +44,7 @@ from observer.signals.settings import SignalsSettings
 from observer.sources.samples import EppTarget, PodTarget
 from observer.sources.scrape import ScrapeSource, ScrapeSourceConfig
 from observer.store.repository import Store
+from observer.wiring.autoscale import DecisionNote, TwinAutoscaler, attach_twin_autoscaler
 from observer.wiring.live import LiveView
 from observer.wiring.procs import PromStack, ServiceThread, WebhookRecorder, pick_port
 from observer.wiring.report import render_report
@@ -56,6 +60,7 @@ SAMPLE_WINDOW_SECONDS = 60
 MAX_SAMPLES = 5000
 STARVED_BUSY_MAX = 0.5
 STARVED_WAITING_MIN = 2
+EVENT_AUTOSCALER = "autoscaler"  # event kind of the autoscaler's decisions (live view, report)
 SCRAPE_WORKERS = 2
 PROM_SETTLE_SECONDS = 15.0
 
@@ -74,6 +79,7 @@ class DemoOptions:
     interactive: bool | None = None
     policy: Policy | None = None
     tick_seconds: float = 0.1
+    autoscaler: bool = True
 
 
 @dataclass
@@ -372,13 +378,28 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     metrics_server = metrics.serve(opts.host, 0)
     signals = attach_twin_signals(settings, twin, metrics, metrics_server)
     ticker = SignalTicker(signals.service, signals.service.engine.settings.interval_seconds)
+    decisions: list[DecisionNote] = []
+
+    def on_decision(note: DecisionNote) -> None:
+        if len(decisions) < 10_000:
+            decisions.append(note)
+        elapsed = note.at - twin.sim.start
+        if len(events) < 10_000:
+            events.append({"elapsed": elapsed, "kind": EVENT_AUTOSCALER, "text": note.text})
+        view.event(f"t=+{elapsed:.0f}s {EVENT_AUTOSCALER}: {note.pool} {note.text}")
+
+    auto: TwinAutoscaler | None = None
+    if opts.autoscaler:
+        auto = attach_twin_autoscaler(
+            settings, twin, signals_latest=lambda: signals.service.engine.latest, on_decision=on_decision
+        )
     app = create_app(
         settings,
         store,
         registry=CollectorRegistry(),
         clock=lambda: twin.now,
-        extra_routers=signals.routers,
-        on_startup=signals.on_startup,
+        extra_routers=(*signals.routers, *(auto.routers if auto else ())),
+        on_startup=(*signals.on_startup, *(auto.on_startup if auto else ())),
     )
     pipeline = app.state.pipeline
     service = ServiceThread(app, opts.host, port)
@@ -393,6 +414,13 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
         say(f"  service        {service_url}  (API {service_url}/api/v1/tenants, docs {service_url}/docs)")
         say(f"  twin metrics   {metrics_server.url}{TARGETS_PATH}")
         say(f"  output         {out}")
+        if auto is not None:
+            say(
+                f"  autoscaler     {auto.settings.mode} on the twin every {auto.settings.interval_seconds:g}"
+                f" simulated s (decisions {service_url}/api/v1/decisions)"
+            )
+        else:
+            say("  autoscaler     off")
         if opts.prometheus:
             prom_bin, am_bin = PromStack.available()
             if prom_bin is None:
@@ -417,6 +445,8 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
 
         def tick(now: float) -> None:
             ticker(now)
+            if auto is not None:
+                auto(twin, now)
             if opts.policy is not None:
                 opts.policy(twin, now)
             wall = time.monotonic()
@@ -481,6 +511,11 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
         "alert_notifications": notes,
         "prometheus": prom_info,
         "summary": summary,
+        "autoscaler": {
+            "enabled": auto is not None,
+            "mode": auto.settings.mode if auto is not None else None,
+            "decisions": [n.as_json(start) for n in decisions],
+        },
     }
     data_path = out / "data.json"
     data_path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
@@ -494,6 +529,7 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
         report=report,
         data=data_path,
         stopped=stopped_early,
+        decisions=len(decisions) if auto is not None else None,
     )
     return DemoResult(
         out=out,
@@ -600,6 +636,7 @@ def _print_summary(
     report: Path,
     data: Path,
     stopped: bool,
+    decisions: int | None = None,
 ) -> None:
     say(f"summary: {requests} requests completed by the twin{' (stopped early)' if stopped else ''}")
     say(f"  {'tenant':<14}{'requests':>9}{'hit rate':>10}{'TTFT p90 s':>12}{'SLO att.':>10}")
@@ -614,5 +651,7 @@ def _print_summary(
             f" (pd_observer requests in Prometheus: {prom.get('service_requests_total', 0):.0f},"
             f" twin targets up: {prom.get('twin_targets_up', 0)})"
         )
+    if decisions is not None:
+        say(f"  autoscaler decisions that changed the fleet: {decisions}")
     say(f"report: {report}")
     say(f"data:   {data}")

@@ -9,7 +9,7 @@ clock it is given (the twin's simulated clock for replays), so records land in i
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -39,10 +39,19 @@ class InProcessObserver:
         *,
         clock: Callable[[], float],
         store: RecordStore | None = None,
+        extra_routers: Sequence[Any] = (),
+        on_startup: Sequence[Callable[[Any], Any]] = (),
     ) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.app = create_app(settings, store or MemoryStore(), registry=self.registry, clock=clock)
+        self.app = create_app(
+            settings,
+            store or MemoryStore(),
+            registry=self.registry,
+            clock=clock,
+            extra_routers=tuple(extra_routers),
+            on_startup=tuple(on_startup),
+        )
         self._client = TestClient(self.app)
         self._headers = {"content-type": c.CT_PROTOBUF}
         token = settings.server.auth_token

@@ -2,8 +2,11 @@
 
 Fast clock, real OTLP encoding: the twin's `OtlpSpanEmitter` encodes batches with the SDK's
 protobuf encoder and they are POSTed to the real receiver in-process (`InProcessObserver`).
-The observer runs on the twin's simulated clock. A `Policy` (the autoscaler, later) is called
-every `tick_seconds` of simulated time and may act on `twin.actuator`.
+The observer runs on the twin's simulated clock. A `Policy` is called every `tick_seconds` of
+simulated time and may act on `twin.actuator`; `autoscaler=True` (`pd-observer replay
+--autoscaler`) runs the autoscaler in apply mode on the twin (`observer.wiring.autoscale`, fed by
+the service's committed records; every span of a tick is delivered before it decides) and puts
+its changing decisions in the result.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from observer import conventions as c
 from observer.config import Settings, load_settings
+from observer.wiring.autoscale import attach_twin_autoscaler
 from observer.wiring.inproc import InProcessObserver
 from observer.wiring.twin import Policy, build_twin
 from simulator.emit.fanout import Fanout, Recorder
@@ -44,6 +48,7 @@ class ReplayResult:
     tenants: tuple[Mapping[str, Any], ...]  # GET /api/v1/tenants entries
     truth: Mapping[str, Mapping[str, Any]]  # tenant -> the twin's exact counts
     events: tuple[Mapping[str, Any], ...] = ()
+    decisions: tuple[Mapping[str, Any], ...] | None = None  # the autoscaler's changes, when it ran
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +66,7 @@ class ReplayResult:
             "tenants": list(self.tenants),
             "twin": {k: dict(v) for k, v in self.truth.items()},
             "events": list(self.events),
+            **({} if self.decisions is None else {"autoscaler_decisions": list(self.decisions)}),
         }
 
 
@@ -151,6 +157,7 @@ def run_replay(
     batch_size: int = 512,
     extra_sinks: tuple[FleetSink, ...] = (),
     on_progress: Callable[[float, float], None] | None = None,
+    autoscaler: bool = False,
 ) -> ReplayResult:
     """Run `source` (scenario name or .jsonl trace) through the twin into an in-process observer."""
     wall0 = time.monotonic()
@@ -172,12 +179,22 @@ def run_replay(
     )
     cfg = replay_settings(twin.duration, settings)
     window = replay_window(twin.duration, cfg)
-    with InProcessObserver(cfg, clock=lambda: twin.now) as obs:
+    auto = attach_twin_autoscaler(cfg, twin) if autoscaler else None
+    with InProcessObserver(
+        cfg,
+        clock=lambda: twin.now,
+        extra_routers=auto.routers if auto else (),
+        on_startup=auto.on_startup if auto else (),
+    ) as obs:
         holder.append(obs)
         t = twin.now
+        step = min(tick_seconds, auto.settings.interval_seconds) if auto else tick_seconds
         while t < twin.end:
-            t = min(twin.end, t + tick_seconds)
+            t = min(twin.end, t + step)
             twin.run_until(t)
+            if auto is not None:
+                emitter.flush()  # the tick's spans reach the service before the controller decides
+                auto(twin, twin.now)
             if policy is not None:
                 policy(twin, twin.now)
             if on_progress is not None:
@@ -204,4 +221,5 @@ def run_replay(
         tenants=entries,
         truth=truth.summary(),
         events=events,
+        decisions=None if auto is None else tuple(n.as_json(twin.sim.start) for n in auto.decisions),
     )

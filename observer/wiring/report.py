@@ -156,11 +156,12 @@ def charts(data: Mapping[str, Any]) -> dict[str, str]:
     phases = [(e["elapsed"], e["text"]) for e in data.get("events", []) if e.get("kind") == "phase"]
     load = {"completed req/s": [(s["elapsed"], s["rps"]) for s in samples]}
     roles = sorted({p["role"] for s in samples for p in s.get("pools", [])})
-    replicas: dict[str, list[Point]] = {f"{r} ready": [] for r in roles}
+    replicas: dict[str, list[Point]] = {f"{r} {k}": [] for r in roles for k in ("ready", "desired")}
     for s in samples:
         pools = {p["role"]: p for p in s.get("pools", [])}
         for r in roles:
-            replicas[f"{r} ready"].append((s["elapsed"], pools[r]["ready"] if r in pools else None))
+            for k in ("ready", "desired"):
+                replicas[f"{r} {k}"].append((s["elapsed"], pools[r].get(k) if r in pools else None))
     slo = data.get("slo_ttft_seconds")
     hl = [(float(slo), f"SLO {slo:g} s")] if slo else []
     alert_rows: dict[str, list[Point]] = {}
@@ -259,6 +260,19 @@ def render_report(data: Mapping[str, Any]) -> str:
         )
     for cid, svg in charts(data).items():
         parts.append(f"<h2 id='{cid}'>{html.escape(cid.replace('_', ' ').title())}</h2>{svg}")
+    auto = data.get("autoscaler") or {}
+    if auto.get("enabled"):
+        rows = auto.get("decisions", [])
+        parts.append(
+            f"<h2 id='decisions'>Autoscaler decisions that changed the fleet ({len(rows)}, "
+            f"mode {html.escape(str(auto.get('mode')))})</h2>"
+        )
+        if rows:
+            parts.append(
+                _table(
+                    rows, [("elapsed", "sim s"), ("pool", "pool"), ("text", "change (reasons)"), ("ok", "ok")]
+                )
+            )
     prom = data.get("prometheus")
     if prom:
         parts.append("<h2>Prometheus and Alertmanager</h2><pre>")

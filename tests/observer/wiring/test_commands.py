@@ -66,9 +66,9 @@ def test_demo_without_prometheus_fast(tmp_path: Path) -> None:
         [
             "demo",
             "--scenario",
-            "steady",
+            "prefill-burst",
             "--duration",
-            "60",
+            "450",
             "--speed",
             "0",
             "--out",
@@ -84,6 +84,29 @@ def test_demo_without_prometheus_fast(tmp_path: Path) -> None:
     assert data["prometheus"] == {}
     assert data["summary"]["requests"] > 0
     assert re.search(r"report: .*report\.html", proc.stdout)
+    # the autoscaler ran in apply mode on the twin: its changes are in the view, data and report
+    assert "autoscaler     apply on the twin" in proc.stdout
+    auto = data["autoscaler"]
+    assert auto["enabled"] is True
+    assert auto["decisions"], proc.stdout[-2000:]
+    assert any(d["text"].startswith("prefill ") for d in auto["decisions"])
+    assert "autoscaler: llama-8b prefill " in proc.stdout  # live view event line
+    assert [e for e in data["events"] if e["kind"] == "autoscaler"]
+    report = (out / "report.html").read_text()
+    assert "id='decisions'" in report
+    assert "prefill desired" in report  # desired vs ready in the replicas chart
+
+
+def test_demo_no_autoscaler_leaves_the_twin_alone(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    args = ["demo", "--scenario", "prefill-burst", "--duration", "60", "--speed", "0"]
+    proc = _run([*args, "--out", str(out), "--port", "0", "--no-prometheus", "--no-autoscaler"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "autoscaler     off" in proc.stdout
+    data = json.loads((out / "data.json").read_text())
+    assert data["autoscaler"] == {"enabled": False, "mode": None, "decisions": []}
+    assert not [e for e in data["events"] if e["kind"] in {"autoscaler", "scale"}]
+    assert "id='decisions'" not in (out / "report.html").read_text()
 
 
 def test_simulate_delivers_spans_to_a_running_service(
@@ -120,6 +143,21 @@ def test_replay_prints_the_table_and_writes_json(tmp_path: Path, capsys: pytest.
     assert 1 <= len(rows) <= 4
     data = json.loads(out.read_text())
     assert sum(t["requests"] for t in data["tenants"]) == data["requests"] > 0
+    assert "autoscaler_decisions" not in data
+
+
+def test_replay_autoscaler_flag_prints_and_writes_the_decisions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    args = ["replay", "prefill-burst", "--duration", "450", "--seed", "1", "--out", str(out), "--autoscaler"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"autoscaler: \d+ decisions changed the fleet", printed)
+    data = json.loads(out.read_text())
+    assert data["autoscaler_decisions"]
+    assert any(d["text"].startswith("prefill ") for d in data["autoscaler_decisions"])
+    assert f"t=+{data['autoscaler_decisions'][0]['elapsed']:.0f}s" in printed
 
 
 def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
