@@ -13,7 +13,8 @@ from observer.config import IngestSettings
 from observer.ingest.otlp import BadRequest, PayloadTooLarge, UnsupportedMediaType, decode_traces
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve, resolve_batch
 from observer.model import RejectReason
-from tests.observer.ingest.otlp_builders import SpanSpec, encode, engine_attrs, gz
+
+from .otlp_builders import SpanSpec, encode, engine_attrs, gz
 
 CFG = ResolveConfig.from_settings(IngestSettings())
 BIG = 1 << 24
