@@ -290,7 +290,12 @@ class KvPublisher:
 
 
 class KvEventsConsumer:
-    """Subscribes to publishers in its own thread; `stop()` ends it cleanly."""
+    """Subscribes to publishers in its own thread; `stop()` ends it cleanly.
+
+    Publishers may also come and go while it runs (pods scaled up/down): `add_publisher` /
+    `remove_publisher` are thread-safe and take effect within one poll (`poll_ms`); at most
+    `max_publishers` are subscribed at once (further ones are refused and counted).
+    """
 
     def __init__(
         self,
@@ -301,8 +306,13 @@ class KvEventsConsumer:
         poll_ms: int = 50,
         replay_timeout_ms: int = 500,
         topic_prefix: str = c.KV_TOPIC_PREFIX,
+        max_publishers: int = 1024,
     ) -> None:
         self.publishers = tuple(publishers)
+        self.max_publishers = max_publishers
+        self.refused_publishers = 0
+        self._changes: deque[tuple[bool, KvPublisher]] = deque()
+        self._changes_lock = threading.Lock()
         self.index = index
         self._clock = clock
         self._poll_ms = poll_ms
@@ -321,6 +331,27 @@ class KvEventsConsumer:
         self._thread.start()
         self._ready.wait(timeout=5)
 
+    def add_publisher(self, publisher: KvPublisher) -> bool:
+        """Subscribe to one more publisher (no-op when already subscribed). False when refused
+        (`max_publishers` reached)."""
+        with self._changes_lock:
+            if publisher in self.publishers:
+                return True
+            if len(self.publishers) >= self.max_publishers:
+                self.refused_publishers += 1
+                return False
+            self.publishers = (*self.publishers, publisher)
+            self._changes.append((True, publisher))
+            return True
+
+    def remove_publisher(self, publisher: KvPublisher) -> None:
+        """Unsubscribe from a publisher (e.g. its pod is gone); the index keeps what it learnt."""
+        with self._changes_lock:
+            if publisher not in self.publishers:
+                return
+            self.publishers = tuple(p for p in self.publishers if p != publisher)
+            self._changes.append((False, publisher))
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -331,17 +362,35 @@ class KvEventsConsumer:
         ctx = zmq.Context()
         subs: dict[zmq.Socket[bytes], KvPublisher] = {}
         poller = zmq.Poller()
+
+        def subscribe(pub: KvPublisher) -> None:
+            s: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, 10_000)
+            s.setsockopt(zmq.SUBSCRIBE, self._prefix)
+            s.connect(pub.endpoint)
+            subs[s] = pub
+            poller.register(s, zmq.POLLIN)
+
         try:
-            for pub in self.publishers:
-                s: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
-                s.setsockopt(zmq.LINGER, 0)
-                s.setsockopt(zmq.RCVHWM, 10_000)
-                s.setsockopt(zmq.SUBSCRIBE, self._prefix)
-                s.connect(pub.endpoint)
-                subs[s] = pub
-                poller.register(s, zmq.POLLIN)
+            with self._changes_lock:
+                initial = self.publishers
+                self._changes.clear()
+            for pub in initial:
+                subscribe(pub)
             self._ready.set()
             while not self._stop.is_set():
+                with self._changes_lock:
+                    changes = list(self._changes)
+                    self._changes.clear()
+                for added, pub in changes:
+                    if added:
+                        subscribe(pub)
+                        continue
+                    for sock in [k for k, v in subs.items() if v == pub]:
+                        poller.unregister(sock)
+                        del subs[sock]
+                        sock.close(linger=0)
                 for sock, _ in poller.poll(self._poll_ms):
                     frames = sock.recv_multipart()
                     self._on_message(ctx, subs[sock], frames)

@@ -4,9 +4,10 @@ and the e2e composition.
 `attach_twin_autoscaler(settings, twin)` wires the real control loop (`autoscaler.service.attach`:
 decisions API, `AutoscalerCollector` on the service's registry, the pipeline's committed records
 feeding its `RecordWindow`) with a `Controller` in apply mode acting on the twin through
-`SimScaleTarget`, on the twin's clock (`TwinClock`). Nothing runs in the background: the returned
-`TwinAutoscaler` is a `Policy` (`policy(twin, now)`) that the paced/replay loop calls every tick;
-it runs one controller tick every `autoscaler.interval_seconds` of SIMULATED time.
+`SimScaleTarget` (or a dry run: `mode=Mode.DRY_RUN`), on the twin's clock (`TwinClock`).
+Nothing runs in the background: the returned `TwinAutoscaler` is a `Policy` (`policy(twin, now)`)
+that the paced/replay loop calls every tick; it runs one controller tick every
+`autoscaler.interval_seconds` of SIMULATED time.
 
 Pools: the `autoscaler.pools` of the configuration when set (their targets are ignored: the twin
 is the target), else `twin_pool_settings` for every pool of the twin (bounds around the twin's
@@ -95,12 +96,13 @@ def twin_pool_settings(twin: Twin) -> list[dict[str, Any]]:
     return out
 
 
-def twin_autoscaler_settings(settings: Settings, twin: Twin) -> AutoscalerSettings:
-    """The configured `autoscaler:` section in apply mode, with the twin's pools unless set."""
+def twin_autoscaler_settings(settings: Settings, twin: Twin, mode: Mode = Mode.APPLY) -> AutoscalerSettings:
+    """The configured `autoscaler:` section in `mode` (default apply), with the twin's pools
+    unless set."""
     raw = dict(settings.autoscaler)
     if not raw.get("pools"):
         raw["pools"] = twin_pool_settings(twin)
-    raw.update(enabled=True, mode=Mode.APPLY.value, lease={"enabled": False})
+    raw.update(enabled=True, mode=Mode(mode).value, lease={"enabled": False})
     return parse(raw)
 
 
@@ -189,11 +191,13 @@ def attach_twin_autoscaler(
     *,
     signals_latest: Callable[[], FleetSignalsLike | None] | None = None,
     on_decision: Callable[[DecisionNote], None] | None = None,
+    mode: Mode = Mode.APPLY,
 ) -> TwinAutoscaler:
     """The autoscaler in apply mode on `twin`; pass `.routers` / `.on_startup` to `create_app`
     and call the result from the simulation loop. `signals_latest` (e.g. the fleet-signals
-    engine's `latest`) gives the starvation/cascade signals; without it they come from records."""
-    asettings = twin_autoscaler_settings(settings, twin)
+    engine's `latest`) gives the starvation/cascade signals; without it they come from records.
+    `mode` dry-run keeps the twin's story unchanged while every series and decision exists."""
+    asettings = twin_autoscaler_settings(settings, twin, mode)
     merged = settings.model_copy(update={"autoscaler": asettings.model_dump(mode="json")})
     audit_log = MemoryAuditLog()
     target = SimScaleTarget(twin.actuator)
@@ -204,7 +208,7 @@ def attach_twin_autoscaler(
     def factory(source: ObserverSource, audit: AuditSink) -> Controller:
         ctl = Controller(
             config=asettings.policy_config(),
-            mode=Mode.APPLY,
+            mode=Mode(asettings.mode),
             scale=target,
             weights=target,
             source=source,

@@ -45,6 +45,7 @@ from observer.sources.samples import EppTarget, PodTarget
 from observer.sources.scrape import ScrapeSource, ScrapeSourceConfig
 from observer.store.repository import Store
 from observer.wiring.autoscale import DecisionNote, TwinAutoscaler, attach_twin_autoscaler
+from observer.wiring.kvfeed import TwinKvEvents
 from observer.wiring.live import LiveView
 from observer.wiring.procs import PromStack, ServiceThread, WebhookRecorder, pick_port
 from observer.wiring.report import render_report
@@ -264,9 +265,15 @@ def twin_pod_targets(metrics: MetricsEmitter, server: MetricsServer) -> Callable
 
 
 def attach_twin_signals(
-    settings: Settings, twin: Twin, metrics: MetricsEmitter, server: MetricsServer
+    settings: Settings,
+    twin: Twin,
+    metrics: MetricsEmitter,
+    server: MetricsServer,
+    kv: TwinKvEvents | None = None,
 ) -> SignalsAttachment:
-    """The fleet-signals engine on the twin's clock, scraping the twin's pods and EPP.
+    """The fleet-signals engine on the twin's clock, scraping the twin's pods and EPP, and with
+    `kv` (the twin built with `kv_events=True`, `kv` in its fanout) its KV events over ZMQ: the
+    per-pod eviction and demotion rates. The consumer is started here; `service.stop()` stops it.
 
     No background loop: the caller ticks `attachment.service.run_once(twin.now)` every
     `signals.interval_seconds` of simulated time (see `SignalTicker`).
@@ -276,7 +283,15 @@ def attach_twin_signals(
     source = ScrapeSource(
         twin_pod_targets(metrics, server), epps=epps, config=ScrapeSourceConfig(max_workers=SCRAPE_WORKERS)
     )
-    service = SignalService(SignalEngine(sig), source, clock=lambda: twin.now)
+    service = SignalService(
+        SignalEngine(sig),
+        source,
+        kv_index=kv.index if kv is not None else None,
+        kv_consumer=kv.consumer if kv is not None else None,
+        clock=lambda: twin.now,
+    )
+    if kv is not None:
+        kv.start()
     return attach(settings, service=service, background=False)
 
 
@@ -369,14 +384,20 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
             events.append({"elapsed": e.time - start, "kind": e.kind, "text": text})
         view.event(f"t=+{e.time - start:.0f}s {e.kind}: {text}")
 
-    sinks: list[FleetSink] = [emitter, metrics, recorder, _EventTap(on_event)]
+    kv = TwinKvEvents(lambda: holder[0].now if holder else time.time(), host=opts.host)
+    sinks: list[FleetSink] = [emitter, metrics, recorder, kv, _EventTap(on_event)]
     twin = build_twin(
-        opts.scenario, sink=Fanout(sinks), seed=opts.seed, duration=opts.duration, start=time.time()
+        opts.scenario,
+        sink=Fanout(sinks),
+        seed=opts.seed,
+        duration=opts.duration,
+        start=time.time(),
+        kv_events=True,
     )
     holder.append(twin)
     store = Store.open(settings.store.url)
     metrics_server = metrics.serve(opts.host, 0)
-    signals = attach_twin_signals(settings, twin, metrics, metrics_server)
+    signals = attach_twin_signals(settings, twin, metrics, metrics_server, kv)
     ticker = SignalTicker(signals.service, signals.service.engine.settings.interval_seconds)
     decisions: list[DecisionNote] = []
 
@@ -482,6 +503,7 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
         metrics_server.close()
         service.stop()
         signals.service.stop()
+        kv.close()
         webhook.close()
 
     start = twin.sim.start

@@ -7,9 +7,12 @@
 Each service runs on its twin's simulated clock with the fleet-signals engine and the autoscaler
 attached exactly as `pd-observer demo` does (`observer.wiring.demo.attach_twin_signals`: a scrape
 source over the twin's pods, ticked every 15 simulated s from the paced loop;
-`observer.wiring.autoscale.attach_twin_autoscaler`: the controller in apply mode on the twin,
-its metrics on the service's /metrics). The two twins run concurrently at
-`SPEED`x real time, so the whole run takes `cache-cascade`'s 600 simulated s / SPEED of wall time.
+`observer.wiring.autoscale.attach_twin_autoscaler`: the controller on the twin (apply on the
+burst, dry run on the cascade), its metrics on the service's /metrics;
+`observer.wiring.kvfeed.TwinKvEvents`: the twin's vLLM KV events over real ZMQ into the
+engine's KV tier index, subscribed per pod as pods appear). The
+two twins run concurrently at `SPEED`x real time, so the whole run takes `cache-cascade`'s 600
+simulated s / SPEED of wall time.
 
 Time: Prometheus evaluates rules and `for` on WALL time while the twins run SPEED x faster, so a
 `for: 5m` would need 5 x 25 = 125 simulated minutes of a signal. The test renders the rules with
@@ -36,6 +39,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from alerts.export import ALERTMANAGER_FILE, RULES_FILE, render_all
+from autoscaler.loop import Mode
 from dashboards.generate import generate
 from dashboards.render import dashboard_dict
 from observer import conventions as c
@@ -45,6 +49,7 @@ from observer.signals.service import SignalsAttachment
 from observer.store.memory import MemoryStore
 from observer.wiring.autoscale import TwinAutoscaler, attach_twin_autoscaler
 from observer.wiring.demo import SignalTicker, attach_twin_signals, http_emitter, traces_endpoint
+from observer.wiring.kvfeed import TwinKvEvents
 from observer.wiring.procs import ServiceThread, WebhookRecorder, free_port
 from observer.wiring.twin import build_twin
 from simulator.clock import run_paced
@@ -61,6 +66,9 @@ FOR = "2s"  # `for` of the two signal alerts under test (wall time; see the modu
 SEED = 1
 POOL = "llama-8b"  # the twin's pool (simulator/profiles/default.yaml)
 SCENARIOS = ("prefill-burst", "cache-cascade")
+# apply on the burst (the autoscaler's e2e); a dry run on the cascade, so the cascade's story (and
+# its alert, tests/e2e/test_alerts_e2e.py) is the twin's own while every autoscaler series exists
+AUTOSCALER_MODE = {"prefill-burst": Mode.APPLY, "cache-cascade": Mode.DRY_RUN}
 SNAPSHOT_AT = 0.75  # fraction of the cascade twin's run when the dashboard queries run
 RUN_TIMEOUT = 90.0  # wall seconds for both twins (a slow, shared CI box lags behind SPEED)
 
@@ -105,6 +113,7 @@ class ScenarioRun:
     server: MetricsServer
     spans: OtlpSpanEmitter
     autoscaler: TwinAutoscaler
+    kv: TwinKvEvents
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     lag_seconds: float = 0.0
@@ -249,12 +258,18 @@ def e2e() -> Iterator[E2E]:
                 server = metrics.serve(HOST, 0)
                 url = f"http://{HOST}:{ports[name]}"
                 spans = http_emitter(traces_endpoint(url), delay_ms=100)
-                twin = build_twin(name, sink=Fanout([spans, metrics]), seed=SEED, start=time.time())
-                signals = attach_twin_signals(settings, twin, metrics, server)
+                holder: list[Twin] = []
+                kv = TwinKvEvents(lambda h=holder: h[0].now if h else time.time(), host=HOST)  # type: ignore[misc]
+                twin = build_twin(
+                    name, sink=Fanout([spans, metrics, kv]), seed=SEED, start=time.time(), kv_events=True
+                )
+                holder.append(twin)
+                signals = attach_twin_signals(settings, twin, metrics, server, kv)
                 auto = attach_twin_autoscaler(
                     settings,
                     twin,
                     signals_latest=lambda s=signals: s.service.engine.latest,  # type: ignore[misc]
+                    mode=AUTOSCALER_MODE[name],
                 )
                 app = create_app(
                     settings,
@@ -265,7 +280,15 @@ def e2e() -> Iterator[E2E]:
                     on_startup=(*signals.on_startup, *auto.on_startup),
                 )
                 runs[name] = ScenarioRun(
-                    name, twin, ServiceThread(app, HOST, ports[name]), signals, metrics, server, spans, auto
+                    name,
+                    twin,
+                    ServiceThread(app, HOST, ports[name]),
+                    signals,
+                    metrics,
+                    server,
+                    spans,
+                    auto,
+                    kv,
                 )
                 runs[name].service.start()
             config = _prometheus_config(
@@ -299,6 +322,7 @@ def e2e() -> Iterator[E2E]:
             r.spans.shutdown()
             r.service.stop()
             r.signals.service.stop()
+            r.kv.close()
             r.server.close()
         for h in hooks.values():
             h.close()
