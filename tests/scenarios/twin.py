@@ -22,9 +22,10 @@ from observer.signals.engine import FleetSignals, SignalEngine
 from observer.signals.service import SignalsAttachment, SignalService, attach
 from observer.signals.settings import SignalsSettings
 from observer.sources.ports import MetricSource
-from observer.sources.samples import EppTarget, PodTarget
+from observer.sources.samples import EppTarget
 from observer.sources.scrape import ScrapeSource, ScrapeSourceConfig
 from observer.store.memory import MemoryStore
+from observer.wiring.demo import twin_pod_targets
 from simulator.emit.fanout import Fanout
 from simulator.emit.metrics import MetricsEmitter, MetricsServer
 from simulator.emit.otlp import OtlpSpanEmitter
@@ -34,28 +35,8 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: simulated epoch
 POOL = "llama-8b"  # the twin's pool (simulator/profiles/default.yaml)
 
 
-def targets_of(metrics: MetricsEmitter, server: MetricsServer) -> Callable[[], tuple[PodTarget, ...]]:
-    """Discovery from the twin's SD target groups (role and pool from labels, as in Kubernetes)."""
-
-    def pods() -> tuple[PodTarget, ...]:
-        out = []
-        for g in metrics.target_groups(server.address):
-            labels = g["labels"]
-            role = labels.get(c.LABEL_ROLE)
-            if role is None:  # the EPP
-                continue
-            out.append(
-                PodTarget(
-                    pod=labels[c.LABEL_POD],
-                    role=role,
-                    pool=labels[c.LABEL_POOL],
-                    namespace=labels[c.PROM_LABEL_NAMESPACE],
-                    metrics_url=server.url + labels[c.PROM_LABEL_METRICS_PATH],
-                )
-            )
-        return tuple(out)
-
-    return pods
+# Discovery of the twin's pods: the same function the demo uses.
+targets_of = twin_pod_targets
 
 
 @dataclass
