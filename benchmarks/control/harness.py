@@ -30,7 +30,7 @@ from typing import Any
 
 from autoscaler.loop import Controller, Mode
 from autoscaler.observe import ObserverSource, QueueReading, RecordSignals, RecordWindow, pool_by_pod_prefix
-from autoscaler.ports import MemoryAuditSink
+from autoscaler.ports import AuditEntry, MemoryAuditSink
 from autoscaler.service import warm_start
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinRecordSink
 from autoscaler.types import Config, PoolConfig, RoleConfig, WeightConfig
@@ -216,6 +216,8 @@ def run(
     static: tuple[int, int] | None = None,
     interval: float = 15.0,
     arrival_side: bool = True,
+    probe: Callable[[Twin, float, Meter, AuditEntry | None], None] | None = None,
+    scorer_weights: bool = True,
 ) -> RunResult:
     """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc."""
     wall0 = time.monotonic()
@@ -236,6 +238,7 @@ def run(
                 if not pod.draining:
                     pod.ready = True
     act: Policy | None = None
+    audit: MemoryAuditSink | None = None
     detail = ""
     if policy == "saturation":
         sat = SaturationPolicy(target)
@@ -275,7 +278,7 @@ def run(
             config=Config({POOL: cfg}),
             mode=Mode.APPLY,
             scale=target,
-            weights=target,
+            weights=target if scorer_weights else None,
             source=source,
             clock=clock,
             sleeper=clock,
@@ -302,6 +305,8 @@ def run(
         t = nxt
         if act is not None:
             act(twin, t)
+        if probe is not None:
+            probe(twin, t, meter, audit.entries[-1] if audit is not None and audit.entries else None)
     st = twin.actuator.get_state().pools[POOL]
     arrived = max(twin.fleet.arrived, meter.total)
     return RunResult(

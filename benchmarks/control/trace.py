@@ -1,0 +1,113 @@
+"""Timeline of one control-benchmark run: what the controller saw and decided each tick, beside
+the twin's internals (per-role KV usage, queues, preemptions, local vs remote prefill, TTFT
+split into queue / prefill / transfer / decode-wait). For diagnosis, read-only.
+
+    python -m benchmarks.control.trace mooncake-synthetic [--policy pd-observer] [--every 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+from autoscaler.ports import AuditEntry
+from benchmarks.control.harness import TTFT_SLO, Meter, run
+from observer import conventions as c
+from simulator.events import CompletedRequest
+from simulator.scenarios import SCENARIOS, Twin
+
+
+@dataclass
+class Timeline:
+    every: int = 1
+    reqs: list[CompletedRequest] = field(default_factory=list)
+    attached: bool = False
+    ticks: int = 0
+    last_preempt: int = 0
+    rows: list[str] = field(default_factory=list)
+
+    def __call__(self, twin: Twin, now: float, meter: Meter, entry: AuditEntry | None) -> None:
+        if not self.attached:
+            meter.listeners.append(self.reqs.append)
+            self.attached = True
+        self.ticks += 1
+        if self.ticks % self.every:
+            return
+        reqs = list(self.reqs)
+        self.reqs.clear()
+        pods = meter.pods
+        by = {r: [p for p in pods if p.role == r and p.ready] for r in c.ROLES}
+        pre = sum(p.preemptions for p in pods if p.role == c.ROLE_DECODE)
+        dpre, self.last_preempt = pre - self.last_preempt, pre
+        st = twin.actuator.get_state().pools[next(iter(twin.actuator.get_state().pools))]
+        rep = {r: st.replicas[r] for r in c.ROLES}
+        n = len(reqs) or 1
+        good = sum(1 for r in reqs if r.decode.first_token - (r.prefill or r.decode).arrival <= TTFT_SLO)
+        local = sum(1 for r in reqs if r.prefill is None)
+
+        def mean(xs: list[float]) -> float:
+            return sum(xs) / len(xs) if xs else 0.0
+
+        pq = mean([r.prefill.scheduled - r.prefill.arrival for r in reqs if r.prefill])
+        pf = mean([r.prefill.first_token - r.prefill.scheduled for r in reqs if r.prefill])
+        xf = mean([r.kv_transfer_seconds for r in reqs if r.prefill])
+        dq = mean([r.decode.scheduled - r.decode.arrival for r in reqs])
+        d1 = mean([r.decode.first_token - r.decode.scheduled for r in reqs])
+        dkv = by[c.ROLE_DECODE]
+        isl = mean([float(r.prompt_tokens) for r in reqs]) / 1e3
+        tiers = {t: mean([float(r.cached_by_tier.get(t, 0)) for r in reqs]) / 1e3 for t in c.TIERS}
+        row = (
+            f"{now - twin.sim.start:6.0f} P {rep[c.ROLE_PREFILL].desired}/{rep[c.ROLE_PREFILL].ready} "
+            f"D {rep[c.ROLE_DECODE].desired}/{rep[c.ROLE_DECODE].ready} "
+            f"| n {len(reqs):4d} ttft_ok {good / n:4.2f} local {local / n:4.2f} "
+            f"isl {isl:5.1f}k hbm {tiers[c.TIER_HBM]:5.1f} dram {tiers[c.TIER_DRAM]:5.1f} "
+            f"disk {tiers[c.TIER_DISK]:5.1f} "
+            f"| pq {pq:6.2f} pf {pf:5.2f} xf {xf:5.2f} dq {dq:6.2f} d1 {d1:5.2f} "
+            f"| Pwait {sum(p.waiting for p in by[c.ROLE_PREFILL]):4d} "
+            f"Dwait {sum(p.waiting for p in dkv):4d} Drun {sum(p.running for p in dkv):4d} "
+            f"Dkv {max((p.kv_usage for p in dkv), default=0):4.2f} preempt {dpre:5d} "
+            f"backlog {len(twin.fleet.backlog)} "
+            f"w {'/'.join(f'{v:g}' for v in twin.fleet.weights.values())}"
+        )
+        if entry is not None:
+            o = entry.observation
+            dm = o.demand
+            if dm is not None:
+                row += (
+                    f" | dem {dm.prompt_tokens_per_s * (1 - dm.hit_rate) / 1e3:6.1f}k "
+                    f"out {dm.output_tokens_per_s:6.0f}"
+                )
+            s = o.signals
+            row += f" st {int(bool(s.starvation))} pr {int(bool(s.decode_pressure))}"
+            row += " " + " ".join(
+                f"{d.role[0]}:{d.current}->{d.desired}[{','.join(x.value for x in d.reasons)}]"
+                for d in entry.decisions
+            )
+        self.rows.append(row)
+        print(row, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    doc = (__doc__ or "").splitlines()[0]
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.control.trace", description=doc)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--policy", default="pd-observer")
+    ap.add_argument("--static", help="P:D for --policy static")
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--every", type=int, default=1, help="print every Nth tick")
+    args = ap.parse_args(argv)
+    static = tuple(int(x) for x in args.static.split(":")) if args.static else None
+    res = run(
+        args.scenario,
+        args.policy,
+        duration=args.duration,
+        static=(static[0], static[1]) if static else None,
+        probe=Timeline(every=args.every),
+    )
+    print(res, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
