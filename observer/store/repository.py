@@ -30,7 +30,6 @@ from observer.store.types import DEFAULT_CHUNK, MINUTE, RollupRow, RollupWaterma
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE_OPTION = "pd_observer_write"
-_IN_CHUNK = 500  # ids per `IN (...)` when deleting released pending spans
 
 
 def normalize_url(url: str) -> str:
@@ -76,28 +75,24 @@ class Store:
         self._sqlite = engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         self._lock = threading.RLock()
-        # Record inserts bypass SQLAlchemy's per-row parameter processing (it cost as much as the
-        # database itself at 512 rows per call): compiled once here, executed on the DBAPI cursor.
-        self._sqlite_insert_sql = ""
-        self._pg_insert_sql = ""
-        if not self._sqlite:
-            # PostgreSQL fast path: psycopg's executemany(returning=True) pipelines the rows.
-            self._pg_insert_sql = str(
-                postgresql.insert(s.requests)
-                .on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(s.requests.c.request_id)
-                .compile(dialect=engine.dialect, column_keys=list(codec.RECORD_COLUMNS))
-            )
-        else:
-            # SQLite fast path: plain DBAPI executemany, positional parameters.
-            compiled = (
-                sqlite.insert(s.requests)
-                .on_conflict_do_nothing(index_elements=["request_id"])
-                .compile(dialect=engine.dialect, column_keys=list(codec.RECORD_COLUMNS))
-            )
-            if tuple(compiled.positiontup or ()) != codec.RECORD_COLUMNS:
-                raise RuntimeError("codec.RECORD_COLUMNS does not match the requests table")
-            self._sqlite_insert_sql = str(compiled)
+        # Writes bypass SQLAlchemy's per-row parameter processing (it cost as much as the
+        # database itself): one prepared SQL string each, executed with the DBAPI cursor's
+        # executemany on pre-built tuples (codec.record_to_tuple).
+        if set(codec.RECORD_COLUMNS) != {c.name for c in s.requests.columns} - {"seq"}:
+            raise RuntimeError("codec.RECORD_COLUMNS does not match the requests table")
+        # Only constants are interpolated (column names from codec, the driver's placeholder).
+        mark = "?" if self._sqlite else "%s"
+        cols, marks = ", ".join(codec.RECORD_COLUMNS), ", ".join([mark] * len(codec.RECORD_COLUMNS))
+        self._insert_records_sql = " ".join(
+            ["INSERT INTO requests", f"({cols}) VALUES ({marks})", "ON CONFLICT (request_id) DO NOTHING"]
+        )
+        self._insert_pending_sql = " ".join(
+            [
+                "INSERT INTO pending_spans (span_id, trace_id, end_time, payload)",
+                f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (span_id) DO NOTHING",
+            ]
+        )
+        self._delete_pending_sql = " ".join(["DELETE FROM pending_spans WHERE span_id =", mark])
 
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod
@@ -179,57 +174,55 @@ class Store:
         unique: dict[str, RequestRecord] = {}
         for r in records:
             unique.setdefault(r.request_id, r)
+        released = list(dict.fromkeys(pending_released))
         new_ids: set[str] = set()
         with self._write() as conn:
-            if unique and self._sqlite:
-                new_ids = self._insert_records_sqlite(conn, unique)
-            elif unique:
-                new_ids = self._insert_records_pg(conn, unique)
-            if pending_added:
-                conn.execute(
-                    self._insert(s.pending_spans).on_conflict_do_nothing(index_elements=["span_id"]),
-                    [
-                        {
-                            "span_id": p.span_id,
-                            "trace_id": p.trace_id,
-                            "end_time": p.end_time,
-                            "payload": codec.encode_engine_span(p),
-                        }
-                        for p in pending_added
-                    ],
-                )
-            released = list(dict.fromkeys(pending_released))
-            for i in range(0, len(released), _IN_CHUNK):
-                chunk = released[i : i + _IN_CHUNK]
-                conn.execute(sa.delete(s.pending_spans).where(s.pending_spans.c.span_id.in_(chunk)))
+            driver: Any = conn.connection.driver_connection
+            cur = driver.cursor()
+            try:
+                if unique:
+                    new_ids = (self._insert_records_sqlite if self._sqlite else self._insert_records_pg)(
+                        cur, unique
+                    )
+                if pending_added:
+                    cur.executemany(
+                        self._insert_pending_sql,
+                        [
+                            (p.span_id, p.trace_id, p.end_time, codec.encode_engine_span(p))
+                            for p in pending_added
+                        ],
+                    )
+                if released:
+                    cur.executemany(self._delete_pending_sql, [(sid,) for sid in released])
+            finally:
+                cur.close()
+        if len(new_ids) == len(unique):
+            return list(unique.values())
         return [r for r in unique.values() if r.request_id in new_ids]
 
-    def _insert_records_sqlite(self, conn: Connection, unique: dict[str, RequestRecord]) -> set[str]:
-        # BEGIN IMMEDIATE holds SQLite's single write lock, so "not there yet" stays true until
-        # our INSERT: the pre-check is exact. (PostgreSQL uses INSERT .. RETURNING instead.)
-        ids = list(unique)
-        existing: set[str] = set()
-        req = s.requests
-        for i in range(0, len(ids), _IN_CHUNK):
-            q = sa.select(req.c.request_id).where(req.c.request_id.in_(ids[i : i + _IN_CHUNK]))
-            existing.update(conn.execute(q).scalars())
-        new = [r for rid, r in unique.items() if rid not in existing]
-        if new:
-            conn.exec_driver_sql(self._sqlite_insert_sql, [codec.record_to_tuple(r) for r in new])
-        return {r.request_id for r in new}
+    def _insert_records_sqlite(self, cur: Any, unique: dict[str, RequestRecord]) -> set[str]:
+        # BEGIN IMMEDIATE holds SQLite's single write lock and `seq` is AUTOINCREMENT (always above
+        # every seq ever used), so the rows with seq > max(seq) before our INSERT are exactly the
+        # ones it added: one rowid range scan instead of an index probe per id before inserting.
+        # (PostgreSQL uses INSERT .. RETURNING instead.)
+        before = cur.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0]
+        cur.executemany(self._insert_records_sql, [codec.record_to_tuple(r) for r in unique.values()])
+        if cur.rowcount == len(unique):
+            return set(unique)
+        return {row[0] for row in cur.execute("SELECT request_id FROM requests WHERE seq > ?", (before,))}
 
-    def _insert_records_pg(self, conn: Connection, unique: dict[str, RequestRecord]) -> set[str]:
+    def _insert_records_pg(self, cur: Any, unique: dict[str, RequestRecord]) -> set[str]:
         # INSERT .. ON CONFLICT DO NOTHING RETURNING: exact even with concurrent writers.
-        driver: Any = conn.connection.driver_connection
         new: set[str] = set()
-        with driver.cursor() as cur:
-            cur.executemany(
-                self._pg_insert_sql, [codec.record_to_row(r) for r in unique.values()], returning=True
-            )
-            while True:
-                new.update(row[0] for row in cur.fetchall())
-                if not cur.nextset():
-                    break
+        cur.executemany(
+            self._insert_records_sql + " RETURNING request_id",
+            [codec.record_to_tuple(r) for r in unique.values()],
+            returning=True,
+        )
+        while True:
+            new.update(row[0] for row in cur.fetchall())
+            if not cur.nextset():
+                break
         return new
 
     def load_pending(self) -> list[EngineSpan]:

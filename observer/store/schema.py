@@ -54,7 +54,7 @@ requests = sa.Table(
     sa.UniqueConstraint("request_id"),
     sa.Index(None, "end_time"),
     sa.Index(None, "tenant", "end_time"),
-    sa.Index(None, "trace_id"),
+    # No trace_id index (migration 0003): records_by_trace scans; it serves tests and admin only.
     sqlite_autoincrement=True,  # never reuse a seq after deletes: the rollup watermark relies on it
 )
 

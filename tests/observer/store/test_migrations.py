@@ -44,7 +44,7 @@ def test_upgrade_from_empty_is_idempotent_and_downgrades_to_base(empty_url: str)
     try:
         assert st.current_revision() is None
         st.upgrade()
-        assert st.current_revision() == head() == "0002"
+        assert st.current_revision() == head() == "0003"
         assert set(sa.inspect(st.engine).get_table_names()) >= TABLES
         st.write_batch([record(1, 1000.0)])
         st.upgrade()  # idempotent: no error, data kept
@@ -59,6 +59,31 @@ def test_upgrade_from_empty_is_idempotent_and_downgrades_to_base(empty_url: str)
         st.upgrade()
         assert st.current_revision() == head()
         assert st.count_records() == 0
+    finally:
+        st.close()
+
+
+def _request_indexes(st: Store) -> set[str]:
+    return {str(ix["name"]) for ix in sa.inspect(st.engine).get_indexes("requests")}
+
+
+def test_0003_drops_the_trace_id_index_and_downgrades(empty_url: str) -> None:
+    st = Store.open(empty_url)
+    try:
+        st.upgrade("0002")
+        assert "ix_requests_trace_id" in _request_indexes(st)
+        st.write_batch([record(1, 1000.0, trace_id="ab" * 16), record(2, 999.0, trace_id="ab" * 16)])
+        st.upgrade()
+        assert st.current_revision() == "0003"
+        indexes = _request_indexes(st)
+        assert "ix_requests_trace_id" not in indexes
+        assert {"ix_requests_end_time", "ix_requests_tenant_end_time"} <= indexes
+        # records_by_trace still answers (a scan now), data kept across the migration
+        assert [r.request_id for r in st.records_by_trace("ab" * 16)] == ["req-2", "req-1"]
+        st.downgrade("0002")
+        assert st.current_revision() == "0002"
+        assert "ix_requests_trace_id" in _request_indexes(st)
+        assert st.count_records() == 2
     finally:
         st.close()
 
@@ -86,7 +111,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         with st.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+            assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()) >= 1000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         st.close()

@@ -26,6 +26,14 @@ def test_write_batch_returns_only_new_records(store: RecordStore) -> None:
     assert store.count_records() == 13
 
 
+def test_write_batch_interleaved_old_and_new_keeps_input_order(store: RecordStore) -> None:
+    store.write_batch([record(i, T0 + i) for i in range(0, 20, 2)])  # the even ids exist
+    batch = [record(i, T0 + 100 - i) for i in (7, 4, 3, 8, 1, 19, 0, 7)]
+    assert [r.request_id for r in store.write_batch(batch)] == ["req-7", "req-3", "req-1", "req-19"]
+    assert store.write_batch(batch) == []
+    assert store.count_records() == 14
+
+
 def test_write_batch_duplicate_inside_one_batch_counts_once(store: RecordStore) -> None:
     a = record(1, T0 + 1)
     b = record(1, T0 + 2)  # same request id, different content: the first one wins
@@ -190,7 +198,7 @@ def test_rollup_resumes_from_watermark_and_merges_late_records(store: RecordStor
     store.rollup(T0 + 420.0)
     store.rollup(T0 + 900.0)
     assert _as_map(store.rollups(0.0)) == _raw_sums(first + late, T0 + 900.0)
-    by_tenant = defaultdict(int)
+    by_tenant: defaultdict[str, int] = defaultdict(int)
     for r in store.rollups(0.0, tenant="a"):
         by_tenant[r.tenant] += r.requests
     assert set(by_tenant) <= {"a"}
