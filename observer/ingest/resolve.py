@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from observer import conventions as c
 from observer.config import IngestSettings
-from observer.ingest import otlp
+from observer.ingest import fastpath, otlp
 from observer.model import Attributes, AttrValue, EngineSpan, RejectReason, Span, TierTokens, TraceHints
 
 __all__ = ["ResolveConfig", "ResolvedBatch", "Resolver", "decode_and_resolve", "resolve_batch"]
@@ -362,11 +362,16 @@ def decode_and_resolve(
 
     The protobuf path resolves straight from the parsed messages, without building an
     intermediate `Span` per span; JSON goes through `decode_traces` + `resolve_batch`. Decode
-    rejects (bad ids/times) come first in `errors`, then resolution rejects."""
+    rejects (bad ids/times) come first in `errors`, then resolution rejects. A clean protobuf
+    batch is decoded and resolved by the native extension when it is built
+    (`observer.ingest.fastpath`, docs/ingest.md); any other batch takes the Python path whole."""
     if otlp.media_type(content_type) != c.CT_PROTOBUF:
         decoded = otlp.decode_traces(body, content_type, content_encoding, max_decompressed_bytes, max_spans)
         return _merge_rejects(resolve_batch(decoded.spans, cfg), decoded.rejected, decoded.errors)
     data = otlp.unwrap_body(body, content_encoding, max_decompressed_bytes)
+    fast = fastpath.decode(data, max_spans, cfg)
+    if fast is not None:
+        return ResolvedBatch(fast[0], fast[1], 0, (), fast[2])
     rej = otlp.Rejects()
     r = Resolver(cfg)
     add, facts, attrs_of = r.add, r.facts, otlp.pb_attributes
