@@ -47,6 +47,9 @@ def _demand(d: Demand | None) -> dict[str, Any] | None:
         "prompt_tokens_per_s": _num(d.prompt_tokens_per_s),
         "output_tokens_per_s": _num(d.output_tokens_per_s),
         "hit_rate": _num(d.hit_rate),
+        "dram_hit_share": _num(d.dram_hit_share),
+        "disk_hit_share": _num(d.disk_hit_share),
+        "ttft_p90_seconds": None if d.ttft_p90_seconds is None else _num(d.ttft_p90_seconds),
         "requests_per_s": _num(d.requests_per_s),
         "age_seconds": _num(d.age_seconds),
     }

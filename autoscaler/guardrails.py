@@ -45,6 +45,24 @@ def replicas_for(work: float, capacity: float, utilization: float) -> int:
     return math.ceil(work / (capacity * utilization) - 1e-9)
 
 
+def startup_remaining(last_scale_up: float | None, now: float, startup: float, *, starting: bool) -> float:
+    """Seconds until capacity asked for now (or still starting) serves: the full cold start when
+    nothing is starting, else what is left of the last scale-up's (never negative)."""
+    if startup <= 0:
+        return 0.0
+    if starting and last_scale_up is not None:
+        return max(0.0, startup - max(0.0, now - last_scale_up))
+    return startup
+
+
+def startup_backlog_rate(work: float, ready_capacity: float, remaining: float, drain: float) -> float:
+    """Extra rate that drains, within `drain` seconds, the backlog that builds while `work`
+    exceeds the ready capacity for the `remaining` seconds of a cold start (0 when it does not)."""
+    if remaining <= 0 or drain <= 0:
+        return 0.0
+    return max(0.0, work - max(0.0, ready_capacity)) * remaining / drain
+
+
 def n_minus_one_floor(work: float, capacity: float) -> int:
     """Fewest replicas that carry `work` without any exceeding capacity at the SLO target.
 

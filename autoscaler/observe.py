@@ -11,7 +11,9 @@ same records), replicas and readiness from the target (the loop fills those in).
 and bounded (`max_records`, `max_samples`). Nothing here reads a clock: `now` is passed in.
 
 Demand (per pool, over the last `window_seconds` of request end times, rates over a partial
-window right after start): prompt tok/s, output tok/s, token-weighted prefix hit rate, req/s.
+window right after start): prompt tok/s, output tok/s, token-weighted prefix hit rate and the
+shares of prompt tokens served from DRAM and disk (the records' tier split, as vLLM's
+`prompt_tokens_cached_by_source{source=host|disk}` counts it), req/s, TTFT p90.
 It is `None` (the policy holds) while the window is warming up with no data, or when the
 feed is not live (`live()` returns False, e.g. the pipeline is stopping).
 """
@@ -181,13 +183,18 @@ def demand_of(
     window's requests, plus the `waiting` requests' prompts drained over `drain_seconds`; the
     mean prompt is taken from the `recent` records when given (it follows a change of mix).
     """
-    n = prompt = cached = output = 0
+    n = prompt = cached = output = dram = disk = 0
     queued = 0.0
     nq = 0
+    ttfts: list[float] = []
     for r in records:
         n += 1
+        if r.ttft is not None and r.ttft >= 0:
+            ttfts.append(r.ttft)
         prompt += r.prompt_tokens
         cached += min(r.cached_tokens, r.prompt_tokens)
+        dram += r.cached.dram
+        disk += r.cached.disk
         output += r.output_tokens
         if r.queue is not None and r.queue >= 0:
             queued += r.queue
@@ -205,9 +212,12 @@ def demand_of(
         if waiting:
             prompt_rate += max(0, waiting) * mean_prompt / max(drain_seconds, 1e-9)
     return Demand(
+        ttft_p90_seconds=_p90(ttfts),
         prompt_tokens_per_s=prompt_rate,
         output_tokens_per_s=output / span,
         hit_rate=cached / prompt if prompt else 0.0,
+        dram_hit_share=min(1.0, dram / prompt) if prompt else 0.0,
+        disk_hit_share=min(1.0, disk / prompt) if prompt else 0.0,
         requests_per_s=n / span,
         age_seconds=age_seconds,
     )

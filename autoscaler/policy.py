@@ -115,20 +115,30 @@ def _scale(
     assert st.capacity is not None
     demand = obs.demand
     hit = min(1.0, max(0.0, demand.hit_rate))
+    # prefill work in recompute-equivalent tokens: misses, plus hits loaded from slow tiers
+    tiers = cfg.dram_hit_cost * max(0.0, demand.dram_hit_share) + cfg.disk_hit_cost * max(
+        0.0, demand.disk_hit_share
+    )
     work = {
-        c.ROLE_PREFILL: max(0.0, demand.prompt_tokens_per_s) * (1.0 - hit),
+        c.ROLE_PREFILL: max(0.0, demand.prompt_tokens_per_s) * (1.0 - hit + tiers),
         c.ROLE_DECODE: max(0.0, demand.output_tokens_per_s),
     }
+    corr, corrected = _correct(
+        obs, cfg, st, current, work=work[c.ROLE_PREFILL], signals_known=signals_known, up_only=up_only
+    )
     capacity = {
-        c.ROLE_PREFILL: st.capacity.prefill_tokens_per_s,
+        c.ROLE_PREFILL: st.capacity.prefill_tokens_per_s * corr,
         c.ROLE_DECODE: st.capacity.decode_tokens_per_s,
     }
+    st = replace(st, prefill_correction=corr)
     # demand history for the forecast (bounded by the forecast window)
     kept = tuple(h for h in st.demand_history if now - cfg.forecast_window_seconds <= h[0] < now)
     hist = (*kept, (now, work[c.ROLE_PREFILL], work[c.ROLE_DECODE]))
     st = replace(st, demand_history=hist)
 
     reasons: dict[str, list[ReasonCode]] = {r: [] for r in ROLES}
+    if corrected:
+        reasons[c.ROLE_PREFILL].append(R.CAPACITY_CORRECTED)
     raw: dict[str, int] = {}
     floors: dict[str, int] = {}
     for i, r in enumerate(ROLES, start=1):
@@ -138,22 +148,34 @@ def _scale(
         if fc is not None and fc > lead:
             lead = fc
         need = g.replicas_for(lead, capacity[r], cfg.target_utilization)
+        startup = g.startup_backlog_rate(
+            work[r],
+            _ready(obs, r, current) * capacity[r],
+            g.startup_remaining(st.last_scale_up.get(r), now, cfg.startup_seconds, starting=r in up_only),
+            cfg.backlog_drain_seconds,
+        )
+        with_backlog = g.replicas_for(lead + startup, capacity[r], cfg.target_utilization)
         floors[r] = g.n_minus_one_floor(work[r], capacity[r])
         if r in up_only:  # never shrink a role whose scale-up is still starting
             floors[r] = max(floors[r], current[r])
-        raw[r] = need
+        raw[r] = max(need, with_backlog)
         if all(v <= 0 for v in work.values()):
             reasons[r].append(R.ZERO_TRAFFIC)
         else:
             reasons[r].append(R.FORECAST if need > base else R.CAPACITY_FLOOR)
+            if with_backlog > need:
+                reasons[r].append(R.STARTUP_BACKLOG)
 
     # reactive moves (signals unknown/stale: no reactive move, the floor still applies)
     sig = obs.signals
+    # Each reaction is one replica beyond what is *ready*: while a scale-up is still starting,
+    # the symptom is expected to persist until those pods serve, so it does not stack another
+    # replica per tick (the floor still grows with the demand, backlog included).
     if signals_known and sig.starvation:
-        raw[c.ROLE_PREFILL] = max(raw[c.ROLE_PREFILL], current[c.ROLE_PREFILL] + 1)
+        raw[c.ROLE_PREFILL] = max(raw[c.ROLE_PREFILL], _ready(obs, c.ROLE_PREFILL, current) + 1)
         reasons[c.ROLE_PREFILL].append(R.DECODE_STARVATION)
     if signals_known and sig.decode_pressure:
-        raw[c.ROLE_DECODE] = max(raw[c.ROLE_DECODE], current[c.ROLE_DECODE] + 1)
+        raw[c.ROLE_DECODE] = max(raw[c.ROLE_DECODE], _ready(obs, c.ROLE_DECODE, current) + 1)
         reasons[c.ROLE_DECODE].append(R.DECODE_PRESSURE)
     # a raw recommendation never leaves the configured bounds (keeps the windows honest)
     for r in ROLES:
@@ -225,6 +247,46 @@ def _scale(
             rs = [*rs, R.STEADY] if R.STEADY not in rs else rs
         out.append(RoleDecision(obs.pool, r, current[r], desired[r], tuple(dict.fromkeys(rs))))
     return out, replace(st, recommendations=recs, last_scale_up=ups, last_scale_down=downs)
+
+
+def _correct(
+    obs: PoolObservation,
+    cfg: PoolConfig,
+    st: PoolState,
+    current: Mapping[str, int],
+    *,
+    work: float,
+    signals_known: bool,
+    up_only: frozenset[str],
+) -> tuple[float, bool]:
+    """SLO feedback on the prefill capacity (see `PoolConfig.prefill_correction_min`).
+
+    Lowered when decode starvation fires on a *settled* prefill role (nothing starting: a
+    scale-up in flight explains the symptom) whose modelled utilization u is below the target:
+    the observation says those replicas are at least full, so the capacity is scaled by
+    u / target (and a further 0.8, so a persisting miss keeps lowering it). Recovers slowly
+    while the TTFT p90 is under half its target. Returns (correction, lowered this tick)."""
+    assert obs.demand is not None
+    assert st.capacity is not None
+    corr = min(1.0, max(cfg.prefill_correction_min, st.prefill_correction))
+    p90 = obs.demand.ttft_p90_seconds
+    ready = _ready(obs, c.ROLE_PREFILL, current)
+    if p90 is None or work <= 0 or ready <= 0:
+        return corr, False
+    util = work / (ready * st.capacity.prefill_tokens_per_s * corr)
+    settled = c.ROLE_PREFILL not in up_only and ready == current[c.ROLE_PREFILL]
+    if signals_known and obs.signals.starvation and settled and util < cfg.target_utilization:
+        lowered = max(cfg.prefill_correction_min, corr * 0.8 * util / cfg.target_utilization)
+        return lowered, lowered < corr
+    if p90 <= cfg.ttft_target_seconds / 2:
+        return min(1.0, corr * (1.0 + cfg.prefill_correction_recovery)), False
+    return corr, False
+
+
+def _ready(obs: PoolObservation, role: str, current: Mapping[str, int]) -> int:
+    """Ready replicas of `role` (never above the desired count)."""
+    status = obs.roles.get(role)
+    return current[role] if status is None else min(current[role], max(0, status.ready))
 
 
 _HOLDING = frozenset(

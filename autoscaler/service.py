@@ -76,17 +76,24 @@ def ctl_scale(ctl: Controller) -> ScaleTarget:
     return scale
 
 
-def warm_start(ctl: Controller, scale: ScaleTarget, now: float) -> None:
-    """Seed the policy with a recommendation at the current replica counts, as if the last
-    scale-down window had recommended them: a (re)started controller never scales down on a
-    half-empty stabilization window (HPA would), it waits `scale_down_window_seconds` first.
-    Roles whose target cannot be read are left unseeded."""
+def warm_start(ctl: Controller, scale: ScaleTarget, now: float, *, hold_seconds: float | None = None) -> None:
+    """Seed the policy with a recommendation at the current replica counts, so a (re)started
+    controller never scales down before it has seen its demand: the seed stays in the
+    scale-down stabilization window for `hold_seconds` (the observation window: `serve` and
+    `autoscale` pass the record window's length), then ages out, and the window holds only
+    recommendations computed from data (HPA semantics). `None` keeps the seed for the whole
+    `scale_down_window_seconds` (the previous behaviour: the fleet's size at start is treated
+    as if the last window had recommended it). Roles whose target cannot be read are left
+    unseeded."""
     pools = dict(ctl.state.pools)
-    for pool in ctl.config.pools:
+    for pool, pcfg in ctl.config.pools.items():
+        at = now
+        if hold_seconds is not None and hold_seconds < pcfg.scale_down_window_seconds:
+            at = now - pcfg.scale_down_window_seconds + max(0.0, hold_seconds)
         recs = []
         for role in c.ROLES:
             try:
-                recs.append(Recommendation(now, role, scale.status(pool, role).replicas))
+                recs.append(Recommendation(at, role, scale.status(pool, role).replicas))
             except ActuationError:
                 continue
         st = pools.get(pool, PoolState())
@@ -181,7 +188,7 @@ def run_autoscale(
             if not rep.leader:
                 out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
             return 0
-        warm_start(ctl, ctl_scale(ctl), time.time())
+        warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=window.window_seconds)
         ctl.run(max_ticks=max_ticks)
         return 0
     except LeadershipLost as exc:
@@ -239,7 +246,7 @@ def attach(
             from autoscaler.kubernetes import build_controller
 
             ctl, _api = build_controller(asettings, source=source, audit=audit)
-        warm_start(ctl, ctl_scale(ctl), pipeline.clock())
+        warm_start(ctl, ctl_scale(ctl), pipeline.clock(), hold_seconds=window.window_seconds)
         if background:
             task = asyncio.get_running_loop().create_task(run_in_background(ctl), name="autoscaler")
             pipeline.add_task(task)

@@ -21,6 +21,8 @@ class ReasonCode(StrEnum):
     STEADY = "steady"  # nothing to do
     CAPACITY_FLOOR = "capacity_floor"  # demand / per-replica capacity asks for this many
     FORECAST = "forecast"  # the short-horizon forecast raised the floor
+    CAPACITY_CORRECTED = "capacity_corrected"  # TTFT missed under the modelled capacity: lowered
+    STARTUP_BACKLOG = "startup_backlog"  # backlog growing until starting pods serve raised the floor
     ZERO_TRAFFIC = "zero_traffic"  # no demand: scale down to min
     DECODE_STARVATION = "decode_starvation"  # shift capacity toward prefill
     DECODE_PRESSURE = "decode_pressure"  # add decode
@@ -71,6 +73,10 @@ class Demand:
     hit_rate: float  # token-weighted prefix-cache hit rate, 0..1
     requests_per_s: float
     age_seconds: float = 0.0
+    ttft_p90_seconds: float | None = None  # observed TTFT p90 over the window (None = unknown)
+    # shares of prompt tokens whose prefix hit was served from DRAM / disk (part of hit_rate)
+    dram_hit_share: float = 0.0
+    disk_hit_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,8 @@ class PoolState:
     last_weight_change: float | None = None
     demand_history: tuple[tuple[float, float, float], ...] = ()  # (t, prefill work, decode work)
     capacity: CapacityEstimate | None = None
+    # SLO feedback on the prefill capacity (1 = as configured/learned; see policy._correct)
+    prefill_correction: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +200,27 @@ class PoolConfig:
     # a role whose scale-up is still starting may grow further when the need persists (never
     # shrink); False = classic gating, no move at all until ready == desired
     scale_up_while_starting: bool = True
+    # Prefill work of a prefix hit served from a lower tier, relative to recomputing the token
+    # (recompute tok/s / tier load tok/s): 8B on an H100 recomputes ~40k tok/s; at 128 KiB of KV
+    # per token DRAM over PCIe (~8 GB/s) loads ~61k tok/s (0.65), local NVMe (~2 GB/s) ~15k
+    # tok/s (2.6). HBM hits are free. 0 = count every hit as free (tier-unaware).
+    dram_hit_cost: float = 0.65
+    disk_hit_cost: float = 2.6
+    # Cold-start lookahead: while demand exceeds the *ready* capacity, the backlog keeps growing
+    # until new pods serve (`startup_seconds` after a scale-up: image, weights, CUDA graphs);
+    # the floor adds what drains that projected backlog within `backlog_drain_seconds`.
+    # 0 = off (size for the current demand only; the default until Settings expose it: the
+    # control benchmark sets the twin's 90 s).
+    startup_seconds: float = 0.0
+    backlog_drain_seconds: float = 60.0
+    # SLO feedback: when prefill starves decode (TTFT missed, pre-decode time dominating) although
+    # the capacity model puts prefill below `target_utilization`, the per-replica prefill capacity
+    # is too optimistic for this traffic (long prompts queue behind each other, prefix hits served
+    # from slow tiers): it is scaled down to what the observation supports, never below
+    # `prefill_correction_min` of the estimate, and recovers by `prefill_correction_recovery` per
+    # tick while the TTFT p90 stays under half its target.
+    prefill_correction_min: float = 0.25
+    prefill_correction_recovery: float = 0.01
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits
     capacity_min_samples: float = 20.0  # effective samples before the fit overrides the bootstrap
     weights: WeightConfig = WeightConfig()

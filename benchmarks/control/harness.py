@@ -286,7 +286,7 @@ def run(
             interval_seconds=interval,
         )
 
-        warm_start(ctl, target, twin.now)
+        warm_start(ctl, target, twin.now, hold_seconds=window.window_seconds)
 
         def tick(tw: Twin, now: float) -> None:
             clock.t = now

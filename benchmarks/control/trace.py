@@ -65,6 +65,7 @@ class Timeline:
             f"disk {tiers[c.TIER_DISK]:5.1f} "
             f"| pq {pq:6.2f} pf {pf:5.2f} xf {xf:5.2f} dq {dq:6.2f} d1 {d1:5.2f} "
             f"| Pwait {sum(p.waiting for p in by[c.ROLE_PREFILL]):4d} "
+            f"max {max((p.waiting for p in by[c.ROLE_PREFILL]), default=0):3d} "
             f"Dwait {sum(p.waiting for p in dkv):4d} Drun {sum(p.running for p in dkv):4d} "
             f"Dkv {max((p.kv_usage for p in dkv), default=0):4.2f} preempt {dpre:5d} "
             f"backlog {len(twin.fleet.backlog)} "
