@@ -110,6 +110,23 @@ class StoreSettings(_Section):
     )
     maintenance_interval_seconds: float = Field(60.0, gt=0, description="rollup + retention job period")
     write_batch_max: int = Field(32, gt=0, description="OTLP batches grouped into one transaction")
+    group_commit_max_wait_ms: float = Field(
+        50.0,
+        ge=0,
+        description=(
+            "group commit linger: while more OTLP batches are being decoded, the writer waits up to "
+            "this long (from taking the first batch) for them to join the transaction; never waits "
+            "when nothing else is in flight (light load); 0 disables"
+        ),
+    )
+    group_commit_max_spans: int = Field(
+        16_384,
+        gt=0,
+        description=(
+            "engine spans (each gives at most one record) per transaction above which the writer "
+            "stops adding batches to a group"
+        ),
+    )
 
 
 class SloSettings(_Section):

@@ -114,6 +114,10 @@ class Pipeline:
         self._decode_pool = ThreadPoolExecutor(s.server.decode_workers, thread_name_prefix="otlp-decode")
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._queue: asyncio.Queue[_Job] | None = None
+        # Group commit (event-loop state only): batches being decoded, and a wake-up for the
+        # writer when one was queued or finished decoding.
+        self._decoding = 0
+        self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.ready = False
@@ -181,6 +185,7 @@ class Pipeline:
             self.metrics.batches.labels("throttled").inc()
             raise Throttled(503, "pd-observer is not accepting data (starting or stopping)")
         loop = asyncio.get_running_loop()
+        self._decoding += 1
         try:
             batch = await loop.run_in_executor(
                 self._decode_pool, self.decode, body, content_type, content_encoding
@@ -188,6 +193,9 @@ class Pipeline:
         except IngestError as exc:
             self.metrics.batches.labels(_status_label(exc.status)).inc()
             raise
+        finally:
+            self._decoding -= 1
+            self._arrived.set()  # queued below, or failed: a lingering writer re-checks either way
         job = _Job(batch=batch, future=loop.create_future(), loop=loop)
         try:
             self._queue.put_nowait(job)
@@ -209,11 +217,8 @@ class Pipeline:
         assert self._queue is not None
         queue = self._queue
         loop = asyncio.get_running_loop()
-        max_group = self.settings.store.write_batch_max
         while True:
-            jobs = [await queue.get()]
-            while len(jobs) < max_group and not queue.empty():
-                jobs.append(queue.get_nowait())
+            jobs = await self._group(queue, loop)
             try:
                 await loop.run_in_executor(self._writer_pool, self._write, [j.batch for j in jobs])
             except Exception as exc:
@@ -229,6 +234,33 @@ class Pipeline:
                 for _ in jobs:
                     queue.task_done()
                 self.metrics.queue_depth.set(queue.qsize())
+
+    async def _group(self, queue: asyncio.Queue[_Job], loop: asyncio.AbstractEventLoop) -> list[_Job]:
+        """The batches of the next transaction: wait for one, take every queued one, and while
+        other batches are still being decoded linger up to `group_commit_max_wait_ms` for them,
+        up to `write_batch_max` batches / `group_commit_max_spans` engine spans. Light load (no
+        other batch in flight) never waits."""
+        st = self.settings.store
+        jobs = [await queue.get()]
+        spans = len(jobs[0].batch.engine)
+        deadline = loop.time() + st.group_commit_max_wait_ms / 1000
+        while len(jobs) < st.write_batch_max and spans < st.group_commit_max_spans:
+            if not queue.empty():
+                jobs.append(queue.get_nowait())
+                spans += len(jobs[-1].batch.engine)
+                continue
+            remaining = deadline - loop.time()
+            if self._decoding == 0 or remaining <= 0:
+                break
+            # No await between the checks above and clear(): a batch queued (or a decode that
+            # finished) after this point sets the event, so no wake-up is missed. Waiting on the
+            # event, not on queue.get(), means a timeout can never drop a dequeued job.
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return jobs
 
     def _write(self, batches: Sequence[ResolvedBatch]) -> None:
         """Writer thread: assemble, commit, then update the in-memory windows."""

@@ -1,4 +1,5 @@
-"""Pipeline behaviour that needs a controllable store: back-pressure and failed commits."""
+"""Pipeline behaviour that needs a controllable store or decoder: back-pressure, failed commits,
+group commit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from observer import conventions as c
 from observer.config import load_settings
+from observer.ingest.resolve import ResolvedBatch
 from observer.model import EngineSpan, RequestRecord
 from observer.pipeline import Pipeline, Throttled
 from observer.store import MemoryStore
@@ -94,3 +96,120 @@ async def test_a_failed_commit_is_never_acknowledged_and_state_stays_consistent(
         assert [s.tenant for s in p.aggregator.tenants(300, time.time())] == ["kept"]
     finally:
         await p.stop()
+
+
+# -- group commit ----------------------------------------------------------------------------------
+class CountingStore(MemoryStore):
+    """The in-memory store, remembering how many records each transaction held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transactions: list[int] = []
+
+    def write_batch(
+        self,
+        records: Sequence[RequestRecord],
+        pending_added: Sequence[EngineSpan] = (),
+        pending_released: Sequence[str] = (),
+    ) -> list[RequestRecord]:
+        self.transactions.append(len(records))
+        return super().write_batch(records, pending_added, pending_released)
+
+
+class SlowDecodePipeline(Pipeline):
+    """Decoding takes `decode_seconds` (one decode worker): batches are in flight one after another."""
+
+    decode_seconds = 0.1
+
+    def decode(self, body: bytes, content_type: str | None, content_encoding: str | None) -> ResolvedBatch:
+        time.sleep(self.decode_seconds)
+        return super().decode(body, content_type, content_encoding)
+
+
+def grouping(store: MemoryStore, wait_ms: float, max_spans: int = 16_384, slow: bool = True) -> Pipeline:
+    settings = load_settings(
+        None,
+        overrides={
+            "server": {"decode_workers": 1},
+            "store": {"group_commit_max_wait_ms": wait_ms, "group_commit_max_spans": max_spans},
+        },
+        env={},
+    )
+    cls = SlowDecodePipeline if slow else Pipeline
+    return cls(settings=settings, store=store, registry=CollectorRegistry())
+
+
+async def _send_all(p: Pipeline, tenants: Sequence[str], store: MemoryStore) -> list[int]:
+    """Send every body at once; for each, the number of stored records when its 200 came back."""
+
+    async def one(t: str) -> int:
+        out = await p.ingest(body(t), c.CT_PROTOBUF, None)
+        assert out.status == 200
+        return store.count_records()
+
+    return list(await asyncio.gather(*(one(t) for t in tenants)))
+
+
+async def test_group_commit_lingers_while_batches_are_decoding() -> None:
+    store = CountingStore()
+    p = grouping(store, wait_ms=5_000)
+    await p.start()
+    try:
+        seen = await _send_all(p, [f"t{i}" for i in range(5)], store)
+    finally:
+        await p.stop()
+    # one transaction for the five batches, and no batch answered before it committed
+    assert store.transactions == [5]
+    assert seen == [5] * 5
+
+
+async def test_without_linger_each_decoded_batch_commits_alone() -> None:
+    store = CountingStore()
+    p = grouping(store, wait_ms=0)
+    await p.start()
+    try:
+        await _send_all(p, [f"t{i}" for i in range(5)], store)
+    finally:
+        await p.stop()
+    assert sum(store.transactions) == 5
+    assert len(store.transactions) >= 3  # decodes finish 100 ms apart: nothing to group
+
+
+async def test_group_commit_caps_spans_per_transaction() -> None:
+    store = CountingStore()
+    p = grouping(store, wait_ms=5_000, max_spans=2)
+    await p.start()
+    try:
+        await _send_all(p, [f"t{i}" for i in range(5)], store)
+    finally:
+        await p.stop()
+    assert sum(store.transactions) == 5
+    assert max(store.transactions) <= 2
+
+
+async def test_group_commit_linger_is_bounded() -> None:
+    store = CountingStore()
+    p = grouping(store, wait_ms=50)
+    SlowDecodePipeline.decode_seconds = 0.3
+    await p.start()
+    try:
+        await _send_all(p, ["a", "b", "c"], store)
+    finally:
+        SlowDecodePipeline.decode_seconds = 0.1
+        await p.stop()
+    # the next batch is 300 ms away, the linger 50 ms: every batch commits alone
+    assert store.transactions == [1, 1, 1]
+
+
+async def test_light_load_never_lingers() -> None:
+    store = CountingStore()
+    p = grouping(store, wait_ms=5_000, slow=False)
+    await p.start()
+    try:
+        for t in ("a", "b", "c"):
+            start = time.perf_counter()
+            assert (await p.ingest(body(t), c.CT_PROTOBUF, None)).status == 200
+            assert time.perf_counter() - start < 2.0  # far below the 5 s linger
+    finally:
+        await p.stop()
+    assert store.transactions == [1, 1, 1]
