@@ -263,3 +263,46 @@ def test_warm_start_seeds_current_replicas() -> None:
     warm_start(ctl, scale, 5.0)
     recs = ctl.state.pools["p"].recommendations
     assert [(r.role, r.replicas, r.at) for r in recs] == [(P, 4, 5.0)]  # decode unreadable: not seeded
+
+
+def test_demand_tier_shares_and_ttft_p90() -> None:
+    rs = [
+        rec(
+            i,
+            100.0 + i,
+            prompt_tokens=1000,
+            output_tokens=50,
+            cached=TierTokens(hbm=100, dram=200, disk=300),
+            ttft=float(i + 1) / 10,
+        )
+        for i in range(10)
+    ]
+    d = demand_of(rs, 60.0, backlog=False)
+    assert d.hit_rate == pytest.approx(0.6)
+    assert d.dram_hit_share == pytest.approx(0.2)
+    assert d.disk_hit_share == pytest.approx(0.3)
+    assert d.ttft_p90_seconds == pytest.approx(0.9)
+    empty = demand_of([], 60.0)
+    assert empty.ttft_p90_seconds is None
+    assert empty.disk_hit_share == 0.0
+
+
+def test_warm_start_hold_ages_out_after_the_observation_window() -> None:
+    scale = InMemoryScaleTarget({("p", P): RoleStatus(6, 6), ("p", D): RoleStatus(6, 6)})
+    clock = ManualClock(0.0)
+    cfg = PoolConfig("p", scale_down_window_seconds=300.0)
+    ctl = Controller(
+        config=Config({"p": cfg}),
+        mode=Mode.OBSERVE,
+        scale=scale,
+        source=ObserverSource(RecordWindow(pool_by_pod_prefix(["p"]))),
+        clock=clock,
+        sleeper=clock,
+        audit=MemoryAuditLog(),
+    )
+    warm_start(ctl, scale, 1000.0, hold_seconds=60.0)
+    recs = ctl.state.pools["p"].recommendations
+    # dated so that it leaves the 300 s window 60 s from now
+    assert {(r.role, r.replicas, r.at) for r in recs} == {(P, 6, 760.0), (D, 6, 760.0)}
+    assert all(r.at >= 1059.0 - 300.0 for r in recs)
+    assert all(r.at < 1061.0 - 300.0 for r in recs)

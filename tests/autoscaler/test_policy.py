@@ -252,6 +252,86 @@ def test_stale_signals_make_no_reactive_moves() -> None:
     assert desired(eff, P) <= 2
 
 
+def test_lower_tier_hits_count_as_prefill_work() -> None:
+    # 40k prompt tok/s, 90 % hits: 4k uncached -> 1 replica when the hits are in HBM; with half the
+    # prompt loaded from disk (2.6 x the cost of recomputing it) the work is 4k + 52k -> 3 (step)
+    cfg = Config({"p": pool_cfg()})
+    hbm = decide(TickInput(0.0, (obs(1, 1, demand(40_000, 100, 0.9)),)), cfg)
+    disk = decide(TickInput(0.0, (obs(1, 1, replace(demand(40_000, 100, 0.9), disk_hit_share=0.5)),)), cfg)
+    assert desired(hbm, P) == 1
+    assert desired(disk, P) == 3
+    tierless = decide(
+        TickInput(0.0, (obs(1, 1, replace(demand(40_000, 100, 0.9), disk_hit_share=0.5)),)),
+        Config({"p": pool_cfg(disk_hit_cost=0.0)}),
+    )
+    assert desired(tierless, P) == 1
+
+
+def test_starvation_does_not_stack_while_its_scale_up_starts() -> None:
+    cfg = Config({"p": pool_cfg()})
+    starving = Signals(starvation=True, decode_pressure=False)
+    # settled at 2: +1
+    eff = decide(TickInput(0.0, (obs(2, 2, demand(8_000, 100), starving),)), cfg)
+    assert desired(eff, P) == 3
+    # 3 desired, 2 ready: the +1 is starting; the symptom persists but no further replica
+    eff = decide(TickInput(15.0, (obs(3, 2, demand(8_000, 100), starving, ready=(2, 2)),)), cfg)
+    assert desired(eff, P) == 3
+    assert ReasonCode.DECODE_STARVATION in reasons(eff, P)
+    assert ReasonCode.SCALE_UP_IN_PROGRESS in reasons(eff, P)
+
+
+def test_slo_feedback_lowers_prefill_capacity_and_keeps_the_floor() -> None:
+    # 8k uncached tok/s on 2 settled prefill replicas (modelled utilization 0.4) while starvation
+    # fires with TTFT p90 4 s: the capacity is too optimistic -> lowered, the floor rises, and it
+    # stays up on the next tick although the starvation signal is gone
+    cfg = pool_cfg()
+    hot = replace(demand(8_000, 100), ttft_p90_seconds=4.0)
+    starving = Signals(starvation=True, decode_pressure=False)
+    effs = run(cfg, [(0.0, obs(2, 2, hot, starving)), (15.0, obs(2, 2, hot, Signals(False, False)))])
+    first, second = effs[0], effs[1]
+    corr = first.state.pools["p"].prefill_correction  # type: ignore[attr-defined]
+    assert corr < 0.5
+    assert ReasonCode.CAPACITY_CORRECTED in reasons(first, P)
+    assert desired(first, P) >= 3
+    assert desired(second, P) >= desired(first, P)  # not scaled back: the floor uses the correction
+    # never below the configured minimum, and recovers while TTFT is well under target
+    calm = replace(demand(8_000, 100), ttft_p90_seconds=0.2)
+    many = run(cfg, [(15.0 * i, obs(2, 2, hot, starving)) for i in range(20)])
+    low = many[-1].state.pools["p"].prefill_correction  # type: ignore[attr-defined]
+    assert low == cfg.prefill_correction_min
+    eff = decide(TickInput(400.0, (obs(8, 2, calm),), many[-1].state), Config({"p": cfg}))  # type: ignore[attr-defined]
+    assert eff.state.pools["p"].prefill_correction > low
+
+
+def test_slo_feedback_ignores_a_scale_up_in_flight_and_a_saturated_model() -> None:
+    cfg = Config({"p": pool_cfg()})
+    hot = replace(demand(8_000, 100), ttft_p90_seconds=4.0)
+    starving = Signals(starvation=True, decode_pressure=False)
+    # prefill still starting: the miss is explained by the missing replica
+    eff = decide(TickInput(0.0, (obs(3, 2, hot, starving, ready=(2, 2)),)), cfg)
+    assert eff.state.pools["p"].prefill_correction == 1.0
+    # the model already says prefill is past its target utilization: no correction
+    busy = replace(demand(30_000, 100), ttft_p90_seconds=4.0)
+    eff = decide(TickInput(0.0, (obs(3, 2, busy, starving),)), cfg)
+    assert eff.state.pools["p"].prefill_correction == 1.0
+
+
+def test_startup_lookahead_sizes_for_the_backlog_of_the_cold_start() -> None:
+    # 20k tok/s against 1 ready replica (10k): 10k/s of backlog for 90 s, drained in 60 s ->
+    # +15k/s: 35k / 8k -> 5 replicas; without the lookahead 20k / 8k -> 3
+    base = pool_cfg()
+    wide = replace(base, roles={r: replace(rc, max_step=9) for r, rc in base.roles.items()})
+    plain = decide(TickInput(0.0, (obs(1, 1, demand(20_000, 100)),)), Config({"p": wide}))
+    big = replace(wide, startup_seconds=90.0)
+    ahead = decide(TickInput(0.0, (obs(1, 1, demand(20_000, 100)),)), Config({"p": big}))
+    assert desired(plain, P) == 3
+    assert desired(ahead, P) == 5
+    assert ReasonCode.STARTUP_BACKLOG in reasons(ahead, P)
+    # once the capacity is ready, nothing is added
+    ready = decide(TickInput(200.0, (obs(5, 1, demand(20_000, 100)),), ahead.state), Config({"p": big}))
+    assert ReasonCode.STARTUP_BACKLOG not in reasons(ready, P)
+
+
 # ------------------------------------------------------------------------------------------------
 # properties
 # ------------------------------------------------------------------------------------------------
@@ -275,13 +355,27 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObserv
         gpu_budget=budget,
         scale_up_cooldown_seconds=draw(st.sampled_from([0.0, 30.0])),
         scale_down_cooldown_seconds=draw(st.sampled_from([0.0, 120.0])),
+        startup_seconds=draw(st.sampled_from([0.0, 90.0])),
     )
     ticks = []
     t = 0.0
     for _ in range(draw(st.integers(1, 12))):
         t += draw(st.floats(1, 120))
         dm = draw(
-            st.one_of(st.none(), st.builds(Demand, rates, rates, st.floats(0, 1), rates, st.floats(0, 200)))
+            st.one_of(
+                st.none(),
+                st.builds(
+                    Demand,
+                    rates,
+                    rates,
+                    st.floats(0, 1),
+                    rates,
+                    st.floats(0, 200),
+                    ttft_p90_seconds=st.one_of(st.none(), st.floats(0, 60)),
+                    dram_hit_share=st.floats(0, 1),
+                    disk_hit_share=st.floats(0, 1),
+                ),
+            )
         )
         sig = Signals(draw(maybe_bool), draw(maybe_bool), None, draw(maybe_bool), draw(st.floats(0, 200)))
         p, d = draw(st.integers(0, 30)), draw(st.integers(0, 30))
@@ -290,7 +384,7 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObserv
     return cfg, ticks
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(scenarios())
 def test_bounds_and_budget_never_violated(sc: tuple[PoolConfig, list[tuple[float, PoolObservation]]]) -> None:
     cfg, ticks = sc
@@ -325,7 +419,7 @@ def test_bounds_and_budget_never_violated(sc: tuple[PoolConfig, list[tuple[float
             assert not changed  # hold on missing / stale data
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     prompt=st.floats(0, 1e6),
     output=st.floats(0, 1e5),
@@ -355,7 +449,7 @@ def test_two_to_one_case_does_not_flap() -> None:
     assert {desired(e, P) for e in effs} == {2}
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(start=st.tuples(st.integers(1, 8), st.integers(1, 8)))
 def test_zero_traffic_always_reaches_min(start: tuple[int, int]) -> None:
     cfg = pool_cfg(scale_down_cooldown_seconds=60.0)
