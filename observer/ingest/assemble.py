@@ -9,15 +9,27 @@ in docs/ingest.md.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import operator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from itertools import repeat
+from types import MemberDescriptorType
+from typing import Any
 
 from observer import conventions as c
 from observer.ingest.resolve import merge_hints
-from observer.model import EngineSpan, RequestRecord, TraceHints
+from observer.model import EngineSpan, RequestRecord, TierTokens, TraceHints
 
 __all__ = ["AssembleResult", "TraceAssembler", "record_key"]
+
+_PREFILL = c.ROLE_PREFILL
+_DECODE = c.ROLE_DECODE
+_UNKNOWN_MODEL = c.UNKNOWN_MODEL
+_UNKNOWN_TENANT = c.UNKNOWN_TENANT
+_NO_ROLES: frozenset[str] = frozenset()
+_PREFILL_ROLE = frozenset((_PREFILL,))
+_DECODE_ROLE = frozenset((_DECODE,))
 
 
 def record_key(record: RequestRecord) -> str:
@@ -36,24 +48,36 @@ class AssembleResult:
     superseded: int = 0  # extra prefill attempts of an already stitched request, dropped
 
 
-@dataclass(slots=True)
 class _Trace:
-    deadline: float
-    hints: TraceHints | None
-    prefill: list[EngineSpan] = field(default_factory=list)
-    decode: list[EngineSpan] = field(default_factory=list)
-    stitched_until: float | None = None  # latest decode start of a record stitched for this trace
+    """A trace with halves waiting for their partner."""
+
+    __slots__ = ("deadline", "decode", "hints", "prefill", "stitched_until")
+
+    def __init__(
+        self,
+        deadline: float,
+        hints: TraceHints | None,
+        prefill: list[EngineSpan] | None = None,
+        decode: list[EngineSpan] | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.hints = hints
+        self.prefill: list[EngineSpan] = [] if prefill is None else prefill
+        self.decode: list[EngineSpan] = [] if decode is None else decode
+        self.stitched_until: float | None = None  # latest decode start of a record stitched for this trace
 
     def empty(self) -> bool:
         return not self.prefill and not self.decode
 
 
-@dataclass(slots=True)
 class _Done:
     """What we remember about a trace that left the pending set."""
 
-    flushed_roles: set[str] = field(default_factory=set)
-    stitched_until: float | None = None
+    __slots__ = ("flushed_roles", "stitched_until")
+
+    def __init__(self, stitched_until: float | None = None) -> None:
+        self.flushed_roles: frozenset[str] = _NO_ROLES  # replaced (never mutated) when a half is flushed
+        self.stitched_until = stitched_until  # latest decode start stitched for the trace
 
 
 class _Call:
@@ -92,91 +116,129 @@ class _Call:
         )
 
 
-def _sum_opt(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
+_RECORD_FIELDS = (
+    "request_id",
+    "trace_id",
+    "tenant",
+    "model",
+    "start_time",
+    "end_time",
+    "prompt_tokens",
+    "output_tokens",
+    "cached",
+    "ttft",
+    "itl",
+    "e2e",
+    "queue",
+    "prefill",
+    "kv_transfer",
+    "decode",
+    "error",
+    "disaggregated",
+    "prefill_pod",
+    "decode_pod",
+    "complete",
+)
+_RecordValues = tuple[
+    str, str, str, str, float, float, int, int, TierTokens,
+    float | None, float | None, float | None, float | None, float | None, float | None,
+    float | None, bool, bool, str | None, str | None, bool,
+]  # fmt: skip
 
 
-def _tenant(hints: TraceHints | None, *spans: EngineSpan) -> str:
-    for s in spans:
-        if s.tenant:
-            return s.tenant
-    return (hints.tenant if hints else None) or c.UNKNOWN_TENANT
+def _record_builder() -> Callable[[_RecordValues], RequestRecord]:
+    """`RequestRecord` from its values in `_RECORD_FIELDS` order, at a fraction of the frozen
+    dataclass __init__ cost (one `object.__setattr__` per field, 21 fields, per record).
+
+    The fast builder sets the slots directly through their descriptors, all in C; it is used only
+    while RequestRecord is a slots dataclass with exactly these fields and no __post_init__, and
+    yields an instance equal to ``RequestRecord(**fields)`` (tests/observer/ingest/test_assemble*).
+    Otherwise the plain constructor is used."""
+    names = tuple(f.name for f in fields(RequestRecord))
+    descriptors = [RequestRecord.__dict__.get(n) for n in names]
+    if (
+        names != _RECORD_FIELDS
+        or hasattr(RequestRecord, "__post_init__")
+        or not all(isinstance(d, MemberDescriptorType) for d in descriptors)
+    ):
+
+        def plain(values: _RecordValues) -> RequestRecord:
+            named: dict[str, Any] = dict(zip(_RECORD_FIELDS, values, strict=True))
+            return RequestRecord(**named)
+
+        return plain
+    setters = tuple(d.__set__ for d in descriptors)  # type: ignore[union-attr]
+    new = object.__new__
+    call = operator.call
+    drain = deque[None](maxlen=0).extend
+
+    def fast(values: _RecordValues) -> RequestRecord:
+        record: RequestRecord = new(RequestRecord)
+        drain(map(call, setters, repeat(record), values))
+        return record
+
+    return fast
 
 
-def _model(hints: TraceHints | None, *spans: EngineSpan) -> str:
-    for s in spans:
-        if s.model != c.UNKNOWN_MODEL:
-            return s.model
-    return (hints.model if hints else None) or c.UNKNOWN_MODEL
-
-
-def _itl(decode: float | None, output_tokens: int) -> float | None:
-    if decode is None or output_tokens <= 1:
-        return None
-    return decode / (output_tokens - 1)
+_build = _record_builder()
 
 
 def single_record(
     span: EngineSpan, hints: TraceHints | None, *, complete: bool = True, disaggregated: bool = False
 ) -> RequestRecord:
     """A request served by one engine (aggregated, decode-only, or an unpaired half)."""
-    prefill_only = span.role == c.ROLE_PREFILL
-    return RequestRecord(
-        request_id=span.request_id,
-        trace_id=span.trace_id,
-        tenant=_tenant(hints, span),
-        model=_model(hints, span),
-        start_time=span.start_time,
-        end_time=span.end_time,
-        prompt_tokens=span.prompt_tokens,
+    model = span.model
+    if model == _UNKNOWN_MODEL:
+        model = (hints.model if hints is not None else None) or _UNKNOWN_MODEL
+    pod = span.pod
+    if span.role == _PREFILL:
         # an unpaired prefill half ran with max_tokens=1: its output is not the request's
-        output_tokens=0 if prefill_only else span.output_tokens,
-        cached=span.cached,
-        ttft=None if prefill_only else span.ttft,
-        itl=None if prefill_only else _itl(span.decode, span.output_tokens),
-        e2e=None if prefill_only else (span.e2e if span.e2e is not None else span.end_time - span.start_time),
-        queue=span.queue,
-        prefill=span.prefill,
-        kv_transfer=None,
-        decode=None if prefill_only else span.decode,
-        error=span.error,
-        disaggregated=disaggregated,
-        prefill_pod=None if span.role == c.ROLE_DECODE and disaggregated else span.pod,
-        decode_pod=None if prefill_only else span.pod,
-        complete=complete,
-    )
+        return _build((
+            span.request_id, span.trace_id,
+            span.tenant or (hints.tenant if hints is not None else None) or _UNKNOWN_TENANT, model,
+            span.start_time, span.end_time, span.prompt_tokens, 0, span.cached,
+            None, None, None, span.queue, span.prefill, None, None,
+            span.error, disaggregated, pod, None, complete,
+        ))  # fmt: skip
+    out = span.output_tokens
+    dec = span.decode
+    e2e = span.e2e
+    return _build((
+        span.request_id, span.trace_id,
+        span.tenant or (hints.tenant if hints is not None else None) or _UNKNOWN_TENANT, model,
+        span.start_time, span.end_time, span.prompt_tokens, out, span.cached,
+        span.ttft, None if dec is None or out <= 1 else dec / (out - 1),
+        e2e if e2e is not None else span.end_time - span.start_time,
+        span.queue, span.prefill, None, dec,
+        span.error, disaggregated, None if disaggregated and span.role == _DECODE else pod, pod, complete,
+    ))  # fmt: skip
 
 
 def pair_record(prefill: EngineSpan, decode: EngineSpan, hints: TraceHints | None) -> RequestRecord:
     """One P/D request: tokens in from the prefill side, tokens out from the decode side."""
-    ttft = None if decode.ttft is None else decode.start_time + decode.ttft - prefill.start_time
-    return RequestRecord(
-        request_id=decode.request_id,
-        trace_id=decode.trace_id,
-        tenant=_tenant(hints, prefill, decode),
-        model=_model(hints, decode, prefill),
-        start_time=prefill.start_time,
-        end_time=decode.end_time,
-        prompt_tokens=prefill.prompt_tokens,
-        output_tokens=decode.output_tokens,
-        cached=prefill.cached,
-        ttft=ttft,
-        itl=_itl(decode.decode, decode.output_tokens),
-        e2e=decode.end_time - prefill.start_time,
-        queue=_sum_opt(prefill.queue, decode.queue),
-        prefill=prefill.prefill,
-        kv_transfer=max(0.0, decode.start_time - prefill.end_time) + (decode.prefill or 0.0),
-        decode=decode.decode,
-        error=prefill.error or decode.error,
-        disaggregated=True,
-        prefill_pod=prefill.pod,
-        decode_pod=decode.pod,
-        complete=True,
-    )
+    ttft = decode.ttft
+    model = decode.model
+    if model == _UNKNOWN_MODEL:
+        model = prefill.model
+        if model == _UNKNOWN_MODEL:
+            model = (hints.model if hints is not None else None) or _UNKNOWN_MODEL
+    out = decode.output_tokens
+    dec = decode.decode
+    pq = prefill.queue
+    dq = decode.queue
+    gap = decode.start_time - prefill.end_time
+    return _build((
+        decode.request_id, decode.trace_id,
+        prefill.tenant or decode.tenant or (hints.tenant if hints is not None else None) or _UNKNOWN_TENANT,
+        model, prefill.start_time, decode.end_time, prefill.prompt_tokens, out, prefill.cached,
+        None if ttft is None else decode.start_time + ttft - prefill.start_time,
+        None if dec is None or out <= 1 else dec / (out - 1),
+        decode.end_time - prefill.start_time,
+        dq if pq is None else (pq if dq is None else pq + dq),
+        prefill.prefill,
+        (gap if gap > 0.0 else 0.0) + (decode.prefill or 0.0),
+        dec, prefill.error or decode.error, True, prefill.pod, decode.pod, True,
+    ))  # fmt: skip
 
 
 def _match_score(prefill: EngineSpan, decode: EngineSpan) -> tuple[int, int, float]:
@@ -215,20 +277,130 @@ class TraceAssembler:
     def add(
         self, engine: Sequence[EngineSpan], hints: Mapping[str, TraceHints], now: float
     ) -> AssembleResult:
-        """Take one resolved batch; emit every request that is complete now."""
+        """Take one resolved batch; emit every request that is complete now.
+
+        Hot path: the common cases (a single-engine span, the first half of a new trace, the
+        partner of a half with exactly one candidate) are inlined here; every other case goes
+        through `_place`, the general rules. Both give the same result (tests compare them)."""
         call = _Call()
-        for trace_id, hint in hints.items():
-            tr = self._pending.get(trace_id)
-            if tr is not None:
-                tr.hints = merge_hints(tr.hints, hint)
-                if tr.hints.disaggregated is False and tr.decode:
-                    self._release_local_decodes(trace_id, tr, call)
+        pending = self._pending
+        if pending:
+            for trace_id, batch_hint in hints.items():
+                tr = pending.get(trace_id)
+                if tr is not None:
+                    tr.hints = merge_hints(tr.hints, batch_hint)
+                    if tr.hints.disaggregated is False and tr.decode:
+                        self._release_local_decodes(trace_id, tr, call)
+        seen = self._seen
+        remember = self._remember
+        done_map = self._done
+        done_get = done_map.get
+        get_hint = hints.get
+        emit = call.records.append
+        added = call.added
+        released = call.released
+        max_pending = self._max_pending
+        deadline = now + self._timeout
+        build = _build
+        hint: TraceHints | None
         for span in engine:
-            if span.span_id in self._seen:
+            sid = span.span_id
+            if sid in seen:
                 call.duplicates += 1
                 continue
-            self._remember_span(span.span_id)
-            self._place(span, hints.get(span.trace_id), now, call)
+            seen[sid] = None
+            if len(seen) > remember:
+                seen.popitem(last=False)
+            trace_id = span.trace_id
+            hint = get_hint(trace_id)
+            role = span.role
+            tr = pending.get(trace_id)
+            if role is None:  # aggregated serving: one span, one record (single_record, inlined)
+                if tr is not None and tr.hints is not None:
+                    hint = tr.hints if hint is None else merge_hints(tr.hints, hint)
+                model = span.model
+                if model == _UNKNOWN_MODEL:
+                    model = (hint.model if hint is not None else None) or _UNKNOWN_MODEL
+                out = span.output_tokens
+                dec = span.decode
+                e2e = span.e2e
+                pod = span.pod
+                emit(build((
+                    span.request_id, trace_id,
+                    span.tenant or (hint.tenant if hint is not None else None) or _UNKNOWN_TENANT, model,
+                    span.start_time, span.end_time, span.prompt_tokens, out, span.cached,
+                    span.ttft, None if dec is None or out <= 1 else dec / (out - 1),
+                    e2e if e2e is not None else span.end_time - span.start_time,
+                    span.queue, span.prefill, None, dec, span.error, False, pod, pod, True,
+                )))  # fmt: skip
+                continue
+            is_prefill = role == _PREFILL
+            if tr is None:
+                if done_get(trace_id) is not None:
+                    self._place(span, hint, now, call)  # late, superseded or a retry: general rules
+                    continue
+                if not is_prefill and hint is not None and hint.disaggregated is False:
+                    emit(single_record(span, hint))  # decode-only: the decode pod prefilled locally
+                    continue
+                while len(pending) >= max_pending:
+                    self._flush(next(iter(pending)), call)
+                if is_prefill:
+                    pending[trace_id] = _Trace(deadline, hint, [span], [])
+                else:
+                    pending[trace_id] = _Trace(deadline, hint, [], [span])
+                added[sid] = span
+                continue
+            candidates = tr.decode if is_prefill else tr.prefill
+            if len(candidates) != 1:
+                self._place(span, hint, now, call)
+                continue
+            best = candidates.pop()
+            if hint is not None and hint is not tr.hints:  # merging hints with itself is a no-op
+                tr.hints = merge_hints(tr.hints, hint)
+            hint = tr.hints
+            if added.pop(best.span_id, None) is None:
+                released.append(best.span_id)
+            if is_prefill:
+                pre, dec_span = span, best
+            else:
+                pre, dec_span = best, span
+            # pair_record, inlined
+            start = dec_span.start_time
+            ttft = dec_span.ttft
+            model = dec_span.model
+            if model == _UNKNOWN_MODEL:
+                model = pre.model
+                if model == _UNKNOWN_MODEL:
+                    model = (hint.model if hint is not None else None) or _UNKNOWN_MODEL
+            out = dec_span.output_tokens
+            dec = dec_span.decode
+            pq = pre.queue
+            dq = dec_span.queue
+            gap = start - pre.end_time
+            emit(build((
+                dec_span.request_id, trace_id,
+                pre.tenant or dec_span.tenant
+                or (hint.tenant if hint is not None else None) or _UNKNOWN_TENANT,
+                model, pre.start_time, dec_span.end_time, pre.prompt_tokens, out, pre.cached,
+                None if ttft is None else start + ttft - pre.start_time,
+                None if dec is None or out <= 1 else dec / (out - 1),
+                dec_span.end_time - pre.start_time,
+                dq if pq is None else (pq if dq is None else pq + dq),
+                pre.prefill,
+                (gap if gap > 0.0 else 0.0) + (dec_span.prefill or 0.0),
+                dec, pre.error or dec_span.error, True, pre.pod, dec_span.pod, True,
+            )))  # fmt: skip
+            stitched = tr.stitched_until
+            tr.stitched_until = stitched = max(stitched or start, start)
+            if not tr.prefill and not tr.decode:  # _retire, inlined
+                del pending[trace_id]
+                done = done_get(trace_id)
+                if done is None:
+                    done_map[trace_id] = _Done(stitched)
+                    if len(done_map) > remember:
+                        done_map.popitem(last=False)
+                else:
+                    done.stitched_until = max(done.stitched_until or stitched, stitched)
         return call.result()
 
     def expire(self, now: float) -> AssembleResult:
@@ -364,11 +536,11 @@ class TraceAssembler:
                 call.superseded += 1  # a retried prefill of a request already stitched
                 continue
             call.emit(single_record(span, tr.hints, complete=False, disaggregated=True))
-            done.flushed_roles.add(c.ROLE_PREFILL)
+            done.flushed_roles |= _PREFILL_ROLE
         for span in tr.decode:
             call.release(span)
             call.emit(single_record(span, tr.hints, complete=False, disaggregated=True))
-            done.flushed_roles.add(c.ROLE_DECODE)
+            done.flushed_roles |= _DECODE_ROLE
         tr.prefill.clear()
         tr.decode.clear()
         self._retire(trace_id, tr)
