@@ -218,6 +218,7 @@ def run(
     arrival_side: bool = True,
     probe: Callable[[Twin, float, Meter, AuditEntry | None], None] | None = None,
     scorer_weights: bool = True,
+    warm_hold: float | None = 60.0,
 ) -> RunResult:
     """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc."""
     wall0 = time.monotonic()
@@ -286,7 +287,7 @@ def run(
             interval_seconds=interval,
         )
 
-        warm_start(ctl, target, twin.now, hold_seconds=window.window_seconds)
+        warm_start(ctl, target, twin.now, hold_seconds=warm_hold)
 
         def tick(tw: Twin, now: float) -> None:
             clock.t = now
