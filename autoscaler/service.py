@@ -188,7 +188,7 @@ def run_autoscale(
             if not rep.leader:
                 out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
             return 0
-        warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=window.window_seconds)
+        warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=asettings.warm_start_hold_seconds)
         ctl.run(max_ticks=max_ticks)
         return 0
     except LeadershipLost as exc:
@@ -246,7 +246,7 @@ def attach(
             from autoscaler.kubernetes import build_controller
 
             ctl, _api = build_controller(asettings, source=source, audit=audit)
-        warm_start(ctl, ctl_scale(ctl), pipeline.clock(), hold_seconds=window.window_seconds)
+        warm_start(ctl, ctl_scale(ctl), pipeline.clock(), hold_seconds=asettings.warm_start_hold_seconds)
         if background:
             task = asyncio.get_running_loop().create_task(run_in_background(ctl), name="autoscaler")
             pipeline.add_task(task)

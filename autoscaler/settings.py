@@ -184,6 +184,12 @@ class AutoscalerSettings(_Model):
     enabled: bool = Field(False, description="run the control loop inside `serve`")
     mode: Literal["observe", "dry-run", "apply"] = "observe"
     interval_seconds: float = Field(15.0, gt=0)
+    warm_start_hold_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="a (re)started controller keeps the current replicas as a scale-down "
+        "recommendation this long; null = the whole scale-down window (safest)",
+    )
     field_manager: str = Field(c.K8S_FIELD_MANAGER, min_length=1, max_length=128)
     pools: tuple[PoolSettings, ...] = ()
     lease: LeaseSettings = LeaseSettings()

@@ -218,7 +218,7 @@ def run(
     arrival_side: bool = True,
     probe: Callable[[Twin, float, Meter, AuditEntry | None], None] | None = None,
     scorer_weights: bool = True,
-    warm_hold: float | None = 60.0,
+    warm_hold: float | None = None,
 ) -> RunResult:
     """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc."""
     wall0 = time.monotonic()
