@@ -584,6 +584,17 @@ static PyObject *first_str(Intern *t, const KeyList *keys, const Val *vals, int 
 
 /* ------------------------------------------------------------------------------ objects */
 
+/* A result object (EngineSpan / TierTokens / TraceHints): allocated zeroed, slots set below.
+ * Their slots hold only str / int / float / bool / None / TierTokens, so they can never be part
+ * of a reference cycle: they are not tracked by the cyclic GC (like tuples of atoms), which
+ * keeps collections short here and wherever the spans are held later. */
+static inline PyObject *new_result(PyTypeObject *type) {
+    PyObject *o = type->tp_alloc(type, 0);
+    if (o != NULL && PyObject_GC_IsTracked(o))
+        PyObject_GC_UnTrack(o);
+    return o;
+}
+
 static inline void set_slot(PyObject *obj, Py_ssize_t off, PyObject *value /* stolen */) {
     *(PyObject **)((char *)obj + off) = value;
 }
@@ -749,7 +760,7 @@ typedef struct {
 } Batch;
 
 static PyObject *new_tiers(ConfigObject *cfg, const int64_t *t) {
-    PyObject *o = cfg->tier_type->tp_alloc(cfg->tier_type, 0);
+    PyObject *o = new_result(cfg->tier_type);
     if (o == NULL)
         return NULL;
     for (int i = 0; i < TT_N; i++) {
@@ -842,7 +853,7 @@ static int engine_span(ConfigObject *cfg, Batch *bt, const Val *vals, PyObject *
         bt->zero_tiers = new_ref(cached);
     PyObject *ps = PyFloat_FromDouble(start), *pe = PyFloat_FromDouble(end);
     PyObject *pp = PyLong_FromLongLong(prompt), *po = PyLong_FromLongLong(output);
-    PyObject *obj = cfg->engine_type->tp_alloc(cfg->engine_type, 0);
+    PyObject *obj = new_result(cfg->engine_type);
     if (ps == NULL || pe == NULL || pp == NULL || po == NULL || obj == NULL) {
         Py_XDECREF(ps);
         Py_XDECREF(pe);
@@ -923,7 +934,7 @@ static int add_hint(ConfigObject *cfg, Batch *bt, PyObject *tid, PyObject *tenan
         m = nm;
         dis = ndis;
     }
-    PyObject *h = cfg->hints_type->tp_alloc(cfg->hints_type, 0);
+    PyObject *h = new_result(cfg->hints_type);
     if (h == NULL)
         return PYERR;
     set_slot(h, cfg->th_off[TH_TRACE_ID], new_ref(trace));

@@ -82,6 +82,8 @@ def test_results_are_real_dataclass_instances() -> None:
     assert type(span.cached) is TierTokens
     assert all(type(h) is TraceHints for h in got.hints.values())
     assert dataclasses.replace(span) == span  # every slot is set (replace reads them all)
+    assert not gc.is_tracked(span)  # holds atoms only: no cycle possible, kept out of the GC's lists
+    assert not gc.is_tracked(span.cached)
     assert hash(span) == hash(dataclasses.replace(span))
     with pytest.raises(dataclasses.FrozenInstanceError):
         span.pod = "x"  # type: ignore[misc]
