@@ -1,8 +1,14 @@
-"""Store write/read throughput: `python benchmarks/store_bench.py [--url URL] [--batches N]`.
+"""Store write/read throughput: `python -m benchmarks.store_bench [--url URL] [--batches N]`.
 
-Default: a temporary SQLite file. Measures write_batch of 512 new records per call (one
-transaction each, as the ingest writer does), the same batches again (all duplicates, the retry
-path), streaming them back with records_since, and one rollup over everything.
+Default mode: a temporary SQLite file. Measures write_batch of 512 new records per call (one
+transaction each), the same batches again (all duplicates, the retry path), streaming them back
+with records_since, and one rollup over everything.
+
+`--sweep`: CPU µs per record of `write_batch` (time.process_time, so time descheduled by other
+load is not charged) for transactions of several sizes (`--groups`, records per transaction),
+after `--prefill` existing rows, with time-ordered end times and random request ids (as a
+collector sends them, like the ingest benchmark). Each size gets a fresh database; sizes are
+run `--repeat` times interleaved and the best run is reported.
 """
 
 from __future__ import annotations
@@ -11,40 +17,40 @@ import argparse
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from observer.model import RequestRecord, TierTokens
 from observer.store import Store
+from observer.store.repository import SQLITE_PRAGMAS
+
+
+def make_record(rng: random.Random, rid: str, end: float) -> RequestRecord:
+    return RequestRecord(
+        request_id=rid,
+        trace_id=f"{rng.getrandbits(128):032x}",
+        tenant=f"tenant-{rng.randrange(50)}",
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        start_time=end - 2.0,
+        end_time=end,
+        prompt_tokens=rng.randrange(100, 8000),
+        output_tokens=rng.randrange(1, 800),
+        cached=TierTokens(*(rng.randrange(0, 500) for _ in range(5))),
+        ttft=rng.random(),
+        itl=rng.random() / 20,
+        e2e=2.0,
+        queue=0.01,
+        prefill=0.3,
+        kv_transfer=0.02,
+        decode=1.6,
+        disaggregated=True,
+        prefill_pod="prefill-0",
+        decode_pod="decode-3",
+    )
 
 
 def make_batch(rng: random.Random, k: int, size: int, t0: float) -> list[RequestRecord]:
-    out = []
-    for i in range(size):
-        end = t0 + k + i / size
-        out.append(
-            RequestRecord(
-                request_id=f"bench-{k}-{i}",
-                trace_id=f"{rng.getrandbits(128):032x}",
-                tenant=f"tenant-{rng.randrange(50)}",
-                model="meta-llama/Llama-3.1-8B-Instruct",
-                start_time=end - 2.0,
-                end_time=end,
-                prompt_tokens=rng.randrange(100, 8000),
-                output_tokens=rng.randrange(1, 800),
-                cached=TierTokens(*(rng.randrange(0, 500) for _ in range(5))),
-                ttft=rng.random(),
-                itl=rng.random() / 20,
-                e2e=2.0,
-                queue=0.01,
-                prefill=0.3,
-                kv_transfer=0.02,
-                decode=1.6,
-                disaggregated=True,
-                prefill_pod="prefill-0",
-                decode_pod="decode-3",
-            )
-        )
-    return out
+    return [make_record(rng, f"bench-{k}-{i}", t0 + k + i / size) for i in range(size)]
 
 
 def run(url: str, batches: int, size: int) -> dict[str, float]:
@@ -82,17 +88,70 @@ def run(url: str, batches: int, size: int) -> dict[str, float]:
     }
 
 
+def collector_records(rng: random.Random, n: int, t0: float, rate: float) -> list[RequestRecord]:
+    """`n` records ending in time order at `rate` per second, with random 128-bit request ids."""
+    return [make_record(rng, f"chatcmpl-{rng.getrandbits(128):032x}", t0 + i / rate) for i in range(n)]
+
+
+def sweep_one(url: str, prefill: int, measured: int, group: int) -> float:
+    """CPU µs per record of write_batch in transactions of `group` records."""
+    rng = random.Random(group)
+    rate = 500.0  # records per second of end time (the benchmark workload's order of magnitude)
+    t0 = 1_700_000_000.0
+    store = Store.open(url)
+    store.upgrade()
+    try:
+        old = collector_records(rng, prefill, t0, rate)
+        for i in range(0, len(old), 5000):
+            store.write_batch(old[i : i + 5000])
+        data = collector_records(rng, measured, t0 + prefill / rate, rate)
+        start = time.process_time()
+        for i in range(0, len(data), group):
+            store.write_batch(data[i : i + group])
+        cpu = time.process_time() - start
+    finally:
+        store.close()
+    return 1e6 * cpu / measured
+
+
+def sweep(groups: Sequence[int], prefill: int, measured: int, repeat: int) -> dict[int, float]:
+    best: dict[int, float] = {}
+    for _ in range(repeat):
+        for g in groups:
+            with tempfile.TemporaryDirectory() as d:
+                us = sweep_one(f"sqlite:///{Path(d) / 'sweep.sqlite'}", prefill, measured, g)
+            best[g] = min(best.get(g, us), us)
+    return best
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="SQLAlchemy URL of an EMPTY database (default: temp SQLite file)")
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--sweep", action="store_true", help="CPU µs/record by transaction size (SQLite)")
+    ap.add_argument("--groups", default="256,1024,2560,5120", help="records per transaction")
+    ap.add_argument("--prefill", type=int, default=100_000, help="rows stored before measuring")
+    ap.add_argument("--measured", type=int, default=20_480, help="records written while measured")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved runs; best is reported")
+    ap.add_argument("--pragma", action="append", default=[], help="extra SQLite PRAGMA (k=v), first")
     args = ap.parse_args()
+    SQLITE_PRAGMAS[:0] = args.pragma
+    if args.sweep:
+        groups = [int(x) for x in args.groups.split(",")]
+        result = sweep(groups, args.prefill, args.measured, args.repeat)
+        print(
+            f"write_batch CPU µs/record, SQLite, {args.prefill:,} rows before, "
+            f"{args.measured:,} measured, best of {args.repeat}"
+        )
+        for g, us in result.items():
+            print(f"  {g:6d} records/txn  {us:6.2f}")
+        return
     with tempfile.TemporaryDirectory() as d:
         url = args.url or f"sqlite:///{Path(d) / 'bench.sqlite'}"
-        result = run(url, args.batches, args.batch_size)
+        result2 = run(url, args.batches, args.batch_size)
     print(f"store benchmark on {url.split(':', 1)[0]}: {args.batches} x write_batch({args.batch_size})")
-    for key, value in result.items():
+    for key, value in result2.items():
         print(f"  {key:26s} {value:12,.1f}")
 
 

@@ -29,6 +29,8 @@ from observer.store import schema as s
 from observer.store.types import DEFAULT_CHUNK, MINUTE, RollupRow, RollupWatermark, minute_floor
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = 65_536  # page cache per connection (PRAGMA cache_size=-KiB)
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000  # PRAGMA wal_autocheckpoint (SQLite's default: 1000)
 _WRITE_OPTION = "pd_observer_write"
 
 
@@ -50,14 +52,28 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+# Applied to every SQLite connection, in order (page_size only takes effect when the file is
+# created, so it comes before journal_mode). See docs/storage.md for what each one measured.
+SQLITE_PRAGMAS: list[str] = [
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "foreign_keys=ON",
+    # Measured (benchmarks/store_bench.py --sweep, docs/storage.md): a 64 MiB page cache keeps the
+    # random-key request_id index in memory (-25% CPU per record at 5120 records/transaction); it
+    # is per connection and filled only by pages actually read. Checkpointing every 10000 WAL
+    # pages (~40 MB) instead of 1000 copies hot index pages to the database file less often.
+    f"cache_size=-{SQLITE_CACHE_KIB}",
+    f"wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}",
+]
+
+
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy (our "begin" hook) emit BEGIN instead of pysqlite's implicit, late BEGIN.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA foreign_keys=ON")
+    for pragma in SQLITE_PRAGMAS:
+        cur.execute(f"PRAGMA {pragma}")
     cur.close()
 
 

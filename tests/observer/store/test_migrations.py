@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from observer.store import Store
-from observer.store.repository import alembic_config, normalize_url
+from observer.store.repository import SQLITE_CACHE_KIB, alembic_config, normalize_url
 from observer.store.schema import metadata
 
 from .conftest import fresh_pg_database, sqlite_url
@@ -113,6 +113,8 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
             assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()) >= 1000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
     finally:
         st.close()
 
