@@ -20,6 +20,10 @@
 #include <string.h>
 #include <math.h>
 
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the native OTLP decoder reads fixed64 fields as little-endian (the Python path is used instead)"
+#endif
+
 #define FALLBACK 1   /* not handled exactly: run the Python path */
 #define PYERR (-1)   /* a Python exception is set */
 #define MAX_KEYS 64
