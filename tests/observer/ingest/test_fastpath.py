@@ -33,8 +33,13 @@ NOW = 1_800_000_000.0
 
 if fastpath.compiled(CFG) is None:
     if os.environ.get("CI") == "true":
-        pytest.fail("observer.ingest._otlpfast is not built (CI needs the native decoder)", pytrace=False)
-    pytest.skip("native decoder not built (pip install -e . with a C compiler)", allow_module_level=True)
+        pytest.fail(
+            f"native decoder inactive: observer.ingest._otlpfast not built or {fastpath.DISABLE_ENV}=0",
+            pytrace=False,
+        )
+    pytest.skip(
+        "native decoder inactive (not built: pip install -e . with a C compiler)", allow_module_level=True
+    )
 
 
 def reference(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch:
