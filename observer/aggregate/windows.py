@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 
 from observer import conventions as c
-from observer.aggregate.sketch import QuantileSketch
+from observer.aggregate.sketch import QuantileSketch, add_row
 from observer.aggregate.tenants import (
     QUANTILE_LEVELS,
     Quantiles,
@@ -47,7 +47,9 @@ _latencies = attrgetter(*c.LATENCY_METRICS)
 _tiers = attrgetter(*c.TIERS)
 
 Key = tuple[str, str]  # (tenant label, model)
-_CompiledSlo = tuple[int, str | None, float, frozenset[str] | None]
+_CompiledSlo = tuple[int, int, int, float, frozenset[str] | None]
+if _N_TIERS != 5:  # pragma: no cover - `_add` unrolls the tiers
+    raise ImportError("observer.aggregate.windows assumes 5 KV tiers")
 
 
 class _Cell:
@@ -97,12 +99,13 @@ class _Total:
 
 
 def _compile(slos: Sequence[SloSpec]) -> tuple[_CompiledSlo, ...]:
-    """SLOs as tuples for the hot path: (index, latency attribute or None, threshold, tenants)."""
+    """SLOs as tuples for the hot path: (index of the total counter, index of the good counter,
+    index of the latency in `c.LATENCY_METRICS` or -1 for availability, threshold, tenants)."""
     out: list[_CompiledSlo] = []
     for i, s in enumerate(slos):
-        attr = None if s.sli == c.SLI_ERROR else s.sli
+        metric = -1 if s.sli == c.SLI_ERROR else c.LATENCY_METRICS.index(s.sli)
         thr = s.threshold_seconds if s.threshold_seconds is not None else math.inf
-        out.append((i, attr, thr, frozenset(s.tenants) if s.tenants else None))
+        out.append((2 * i + 1, 2 * i, metric, thr, frozenset(s.tenants) if s.tenants else None))
     return tuple(out)
 
 
@@ -166,6 +169,15 @@ class Aggregator:
         alpha = self._alpha
         max_bins = self._max_bins
         other = c.OTHER_TENANT
+        latencies = _latencies
+        tiers = _tiers
+        sketch_row = add_row
+        folded = 0
+        # the cell (and total) of the previous record: consecutive records often share them
+        prev_bucket: dict[Key, _Cell] | None = None
+        prev_key: Key | None = None
+        cell: _Cell | None = None
+        t: _Total | None = None
         for r in records:
             end = r.end_time
             if end > now:  # noqa: PLR1730 - hot path
@@ -185,43 +197,57 @@ class Aggregator:
                 label = tenant
             else:
                 label = other
-                if totals:
-                    self._folded += 1
-            key = (label, r.model)
+                folded += 1
+            model = r.model
+            if prev_key is None or prev_key[0] != label or prev_key[1] != model:
+                key = prev_key = (label, model)
+                t = None
+                prev_bucket = None
+            else:
+                key = prev_key
             err = r.error
-            cached = _tiers(r.cached)
+            prompt = r.prompt_tokens
+            output = r.output_tokens
+            ch0, ch1, ch2, ch3, ch4 = tiers(r.cached)
+            lats = latencies(r)
 
-            # SLO judgements (same rules as observer.slo.judge, inlined for speed)
-            judged: list[tuple[int, bool]] = []
-            for j, attr, thr, tenants in compiled:
+            # SLO judgements (same rules as observer.slo.judge, inlined): counter slots to bump
+            bump: list[int] = []
+            for total_i, good_i, metric_i, thr, tenants in compiled:
                 if tenants is not None and tenant not in tenants:
                     continue
-                if attr is None:
-                    judged.append((j, not err))
+                if metric_i < 0:
+                    bump.append(total_i)
+                    if not err:
+                        bump.append(good_i)
                 elif not err:
-                    v = getattr(r, attr)
+                    v = lats[metric_i]
                     if v is not None:
-                        judged.append((j, v <= thr))
+                        bump.append(total_i)
+                        if v <= thr:
+                            bump.append(good_i)
 
             if totals:
-                t = tot.get(key)
                 if t is None:
-                    t = tot[key] = _Total(n_slo)
-                    self._totals_tenants.add(label)
+                    t = tot.get(key)
+                    if t is None:
+                        t = tot[key] = _Total(n_slo)
+                        self._totals_tenants.add(label)
                 t.requests += 1
-                t.prompt += r.prompt_tokens
-                t.output += r.output_tokens
+                t.prompt += prompt
+                t.output += output
                 if err:
                     t.errors += 1
                 tc = t.cached
-                for i, n in enumerate(cached):
-                    if n:
-                        tc[i] += n
-                ts = t.slo
-                for j, good in judged:
-                    ts[2 * j + 1] += 1
-                    if good:
-                        ts[2 * j] += 1
+                tc[0] += ch0
+                tc[1] += ch1
+                tc[2] += ch2
+                tc[3] += ch3
+                tc[4] += ch4
+                if bump:
+                    ts = t.slo
+                    for i in bump:
+                        ts[i] += 1
 
             if not in_window:
                 continue
@@ -234,33 +260,29 @@ class Aggregator:
                 bucket = coarse.get(ci)
                 if bucket is None:
                     bucket = coarse[ci] = {}
-            cell = bucket.get(key)
-            if cell is None:
-                cell = bucket[key] = _Cell(n_slo)
+            if bucket is not prev_bucket or cell is None:
+                cell = bucket.get(key)
+                if cell is None:
+                    cell = bucket[key] = _Cell(n_slo)
+                prev_bucket = bucket
             cell.requests += 1
-            cell.prompt += r.prompt_tokens
-            cell.output += r.output_tokens
+            cell.prompt += prompt
+            cell.output += output
             if err:
                 cell.errors += 1
             cc = cell.cached
-            for i, n in enumerate(cached):
-                if n:
-                    cc[i] += n
-            sketches = cell.sketches
-            for i, v in enumerate(_latencies(r)):
-                if v is not None:
-                    sk = sketches[i]
-                    if sk is None:
-                        sk = sketches[i] = QuantileSketch(alpha, max_bins)
-                    try:  # noqa: SIM105 - hot path: try is free, suppress() is not
-                        sk.add(v)
-                    except ValueError:  # NaN / infinity: not a latency, skip it
-                        pass
-            cs = cell.slo
-            for j, good in judged:
-                cs[2 * j + 1] += 1
-                if good:
-                    cs[2 * j] += 1
+            cc[0] += ch0
+            cc[1] += ch1
+            cc[2] += ch2
+            cc[3] += ch3
+            cc[4] += ch4
+            sketch_row(cell.sketches, lats, alpha, max_bins)
+            if bump:
+                cs = cell.slo
+                for i in bump:
+                    cs[i] += 1
+        if totals:
+            self._folded += folded
 
     # ------------------------------------------------------------------ maintenance
     def expire(self, now: float) -> None:
