@@ -52,6 +52,8 @@ def _demand(d: Demand | None) -> dict[str, Any] | None:
         "ttft_p90_seconds": None if d.ttft_p90_seconds is None else _num(d.ttft_p90_seconds),
         "requests_per_s": _num(d.requests_per_s),
         "age_seconds": _num(d.age_seconds),
+        "arrivals_per_s": None if d.arrivals_per_s is None else _num(d.arrivals_per_s),
+        "waiting_requests": d.waiting_requests,
     }
 
 

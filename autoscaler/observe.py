@@ -220,6 +220,8 @@ def demand_of(
         disk_hit_share=min(1.0, disk / prompt) if prompt else 0.0,
         requests_per_s=n / span,
         age_seconds=age_seconds,
+        arrivals_per_s=arrivals_per_s,
+        waiting_requests=waiting,
     )
 
 

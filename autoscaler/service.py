@@ -27,6 +27,15 @@ from fastapi import APIRouter
 from sqlalchemy.engine import Engine
 
 from autoscaler.api import decisions_router
+from autoscaler.arrival import (
+    ArrivalFeed,
+    CounterReader,
+    PodsReading,
+    PrometheusCounters,
+    ScrapeCounters,
+    pods_of_signals,
+    pods_of_snapshot,
+)
 from autoscaler.audit import FanoutAudit, MemoryAuditLog, SqlAuditLog, entry_json
 from autoscaler.loop import Controller, LeadershipLost, TickReport
 from autoscaler.metrics import AutoscalerCollector
@@ -68,6 +77,55 @@ def _pool_of(settings: AutoscalerSettings) -> PoolOf:
     """Records to pools by pod-name prefix; with a single pool, every record is its."""
     names = [p.name for p in settings.pools]
     return pool_by_pod_prefix(names, names[0] if len(names) == 1 else None)
+
+
+def arrival_feed(
+    settings: Settings,
+    asettings: AutoscalerSettings,
+    *,
+    signals_latest: Callable[[], FleetSignalsLike | None] | None = None,
+) -> ArrivalFeed | None:
+    """The arrival side (`ObserverSource(queue=...)`) from the sources the signals engine reads
+    (`sources:` settings): prefill `num_requests_waiting` from the engine's latest snapshot
+    when `signals_latest` is given (inside `serve`), else from one read of the metric source
+    per tick (standalone `autoscale`); the EPP request counter from the configured EPPs
+    (`sources.static.epps`, scrape) or Prometheus. Readings older than the signals'
+    `stale_after_seconds` are unknown. None when no metric source is configured."""
+    from observer.signals.service import build_discovery, build_source
+    from observer.signals.settings import SignalsSettings
+    from observer.sources.prometheus import PrometheusSource
+    from observer.sources.settings import SourcesSettings
+
+    src = SourcesSettings.model_validate(settings.sources)
+    if src.metrics == "none":
+        return None
+    stale_after = SignalsSettings.model_validate(settings.signals).stale_after_seconds
+    pools = [p.name for p in asettings.pools]
+    counters: CounterReader | None = None
+    if src.metrics == "prometheus":
+        prom = PrometheusSource(src.prometheus.config())
+        ns = (src.prometheus.namespace_label, src.prometheus.namespace) if src.prometheus.namespace else None
+        counters = PrometheusCounters(prom.query, pools, namespace=ns)
+    elif src.discovery == "static" and src.static.epps:
+        counters = ScrapeCounters(
+            [e.target() for e in src.static.epps], timeout_seconds=src.scrape.timeout_seconds
+        )
+    pods: Callable[[float], PodsReading | None]
+    if signals_latest is not None:
+        latest = signals_latest
+
+        def pods(now: float) -> PodsReading | None:
+            fs = latest()
+            return None if fs is None else pods_of_signals(fs)
+
+    else:
+        discovery, epps = build_discovery(src)
+        source = build_source(src, discovery, epps)
+
+        def pods(now: float) -> PodsReading | None:
+            return None if source is None else pods_of_snapshot(source.read(now))
+
+    return ArrivalFeed(pods, counters, stale_after_seconds=stale_after)
 
 
 def ctl_scale(ctl: Controller) -> ScaleTarget:
@@ -163,6 +221,7 @@ def run_autoscale(
         window,
         _signals_for(asettings, 60.0),
         data_age=lambda now: math.inf if window.newest_end is None else max(0.0, now - window.newest_end),
+        queue=arrival_feed(settings, asettings),
     )
     source = PollingSource(StoreRecordFeed(store, window), inner)
 
@@ -234,11 +293,13 @@ def attach(
         EngineSignals(signals_latest) if signals_latest is not None else _signals_for(asettings, 60.0)
     )
 
+    queue = arrival_feed(settings, asettings, signals_latest=signals_latest)
+
     def on_startup(pipeline: Pipeline) -> None:
         pipeline.registry.register(collector)
         pipeline.listeners.append(window.add_records)
         window.start(pipeline.clock())
-        source = ObserverSource(window, signals, live=lambda: pipeline.ready)
+        source = ObserverSource(window, signals, live=lambda: pipeline.ready, queue=queue)
         audit = FanoutAudit(log_, collector)
         if controller_factory is not None:
             ctl = controller_factory(source, audit)

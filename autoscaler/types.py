@@ -77,6 +77,9 @@ class Demand:
     # shares of prompt tokens whose prefix hit was served from DRAM / disk (part of hit_rate)
     dram_hit_share: float = 0.0
     disk_hit_share: float = 0.0
+    # arrival side when the source reads it (audit only; None = unknown or not read)
+    arrivals_per_s: float | None = None  # router arrival rate (EPP request counter)
+    waiting_requests: int | None = None  # vLLM num_requests_waiting over the prefill pods
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,277 @@
+"""The arrival side of a pool's demand from the live sources: `ObserverSource(queue=ArrivalFeed)`.
+
+    signals engine (FleetSignals.pods) or a MetricSource (FleetSnapshot.pods) ──▶ waiting
+        vLLM `num_requests_waiting`, summed over the pool's *prefill* pods
+    EPP request counter (either metric generation of conventions.EPP_GENERATIONS) ──▶ arrived_total
+        direct scrape of the configured EPPs (`sources.static.epps`) or one Prometheus query
+
+`ArrivalFeed(pool, now) -> QueueReading`. Unknown is `None`, never zero, so the policy falls back
+to the record-based demand (queue-time correction): the pod reading is older than
+`stale_after_seconds`, a prefill pod's value is unknown, the pool has no prefill pod, or an EPP
+of the pool could not be read. Counter resets (EPP restarts) never give negative arrivals: each
+series is folded into a monotone total (`accumulate`: a drop counts the new value, as
+Prometheus' `increase()` does). The readers are cached per `now` (one read per tick).
+
+Pure core: `PodQueue`, `prefill_waiting`, `CounterState`/`accumulate`, `epp_series`,
+`prom_series`. I/O at the edges: `ScrapeCounters`, `PrometheusCounters`; the feed itself reads
+no clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from autoscaler.observe import QueueReading
+from observer import conventions as c
+from observer.sources import promql
+from observer.sources.names import detect_epp
+from observer.sources.samples import EppTarget, FleetSnapshot
+from observer.sources.scrape import Parsed, parse_exposition
+
+log = logging.getLogger(__name__)
+
+Series = Mapping[str, float]  # series key (labels) -> counter value
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure core
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PodQueue:
+    """One pod's waiting requests (None = unknown) with its pool and role."""
+
+    pod: str
+    pool: str
+    role: str | None
+    waiting: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PodsReading:
+    """The pods' queues as one source read them at `time`."""
+
+    time: float
+    pods: tuple[PodQueue, ...]
+
+
+def prefill_waiting(pods: Iterable[PodQueue], pool: str) -> int | None:
+    """Requests waiting in the pool's prefill pods (role prefill only; decode queues are not
+    prefill demand). None when the pool has no prefill pod or any of them is unknown."""
+    values = [p.waiting for p in pods if p.pool == pool and p.role == c.ROLE_PREFILL]
+    if not values or any(v is None for v in values):
+        return None
+    return round(sum(max(0.0, v) for v in values if v is not None))
+
+
+def pods_of_signals(fs: Any) -> PodsReading:
+    """From the engine's `FleetSignals` (its pods are the fresh ones of the last good read)."""
+    return PodsReading(float(fs.time), tuple(PodQueue(p.pod, p.pool, p.role, p.queue) for p in fs.pods))
+
+
+def pods_of_snapshot(snap: FleetSnapshot) -> PodsReading | None:
+    """From a metric source's snapshot; a stale pod is unknown; a failed read is no reading."""
+    if not snap.ok:
+        return None
+    stale = set(snap.stale_pods)
+    return PodsReading(
+        snap.time,
+        tuple(PodQueue(p.pod, p.pool, p.role, None if p.pod in stale else p.waiting) for p in snap.pods),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """Last raw value per series and the monotone total folded so far (None before any read)."""
+
+    last: Mapping[str, float] = field(default_factory=dict)
+    total: float | None = None
+
+
+def accumulate(state: CounterState, series: Series) -> CounterState:
+    """Fold one read of a pool's counter series into a monotone total.
+
+    The first read starts the total at the sum of the values. Then each series adds its
+    increase; a drop is a reset (the series restarted from 0: its new value is the increase);
+    a new series starts at its value (its earlier count is not attributed to this interval);
+    a vanished series adds nothing."""
+    if state.total is None:
+        return CounterState(dict(series), float(sum(series.values())))
+    inc = 0.0
+    for key, v in series.items():
+        prev = state.last.get(key)
+        if prev is None:
+            continue
+        inc += v if v < prev else v - prev
+    return CounterState(dict(series), state.total + inc)
+
+
+def _key(labels: Mapping[str, str], skip: Sequence[str] = ("__name__",)) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
+
+
+def epp_series(parsed: Parsed, pool: str) -> Series | None:
+    """The EPP request counter's series of `pool` from one EPP's exposition (either generation;
+    series carrying a pool label `name` of another pool are left out). None: no counter."""
+    gen = detect_epp(set(parsed))
+    if gen is None:
+        return None
+    rows = parsed.get(c.EPP_GENERATIONS[gen]["request_total"])
+    if not rows:
+        return None
+    return {_key(lab): v for lab, v in rows if lab.get(c.EPP_LABEL_POOL, pool) == pool}
+
+
+def prom_series(rows: Iterable[Mapping[str, Any]], pools: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Prometheus instant-query rows of the counter, per pool: a series' pool is its `name`
+    label, else the only configured pool (series of an unknown pool are left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        labels = {str(k): str(v) for k, v in row.get("metric", {}).items()}
+        pool = labels.get(c.EPP_LABEL_POOL) or (pools[0] if len(pools) == 1 else None)
+        if pool is None or pool not in pools:
+            continue
+        try:
+            v = float(row["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if math.isfinite(v):
+            out.setdefault(pool, {})[_key(labels)] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Counter readers (I/O): pool -> its series, or None for a pool that could not be read
+# ---------------------------------------------------------------------------------------------
+class CounterReader(Protocol):
+    def read(self, now: float) -> Mapping[str, Series | None]: ...
+
+
+class ScrapeCounters:
+    """GET each configured EPP's /metrics. A pool with any EPP unreadable is unknown (a partial
+    sum would look like a reset)."""
+
+    def __init__(
+        self, epps: Sequence[EppTarget], *, timeout_seconds: float = 2.0, client: httpx.Client | None = None
+    ):
+        self.epps = tuple(epps)
+        self._client = client or httpx.Client(timeout=timeout_seconds)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def read(self, now: float) -> Mapping[str, Series | None]:
+        out: dict[str, dict[str, float] | None] = {}
+        for i, e in enumerate(self.epps):
+            series: Series | None
+            try:
+                r = self._client.get(e.metrics_url)
+                r.raise_for_status()
+                series = epp_series(parse_exposition(r.text), e.pool)
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("EPP counter read failed", extra={"url": e.metrics_url, "error": str(exc)[:200]})
+                series = None
+            if e.pool in out and out[e.pool] is None:
+                continue
+            if series is None:
+                out[e.pool] = None
+                continue
+            merged = out.setdefault(e.pool, {})
+            assert merged is not None
+            merged.update({f"{i}|{k}": v for k, v in series.items()})  # one EPP replica's series apart
+        return out
+
+
+class PrometheusCounters:
+    """One instant query of the EPP request counter (the generation present, newest first).
+    Prometheus drops a series whose target stops answering (staleness markers), so an EPP
+    that is down reads as a pool without counter (unknown)."""
+
+    def __init__(
+        self,
+        query: Callable[[str], list[dict[str, Any]]],
+        pools: Sequence[str],
+        *,
+        namespace: tuple[str, str] | None = None,
+    ) -> None:
+        self._query = query
+        self.pools = tuple(pools)
+        self._matchers = dict([namespace]) if namespace else {}
+
+    def read(self, now: float) -> Mapping[str, Series | None]:
+        names = [g["request_total"] for g in c.EPP_GENERATIONS.values()]
+        present = {
+            str(r["metric"].get("__name__"))
+            for r in self._query(promql.names_present_query(list(dict.fromkeys(names)), self._matchers))
+        }
+        name = next((n for n in names if n in present), None)
+        if name is None:
+            return {}
+        return prom_series(self._query(promql.selector(name, self._matchers)), self.pools)
+
+
+# ---------------------------------------------------------------------------------------------
+# The feed
+# ---------------------------------------------------------------------------------------------
+class ArrivalFeed:
+    """`queue(pool, now) -> QueueReading` for `ObserverSource`, thread-safe, one read per `now`.
+
+    `pods(now)` gives the latest pods' queues (None: no reading); `counters` reads the EPP
+    request counters (None: waiting only). A pods reading older than `stale_after_seconds` is
+    unknown."""
+
+    def __init__(
+        self,
+        pods: Callable[[float], PodsReading | None] | None,
+        counters: CounterReader | None = None,
+        *,
+        stale_after_seconds: float = 60.0,
+    ) -> None:
+        self._pods = pods
+        self._counters = counters
+        self.stale_after_seconds = stale_after_seconds
+        self._lock = threading.Lock()
+        self._state: dict[str, CounterState] = {}
+        self._at: float | None = None
+        self._reading: PodsReading | None = None
+        self._totals: dict[str, float | None] = {}
+
+    def _refresh(self, now: float) -> None:
+        if self._at == now:
+            return
+        self._at = now
+        try:
+            self._reading = self._pods(now) if self._pods is not None else None
+        except Exception:  # a source must not stop the control loop: unknown
+            log.exception("arrival side: pod queues unreadable")
+            self._reading = None
+        self._totals = {}
+        if self._counters is None:
+            return
+        try:
+            read = self._counters.read(now)
+        except Exception:
+            log.exception("arrival side: EPP counter unreadable")
+            read = {}
+        for pool in set(read) | set(self._state):
+            series = read.get(pool)
+            if series is None:
+                self._totals[pool] = None  # keep the state: the next good read continues the total
+                continue
+            st = accumulate(self._state.get(pool, CounterState()), series)
+            self._state[pool] = st
+            self._totals[pool] = st.total
+
+    def __call__(self, pool: str, now: float) -> QueueReading:
+        with self._lock:
+            self._refresh(now)
+            r = self._reading
+            fresh = r is not None and now - r.time <= self.stale_after_seconds
+            waiting = prefill_waiting(r.pods, pool) if fresh and r is not None else None
+            return QueueReading(waiting=waiting, arrived_total=self._totals.get(pool))

@@ -1,0 +1,444 @@
+"""The arrival side of the demand inside `serve` / `autoscale` (autoscaler.arrival, wired by
+autoscaler.service.arrival_feed): prefill `num_requests_waiting` and the EPP request counter
+from the live sources, unknown when stale, never negative across counter resets; end to end
+through the service on the twin's metrics over real HTTP, and through a real Prometheus."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from autoscaler.arrival import (
+    ArrivalFeed,
+    CounterState,
+    PodQueue,
+    PodsReading,
+    PrometheusCounters,
+    ScrapeCounters,
+    accumulate,
+    epp_series,
+    pods_of_snapshot,
+    prefill_waiting,
+)
+from autoscaler.audit import SqlAuditLog
+from autoscaler.loop import Controller, Mode
+from autoscaler.observe import ObserverSource, QueueReading, RecordWindow, demand_of, pool_by_pod_prefix
+from autoscaler.ports import AuditSink
+from autoscaler.service import arrival_feed, attach
+from autoscaler.settings import from_settings
+from autoscaler.simulator import SimScaleTarget, TwinClock
+from observer import conventions as c
+from observer.api.app import create_app
+from observer.config import Settings
+from observer.signals import service as signals_service
+from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
+from observer.sources.samples import EppTarget, FleetSnapshot, PodSample
+from observer.sources.scrape import parse_exposition
+from observer.store import Store
+from observer.store.memory import MemoryStore
+from simulator.emit.fanout import Fanout
+from simulator.emit.metrics import MetricsEmitter, MetricsServer
+from simulator.emit.otlp import OtlpSpanEmitter
+from simulator.scenarios import Twin, build_scenario
+from tests.autoscaler.test_observe import rec
+from tests.observer.store.conftest import sqlite_url
+from tests.support.procs import Prometheus, run_prometheus
+
+P, D, B = c.ROLE_PREFILL, c.ROLE_DECODE, c.ROLE_BOTH
+T0 = 1_767_225_600.0
+POOL = "llama-8b"  # the twin's pool
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit: the reading from given samples
+# ---------------------------------------------------------------------------------------------
+def test_prefill_waiting_sums_the_pools_prefill_pods_only() -> None:
+    pods = [
+        PodQueue("a-p1", "a", P, 3.0),
+        PodQueue("a-p2", "a", P, 4.0),
+        PodQueue("a-d1", "a", D, 50.0),  # decode queue: not prefill demand
+        PodQueue("a-b1", "a", B, 9.0),  # aggregated pod: not a prefill pod
+        PodQueue("b-p1", "b", P, 100.0),  # another pool
+    ]
+    assert prefill_waiting(pods, "a") == 7
+    assert prefill_waiting(pods, "b") == 100
+    # one prefill pod unknown: the pool is unknown (a partial sum is not the queue)
+    assert prefill_waiting([*pods, PodQueue("a-p3", "a", P, None)], "a") is None
+    # no prefill pod at all: unknown, not zero
+    assert prefill_waiting(pods, "c") is None
+    assert prefill_waiting([PodQueue("x", "c", D, 2.0)], "c") is None
+
+
+def test_a_stale_pod_of_a_snapshot_is_unknown_and_a_failed_read_is_no_reading() -> None:
+    snap = FleetSnapshot(
+        source=c.SOURCE_SCRAPE,
+        time=100.0,
+        ok=True,
+        pods=(
+            PodSample("p1", P, "a", None, 100.0, waiting=2.0),
+            PodSample("p2", P, "a", None, 100.0, waiting=5.0),
+        ),
+        stale_pods=("p2",),
+    )
+    reading = pods_of_snapshot(snap)
+    assert reading is not None
+    assert prefill_waiting(reading.pods, "a") is None
+    fresh = pods_of_snapshot(FleetSnapshot(c.SOURCE_SCRAPE, 100.0, True, pods=snap.pods))
+    assert fresh is not None
+    assert prefill_waiting(fresh.pods, "a") == 7
+    assert pods_of_snapshot(FleetSnapshot(c.SOURCE_SCRAPE, 100.0, False, error="down")) is None
+
+
+def _epp_text(name: str, rows: list[tuple[dict[str, str], float]]) -> str:
+    family = name.removesuffix("_total")
+    lines = [f"# TYPE {family} counter"]
+    for labels, v in rows:
+        inner = ",".join(f'{k}="{x}"' for k, x in labels.items())
+        lines.append(f"{name}{{{inner}}} {v}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("gen", list(c.EPP_GENERATIONS))
+def test_epp_series_reads_every_metric_generation(gen: str) -> None:
+    name = c.EPP_GENERATIONS[gen]["request_total"]
+    text = _epp_text(
+        name,
+        [
+            ({c.EPP_LABEL_MODEL: "m", c.EPP_LABEL_FAIRNESS: "t1"}, 10.0),
+            ({c.EPP_LABEL_MODEL: "m", c.EPP_LABEL_FAIRNESS: "t2"}, 5.0),
+            ({c.EPP_LABEL_MODEL: "m", c.EPP_LABEL_POOL: "other"}, 1000.0),  # another pool's series
+        ],
+    )
+    series = epp_series(parse_exposition(text), "a")
+    assert series is not None
+    assert sum(series.values()) == 15.0
+    assert len(series) == 2
+    assert epp_series(parse_exposition("# TYPE x gauge\nx 1\n"), "a") is None
+
+
+def test_epp_series_from_the_twins_emitter_in_both_generations() -> None:
+    totals = {}
+    for gen in ("llm_d_epp", "inference_objective"):
+        metrics = MetricsEmitter(epp_generation=gen)
+        twin = build_scenario("steady", sink=metrics, seed=2, start=T0)
+        twin.run_until(T0 + 30)
+        series = epp_series(parse_exposition(metrics.render_epp().decode()), POOL)
+        assert series is not None
+        totals[gen] = sum(series.values())
+    assert totals["llm_d_epp"] == totals["inference_objective"] > 0
+
+
+def test_accumulate_is_monotone_across_resets_new_and_vanished_series() -> None:
+    st = accumulate(CounterState(), {"e0|a": 100.0, "e0|b": 50.0})
+    assert st.total == 150.0
+    st = accumulate(st, {"e0|a": 110.0, "e0|b": 55.0})
+    assert st.total == 165.0
+    st = accumulate(st, {"e0|a": 3.0, "e0|b": 2.0})  # the EPP restarted: counters from 0
+    assert st.total == 170.0
+    st = accumulate(st, {"e0|a": 4.0, "e0|b": 2.0, "e1|a": 500.0})  # a replica appears: baseline
+    assert st.total == 171.0
+    st = accumulate(st, {"e1|a": 510.0})  # e0 vanished: adds nothing
+    assert st.total == 181.0
+
+
+class _Counters:
+    def __init__(self, reads: list[dict[str, dict[str, float] | None]]) -> None:
+        self.reads = reads
+        self.calls = 0
+
+    def read(self, now: float) -> dict[str, dict[str, float] | None]:
+        self.calls += 1
+        return self.reads.pop(0)
+
+
+def test_feed_counter_reset_never_gives_negative_arrivals_and_reads_once_per_tick() -> None:
+    window = RecordWindow(pool_by_pod_prefix(["llama"]), window_seconds=60.0)
+    window.start(0.0)
+    raw = [1000.0, 1150.0, 1300.0, 20.0, 170.0]  # restart between the 3rd and 4th read
+    counters = _Counters([{"llama": {"k": v}} for v in raw])
+    pods = PodsReading(0.0, (PodQueue("llama-prefill-0", "llama", P, 4.0),))
+    feed = ArrivalFeed(lambda now: PodsReading(now, pods.pods), counters, stale_after_seconds=60.0)
+    source = ObserverSource(window, queue=feed)
+    rates = []
+    for i, _ in enumerate(raw):
+        now = 15.0 * (i + 1)
+        window.add_records([rec(i, now - 1.0)], now)
+        reading = feed("llama", now)
+        assert feed("llama", now) == reading  # cached per tick: one read for every pool
+        obs = source.observe("llama", now)
+        assert obs.demand is not None
+        assert obs.demand.waiting_requests == 4
+        rates.append(obs.demand.arrivals_per_s)
+    assert counters.calls == len(raw)  # feed() twice and observe() once per tick: one read
+    assert rates[0] is None  # one point: no rate yet
+    known = [r for r in rates[1:] if r is not None]
+    assert known
+    assert all(r >= 0 for r in known)
+    assert rates[-1] == pytest.approx(10.0)  # 150 per 15 s, the reset counted as 20 arrivals
+
+
+def test_stale_or_missing_reading_is_unknown_and_demand_falls_back_to_records() -> None:
+    feed = ArrivalFeed(
+        lambda now: PodsReading(now - 61.0, (PodQueue("p", "llama", P, 9.0),)),
+        _Counters([{"llama": None}]),  # the EPP could not be read
+        stale_after_seconds=60.0,
+    )
+    assert feed("llama", 1000.0) == QueueReading(waiting=None, arrived_total=None)
+    assert ArrivalFeed(lambda now: None)("llama", 5.0) == QueueReading()
+    # a reading source that raises is unknown too (the control loop goes on)
+    assert ArrivalFeed(lambda now: 1 / 0)("llama", 5.0) == QueueReading()  # type: ignore[arg-type,return-value]
+
+    window = RecordWindow(pool_by_pod_prefix(["llama"]), window_seconds=60.0)
+    window.start(900.0)
+    records = [rec(i, 990.0, queue=5.0) for i in range(10)]
+    window.add_records(records, 1000.0)
+    with_feed = ObserverSource(window, queue=lambda pool, now: QueueReading()).observe("llama", 1000.0)
+    without = ObserverSource(window).observe("llama", 1000.0)
+    assert with_feed.demand == without.demand
+    assert with_feed.demand is not None
+    assert with_feed.demand.arrivals_per_s is None
+    assert with_feed.demand.waiting_requests is None
+    # the record-based queue-time correction is kept (unknown is not zero demand)
+    plain = demand_of(records, 60.0, backlog=False)
+    assert with_feed.demand.prompt_tokens_per_s > plain.prompt_tokens_per_s
+
+
+def test_arrival_feed_from_settings_picks_the_configured_sources() -> None:
+    pools: dict[str, Any] = {
+        "pools": [
+            {"name": "llama", "prefill": {"target": {"name": "p"}}, "decode": {"target": {"name": "d"}}}
+        ]
+    }
+    none = Settings(sources={"metrics": "none"}, autoscaler=pools)
+    assert arrival_feed(none, from_settings(none)) is None
+    scrape = Settings(
+        sources={"static": {"epps": [{"pool": "llama", "metrics_url": "http://127.0.0.1:1/metrics"}]}},
+        signals={"stale_after_seconds": 30},
+        autoscaler=pools,
+    )
+    feed = arrival_feed(scrape, from_settings(scrape), signals_latest=lambda: None)
+    assert feed is not None
+    assert feed.stale_after_seconds == 30
+    assert isinstance(feed._counters, ScrapeCounters)
+    # nothing answers on port 1: the counter is unknown, not zero
+    assert feed("llama", 1.0) == QueueReading()
+    prom = Settings(sources={"metrics": "prometheus"}, autoscaler=pools)
+    feed = arrival_feed(prom, from_settings(prom))
+    assert feed is not None
+    assert isinstance(feed._counters, PrometheusCounters)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integration: `serve` (signals service + autoscaler attached to the app) on the twin
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Served:
+    twin: Twin
+    client: TestClient
+    signals: signals_service.SignalsAttachment
+    controller: Controller
+    clock: TwinClock
+    spans: OtlpSpanEmitter
+
+    def step(self, until: float, wait: Any = None) -> None:
+        t = self.twin.now
+        while t < until - 1e-9:
+            t = min(until, t + 15.0)
+            self.twin.run_until(t)
+            self.spans.flush()
+            if wait is not None:
+                wait()
+            self.signals.service.run_once(t)
+            self.clock.t = t
+            self.controller.tick()
+
+
+def _settings(server: MetricsServer, metrics: MetricsEmitter, sources: dict[str, Any]) -> Settings:
+    pods = [
+        {
+            "pod": g["labels"][c.LABEL_POD],
+            "role": g["labels"][c.LABEL_ROLE],
+            "pool": g["labels"][c.LABEL_POOL],
+            "metrics_url": server.url + g["labels"][c.PROM_LABEL_METRICS_PATH],
+        }
+        for g in metrics.target_groups(server.address)
+        if c.LABEL_ROLE in g["labels"]
+    ]
+    static = {"pods": pods, "epps": [{"pool": POOL, "metrics_url": server.url + "/metrics/epp"}]}
+    return Settings(
+        sources={"static": static, "scrape": {"max_workers": 2}, **sources},
+        signals={"interval_seconds": 15},
+        autoscaler={
+            "enabled": True,
+            "mode": "observe",
+            "pools": [
+                {
+                    "name": POOL,
+                    "prefill": {"target": {"name": f"{POOL}-prefill"}, "max": 12},
+                    "decode": {"target": {"name": f"{POOL}-decode"}, "max": 12},
+                }
+            ],
+        },
+    )
+
+
+@contextmanager
+def served(
+    tmp_path: Path, metrics: MetricsEmitter, server: MetricsServer, sources: dict[str, Any]
+) -> Iterator[Served]:
+    client: TestClient | None = None
+    pending: list[bytes] = []  # spans of the first simulated second, before the app runs
+
+    def post(body: bytes) -> None:
+        pending.append(body)
+        if client is None:
+            return
+        while pending:
+            r = client.post(
+                c.OTLP_TRACES_PATH, content=pending.pop(0), headers={"content-type": c.CT_PROTOBUF}
+            )
+            assert r.status_code == 200, r.text
+
+    spans = OtlpSpanEmitter.to_bytes(post, batch_size=512)
+    twin = build_scenario("prefill-burst", sink=Fanout([spans, metrics]), seed=3, start=T0)
+    twin.run_until(T0 + 5.0)  # every pod sampled: the static pod list (discovery) can be written
+    settings = _settings(server, metrics, sources)
+    url = sqlite_url(tmp_path)
+    store = Store.open(url)
+    store.upgrade()
+    sig = signals_service.attach(settings, clock=lambda: twin.now, background=False)
+    clock = TwinClock(T0)
+    made: list[Controller] = []
+    asettings = from_settings(settings)
+
+    def factory(source: ObserverSource, audit: AuditSink) -> Controller:
+        ctl = Controller(
+            config=asettings.policy_config(),
+            mode=Mode.OBSERVE,
+            scale=SimScaleTarget(twin.actuator),
+            source=source,
+            clock=clock,
+            sleeper=clock,
+            audit=audit,
+        )
+        made.append(ctl)
+        return ctl
+
+    att = attach(
+        settings,
+        controller_factory=factory,
+        signals_latest=lambda: sig.service.engine.latest,  # as `pd-observer serve` wires it
+        audit_log=SqlAuditLog(store.engine),
+        background=False,
+    )
+    app = create_app(
+        settings,
+        MemoryStore(),
+        clock=lambda: twin.now,
+        extra_routers=[*sig.routers, *att.routers],
+        on_startup=[*sig.on_startup, *att.on_startup],
+    )
+
+    try:
+        with TestClient(app) as client:
+            try:
+                yield Served(twin, client, sig, made[0], clock, spans)
+            finally:
+                spans.shutdown()
+                sig.service.stop()
+    finally:
+        store.close()
+
+
+def _arrival_inputs(client: TestClient) -> list[dict[str, Any]]:
+    body = client.get("/api/v1/decisions", params={"pool": POOL, "limit": 100}).json()["decisions"]
+    return [d["inputs"]["demand"] for d in body if d["inputs"]["demand"] is not None]
+
+
+def _check_burst_inputs(demands: list[dict[str, Any]]) -> None:
+    assert demands, "no decision with a demand"
+    newest = demands[0]
+    assert newest["arrivals_per_s"] is not None, newest
+    assert newest["arrivals_per_s"] > 0, newest
+    assert newest["waiting_requests"] is not None, newest
+    assert any((d["waiting_requests"] or 0) > 0 for d in demands), demands  # the burst queues prefill
+    assert all(d["arrivals_per_s"] is None or d["arrivals_per_s"] >= 0 for d in demands)
+
+
+def test_serve_decisions_show_the_arrival_side_from_the_direct_scrape(tmp_path: Path) -> None:
+    metrics = MetricsEmitter()
+    with metrics.serve() as server, served(tmp_path, metrics, server, {}) as s:
+        burst = s.twin.phases[1][1]
+        s.step(burst + 45.0)
+        demands = _arrival_inputs(s.client)
+        _check_burst_inputs(demands)
+        # the arrival rate is the EPP counter's: what the twin's EPP counted over the last tick
+        epp = epp_series(parse_exposition(metrics.render_epp().decode()), POOL)
+        assert epp is not None
+        assert sum(epp.values()) > 0
+        # the pool's prefill queue as the signals engine read it last
+        latest = s.signals.service.engine.latest
+        assert latest is not None
+        expect = round(sum(p.queue or 0 for p in latest.pods if p.role == P))
+        assert demands[0]["waiting_requests"] == expect
+
+
+@pytest.mark.prometheus
+def test_serve_decisions_show_the_arrival_side_through_prometheus(tmp_path: Path) -> None:
+    metrics = MetricsEmitter(epp_generation="inference_objective")  # the older name generation
+    with metrics.serve() as server:
+        config = (
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: twin\n"
+            f"    http_sd_configs:\n      - url: {server.url}/targets.json\n        refresh_interval: 1s\n"
+        )
+        with run_prometheus(config) as prom:
+            sources = {"metrics": "prometheus", "prometheus": {"url": prom.url, "rate_window_seconds": 15}}
+            with served(tmp_path, metrics, server, sources) as s:
+                name = c.EPP_GENERATIONS["inference_objective"]["request_total"]
+
+                def caught_up() -> None:
+                    _wait_scraped(prom, name, metrics)
+
+                s.step(s.twin.phases[1][1] + 45.0, wait=caught_up)
+                _check_burst_inputs(_arrival_inputs(s.client))
+                # the Prometheus reader sees the same series the EPP exposes
+                reader = PrometheusCounters(
+                    PrometheusSource(PrometheusSourceConfig(url=prom.url)).query, [POOL]
+                ).read(0.0)
+                direct = epp_series(parse_exposition(metrics.render_epp().decode()), POOL)
+                got = reader[POOL]
+                assert got is not None
+                assert direct is not None
+                assert math.isclose(sum(got.values()), sum(direct.values()))
+
+
+def _wait_scraped(prom: Prometheus, name: str, metrics: MetricsEmitter, timeout: float = 15.0) -> None:
+    """Until Prometheus holds the twin's current counter and queues (the twin moves in jumps)."""
+    series = epp_series(parse_exposition(metrics.render_epp().decode()), POOL) or {}
+    want = sum(series.values())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = prom.query(f"sum({name})")
+        if rows and float(rows[0]["value"][1]) == want:
+            time.sleep(1.1)  # one more scrape: the pods' gauges of the same instant
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Prometheus did not scrape {name} = {want}")
+
+
+def test_scrape_counters_report_an_unreachable_epp_as_unknown() -> None:
+    with httpx.Client(timeout=0.5) as client:
+        reader = ScrapeCounters(
+            [EppTarget("a", "http://127.0.0.1:1/metrics"), EppTarget("a", "http://127.0.0.1:1/m2")],
+            client=client,
+        )
+        assert reader.read(0.0) == {"a": None}
