@@ -442,3 +442,26 @@ def test_scrape_counters_report_an_unreachable_epp_as_unknown() -> None:
             client=client,
         )
         assert reader.read(0.0) == {"a": None}
+
+
+def test_standalone_autoscale_reads_the_metric_source_itself() -> None:
+    """Without a signals engine (`pd-observer autoscale`), the feed reads the configured metric
+    source once per tick: the twin's prefill pods over HTTP, the EPP counter beside them."""
+    metrics = MetricsEmitter()
+    twin = build_scenario("prefill-burst", sink=metrics, seed=3, start=T0)
+    twin.run_until(twin.phases[1][1] + 40.0)  # into the burst: prefill queues
+    with metrics.serve() as server:
+        settings = _settings(server, metrics, {})
+        feed = arrival_feed(settings, from_settings(settings))
+        assert feed is not None
+        first = feed(POOL, twin.now)
+        snap = metrics.latest()
+        want = round(sum(p.waiting for p in snap.values() if p.role == P))
+        assert want > 0
+        assert first.waiting == want
+        assert first.arrived_total is not None
+        assert first.arrived_total > 0
+        twin.run_until(twin.now + 15.0)
+        second = feed(POOL, twin.now)
+        assert second.arrived_total is not None
+        assert second.arrived_total > first.arrived_total
