@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 MIN_INDEXABLE = 1e-9
@@ -37,10 +37,6 @@ _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BdiqdddqiI")  # version, alpha, max_bins, count, sum, min, max, zero, floor, nbins
 _BIN = struct.Struct("<iq")
 _NO_FLOOR = -(2**31)
-_INF = math.inf
-_NEG_INF = -math.inf
-_log = math.log
-_ceil = math.ceil
 
 
 def quantile_rank(q: float, n: int) -> int:
@@ -51,53 +47,6 @@ def quantile_rank(q: float, n: int) -> int:
         raise ValueError("rank of an empty set")
     r = math.ceil(q * n - 1e-9)
     return 1 if r < 1 else min(r, n)
-
-
-def add_row(
-    sketches: list[QuantileSketch | None],
-    values: Sequence[float | None],
-    relative_accuracy: float,
-    max_bins: int,
-) -> None:
-    """Count ``values[i]`` into ``sketches[i]`` for every i: the aggregator's per-record hot path.
-
-    Exactly `QuantileSketch.add` per value, inlined (one call per record instead of one per
-    metric), except that None is skipped (no sketch created), and NaN/infinities are skipped
-    instead of raising (the sketch is still created, empty, as when `add` raised). A missing
-    sketch is created with ``relative_accuracy`` and ``max_bins``.
-    """
-    i = -1
-    for value in values:
-        i += 1
-        if value is None:
-            continue
-        v = value
-        sk = sketches[i]
-        if sk is None:
-            sk = sketches[i] = QuantileSketch(relative_accuracy, max_bins)
-        if MIN_INDEXABLE < v < _INF:
-            k = _ceil(_log(v) * sk._inv_log_gamma)
-            if k < sk._floor:  # noqa: PLR1730 - hot path
-                k = sk._floor
-            bins = sk._bins
-            n = bins.get(k, 0)
-            bins[k] = n + 1
-            if not n and len(bins) > sk._max_bins:
-                sk._collapse()
-        elif v <= MIN_INDEXABLE:  # not NaN, not +infinity
-            if v < 0.0:
-                if v == _NEG_INF:
-                    continue
-                v = 0.0
-            sk._zero += 1
-        else:
-            continue
-        sk._count += 1
-        sk._sum += v
-        if v < sk._min:  # noqa: PLR1730 - hot path
-            sk._min = v
-        if v > sk._max:  # noqa: PLR1730 - hot path
-            sk._max = v
 
 
 class QuantileSketch:
@@ -165,6 +114,56 @@ class QuantileSketch:
             self._min = value
         if value > self._max:  # noqa: PLR1730 - hot path
             self._max = value
+
+    def add_values(self, values: Iterable[float | None]) -> None:
+        """`add` for each value in order, with the sketch's state in locals: the aggregator's batch
+        path (one call per sketch and batch). Same result as ``add`` one by one, except that None
+        (unknown latency), NaN and infinities are skipped instead of raising."""
+        bins = self._bins
+        get = bins.get
+        inv_log_gamma = self._inv_log_gamma
+        floor = self._floor
+        max_bins = self._max_bins
+        count = self._count
+        total = self._sum
+        lo = self._min
+        hi = self._max
+        zero = self._zero
+        log = math.log
+        ceil = math.ceil
+        inf = math.inf
+        for value in values:
+            if value is None:
+                continue
+            v = value
+            if MIN_INDEXABLE < v < inf:
+                k = ceil(log(v) * inv_log_gamma)
+                if k < floor:  # noqa: PLR1730 - hot path
+                    k = floor
+                n = get(k, 0)
+                bins[k] = n + 1
+                if not n and len(bins) > max_bins:
+                    self._collapse()
+                    floor = self._floor
+            elif v <= MIN_INDEXABLE:  # not NaN, not +infinity
+                if v < 0.0:
+                    if v == -inf:
+                        continue
+                    v = 0.0
+                zero += 1
+            else:
+                continue
+            count += 1
+            total += v
+            if v < lo:  # noqa: PLR1730 - hot path
+                lo = v
+            if v > hi:  # noqa: PLR1730 - hot path
+                hi = v
+        self._count = count
+        self._sum = total
+        self._min = lo
+        self._max = hi
+        self._zero = zero
 
     def _collapse(self) -> None:
         bins = self._bins

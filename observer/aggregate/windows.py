@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 
 from observer import conventions as c
-from observer.aggregate.sketch import QuantileSketch, add_row
+from observer.aggregate.sketch import QuantileSketch
 from observer.aggregate.tenants import (
     QUANTILE_LEVELS,
     Quantiles,
@@ -55,7 +55,7 @@ if _N_TIERS != 5:  # pragma: no cover - `_add` unrolls the tiers
 class _Cell:
     """Counters of one (tenant label, model) in one bucket."""
 
-    __slots__ = ("cached", "errors", "output", "prompt", "requests", "sketches", "slo")
+    __slots__ = ("cached", "errors", "output", "prompt", "requests", "rows", "sketches", "slo")
 
     def __init__(self, n_slo: int) -> None:
         self.requests = 0
@@ -65,6 +65,24 @@ class _Cell:
         self.cached = [0] * _N_TIERS
         self.sketches: list[QuantileSketch | None] = [None] * _N_METRICS
         self.slo = [0] * (2 * n_slo)  # [good_0, total_0, good_1, total_1, ...]
+        # latency tuples of this `add` call not yet in the sketches (None outside `Aggregator._add`)
+        self.rows: list[tuple[float | None, ...]] | None = None
+
+    def flush(self, alpha: float, max_bins: int) -> None:
+        """Count the pending latency rows into the sketches, column by column (one sketch at a
+        time: its bins stay in cache). Per sketch, values keep their record order."""
+        rows = self.rows
+        if rows is None:
+            return
+        self.rows = None
+        sketches = self.sketches
+        for i, col in enumerate(zip(*rows, strict=True)):
+            sk = sketches[i]
+            if sk is None:
+                if col.count(None) == len(col):
+                    continue
+                sk = sketches[i] = QuantileSketch(alpha, max_bins)
+            sk.add_values(col)
 
     def merge(self, other: _Cell) -> None:
         self.requests += other.requests
@@ -155,6 +173,20 @@ class Aggregator:
         self._add(records, now, totals=True)
 
     def _add(self, records: Iterable[RequestRecord], now: float, totals: bool) -> None:
+        touched: list[_Cell] = []
+        try:
+            self._count(records, now, totals, touched)
+        finally:  # even if a record is malformed: the rows counted so far reach the sketches
+            alpha = self._alpha
+            max_bins = self._max_bins
+            for cell in touched:
+                cell.flush(alpha, max_bins)
+
+    def _count(
+        self, records: Iterable[RequestRecord], now: float, totals: bool, touched: list[_Cell]
+    ) -> None:
+        """The per-record part of `_add`: counters, SLO judgements, tenant slots; the latency
+        tuples wait in `cell.rows` (cells listed in `touched`) for `_add` to count them."""
         fine_w = self._fine_w
         coarse_w = self._coarse_w
         frontier = self._frontier
@@ -166,18 +198,10 @@ class Aggregator:
         compiled = self._compiled
         n_slo = len(compiled)
         tot = self._totals
-        alpha = self._alpha
-        max_bins = self._max_bins
         other = c.OTHER_TENANT
         latencies = _latencies
         tiers = _tiers
-        sketch_row = add_row
-        folded = 0
-        # the cell (and total) of the previous record: consecutive records often share them
-        prev_bucket: dict[Key, _Cell] | None = None
-        prev_key: Key | None = None
-        cell: _Cell | None = None
-        t: _Total | None = None
+        sink = [0] * (2 * n_slo)  # SLO counters of a record outside the windows / not totalled
         for r in records:
             end = r.end_time
             if end > now:  # noqa: PLR1730 - hot path
@@ -197,42 +221,20 @@ class Aggregator:
                 label = tenant
             else:
                 label = other
-                folded += 1
-            model = r.model
-            if prev_key is None or prev_key[0] != label or prev_key[1] != model:
-                key = prev_key = (label, model)
-                t = None
-                prev_bucket = None
-            else:
-                key = prev_key
+                if totals:
+                    self._folded += 1
+            key = (label, r.model)
             err = r.error
             prompt = r.prompt_tokens
             output = r.output_tokens
             ch0, ch1, ch2, ch3, ch4 = tiers(r.cached)
             lats = latencies(r)
 
-            # SLO judgements (same rules as observer.slo.judge, inlined): counter slots to bump
-            bump: list[int] = []
-            for total_i, good_i, metric_i, thr, tenants in compiled:
-                if tenants is not None and tenant not in tenants:
-                    continue
-                if metric_i < 0:
-                    bump.append(total_i)
-                    if not err:
-                        bump.append(good_i)
-                elif not err:
-                    v = lats[metric_i]
-                    if v is not None:
-                        bump.append(total_i)
-                        if v <= thr:
-                            bump.append(good_i)
-
             if totals:
+                t = tot.get(key)
                 if t is None:
-                    t = tot.get(key)
-                    if t is None:
-                        t = tot[key] = _Total(n_slo)
-                        self._totals_tenants.add(label)
+                    t = tot[key] = _Total(n_slo)
+                    self._totals_tenants.add(label)
                 t.requests += 1
                 t.prompt += prompt
                 t.output += output
@@ -244,45 +246,62 @@ class Aggregator:
                 tc[2] += ch2
                 tc[3] += ch3
                 tc[4] += ch4
-                if bump:
-                    ts = t.slo
-                    for i in bump:
-                        ts[i] += 1
-
-            if not in_window:
-                continue
-            fi = int(end // fine_w)
-            if fi * fine_w >= frontier:
-                bucket = fine.get(fi)
-                if bucket is None:
-                    bucket = fine[fi] = {}
+                ts = t.slo
             else:
-                bucket = coarse.get(ci)
-                if bucket is None:
-                    bucket = coarse[ci] = {}
-            if bucket is not prev_bucket or cell is None:
+                ts = sink
+
+            if in_window:
+                fi = int(end // fine_w)
+                if fi * fine_w >= frontier:
+                    bucket = fine.get(fi)
+                    if bucket is None:
+                        bucket = fine[fi] = {}
+                else:
+                    bucket = coarse.get(ci)
+                    if bucket is None:
+                        bucket = coarse[ci] = {}
                 cell = bucket.get(key)
                 if cell is None:
                     cell = bucket[key] = _Cell(n_slo)
-                prev_bucket = bucket
-            cell.requests += 1
-            cell.prompt += prompt
-            cell.output += output
-            if err:
-                cell.errors += 1
-            cc = cell.cached
-            cc[0] += ch0
-            cc[1] += ch1
-            cc[2] += ch2
-            cc[3] += ch3
-            cc[4] += ch4
-            sketch_row(cell.sketches, lats, alpha, max_bins)
-            if bump:
+                cell.requests += 1
+                cell.prompt += prompt
+                cell.output += output
+                if err:
+                    cell.errors += 1
+                cc = cell.cached
+                cc[0] += ch0
+                cc[1] += ch1
+                cc[2] += ch2
+                cc[3] += ch3
+                cc[4] += ch4
+                rows = cell.rows
+                if rows is None:
+                    cell.rows = [lats]
+                    touched.append(cell)
+                else:
+                    rows.append(lats)
                 cs = cell.slo
-                for i in bump:
-                    cs[i] += 1
-        if totals:
-            self._folded += folded
+            else:
+                cs = sink
+
+            # SLO judgements: the rules of observer.slo.judge, inlined
+            for total_i, good_i, metric_i, thr, tenants in compiled:
+                if tenants is not None and tenant not in tenants:
+                    continue
+                if metric_i < 0:
+                    ts[total_i] += 1
+                    cs[total_i] += 1
+                    if not err:
+                        ts[good_i] += 1
+                        cs[good_i] += 1
+                elif not err:
+                    v = lats[metric_i]
+                    if v is not None:
+                        ts[total_i] += 1
+                        cs[total_i] += 1
+                        if v <= thr:
+                            ts[good_i] += 1
+                            cs[good_i] += 1
 
     # ------------------------------------------------------------------ maintenance
     def expire(self, now: float) -> None:

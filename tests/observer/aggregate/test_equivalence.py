@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from observer import conventions as c
 from observer.aggregate import Aggregator, QuantileSketch
-from observer.aggregate.sketch import add_row
 from observer.config import AggregationSettings
 from observer.model import RequestRecord, SloSpec, TierTokens
 
@@ -193,26 +192,20 @@ def test_sketch_collapse_is_exercised() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    rows=st.lists(st.tuples(_latency, _latency), max_size=300),
+    chunks=st.lists(st.lists(_latency, max_size=60), max_size=8),
     max_bins=st.sampled_from((2, 3, 64)),
     accuracy=st.sampled_from((0.04, 0.005)),
 )
-def test_add_row_is_add_per_value(
-    rows: list[tuple[float | None, float | None]], max_bins: int, accuracy: float
+def test_add_values_is_add_per_value(
+    chunks: list[list[float | None]], max_bins: int, accuracy: float
 ) -> None:
-    """`add_row` (the aggregator's inlined add) == `QuantileSketch.add` per value, NaN/inf skipped."""
-    fast: list[QuantileSketch | None] = [None, None]
-    slow: list[QuantileSketch | None] = [None, None]
-    for row in rows:
-        add_row(fast, row, accuracy, max_bins)
-        for i, v in enumerate(row):
-            if v is None:
-                continue
-            sk = slow[i]
-            if sk is None:
-                sk = slow[i] = QuantileSketch(accuracy, max_bins)
-            with contextlib.suppress(ValueError):
-                sk.add(v)
-    assert [None if s is None else s.to_dict() for s in fast] == [
-        None if s is None else s.to_dict() for s in slow
-    ]
+    """`add_values` (the aggregator's batch path) == `add` per value; None/NaN/inf skipped."""
+    fast = QuantileSketch(accuracy, max_bins)
+    slow = QuantileSketch(accuracy, max_bins)
+    for chunk in chunks:
+        fast.add_values(chunk)
+        for v in chunk:
+            if v is not None:
+                with contextlib.suppress(ValueError):
+                    slow.add(v)
+        assert fast.to_dict() == slow.to_dict()
