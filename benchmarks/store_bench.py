@@ -8,7 +8,10 @@ with records_since, and one rollup over everything.
 load is not charged) for transactions of several sizes (`--groups`, records per transaction),
 after `--prefill` existing rows, with time-ordered end times and random request ids (as a
 collector sends them, like the ingest benchmark). Each size gets a fresh database; sizes are
-run `--repeat` times interleaved and the best run is reported.
+run `--repeat` times interleaved and the best run is reported. `--pragma k=v` adds a PRAGMA.
+
+`--keys`: the same in raw sqlite3, unique `request_id` vs unique `(end_minute, request_id)`
+(the time-bucketed dedupe key considered in docs/storage.md).
 """
 
 from __future__ import annotations
@@ -124,6 +127,48 @@ def sweep(groups: Sequence[int], prefill: int, measured: int, repeat: int) -> di
     return best
 
 
+def raw_key_variant(unique: str, group: int, prefill: int, measured: int) -> float:
+    """Raw sqlite3 (no SQLAlchemy, no Store), the requests table's 25 columns plus `end_minute`,
+    indexes end_time and (tenant, end_time), and the dedupe key `unique` ("request_id" or
+    "end_minute, request_id"); WAL, synchronous=NORMAL, the Store's cache and checkpoint pragmas.
+    CPU µs per record of `group`-record transactions after `prefill` rows."""
+    import sqlite3
+
+    from observer.store.codec import RECORD_COLUMNS, record_to_tuple
+
+    cols = [*RECORD_COLUMNS, "end_minute"]
+    rng = random.Random(group)
+    with tempfile.TemporaryDirectory() as d:
+        db = sqlite3.connect(str(Path(d) / "raw.sqlite"), isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", *SQLITE_PRAGMAS[4:]):
+            db.execute(f"PRAGMA {pragma}")
+        db.execute(f"CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(cols)})")
+        db.execute(f"CREATE UNIQUE INDEX u ON requests ({unique})")
+        db.execute("CREATE INDEX e ON requests (end_time)")
+        db.execute("CREATE INDEX te ON requests (tenant, end_time)")
+        marks = ", ".join("?" * len(cols))
+        sql = f"INSERT INTO requests ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({unique}) DO NOTHING"
+
+        def rows(n: int, t0: float) -> list[tuple[object, ...]]:
+            return [
+                (*record_to_tuple(r), r.end_time // 60 * 60) for r in collector_records(rng, n, t0, 500.0)
+            ]
+
+        def write(data: list[tuple[object, ...]], size: int) -> None:
+            for i in range(0, len(data), size):
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(sql, data[i : i + size])
+                db.execute("COMMIT")
+
+        write(rows(prefill, 1_700_000_000.0), 5000)
+        data = rows(measured, 1_700_000_000.0 + prefill / 500.0)
+        start = time.process_time()
+        write(data, group)
+        cpu = time.process_time() - start
+        db.close()
+    return 1e6 * cpu / measured
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="SQLAlchemy URL of an EMPTY database (default: temp SQLite file)")
@@ -135,8 +180,21 @@ def main() -> None:
     ap.add_argument("--measured", type=int, default=20_480, help="records written while measured")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved runs; best is reported")
     ap.add_argument("--pragma", action="append", default=[], help="extra SQLite PRAGMA (k=v), first")
+    ap.add_argument("--keys", action="store_true", help="raw sqlite3: request_id vs (minute, id) key")
     args = ap.parse_args()
     SQLITE_PRAGMAS[:0] = args.pragma
+    if args.keys:
+        groups = [int(x) for x in args.groups.split(",")]
+        print(f"raw sqlite3 CPU µs/record by dedupe key, {args.prefill:,} rows before, best of {args.repeat}")
+        best: dict[tuple[str, int], float] = {}
+        for _ in range(args.repeat):
+            for key in ("request_id", "end_minute, request_id"):
+                for g in groups:
+                    us = raw_key_variant(key, g, args.prefill, args.measured)
+                    best[key, g] = min(best.get((key, g), us), us)
+        for (key, g), us in best.items():
+            print(f"  unique ({key:22s}) {g:6d} records/txn  {us:6.2f}")
+        return
     if args.sweep:
         groups = [int(x) for x in args.groups.split(",")]
         result = sweep(groups, args.prefill, args.measured, args.repeat)

@@ -283,7 +283,9 @@ class Store:
         return None if row is None else codec.row_to_record(row)
 
     def records_by_trace(self, trace_id: str) -> list[RequestRecord]:
-        """Records of one trace (usually one), ordered by end time."""
+        """Records of one trace (usually one), ordered by end time. A table scan since migration
+        0003 dropped the trace_id index (it cost every insert a random-key index write): for tests
+        and admin use, not for a request path."""
         q = (
             sa.select(s.requests)
             .where(s.requests.c.trace_id == trace_id)
