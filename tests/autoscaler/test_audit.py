@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -30,6 +31,7 @@ from observer.api.app import create_app
 from observer.config import load_settings
 from observer.store import Store
 from observer.store.memory import MemoryStore
+from observer.store.repository import alembic_config
 from tests.observer.store.conftest import fresh_pg_database, sqlite_url
 
 P, D = c.ROLE_PREFILL, c.ROLE_DECODE
@@ -74,7 +76,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with fresh_pg_database() as url:
         st = Store.open(url)
         st.upgrade()
-        assert st.current_revision() == "0002"
+        assert st.current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
         st.close()
         yield url
 
