@@ -261,7 +261,8 @@ class TraceAssembler:
         self._remember = remember
         self._pending: OrderedDict[str, _Trace] = OrderedDict()  # oldest first
         self._seen: OrderedDict[str, None] = OrderedDict()  # span ids (dedupe)
-        self._done: OrderedDict[str, _Done] = OrderedDict()  # traces that left pending
+        # traces that left pending; a bare float is a `_Done` with only `stitched_until` (hot path)
+        self._done: OrderedDict[str, _Done | float] = OrderedDict()
 
     @property
     def pending_count(self) -> int:
@@ -396,11 +397,13 @@ class TraceAssembler:
                 del pending[trace_id]
                 done = done_get(trace_id)
                 if done is None:
-                    done_map[trace_id] = _Done(stitched)
+                    done_map[trace_id] = stitched
                     if len(done_map) > remember:
                         done_map.popitem(last=False)
-                else:
+                elif isinstance(done, _Done):
                     done.stitched_until = max(done.stitched_until or stitched, stitched)
+                else:
+                    done_map[trace_id] = max(done or stitched, stitched)
         return call.result()
 
     def expire(self, now: float) -> AssembleResult:
@@ -444,8 +447,15 @@ class TraceAssembler:
         if len(self._seen) > self._remember:
             self._seen.popitem(last=False)
 
-    def _done_entry(self, trace_id: str) -> _Done:
+    def _done_get(self, trace_id: str) -> _Done | None:
         done = self._done.get(trace_id)
+        if done is None or isinstance(done, _Done):
+            return done
+        full = self._done[trace_id] = _Done(done)  # same place in the memory
+        return full
+
+    def _done_entry(self, trace_id: str) -> _Done:
+        done = self._done_get(trace_id)
         if done is None:
             done = self._done[trace_id] = _Done()
             if len(self._done) > self._remember:
@@ -457,7 +467,7 @@ class TraceAssembler:
         if tr is None:
             while len(self._pending) >= self._max_pending:
                 self._flush(next(iter(self._pending)), call)
-            done = self._done.get(trace_id)
+            done = self._done_get(trace_id)
             tr = _Trace(deadline=now + self._timeout, hints=hints)
             if done is not None:
                 tr.stitched_until = done.stitched_until
@@ -472,7 +482,7 @@ class TraceAssembler:
             return
         is_prefill = span.role == c.ROLE_PREFILL
         opposite = c.ROLE_DECODE if is_prefill else c.ROLE_PREFILL
-        done = self._done.get(span.trace_id)
+        done = self._done_get(span.trace_id)
         if done is not None and span.trace_id not in self._pending:
             if opposite in done.flushed_roles:
                 call.late += 1
