@@ -29,6 +29,7 @@ from observer.aggregate import Aggregator
 from observer.config import Settings
 from observer.ingest.assemble import TraceAssembler
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
+from observer.model import RequestRecord
 from tests.observer.aggregate.reference import ReferenceAggregator
 from tests.observer.ingest.test_assemble_reference import ReferenceAssembler
 
@@ -48,8 +49,13 @@ def decoded(n_batches: int, spans: int, tenants: int, now: float) -> list[Resolv
     return out
 
 
-def run_once(work: list[ResolvedBatch], now: float, reference: bool = False) -> tuple[float, float, int]:
-    """(assemble CPU s, aggregate CPU s, records) of one pass over `work`."""
+def run_once(
+    work: list[ResolvedBatch], now: float, reference: bool = False, group: int = 1
+) -> tuple[float, float, int]:
+    """(assemble CPU s, aggregate CPU s, records) of one pass over `work`.
+
+    `group`: batches whose records reach `Aggregator.add` in one call (the pipeline commits up to
+    `store.write_batch_max` batches per transaction when they queue up)."""
     settings = Settings()
     ing = settings.ingest
     assembler: TraceAssembler | ReferenceAssembler
@@ -62,15 +68,17 @@ def run_once(work: list[ResolvedBatch], now: float, reference: bool = False) -> 
     clock = time.process_time
     t_asm = t_agg = 0.0
     records = 0
-    for b in work:
-        t0 = clock()
-        res = assembler.add(b.engine, b.hints, now)
+    for first in range(0, len(work), group):
+        new: list[RequestRecord] = []
+        for b in work[first : first + group]:
+            t0 = clock()
+            res = assembler.add(b.engine, b.hints, now)
+            t_asm += clock() - t0
+            new.extend(res.records)
         t1 = clock()
-        aggregator.add(res.records, now)
-        t2 = clock()
-        t_asm += t1 - t0
-        t_agg += t2 - t1
-        records += len(res.records)
+        aggregator.add(new, now)
+        t_agg += clock() - t1
+        records += len(new)
     return t_asm, t_agg, records
 
 
@@ -80,6 +88,7 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=512)
     ap.add_argument("--tenants", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--group", type=int, default=1, help="batches per Aggregator.add call")
     ap.add_argument("--profile", action="store_true", help="cProfile one pass instead of timing")
     ap.add_argument("--reference", action="store_true", help="also time the code before (A/B)")
     args = ap.parse_args()
@@ -99,10 +108,11 @@ def main() -> None:
     records = 0
     for _ in range(args.repeat):
         for side in sides:
-            a, g, records = run_once(work, now, reference=side)
+            a, g, records = run_once(work, now, reference=side, group=args.group)
             best[side][0] = min(best[side][0], a)
             best[side][1] = min(best[side][1], g)
-    print(f"batches {args.batches} x {args.spans} spans ({spans} engine spans), {records} records")
+    print(f"batches {args.batches} x {args.spans} spans ({spans} engine spans), {records} records,")
+    print(f"{args.group} batch(es) per Aggregator.add call")
     print(f"CPU µs per span, best of {args.repeat}" + (" (interleaved A/B)" if args.reference else ""))
     for i, stage in enumerate(("assemble", "aggregate")):
         line = f"{stage:<10} {1e6 * best[False][i] / total_spans:6.2f}"
