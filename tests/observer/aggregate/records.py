@@ -24,7 +24,7 @@ def rec(
     """A record ending at `end`; latencies (ttft, itl, e2e, queue, prefill, kv_transfer, decode)
     default to None."""
     n = next(_ids)
-    fields: dict[str, float | None] = dict.fromkeys(
+    fields: dict[str, Any] = dict.fromkeys(
         ("ttft", "itl", "e2e", "queue", "prefill", "kv_transfer", "decode")
     )
     fields.update(latencies)
