@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from observer import conventions as c
 from observer.aggregate import Aggregator
 from observer.config import Settings
+from observer.ingest import fastpath
 from observer.ingest.assemble import AssembleResult, TraceAssembler
 from observer.ingest.otlp import IngestError, encode_response
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
@@ -137,6 +138,7 @@ class Pipeline:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        fastpath.compiled(self.resolve_cfg)  # logs, at start, which decode path runs
         await loop.run_in_executor(self._writer_pool, self.recover)
         self._queue = asyncio.Queue(self.settings.server.ingest_queue_size)
         self._tasks = [
