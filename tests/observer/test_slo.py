@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from observer import conventions as c
@@ -49,9 +51,10 @@ def record(
 def test_latency_judged_exactly_at_the_threshold(slo: SloSpec, field: str) -> None:
     thr = slo.threshold_seconds
     assert thr is not None
-    assert judge(record(**{field: thr}), slo) is True  # value == threshold is good
-    assert judge(record(**{field: thr + 1e-9}), slo) is False
-    assert judge(record(**{field: thr - 1e-9}), slo) is True
+    values: list[dict[str, Any]] = [{field: thr}, {field: thr + 1e-9}, {field: thr - 1e-9}]
+    assert judge(record(**values[0]), slo) is True  # value == threshold is good
+    assert judge(record(**values[1]), slo) is False
+    assert judge(record(**values[2]), slo) is True
 
 
 def test_unknown_latency_is_not_applicable() -> None:
