@@ -113,7 +113,14 @@ class Server:
     log: Path
 
     @classmethod
-    def start(cls, workdir: Path, core: int | None, name: str, timeout: float = 60.0) -> Server:
+    def start(
+        cls,
+        workdir: Path,
+        core: int | None,
+        name: str,
+        timeout: float = 60.0,
+        extra_env: Sequence[str] = (),
+    ) -> Server:
         port = _free_port()
         log = workdir / f"{name}.log"
         db = workdir / f"{name}.db"
@@ -123,6 +130,7 @@ class Server:
             **{
                 f"{c.ENV_PREFIX}SERVER__DECODE_WORKERS": "1",
                 f"{c.ENV_PREFIX}SERVER__LOG_LEVEL": "warning",
+                **dict(kv.split("=", 1) for kv in extra_env),
             }
         )
         with log.open("wb") as fh:
@@ -270,7 +278,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ceil = _in_child("ceiling", bodies_file, args.server_core, "--seconds", str(args.ceiling_seconds))
     stages = _in_child("stages", bodies_file, args.server_core, "--spans", str(args.spans), "--now", str(now))
 
-    server = Server.start(workdir, args.server_core, "throughput")
+    server = Server.start(workdir, args.server_core, "throughput", extra_env=args.server_env)
     try:
         if warm:
             send_all(server.port, warm, args.connections)
@@ -317,7 +325,7 @@ def rss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     spec = WorkloadSpec(n_batches, args.spans, args.rss_tenants, seed=3)
     bodies, requests = _build(spec, now)
     tenants = min(args.rss_tenants, requests)
-    server = Server.start(workdir, args.server_core, "rss")
+    server = Server.start(workdir, args.server_core, "rss", extra_env=args.server_env)
     try:
         idle = server.memory_kb()
         sent = send_all(server.port, bodies, args.connections)
@@ -408,6 +416,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _env_pair(text: str) -> str:
+    name, sep, _value = text.partition("=")
+    if not sep or not name.startswith(c.ENV_PREFIX):
+        raise argparse.ArgumentTypeError(f"expected {c.ENV_PREFIX}NAME=VALUE, got {text!r}")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["ceiling"], ["stages"]):
@@ -433,6 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--server-core", type=int, default=0, help="-1: do not pin")
     p.add_argument("--client-core", type=int, default=1, help="-1: do not pin")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=_env_pair,
+        help="extra setting for the server, e.g. PD_OBSERVER_STORE__GROUP_COMMIT_MAX_WAIT_MS=0 (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     args.argv = argv
