@@ -260,7 +260,8 @@ class TraceAssembler:
         self._timeout = timeout_seconds
         self._remember = remember
         self._pending: OrderedDict[str, _Trace] = OrderedDict()  # oldest first
-        self._seen: OrderedDict[str, None] = OrderedDict()  # span ids (dedupe)
+        self._seen: set[str] = set()  # span ids (dedupe) ...
+        self._seen_order: deque[str] = deque()  # ... oldest first
         # traces that left pending; a bare float is a `_Done` with only `stitched_until` (hot path)
         self._done: OrderedDict[str, _Done | float] = OrderedDict()
 
@@ -293,6 +294,7 @@ class TraceAssembler:
                     if tr.hints.disaggregated is False and tr.decode:
                         self._release_local_decodes(trace_id, tr, call)
         seen = self._seen
+        seen_order = self._seen_order
         remember = self._remember
         done_map = self._done
         done_get = done_map.get
@@ -309,9 +311,10 @@ class TraceAssembler:
             if sid in seen:
                 call.duplicates += 1
                 continue
-            seen[sid] = None
-            if len(seen) > remember:
-                seen.popitem(last=False)
+            seen.add(sid)
+            seen_order.append(sid)
+            if len(seen_order) > remember:
+                seen.remove(seen_order.popleft())
             trace_id = span.trace_id
             hint = get_hint(trace_id)
             role = span.role
@@ -443,9 +446,10 @@ class TraceAssembler:
         return held if hints is None else merge_hints(held, hints)
 
     def _remember_span(self, span_id: str) -> None:
-        self._seen[span_id] = None
-        if len(self._seen) > self._remember:
-            self._seen.popitem(last=False)
+        self._seen.add(span_id)
+        self._seen_order.append(span_id)
+        if len(self._seen_order) > self._remember:
+            self._seen.remove(self._seen_order.popleft())
 
     def _done_get(self, trace_id: str) -> _Done | None:
         done = self._done.get(trace_id)
