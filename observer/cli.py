@@ -7,6 +7,7 @@ non-zero with one clear line on bad input.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,8 +70,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds) or None,
         limit_concurrency=None,
     )
+    _tune_gc(settings.server.gc_gen0_threshold)
     uvicorn.Server(config).run()
     return 0
+
+
+def _tune_gc(gen0_threshold: int) -> None:
+    """Freeze what startup allocated (never garbage) out of the cyclic GC and raise the gen-0
+    threshold: the ingest path allocates many short-lived acyclic objects (docs/performance.md)."""
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 def extra_routers(settings: Settings) -> list[Any]:

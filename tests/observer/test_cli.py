@@ -91,3 +91,20 @@ def test_alerts_export_writes_the_files(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["alertmanager.yml", "pd-observer-prometheusrule.yaml", "pd-observer-rules.yaml"]
+
+
+def test_serve_gc_tuning_raises_gen0_threshold_and_zero_keeps_the_default() -> None:
+    import gc
+
+    from observer.cli import _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc(0)
+        assert gc.get_threshold() == before
+        _tune_gc(50_000)
+        assert gc.get_threshold() == (50_000, before[1], before[2])
+        assert gc.get_freeze_count() > 0  # startup objects are out of the collector's way
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
