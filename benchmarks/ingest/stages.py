@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from observer import conventions as c
 from observer.aggregate import Aggregator
 from observer.config import Settings
-from observer.ingest.assemble import TraceAssembler
+from observer.ingest.assemble import AssembleResult, TraceAssembler
 from observer.ingest.otlp import decode_traces, parse_and_walk
 from observer.ingest.resolve import ResolveConfig, decode_and_resolve, resolve_batch
 from observer.store.repository import Store
@@ -29,7 +29,9 @@ DECODE = "pipeline: decode_and_resolve"
 ASSEMBLE = "pipeline: assemble (P/D stitching)"
 STORE = "pipeline: store.write_batch (SQLite)"
 AGGREGATE = "pipeline: aggregate (windows, SLOs)"
-STAGES = (CEILING, UNFUSED, FUSED, DECODE, ASSEMBLE, STORE, AGGREGATE)
+GROUP = 10  # batches per transaction: the harness's 10 connections, the server's largest group here
+STORE_GROUPED = f"alone: store.write_batch, {GROUP} batches per transaction (SQLite)"
+STAGES = (CEILING, UNFUSED, FUSED, DECODE, ASSEMBLE, STORE, AGGREGATE, STORE_GROUPED)
 PIPELINE = (DECODE, ASSEMBLE, STORE, AGGREGATE)  # what the server runs per batch
 
 
@@ -51,6 +53,7 @@ def stage_costs(bodies: Sequence[bytes], spans_per_batch: int, now: float) -> di
         cost[FUSED] += clock() - t2
     assembler = TraceAssembler(settings.ingest.max_pending_traces, settings.ingest.pending_timeout_seconds)
     aggregator = Aggregator(settings.aggregation, settings.slo_specs())
+    results: list[AssembleResult] = []
     with tempfile.TemporaryDirectory(prefix="ingest-stages-") as tmp:
         store = Store.open(f"sqlite:///{Path(tmp) / 'stages.db'}")
         try:
@@ -63,6 +66,7 @@ def stage_costs(bodies: Sequence[bytes], spans_per_batch: int, now: float) -> di
                 t1 = clock()
                 res = assembler.add(batch.engine, batch.hints, now)
                 t2 = clock()
+                results.append(res)
                 new = store.write_batch(res.records, res.pending_added, res.pending_released)
                 t3 = clock()
                 aggregator.add(new, now)
@@ -73,5 +77,26 @@ def stage_costs(bodies: Sequence[bytes], spans_per_batch: int, now: float) -> di
                 cost[AGGREGATE] += t4 - t3
         finally:
             store.close()
+        cost[STORE_GROUPED] = _grouped_writes(Path(tmp) / "grouped.db", results, clock)
     spans = len(bodies) * spans_per_batch
     return {name: 1e6 * secs / spans for name, secs in cost.items()}
+
+
+def _grouped_writes(path: Path, results: Sequence[AssembleResult], clock: Callable[[], float]) -> float:
+    """CPU seconds to store the same assembler results `GROUP` batches per transaction (one
+    `write_batch` per group, as the server's group commit does when batches are in flight)."""
+    store = Store.open(f"sqlite:///{path}")
+    try:
+        store.upgrade()
+        spent = 0.0
+        for i in range(0, len(results), GROUP):
+            group = results[i : i + GROUP]
+            records = [r for res in group for r in res.records]
+            added = [p for res in group for p in res.pending_added]
+            released = [sid for res in group for sid in res.pending_released]
+            t0 = clock()
+            store.write_batch(records, added, released)
+            spent += clock() - t0
+        return spent
+    finally:
+        store.close()
