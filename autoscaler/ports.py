@@ -50,11 +50,20 @@ class ScaleTarget(Protocol):
 
 
 class WeightTarget(Protocol):
-    """Where a pool's EPP scorer weights live (EndpointPickerConfig in a ConfigMap, twin)."""
+    """Where a pool's EPP configuration lives (EndpointPickerConfig in a ConfigMap, the KServe
+    LLMInferenceService inline scheduler config, twin): the scorer weights and the P/D decider's
+    `nonCachedTokens` threshold. The EPP reads it only at start: every write restarts it."""
 
     def weights(self, pool: str) -> Mapping[str, float]: ...
 
     def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str: ...
+
+    def decider_threshold(self, pool: str) -> int | None:
+        """`nonCachedTokens` of the `prefix-based-pd-decider` plugin; None when the config has no
+        such decider (the lever is then absent, not unknown: the policy never touches it)."""
+        ...
+
+    def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str: ...
 
 
 class LeaseLock(Protocol):
@@ -157,9 +166,13 @@ class InMemoryScaleTarget:
 
 
 class InMemoryWeightTarget:
-    def __init__(self, weights: Mapping[str, Mapping[str, float]]) -> None:
+    def __init__(
+        self, weights: Mapping[str, Mapping[str, float]], deciders: Mapping[str, int] | None = None
+    ) -> None:
         self.data: dict[str, dict[str, float]] = {p: dict(w) for p, w in weights.items()}
+        self.deciders: dict[str, int] = dict(deciders or {})
         self.calls: list[tuple[str, dict[str, float], bool]] = []
+        self.decider_calls: list[tuple[str, int, bool]] = []
 
     def weights(self, pool: str) -> Mapping[str, float]:
         if pool not in self.data:
@@ -171,6 +184,20 @@ class InMemoryWeightTarget:
         if not dry_run:
             self.data.setdefault(pool, {}).update(weights)
         return f"{pool}: weights {dict(weights)}"
+
+    def decider_threshold(self, pool: str) -> int | None:
+        if pool not in self.data:
+            raise NotFoundError(f"{pool}: no scorer config")
+        return self.deciders.get(pool)
+
+    def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str:
+        self.decider_calls.append((pool, tokens, dry_run))
+        if pool not in self.deciders:
+            raise PermanentError(f"{pool}: no prefix-based-pd-decider in the config")
+        old = self.deciders[pool]
+        if not dry_run:
+            self.deciders[pool] = tokens
+        return f"{pool}: nonCachedTokens {old} -> {tokens}"
 
 
 @dataclass

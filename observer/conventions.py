@@ -287,6 +287,12 @@ SCORER_LOAD_AWARE: Final = "load-aware-scorer"
 SCORER_ACTIVE_REQUEST: Final = "active-request-scorer"
 SCORER_SESSION_AFFINITY: Final = "session-affinity-scorer"
 SCORER_NO_HIT_LRU: Final = "no-hit-lru-scorer"
+# P/D decider (field notes §5): prefill runs on the decode pod when the uncached part of the
+# prompt is below `nonCachedTokens`, on a prefill pod otherwise.
+PD_DECIDER_PLUGIN: Final = "prefix-based-pd-decider"
+PD_DECIDER_THRESHOLD_PARAM: Final = "nonCachedTokens"
+# KServe LLMInferenceService inline scheduler config (field notes §5)
+KSERVE_SCHEDULER_CONFIG_PATH: Final = ("spec", "router", "scheduler", "config")
 
 # vLLM KV events (field notes §4)
 KV_EVENT_BLOCK_STORED: Final = "BlockStored"
