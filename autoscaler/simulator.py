@@ -21,7 +21,7 @@ from autoscaler.types import RoleStatus
 from observer import conventions as c
 from observer.model import RequestRecord, TierTokens
 from simulator.actuation import FleetState
-from simulator.events import CompletedRequest, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, KvEvent, PodSnapshot
 
 
 class Actuator(Protocol):
@@ -149,6 +149,9 @@ class TwinRecordSink:
 
     def __init__(self, listener: Callable[[Sequence[RequestRecord], float], None]) -> None:
         self._listener = listener
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
 
     def request_completed(self, request: CompletedRequest) -> None:
         self._listener((record_of(request),), request.decode.finished)

@@ -29,6 +29,20 @@ class EngineTiming:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrivedRequest:
+    """A request reaching the router (the EPP), before any routing or queueing.
+
+    The real EPP counts a request here (its request counter), not when it completes; the twin's
+    emitters that count requests at the router take it from this event.
+    """
+
+    request_id: str
+    tenant: str
+    model: str
+    at: float  # arrival at the router (same as the CompletedRequest's `arrival` later)
+
+
+@dataclass(frozen=True, slots=True)
 class CompletedRequest:
     """A finished request with the twin's ground truth."""
 
@@ -112,7 +126,13 @@ class FleetEvent:
 
 
 class FleetSink(Protocol):
-    """Where the fleet model sends what happened. Emitters implement it."""
+    """Where the fleet model sends what happened. Emitters implement it.
+
+    Every request is announced twice: `request_arrived` when it reaches the router, then
+    `request_completed` with its ground truth when it finishes (same `request_id`).
+    """
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None: ...
 
     def request_completed(self, request: CompletedRequest) -> None: ...
 

@@ -22,6 +22,7 @@ from simulator import router
 from simulator.cache import TIER_ORDER, TieredPrefixCache
 from simulator.engine import Simulation
 from simulator.events import (
+    ArrivedRequest,
     CompletedRequest,
     EngineTiming,
     FleetEvent,
@@ -47,6 +48,9 @@ EVENT_PHASE = "phase"
 class NullSink:
     """Discards everything (benchmarks)."""
 
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
+
     def request_completed(self, request: CompletedRequest) -> None:
         return None
 
@@ -65,6 +69,7 @@ class MemorySink:
     """Keeps what the fleet emits, in memory (tests, in-process consumers). Bounded lists."""
 
     max_items: int = 2_000_000
+    arrivals: list[ArrivedRequest] = field(default_factory=list)
     requests: list[CompletedRequest] = field(default_factory=list)
     samples: list[tuple[float, tuple[PodSnapshot, ...]]] = field(default_factory=list)
     kv: list[KvEvent] = field(default_factory=list)
@@ -76,6 +81,9 @@ class MemorySink:
             bucket.append(item)
         else:
             self.dropped += 1
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        self._keep(self.arrivals, arrival)  # type: ignore[arg-type]
 
     def request_completed(self, request: CompletedRequest) -> None:
         self._keep(self.requests, request)  # type: ignore[arg-type]
@@ -682,6 +690,9 @@ class Fleet:
         self.in_flight += 1
         self.arrived += 1
         req = _Req(spec, now, self.rng.getrandbits(63))
+        self.sink.request_arrived(
+            ArrivedRequest(request_id=spec.request_id, tenant=spec.tenant, model=self.profile.model, at=now)
+        )
         self.sim.after(self.profile.epp.routing_overhead_s, lambda: self._route(req))
 
     def _route(self, req: _Req) -> None:

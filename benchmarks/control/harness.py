@@ -79,6 +79,9 @@ class Meter:
     by_tenant: dict[str, list[int]] = field(default_factory=dict)  # tenant -> [good ttft, total]
     listeners: list[Callable[[CompletedRequest], None]] = field(default_factory=list)
 
+    def request_arrived(self, arrival: object) -> None:  # simulator.events.ArrivedRequest
+        return None
+
     def request_completed(self, request: CompletedRequest) -> None:
         first = request.prefill if request.prefill is not None else request.decode
         ttft = request.decode.first_token - first.arrival

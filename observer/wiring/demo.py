@@ -54,7 +54,7 @@ from simulator.clock import run_paced
 from simulator.emit.fanout import Fanout, Recorder
 from simulator.emit.metrics import EPP_PATH, TARGETS_PATH, MetricsEmitter, MetricsServer
 from simulator.emit.otlp import OtlpSpanEmitter
-from simulator.events import FleetEvent, FleetSink, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, FleetEvent, FleetSink, KvEvent, PodSnapshot
 from simulator.scenarios import Twin
 
 SAMPLE_WINDOW_SECONDS = 60
@@ -118,6 +118,9 @@ class _EventTap:
 
     def __init__(self, on_event: Any) -> None:
         self._on_event = on_event
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
 
     def request_completed(self, request: Any) -> None:
         return None

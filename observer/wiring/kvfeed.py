@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from observer.sources.kvevents import KvEventsConsumer, KvPublisher, KvTierIndex
 from simulator.emit.kvevents import KvEventPublisher
-from simulator.events import CompletedRequest, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, KvEvent, PodSnapshot
 
 
 class TwinKvEvents:
@@ -57,6 +57,9 @@ class TwinKvEvents:
         return tuple(sorted(self._subscribed))
 
     # -- FleetSink ------------------------------------------------------------------------------
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
+
     def request_completed(self, request: CompletedRequest) -> None:
         return None
 

@@ -25,7 +25,7 @@ from observer.wiring.inproc import InProcessObserver
 from observer.wiring.twin import Policy, build_twin
 from simulator.emit.fanout import Fanout, Recorder
 from simulator.emit.otlp import OtlpSpanEmitter
-from simulator.events import CompletedRequest, FleetEvent, FleetSink, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, FleetSink, KvEvent, PodSnapshot
 
 DEFAULT_REPLAY_START = 1_700_000_000.0  # a fixed simulated epoch: same seed -> same output
 
@@ -80,6 +80,9 @@ class TruthSink:
     ttft: dict[str, list[float]] = field(default_factory=dict)
     e2e: dict[str, list[float]] = field(default_factory=dict)
     keep_latencies: bool = True
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
 
     def request_completed(self, request: CompletedRequest) -> None:
         t = request.tenant

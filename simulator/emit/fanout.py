@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from observer import conventions as c
-from simulator.events import CompletedRequest, FleetEvent, FleetSink, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, FleetSink, KvEvent, PodSnapshot
 
 
 class Fanout:
@@ -16,6 +16,10 @@ class Fanout:
 
     def __init__(self, sinks: Iterable[FleetSink]) -> None:
         self.sinks: tuple[FleetSink, ...] = tuple(sinks)
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        for s in self.sinks:
+            s.request_arrived(arrival)
 
     def request_completed(self, request: CompletedRequest) -> None:
         for s in self.sinks:
@@ -110,7 +114,8 @@ class Recorder:
         self.fleet_events: deque[FleetEvent] = deque(maxlen=max_events)
         self.kv: deque[KvEvent] = deque(maxlen=max_events)
         self.latest_pods: tuple[PodSnapshot, ...] = ()
-        self.total_requests = 0
+        self.total_requests = 0  # completed
+        self.total_arrivals = 0  # arrived at the router (completed or still in flight)
         self.total_kv_events = 0
         self._max_buckets = max_buckets
         self._buckets: dict[float, _Bucket] = {}
@@ -125,6 +130,9 @@ class Recorder:
         return b
 
     # -- FleetSink ----------------------------------------------------------------------------
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        self.total_arrivals += 1
+
     def request_completed(self, request: CompletedRequest) -> None:
         self.requests.append(request)
         self.total_requests += 1

@@ -31,7 +31,7 @@ import msgpack
 import zmq
 
 from observer import conventions as c
-from simulator.events import CompletedRequest, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, KvEvent, PodSnapshot
 
 ENCODING_MAP: Final = "map"
 ENCODING_ARRAY: Final = "array"
@@ -183,6 +183,9 @@ class KvEventPublisher:
         with self._lock:  # scaled-down pods stop publishing; their sockets close
             for gone in [name for name in self._pods if name not in present]:
                 self._closing.append(self._pods.pop(gone))
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
 
     def request_completed(self, request: CompletedRequest) -> None:
         return None

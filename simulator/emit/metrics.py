@@ -4,7 +4,9 @@ Each pod has its own `CollectorRegistry` with one custom collector built from th
 latest `PodSnapshot` (gauges, cumulative counters) and from histograms fed by the
 `CompletedRequest`s that ran on it (decode pods also show the P/D KV-transfer time as vLLM's NIXL
 histogram, and every pod its DRAM-tier evictions as LMCache's CPU eviction counter). The EPP has
-its own registry. Names come from
+its own registry; like the real EPP, its request counter counts a request when it ARRIVES at the
+router (`request_arrived`), so its rate is the arrival rate even while requests queue; the error
+counter, duration histogram and P/D decision counter are fed at completion. Names come from
 `observer.conventions` for two vLLM generations (`v1`: vLLM >= 0.12, `legacy`: <= 0.11) and the
 EPP generations of `conventions.EPP_GENERATIONS`.
 
@@ -31,7 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from observer import conventions as c
-from simulator.events import CompletedRequest, EngineTiming, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, EngineTiming, FleetEvent, KvEvent, PodSnapshot
 
 VllmGeneration = str
 VLLM_GENERATIONS: Final = (c.VLLM_GENERATION_V1, c.VLLM_GENERATION_LEGACY)
@@ -99,7 +101,7 @@ class _PodState:
 
 @dataclass(slots=True)
 class _EppState:
-    requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, tenant)
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, tenant), at arrival
     errors: dict[str, int] = field(default_factory=dict)  # model
     duration: dict[str, _Hist] = field(default_factory=dict)  # model
     decisions: dict[str, int] = field(default_factory=dict)
@@ -146,20 +148,25 @@ class MetricsEmitter:
         self.now: float | None = None
 
     # -- FleetSink ----------------------------------------------------------------------------
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        """The EPP counts a request when it reaches the router (per model and fairness id)."""
+        with self._lock:
+            epp = self._epp
+            tenant = arrival.tenant
+            if tenant not in epp.tenants:
+                if len(epp.tenants) >= self._max_tenants:
+                    tenant = c.OTHER_TENANT
+                else:
+                    epp.tenants.add(tenant)
+            key = (arrival.model, tenant)
+            epp.requests[key] = epp.requests.get(key, 0) + 1
+
     def request_completed(self, request: CompletedRequest) -> None:
         with self._lock:
             if request.prefill is not None:
                 self._observe_engine(request.prefill, request, decode_side=False)
             self._observe_engine(request.decode, request, decode_side=True)
             epp = self._epp
-            tenant = request.tenant
-            if tenant not in epp.tenants:
-                if len(epp.tenants) >= self._max_tenants:
-                    tenant = c.OTHER_TENANT
-                else:
-                    epp.tenants.add(tenant)
-            key = (request.model, tenant)
-            epp.requests[key] = epp.requests.get(key, 0) + 1
             if request.error:
                 epp.errors[request.model] = epp.errors.get(request.model, 0) + 1
             hist = epp.duration.get(request.model)

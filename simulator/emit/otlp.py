@@ -39,7 +39,7 @@ from opentelemetry.util.types import AttributeValue
 
 from observer import conventions as c
 from simulator.emit.otlpwire import FastSpanEncoder
-from simulator.events import CompletedRequest, EngineTiming, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, EngineTiming, FleetEvent, KvEvent, PodSnapshot
 
 _M64 = (1 << 64) - 1
 _NS = 1_000_000_000
@@ -241,6 +241,9 @@ class OtlpSpanEmitter:
         return cls(processor, **kwargs)
 
     # -- FleetSink ----------------------------------------------------------------------------
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None  # a request's spans are emitted whole at completion (start = its arrival)
+
     def request_completed(self, request: CompletedRequest) -> None:
         self._ids.begin(request.trace_seed)
         end = request.decode.finished

@@ -27,7 +27,7 @@ from observer.config import load_settings
 from observer.wiring.inproc import InProcessObserver
 from simulator.emit.fanout import Fanout
 from simulator.emit.otlp import OtlpSpanEmitter
-from simulator.events import CompletedRequest, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, KvEvent, PodSnapshot
 from simulator.scenarios import HEAVY, VICTIM, build_scenario
 
 POOL = "llama-8b"
@@ -41,6 +41,9 @@ class Truth:
     """The twin's ground truth per request: (arrival offset, TTFT ok, tenant, HBM hits, prompt)."""
 
     rows: list[tuple[float, bool, str, int, int]] = field(default_factory=list)
+
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
+        return None
 
     def request_completed(self, r: CompletedRequest) -> None:
         first = r.prefill if r.prefill is not None else r.decode

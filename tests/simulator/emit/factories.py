@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from observer import conventions as c
-from simulator.events import CompletedRequest, EngineTiming, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, EngineTiming, PodSnapshot
 
 T0 = 1_800_000_000.0
+
+
+def arrival_of(request: CompletedRequest) -> ArrivedRequest:
+    """The router-arrival event the fleet model sends before `request` completes."""
+    return ArrivedRequest(
+        request_id=request.request_id, tenant=request.tenant, model=request.model, at=request.arrival
+    )
 
 
 def pd_request(i: int = 0, *, tenant: str = "acme", error: bool = False, t0: float = T0) -> CompletedRequest:

@@ -14,7 +14,7 @@ from observer import conventions as c
 from simulator.emit.metrics import MetricsEmitter
 from tests.support.procs import run_prometheus
 
-from .factories import T0, local_request, pd_request, snapshot
+from .factories import T0, arrival_of, local_request, pd_request, snapshot
 
 MODEL = "llama-3-70b"
 EPP_TOTAL = c.EPP_GENERATIONS["llm_d_epp"]["request_total"]
@@ -39,8 +39,9 @@ def fed(generation: str = "v1", epp_generation: str = "llm_d_epp") -> MetricsEmi
         ),
     )
     for i in range(10):
-        em.request_completed(pd_request(i, tenant="acme", error=(i == 9)))
-        em.request_completed(local_request(i, tenant="beta"))
+        for req in (pd_request(i, tenant="acme", error=(i == 9)), local_request(i, tenant="beta")):
+            em.request_arrived(arrival_of(req))  # as the fleet model does: arrival, then completion
+            em.request_completed(req)
     return em
 
 
@@ -139,7 +140,7 @@ def test_epp_pool_metrics_per_generation(generation: str) -> None:
 def test_tenants_past_the_bound_fold_into_other() -> None:
     em = MetricsEmitter(max_tenants=2)
     for i, t in enumerate(["a", "b", "c", "d", "a"]):
-        em.request_completed(local_request(i, tenant=t))
+        em.request_arrived(arrival_of(local_request(i, tenant=t)))
     fams = families(em.render_epp())
     by = {s[1][c.EPP_LABEL_FAIRNESS]: s[2] for s in fams[EPP_TOTAL.removesuffix("_total")][1]}
     assert by == {"a": 2.0, "b": 1.0, c.OTHER_TENANT: 2.0}

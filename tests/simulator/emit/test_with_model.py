@@ -42,4 +42,6 @@ def test_steady_scenario_spans_and_metrics_match_ground_truth() -> None:
     total = sum(
         s.value for s in fams[c.EPP_GENERATIONS["llm_d_epp"]["request_total"].removesuffix("_total")].samples
     )
-    assert total == rec.total_requests
+    # the EPP counts at arrival, like the real one: completed requests plus those still in flight
+    assert total == rec.total_arrivals == twin.fleet.arrived
+    assert rec.total_arrivals - rec.total_requests == twin.fleet.in_flight
