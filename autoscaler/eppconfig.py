@@ -1,18 +1,25 @@
-"""Reading and editing scorer weights inside an EndpointPickerConfig YAML text. Pure.
+"""Reading and editing an EndpointPickerConfig YAML text: scorer weights and the P/D
+decider's `nonCachedTokens` threshold. Pure.
 
 The edit is surgical: PyYAML's composer gives the exact character span of each `weight`
-scalar under `schedulingProfiles[*].plugins[*]` whose `pluginRef` is the scorer; only those
+scalar under `schedulingProfiles[*].plugins[*]` whose `pluginRef` is the scorer (and of
+`parameters.nonCachedTokens` of the top-level `prefix-based-pd-decider` plugin); only those
 spans are rewritten, so comments, ordering, quoting and everything else stay byte-for-byte.
 The result is re-parsed and compared with the intended document before it is returned.
+A config held as a mapping (KServe's inline scheduler config) goes through the same code as
+JSON text (`edit_mapping`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from observer import conventions as c
 
 
 class EppConfigError(ValueError):
@@ -108,3 +115,112 @@ def edit_weights(text: str, weights: Mapping[str, float], profile: str | None = 
     if yaml.safe_load(out) != _expected(yaml.safe_load(text), weights, profile):
         raise EppConfigError("edit did not round-trip")  # pragma: no cover - defensive
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The P/D decider's threshold: `nonCachedTokens` of the `prefix-based-pd-decider` plugin
+# ---------------------------------------------------------------------------------------------
+def _decider(root: Node, doc: Any) -> tuple[ScalarNode | None, Any] | None:
+    """(the `nonCachedTokens` scalar node or None, its loaded value or None) of the one decider
+    in the top-level `plugins:` list; None when there is no decider."""
+    plugins = _get(root, "plugins")
+    if plugins is None:
+        return None
+    if not isinstance(plugins, SequenceNode):
+        raise EppConfigError("plugins is not a list")
+    found: list[tuple[ScalarNode | None, Any]] = []
+    loaded = doc.get("plugins") if isinstance(doc, dict) else None
+    for i, entry in enumerate(plugins.value):
+        kind = _get(entry, "type")
+        if not (isinstance(kind, ScalarNode) and kind.value == c.PD_DECIDER_PLUGIN):
+            continue
+        params = _get(entry, "parameters")
+        node = _get(params, c.PD_DECIDER_THRESHOLD_PARAM) if params is not None else None
+        if node is not None and not isinstance(node, ScalarNode):
+            raise EppConfigError(f"{c.PD_DECIDER_PLUGIN}: {c.PD_DECIDER_THRESHOLD_PARAM} is not a scalar")
+        value = None
+        if node is not None and isinstance(loaded, list) and isinstance(loaded[i], dict):
+            value = (loaded[i].get("parameters") or {}).get(c.PD_DECIDER_THRESHOLD_PARAM)
+        found.append((node, value))
+    if len(found) > 1:
+        raise EppConfigError(f"{len(found)} {c.PD_DECIDER_PLUGIN} plugins; expected at most one")
+    return found[0] if found else None
+
+
+def _check_tokens(value: Any) -> int:
+    # The EPP decodes the parameter into a Go int: a quoted or fractional value fails there too.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EppConfigError(f"{c.PD_DECIDER_THRESHOLD_PARAM} is not an integer: {value!r}")
+    if value < 0:
+        raise EppConfigError(f"{c.PD_DECIDER_THRESHOLD_PARAM} is negative: {value}")
+    return value
+
+
+def read_decider_threshold(text: str) -> int | None:
+    """`nonCachedTokens` of the `prefix-based-pd-decider` plugin; None when the config has no
+    such plugin. A decider without the parameter reads as 0, the EPP's default (which turns
+    disaggregation off)."""
+    root = _compose(text)
+    found = _decider(root, yaml.safe_load(text))
+    if found is None:
+        return None
+    node, value = found
+    return 0 if node is None else _check_tokens(value)
+
+
+def edit_decider_threshold(text: str, tokens: int) -> str:
+    """Return `text` with the decider's `nonCachedTokens` scalar replaced, nothing else changed.
+
+    Refused (EppConfigError): no decider; a decider without an explicit
+    `parameters.nonCachedTokens` (add it to the config once: it is not inserted, so the
+    author's layout is never guessed at); `tokens` < 1 (0 turns P/D disaggregation off in
+    llm-d, it is not a threshold).
+    """
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise EppConfigError(
+            f"{c.PD_DECIDER_THRESHOLD_PARAM} must be an integer >= 1 (0 turns disaggregation off): {tokens!r}"
+        )
+    root = _compose(text)
+    doc = yaml.safe_load(text)
+    found = _decider(root, doc)
+    if found is None:
+        raise EppConfigError(f"no {c.PD_DECIDER_PLUGIN} plugin in the config")
+    node, value = found
+    if node is None:
+        raise EppConfigError(
+            f"{c.PD_DECIDER_PLUGIN} has no explicit parameters.{c.PD_DECIDER_THRESHOLD_PARAM} to edit "
+            f"(add `{c.PD_DECIDER_THRESHOLD_PARAM}: N` under its parameters once)"
+        )
+    _check_tokens(value)
+    out = text[: node.start_mark.index] + str(tokens) + text[node.end_mark.index :]
+    for entry in doc["plugins"]:
+        if isinstance(entry, dict) and entry.get("type") == c.PD_DECIDER_PLUGIN:
+            entry["parameters"][c.PD_DECIDER_THRESHOLD_PARAM] = tokens
+    if yaml.safe_load(out) != doc:
+        raise EppConfigError("edit did not round-trip")  # pragma: no cover - defensive
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The same edits on a config held as a mapping (KServe LLMInferenceService
+# `spec.router.scheduler.config.inline`, a runtime.RawExtension: a JSON object in the API)
+# ---------------------------------------------------------------------------------------------
+def mapping_text(doc: Mapping[str, Any]) -> str:
+    """The mapping as JSON text (JSON is YAML): the text functions above read and edit it."""
+    return json.dumps(doc, indent=2)
+
+
+def edit_mapping(doc: Mapping[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+    """Apply a text edit (`edit_weights`, `edit_decider_threshold`, bound to their arguments)
+    to a config held as a mapping; returns the new mapping. The edit rewrites number scalars
+    with number literals, so the result is JSON again."""
+    if not isinstance(doc, Mapping):
+        raise EppConfigError(f"inline config is a {type(doc).__name__}, not a mapping")
+    out = edit(mapping_text(doc))
+    try:
+        new = json.loads(out)
+    except ValueError as exc:  # pragma: no cover - defensive
+        raise EppConfigError(f"edit did not give JSON back: {exc}") from exc
+    if not isinstance(new, dict):  # pragma: no cover - defensive
+        raise EppConfigError("edit did not give a mapping back")
+    return new

@@ -7,7 +7,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoscaler.eppconfig import EppConfigError, edit_weights, read_weights
+from autoscaler.eppconfig import (
+    EppConfigError,
+    edit_decider_threshold,
+    edit_mapping,
+    edit_weights,
+    mapping_text,
+    read_decider_threshold,
+    read_weights,
+)
 from observer import conventions as c
 
 BLOCK = """\
@@ -62,3 +70,102 @@ def test_round_trip(weight: float) -> None:
     before, after = yaml.safe_load(BLOCK), yaml.safe_load(out)
     after["schedulingProfiles"][1]["plugins"][0]["weight"] = "2"
     assert before == after
+
+
+DECIDER = """\
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+# the P/D decider: prefill locally below this many uncached tokens
+- type: prefix-based-pd-decider   # keep me
+  name: pd-decider
+  parameters:
+    nonCachedTokens: 16
+- type: pd-profile-handler
+  parameters: {deciderPluginName: pd-decider}
+- {type: prefix-cache-scorer}
+schedulingProfiles:
+- name: decode
+  plugins:
+  - {pluginRef: prefix-cache-scorer, weight: 2}
+"""
+
+
+def test_read_decider_threshold() -> None:
+    assert read_decider_threshold(DECIDER) == 16
+    assert read_decider_threshold(BLOCK) is None  # no plugins list: no decider
+    assert read_decider_threshold("plugins:\n- type: pd-profile-handler\n") is None
+    # declared without the parameter: the EPP default, 0 (disaggregation off)
+    assert read_decider_threshold(f"plugins:\n- type: {c.PD_DECIDER_PLUGIN}\n") == 0
+    flow = '{"plugins": [{"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": 256}}]}'
+    assert read_decider_threshold(flow) == 256
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('"16"', "not an integer"), ("16.5", "not an integer"), ("true", "not an integer"), ("-1", "negative")],
+)
+def test_read_decider_rejects_bad_values(value: str, message: str) -> None:
+    with pytest.raises(EppConfigError, match=message):
+        read_decider_threshold(DECIDER.replace("nonCachedTokens: 16", f"nonCachedTokens: {value}"))
+
+
+def test_two_deciders_are_refused() -> None:
+    two = DECIDER.replace("- {type: prefix-cache-scorer}", f"- {{type: {c.PD_DECIDER_PLUGIN}, name: other}}")
+    with pytest.raises(EppConfigError, match="2 prefix-based-pd-decider plugins"):
+        read_decider_threshold(two)
+    with pytest.raises(EppConfigError, match="2 prefix-based-pd-decider plugins"):
+        edit_decider_threshold(two, 32)
+
+
+def test_edit_decider_touches_only_the_scalar() -> None:
+    out = edit_decider_threshold(DECIDER, 512)
+    assert out == DECIDER.replace("nonCachedTokens: 16", "nonCachedTokens: 512")
+    assert read_decider_threshold(out) == 512
+    assert read_weights(out) == read_weights(DECIDER)
+    quoted = DECIDER.replace("nonCachedTokens: 16", "nonCachedTokens: 0x10")  # YAML 1.1 int
+    assert edit_decider_threshold(quoted, 8) == DECIDER.replace("nonCachedTokens: 16", "nonCachedTokens: 8")
+
+
+def test_edit_decider_refusals() -> None:
+    with pytest.raises(EppConfigError, match="no prefix-based-pd-decider"):
+        edit_decider_threshold(BLOCK, 32)
+    bare = f"plugins:\n- type: {c.PD_DECIDER_PLUGIN}\n  name: pd\n"
+    with pytest.raises(EppConfigError, match=r"no explicit parameters\.nonCachedTokens"):
+        edit_decider_threshold(bare, 32)
+    with pytest.raises(EppConfigError, match=r"no explicit parameters\.nonCachedTokens"):
+        edit_decider_threshold(bare + "  parameters: {}\n", 32)
+    with pytest.raises(EppConfigError, match="turns disaggregation off"):
+        edit_decider_threshold(DECIDER, 0)
+    with pytest.raises(EppConfigError, match="not an integer"):
+        edit_decider_threshold(DECIDER.replace("nonCachedTokens: 16", 'nonCachedTokens: "16"'), 32)
+
+
+_COMMENT = st.text(st.characters(categories=("L", "N", "P", "S", "Zs"), max_codepoint=0x2FF), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.integers(1, 10**7), old=st.integers(0, 10**7), comment=_COMMENT)
+def test_decider_round_trip_keeps_every_other_byte(tokens: int, old: int, comment: str) -> None:
+    text = DECIDER.replace("nonCachedTokens: 16", f"nonCachedTokens: {old}   # {comment}").replace(
+        "# keep me", f"# {comment}"
+    )
+    assert read_decider_threshold(text) == old
+    out = edit_decider_threshold(text, tokens)
+    assert out == text.replace(f"nonCachedTokens: {old}   #", f"nonCachedTokens: {tokens}   #")
+    assert read_decider_threshold(out) == tokens
+
+
+@settings(max_examples=40, deadline=None)
+@given(tokens=st.integers(1, 10**6), weight=st.floats(0, 50, allow_nan=False).map(lambda x: round(x, 2)))
+def test_mapping_edits_as_kserve_inline_holds_it(tokens: int, weight: float) -> None:
+    doc = yaml.safe_load(DECIDER)
+    new = edit_mapping(doc, lambda t: edit_decider_threshold(t, tokens))
+    new = edit_mapping(new, lambda t: edit_weights(t, {c.SCORER_PREFIX_CACHE: weight}))
+    assert read_decider_threshold(mapping_text(new)) == tokens
+    assert read_weights(mapping_text(new)) == {c.SCORER_PREFIX_CACHE: weight}
+    new["plugins"][0]["parameters"]["nonCachedTokens"] = 16
+    new["schedulingProfiles"][0]["plugins"][0]["weight"] = 2
+    assert new == doc  # nothing else moved
+    with pytest.raises(EppConfigError, match="not a mapping"):
+        edit_mapping("plugins: []", lambda t: t)  # type: ignore[arg-type]
