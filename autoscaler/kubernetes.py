@@ -1,6 +1,8 @@
 """Kubernetes adapters of the ports, built on `connectors.kubernetes_api` (which alone
 imports the client): replica counts (/scale subresource, or the KServe LLMInferenceService
-owner fields), EPP scorer weights (ConfigMap edit + rollout restart), and a Lease lock.
+owner fields), the EPP config — scorer weights and the P/D decider threshold — (ConfigMap
+edit + rollout restart, or the KServe LLMInferenceService inline scheduler config / its ConfigMap
+ref, which KServe rolls out itself), and a Lease lock.
 
 Each method is one attempt: errors surface as TemporaryError/PermanentError and
 `autoscaler.loop` retries. Writes are guarded by resourceVersion (409 → retry re-reads).
@@ -9,9 +11,11 @@ Each method is one attempt: errors surface as TemporaryError/PermanentError and
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from autoscaler.connectors.kubernetes_api import (
     KSERVE_GROUP,
@@ -23,14 +27,22 @@ from autoscaler.connectors.kubernetes_api import (
     KubernetesApi,
     ResourceRef,
 )
-from autoscaler.eppconfig import EppConfigError, edit_weights, read_weights
+from autoscaler.eppconfig import (
+    EppConfigError,
+    edit_decider_threshold,
+    edit_weights,
+    mapping_text,
+    read_decider_threshold,
+    read_weights,
+)
 from autoscaler.loop import Controller, Mode, RetryPolicy, SystemClock
 from autoscaler.ports import ActuationError, AuditSink, ObservationSource, PermanentError, TemporaryError
-from autoscaler.settings import AutoscalerSettings, PoolSettings, TargetSettings
+from autoscaler.settings import AutoscalerSettings, EppSettings, PoolSettings, TargetSettings
 from autoscaler.types import RoleStatus
 from observer import conventions as c
 
 KSERVE_KIND = "LLMInferenceService"
+T = TypeVar("T")
 
 
 def micro_time(t: float) -> str:
@@ -140,16 +152,56 @@ class KubernetesScaleTarget:
         return f"{ref}/scale: {view.replicas} -> {replicas}{suffix}"
 
 
+# Key of a `spec.router.scheduler.config.ref` without `key` (KServe resolves an empty key to
+# "epp"). LOCAL until observer.conventions gets it (KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY).
+KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY = "epp"
+
+
+@dataclass(frozen=True, slots=True)
+class _EppConfig:
+    """One read of a pool's EndpointPickerConfig: its text, where it came from, and how to
+    write a new text back (guarded by the resourceVersion of this read)."""
+
+    text: str
+    where: str
+    write: Callable[[str, float, bool], str]  # (new text, now, dry_run) -> what else was done
+
+
+def _merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch taking `old` to `new` (only what changed; lists whole)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if k not in old:
+            out[k] = v
+        elif old[k] != v:
+            out[k] = _merge_patch(old[k], v)
+    return out
+
+
 class EppWeightTarget:
-    """WeightTarget: scorer weights in the EndpointPickerConfig held in a ConfigMap key; the
-    EPP reads it only at start, so a change is followed by a rollout restart of its Deployment
-    (pod-template annotation `kubectl.kubernetes.io/restartedAt`)."""
+    """WeightTarget: the EndpointPickerConfig (scorer weights, P/D decider `nonCachedTokens`)
+    of each pool, from where `epp.source` says it lives:
+
+    - `configmap`: key `epp.key` of ConfigMap `epp.config_map`, replaced with a
+      resourceVersion-guarded PUT; the EPP reads it only at start, so a change is followed by a
+      rollout restart of `epp.deployment` (pod-template annotation `kubectl.kubernetes.io/restartedAt`).
+    - `llminferenceservice`: KServe `spec.router.scheduler.config` of the owner. `inline` (a JSON
+      object in the API) is edited by a resourceVersion-guarded merge patch of the owner; `ref`
+      is followed to its ConfigMap key (default `epp`) and that is replaced. No restart in either
+      case: KServe renders the config into the EPP Deployment's `--config-text` argument and
+      re-renders it when the spec or the referenced ConfigMap changes, which rolls the EPP.
+
+    Every text edit is `autoscaler.eppconfig`'s (surgical, verified); one private helper reads,
+    edits and writes for all four public methods.
+    """
 
     def __init__(self, api: KubernetesApi, settings: AutoscalerSettings) -> None:
         self._api = api
         self._settings = settings
 
-    def _epp(self, pool: str) -> tuple[PoolSettings, Any]:
+    def _epp(self, pool: str) -> tuple[PoolSettings, EppSettings]:
         try:
             p = self._settings.pool(pool)
         except KeyError:
@@ -158,39 +210,125 @@ class EppWeightTarget:
             raise PermanentError(f"pool {pool!r} has no epp section")
         return p, p.epp
 
-    def weights(self, pool: str) -> Mapping[str, float]:
+    # -- routes ----------------------------------------------------------------------------
+    def _config_map(self, namespace: str, name: str, key: str, restart: str | None, where: str) -> _EppConfig:
+        data, rv = self._api.get_config_map(namespace, name)
+        if key not in data:
+            raise PermanentError(f"{where} has no key {key!r}")
+
+        def write(new_text: str, now: float, dry_run: bool) -> str:
+            self._api.replace_config_map_data(namespace, name, {**data, key: new_text}, rv, dry_run=dry_run)
+            if restart is None:
+                return ""
+            annotation = {c.K8S_RESTART_ANNOTATION: micro_time(now)}
+            patch = {"spec": {"template": {"metadata": {"annotations": annotation}}}}
+            self._api.patch_deployment(namespace, restart, patch, dry_run=dry_run)
+            return f"; restarted Deployment {namespace}/{restart}"
+
+        return _EppConfig(data[key], where, write)
+
+    def _llm_inference_service(self, p: PoolSettings, epp: EppSettings) -> _EppConfig:
+        if epp.llm_inference_service is not None:
+            ns, name = p.namespace, epp.llm_inference_service
+        else:  # the pool's LLMInferenceService target (settings check there is one)
+            ns, name = p.prefill.target.namespace or p.namespace, p.prefill.target.name
+        ref = ResourceRef(KSERVE_KIND, ns, name, KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL)
+        obj = self._api.get_object(ref)
+        rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        node: Any = obj.get("spec")
+        for part in c.KSERVE_SCHEDULER_CONFIG_PATH[1:]:
+            node = node.get(part) if isinstance(node, dict) else None
+        config = node if isinstance(node, dict) else {}
+        inline, cm_ref = config.get("inline"), config.get("ref")
+        path = ".".join(c.KSERVE_SCHEDULER_CONFIG_PATH)
+        if inline is not None and cm_ref is not None:
+            raise PermanentError(f"{ref}: {path} has both inline and ref")
+        if isinstance(cm_ref, dict):
+            cm, key = cm_ref.get("name"), cm_ref.get("key") or KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY
+            if not isinstance(cm, str) or not cm:
+                raise PermanentError(f"{ref}: {path}.ref has no ConfigMap name")
+            return self._config_map(ns, cm, key, None, f"ConfigMap {ns}/{cm} ({path}.ref of {ref})")
+        if inline is None:
+            raise PermanentError(
+                f"{ref}: no {path}.inline or .ref (KServe's built-in default, or inherited through "
+                "spec.baseRefs): put the EndpointPickerConfig on the LLMInferenceService first"
+            )
+        if not isinstance(inline, dict):
+            raise PermanentError(f"{ref}: {path}.inline is a {type(inline).__name__}, not an object")
+        where = f"{ref} {path}.inline"
+
+        def write(new_text: str, now: float, dry_run: bool) -> str:
+            patch = _merge_patch(inline, json.loads(new_text))
+            body = {
+                "metadata": {"resourceVersion": rv},
+                "spec": {"router": {"scheduler": {"config": {"inline": patch}}}},
+            }
+            self._api.merge_patch_custom(ref, body, dry_run=dry_run)
+            return ""
+
+        return _EppConfig(mapping_text(inline), where, write)
+
+    def _load(self, pool: str) -> tuple[_EppConfig, EppSettings]:
         p, epp = self._epp(pool)
-        data, _ = self._api.get_config_map(p.namespace, epp.config_map)
-        if epp.key not in data:
-            raise PermanentError(f"ConfigMap {p.namespace}/{epp.config_map} has no key {epp.key!r}")
+        if epp.source == "llminferenceservice":
+            return self._llm_inference_service(p, epp), epp
+        if epp.config_map is None or epp.deployment is None:  # settings validate it; mypy cannot see
+            raise PermanentError(f"pool {pool!r}: epp source configmap needs config_map and deployment")
+        where = f"ConfigMap {p.namespace}/{epp.config_map}"
+        return self._config_map(p.namespace, epp.config_map, epp.key, epp.deployment, where), epp
+
+    # -- the one read and the one edit -----------------------------------------------------
+    def _read(self, pool: str, read: Callable[[str, EppSettings], T]) -> T:
+        cfg, epp = self._load(pool)
         try:
-            return read_weights(data[epp.key], epp.profile)
+            return read(cfg.text, epp)
         except EppConfigError as exc:
-            raise PermanentError(f"ConfigMap {p.namespace}/{epp.config_map}: {exc}") from exc
+            raise PermanentError(f"{cfg.where}: {exc}") from exc
+
+    def _edit(
+        self,
+        pool: str,
+        edit: Callable[[str, EppSettings], str],
+        describe: Callable[[str], str],
+        *,
+        now: float,
+        dry_run: bool,
+    ) -> str:
+        """Read, edit the text, write it back (+ restart where the route needs one)."""
+        cfg, epp = self._load(pool)
+        try:
+            new_text = edit(cfg.text, epp)
+            what = describe(cfg.text)
+        except EppConfigError as exc:
+            raise PermanentError(f"{cfg.where}: {exc}") from exc
+        if new_text == cfg.text:
+            return f"{cfg.where}: {what} (already)"
+        done = cfg.write(new_text, now, dry_run)
+        return f"{cfg.where}: {what}{done}{' (dry-run)' if dry_run else ''}"
+
+    # -- WeightTarget ----------------------------------------------------------------------
+    def weights(self, pool: str) -> Mapping[str, float]:
+        return self._read(pool, lambda text, epp: read_weights(text, epp.profile))
 
     def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str:
-        p, epp = self._epp(pool)
-        data, rv = self._api.get_config_map(p.namespace, epp.config_map)
-        text = data.get(epp.key)
-        if text is None:
-            raise PermanentError(f"ConfigMap {p.namespace}/{epp.config_map} has no key {epp.key!r}")
-        try:
-            new_text = edit_weights(text, weights, epp.profile)
-        except EppConfigError as exc:
-            raise PermanentError(f"ConfigMap {p.namespace}/{epp.config_map}: {exc}") from exc
-        suffix = " (dry-run)" if dry_run else ""
-        if new_text == text:
-            return f"ConfigMap {p.namespace}/{epp.config_map}: weights already {dict(weights)}"
-        self._api.replace_config_map_data(
-            p.namespace, epp.config_map, {**data, epp.key: new_text}, rv, dry_run=dry_run
+        return self._edit(
+            pool,
+            lambda text, epp: edit_weights(text, weights, epp.profile),
+            lambda _: f"weights {dict(weights)}",
+            now=now,
+            dry_run=dry_run,
         )
-        restart = {
-            "spec": {"template": {"metadata": {"annotations": {c.K8S_RESTART_ANNOTATION: micro_time(now)}}}}
-        }
-        self._api.patch_deployment(p.namespace, epp.deployment, restart, dry_run=dry_run)
-        return (
-            f"ConfigMap {p.namespace}/{epp.config_map}: weights {dict(weights)}; "
-            f"restarted Deployment {p.namespace}/{epp.deployment}{suffix}"
+
+    def decider_threshold(self, pool: str) -> int | None:
+        return self._read(pool, lambda text, _: read_decider_threshold(text))
+
+    def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str:
+        return self._edit(
+            pool,
+            lambda text, _: edit_decider_threshold(text, tokens),
+            lambda text: f"{c.PD_DECIDER_THRESHOLD_PARAM} {read_decider_threshold(text)} -> {tokens}",
+            now=now,
+            dry_run=dry_run,
         )
 
 

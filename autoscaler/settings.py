@@ -63,11 +63,47 @@ class RoleSettings(_Model):
         return self
 
 
+EppSource = Literal["configmap", "llminferenceservice"]
+
+
 class EppSettings(_Model):
-    config_map: str = Field(min_length=1)
-    key: str = "config.yaml"
-    deployment: str = Field(min_length=1, description="EPP Deployment restarted after a weight change")
+    """Where the pool's EndpointPickerConfig (scorer weights, P/D decider threshold) lives.
+
+    configmap: key `key` of ConfigMap `config_map`; every change is followed by a rollout
+    restart of Deployment `deployment` (both required).
+    llminferenceservice: the KServe LLMInferenceService's `spec.router.scheduler.config`
+    (`inline` edited by merge patch of the owner; a `ref` is followed to its ConfigMap); KServe
+    re-renders and rolls the EPP itself. The service is `llm_inference_service`, default the
+    pool's LLMInferenceService target.
+    """
+
+    source: EppSource = "configmap"
+    config_map: str | None = Field(None, min_length=1, description="source configmap: the ConfigMap")
+    key: str = Field("config.yaml", min_length=1, description="source configmap: the key holding the YAML")
+    deployment: str | None = Field(
+        None, min_length=1, description="source configmap: EPP Deployment restarted after a change"
+    )
+    llm_inference_service: str | None = Field(
+        None, min_length=1, description="source llminferenceservice: its name (default: the pool's target)"
+    )
     profile: str | None = Field(None, description="only edit this scheduling profile (default: all)")
+
+    @model_validator(mode="after")
+    def _check(self) -> EppSettings:
+        if self.source == "configmap":
+            missing = [f for f in ("config_map", "deployment") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"source configmap needs {' and '.join(missing)}")
+            if self.llm_inference_service is not None:
+                raise ValueError("llm_inference_service applies only to source llminferenceservice")
+        else:
+            extra = [f for f in ("config_map", "deployment") if getattr(self, f) is not None]
+            if extra or "key" in self.model_fields_set:
+                names = " and ".join([*extra, *(["key"] if "key" in self.model_fields_set else [])])
+                raise ValueError(
+                    f"{names}: only for source configmap (the LLMInferenceService names its config)"
+                )
+        return self
 
 
 class WeightSettings(_Model):
@@ -121,6 +157,16 @@ class PoolSettings(_Model):
         kinds = {self.prefill.target.kind, self.decode.target.kind}
         if "LLMInferenceService" in kinds and len(kinds) > 1:
             raise ValueError(f"pool {self.name!r}: an LLMInferenceService owns both roles")
+        if (
+            self.epp is not None
+            and self.epp.source == "llminferenceservice"
+            and self.epp.llm_inference_service is None
+            and "LLMInferenceService" not in kinds
+        ):
+            raise ValueError(
+                f"pool {self.name!r}: epp source llminferenceservice needs epp.llm_inference_service "
+                "or LLMInferenceService targets"
+            )
         return self
 
     def role(self, role: str) -> RoleSettings:

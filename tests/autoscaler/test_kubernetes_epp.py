@@ -1,0 +1,389 @@
+"""EPP config actuation (scorer weights and the P/D decider's `nonCachedTokens`) on both routes
+— ConfigMap + rollout restart, and the KServe LLMInferenceService inline scheduler config (or
+its ConfigMap ref) — with the real `kubernetes` client against the emulated API server over
+HTTP (tests/autoscaler/k8s_emulator.py)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from autoscaler.connectors.kubernetes_api import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, KubernetesApi
+from autoscaler.kubernetes import EppWeightTarget, build_controller
+from autoscaler.loop import RetryPolicy, call_with_retries
+from autoscaler.ports import ManualClock, MemoryAuditSink, PermanentError, StaticObservations
+from autoscaler.settings import AutoscalerSettings, parse
+from autoscaler.types import Demand, Signals
+from observer import conventions as c
+from observer.config import ConfigError
+from tests.autoscaler.k8s_emulator import Emulator, Fault, RunningEmulator
+from tests.autoscaler.test_kubernetes import EPP_YAML, NS, deployment
+
+KSERVE_API = f"{KSERVE_GROUP}/{KSERVE_VERSION}"
+DECIDER_YAML = EPP_YAML.replace(
+    "- type: queue-scorer\n",
+    "- type: queue-scorer\n"
+    "- type: prefix-based-pd-decider   # P/D only above this many uncached tokens\n"
+    "  name: pd-decider\n"
+    "  parameters:\n"
+    "    nonCachedTokens: 16\n"
+    "- type: pd-profile-handler\n"
+    "  parameters: {deciderPluginName: pd-decider}\n",
+)
+NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+@pytest.fixture
+def server() -> Iterator[RunningEmulator]:
+    srv = RunningEmulator()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def em(server: RunningEmulator) -> Emulator:
+    return server.emulator
+
+
+@pytest.fixture
+def api(server: RunningEmulator) -> Iterator[KubernetesApi]:
+    a = KubernetesApi.connect(field_manager=c.K8S_FIELD_MANAGER, request_timeout_seconds=0.5, host=server.url)
+    yield a
+    a.close()
+
+
+def pool_settings(epp: dict[str, Any], *, kserve: bool = False) -> AutoscalerSettings:
+    kind = {"kind": "LLMInferenceService", "name": "llama"} if kserve else None
+    return parse(
+        {
+            "mode": "apply",
+            "pools": [
+                {
+                    "name": "llama",
+                    "namespace": NS,
+                    "prefill": {"target": kind or {"name": "llama-prefill"}},
+                    "decode": {"target": kind or {"name": "llama-decode"}},
+                    "epp": epp,
+                }
+            ],
+        }
+    )
+
+
+CM_EPP = {"config_map": "llama-epp", "deployment": "llama-epp"}
+KSERVE_EPP = {"source": "llminferenceservice"}
+
+
+def seed_configmap(
+    em: Emulator, text: str = DECIDER_YAML, name: str = "llama-epp", key: str = "config.yaml"
+) -> None:
+    em.put("apps/v1", "deployments", deployment("llama-epp", 1))
+    em.put(
+        "v1", "configmaps", {"metadata": {"name": name, "namespace": NS}, "data": {key: text, "other": "x"}}
+    )
+
+
+def llmisvc(config: dict[str, Any] | None) -> dict[str, Any]:
+    scheduler: dict[str, Any] = {
+        "pool": {"spec": {"selector": {"app": "llama"}, "targetPortNumber": 8000}},
+        "template": {
+            "containers": [{"name": "main", "image": "ghcr.io/llm-d/llm-d-inference-scheduler:v0.3.0"}]
+        },
+    }
+    if config is not None:
+        scheduler["config"] = config
+    return {
+        "apiVersion": KSERVE_API,
+        "kind": "LLMInferenceService",
+        "metadata": {"name": "llama", "namespace": NS, "generation": 1},
+        "spec": {
+            "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "replicas": 2,
+            "prefill": {"replicas": 1, "template": {"containers": [{"name": "main"}]}},
+            "router": {"route": {}, "gateway": {}, "scheduler": scheduler},
+        },
+        "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def stored_svc(em: Emulator) -> dict[str, Any]:
+    return em.get(KSERVE_API, KSERVE_PLURAL, NS, "llama")
+
+
+def inline_of(obj: dict[str, Any]) -> dict[str, Any]:
+    inline = obj["spec"]["router"]["scheduler"]["config"]["inline"]
+    assert isinstance(inline, dict)
+    return inline
+
+
+# -- ConfigMap route ------------------------------------------------------------------------
+def test_configmap_decider_read_edit_and_restart(em: Emulator, api: KubernetesApi) -> None:
+    seed_configmap(em)
+    target = EppWeightTarget(api, pool_settings(CM_EPP))
+    assert target.decider_threshold("llama") == 16
+    rv = em.get("v1", "configmaps", NS, "llama-epp")["metadata"]["resourceVersion"]
+    detail = target.set_decider_threshold("llama", 256, now=NOW, dry_run=False)
+    assert "nonCachedTokens 16 -> 256" in detail
+    assert "restarted Deployment llm/llama-epp" in detail
+    data = em.get("v1", "configmaps", NS, "llama-epp")["data"]
+    assert data["config.yaml"] == DECIDER_YAML.replace("nonCachedTokens: 16", "nonCachedTokens: 256")
+    assert data["other"] == "x"  # the other keys are kept
+    (put,) = em.writes("PUT", "/configmaps/")
+    assert put.body["metadata"]["resourceVersion"] == rv
+    assert put.query["fieldManager"] == [c.K8S_FIELD_MANAGER]
+    epp = em.get("apps/v1", "deployments", NS, "llama-epp")
+    annotations = epp["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[c.K8S_RESTART_ANNOTATION] == "2023-11-14T22:13:20.000000Z"
+    assert target.decider_threshold("llama") == 256
+    # weights and decider share the edit path: a weight edit keeps the new threshold
+    target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=NOW + 60, dry_run=False)
+    assert target.decider_threshold("llama") == 256
+    assert target.weights("llama")[c.SCORER_QUEUE] == 2.0
+    assert len(em.writes("PATCH", "/deployments/llama-epp")) == 2
+
+
+def test_configmap_decider_409_then_success(em: Emulator, api: KubernetesApi) -> None:
+    seed_configmap(em)
+    em.faults.append(Fault("PUT", "/configmaps/llama-epp", status=409))
+    target = EppWeightTarget(api, pool_settings(CM_EPP))
+    clock = ManualClock()
+    _, attempts = call_with_retries(
+        lambda: target.set_decider_threshold("llama", 32, now=NOW, dry_run=False), RetryPolicy((0.1,)), clock
+    )
+    assert attempts == 2
+    assert clock.slept == [0.1]
+    assert [r.status for r in em.writes("PUT", "/configmaps/")] == [409, 200]
+    assert len(em.writes("PATCH", "/deployments/llama-epp")) == 1  # restarted once, after the write
+    assert target.decider_threshold("llama") == 32
+
+
+def test_configmap_decider_dry_run_changes_nothing(em: Emulator, api: KubernetesApi) -> None:
+    seed_configmap(em)
+    before = em.get("apps/v1", "deployments", NS, "llama-epp")
+    detail = EppWeightTarget(api, pool_settings(CM_EPP)).set_decider_threshold(
+        "llama", 64, now=NOW, dry_run=True
+    )
+    assert detail.endswith("(dry-run)")
+    writes = em.writes()
+    assert len(writes) == 2
+    assert all(w.query.get("dryRun") == ["All"] for w in writes)
+    assert em.get("v1", "configmaps", NS, "llama-epp")["data"]["config.yaml"] == DECIDER_YAML
+    assert em.get("apps/v1", "deployments", NS, "llama-epp") == before
+
+
+def test_configmap_no_decider_and_bad_config_are_permanent(em: Emulator, api: KubernetesApi) -> None:
+    seed_configmap(em, EPP_YAML)  # no decider
+    target = EppWeightTarget(api, pool_settings(CM_EPP))
+    assert target.decider_threshold("llama") is None
+    clock = ManualClock()
+    with pytest.raises(PermanentError, match="ConfigMap llm/llama-epp: no prefix-based-pd-decider"):
+        call_with_retries(
+            lambda: target.set_decider_threshold("llama", 32, now=NOW, dry_run=False),
+            RetryPolicy((0.1,)),
+            clock,
+        )
+    assert clock.slept == []  # permanent: never retried
+    seed_configmap(em, DECIDER_YAML.replace("nonCachedTokens: 16", "nonCachedTokens: many"))
+    with pytest.raises(PermanentError, match="nonCachedTokens is not an integer: 'many'"):
+        target.decider_threshold("llama")
+    seed_configmap(em, "schedulingProfiles: [\n")
+    with pytest.raises(PermanentError, match="not valid YAML"):
+        target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=NOW, dry_run=False)
+    assert em.writes() == []
+
+
+# -- LLMInferenceService route --------------------------------------------------------------
+def test_llmisvc_inline_weights_and_decider_by_merge_patch(em: Emulator, api: KubernetesApi) -> None:
+    config = yaml.safe_load(DECIDER_YAML)
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": config}))
+    original = stored_svc(em)
+    target = EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True))
+    assert target.weights("llama") == {
+        c.SCORER_PREFIX_CACHE: 2.0,
+        c.SCORER_QUEUE: 1.0,
+        c.SCORER_KV_UTILIZATION: 1.0,
+    }
+    assert target.decider_threshold("llama") == 16
+
+    detail = target.set_weights("llama", {c.SCORER_PREFIX_CACHE: 4.0}, now=NOW, dry_run=False)
+    assert detail.startswith(
+        "llminferenceservices.serving.kserve.io llm/llama spec.router.scheduler.config.inline"
+    )
+    assert "restarted" not in detail  # KServe re-renders --config-text and rolls the EPP itself
+    (patch,) = em.writes("PATCH")
+    assert patch.path == f"/apis/{KSERVE_API}/namespaces/{NS}/{KSERVE_PLURAL}/llama"
+    assert patch.body["metadata"] == {"resourceVersion": original["metadata"]["resourceVersion"]}
+    # only the changed list of the inline config travels; nothing else of the spec
+    assert patch.body["spec"] == {"router": {"scheduler": {"config": {"inline": {"schedulingProfiles": [
+        {**config["schedulingProfiles"][0], "plugins": [
+            *config["schedulingProfiles"][0]["plugins"][:2],
+            {"pluginRef": c.SCORER_PREFIX_CACHE, "weight": 4},
+            *config["schedulingProfiles"][0]["plugins"][3:],
+        ]}
+    ]}}}}}  # fmt: skip
+
+    target.set_decider_threshold("llama", 128, now=NOW, dry_run=False)
+    assert target.decider_threshold("llama") == 128
+    assert target.weights("llama")[c.SCORER_PREFIX_CACHE] == 4.0
+    after = stored_svc(em)
+    expected = copy.deepcopy(config)
+    expected["schedulingProfiles"][0]["plugins"][2]["weight"] = 4
+    expected["plugins"][2]["parameters"]["nonCachedTokens"] = 128
+    assert inline_of(after) == expected
+    rest_before, rest_after = copy.deepcopy(original["spec"]), copy.deepcopy(after["spec"])
+    del rest_before["router"]["scheduler"]["config"], rest_after["router"]["scheduler"]["config"]
+    assert rest_after == rest_before  # the rest of the spec is untouched
+    assert all("/deployments/" not in w.path for w in em.writes())  # no restart annotation
+
+
+def test_llmisvc_inline_409_then_success(em: Emulator, api: KubernetesApi) -> None:
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": yaml.safe_load(DECIDER_YAML)}))
+    em.faults.append(Fault("PATCH", f"/{KSERVE_PLURAL}/llama", status=409))
+    target = EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True))
+    clock = ManualClock()
+    _, attempts = call_with_retries(
+        lambda: target.set_decider_threshold("llama", 48, now=NOW, dry_run=False), RetryPolicy((0.1,)), clock
+    )
+    assert attempts == 2
+    assert [r.status for r in em.writes("PATCH")] == [409, 200]
+    assert inline_of(stored_svc(em))["plugins"][2]["parameters"]["nonCachedTokens"] == 48
+
+
+def test_llmisvc_inline_dry_run_changes_nothing(em: Emulator, api: KubernetesApi) -> None:
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": yaml.safe_load(DECIDER_YAML)}))
+    before = stored_svc(em)
+    target = EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True))
+    assert target.set_decider_threshold("llama", 64, now=NOW, dry_run=True).endswith("(dry-run)")
+    target.set_weights("llama", {c.SCORER_QUEUE: 3.0}, now=NOW, dry_run=True)
+    writes = em.writes()
+    assert len(writes) == 2
+    assert all(w.query.get("dryRun") == ["All"] for w in writes)
+    assert stored_svc(em) == before
+
+
+def test_llmisvc_ref_is_followed_to_its_configmap(em: Emulator, api: KubernetesApi) -> None:
+    seed_configmap(em, name="llama-sched", key="epp")
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"ref": {"name": "llama-sched"}}))  # key defaults to "epp"
+    before = stored_svc(em)
+    target = EppWeightTarget(api, pool_settings({**KSERVE_EPP, "llm_inference_service": "llama"}))
+    assert target.decider_threshold("llama") == 16
+    detail = target.set_decider_threshold("llama", 96, now=NOW, dry_run=False)
+    assert detail.startswith("ConfigMap llm/llama-sched (spec.router.scheduler.config.ref of")
+    text = em.get("v1", "configmaps", NS, "llama-sched")["data"]["epp"]
+    assert text == DECIDER_YAML.replace("nonCachedTokens: 16", "nonCachedTokens: 96")
+    assert [w.method for w in em.writes()] == ["PUT"]  # no restart, no patch of the owner
+    assert stored_svc(em) == before
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (None, "no spec.router.scheduler.config.inline or .ref"),
+        ({"inline": "plugins: []"}, "inline is a str, not an object"),
+        ({"inline": {"plugins": []}, "ref": {"name": "x"}}, "has both inline and ref"),
+        ({"ref": {"key": "epp"}}, "ref has no ConfigMap name"),
+        (
+            {"inline": {"plugins": [{"type": c.PD_DECIDER_PLUGIN, "parameters": {"nonCachedTokens": -4}}]}},
+            "negative",
+        ),
+    ],
+)
+def test_llmisvc_bad_config_is_permanent(
+    em: Emulator, api: KubernetesApi, config: dict[str, Any] | None, message: str
+) -> None:
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc(config))
+    target = EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True))
+    with pytest.raises(PermanentError, match=message):
+        target.decider_threshold("llama")
+    with pytest.raises(PermanentError, match=message):
+        target.set_decider_threshold("llama", 32, now=NOW, dry_run=False)
+    assert em.writes() == []
+
+
+def test_llmisvc_route_stays_within_rbac(em: Emulator, api: KubernetesApi) -> None:
+    from tests.autoscaler.test_kubernetes import _VERBS
+    from tests.autoscaler.test_rbac import rules
+
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": yaml.safe_load(DECIDER_YAML)}))
+    target = EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True))
+    target.weights("llama")
+    target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=NOW, dry_run=False)
+    target.set_decider_threshold("llama", 64, now=NOW, dry_run=False)
+    granted = rules()
+    assert len(em.requests) == 5
+    for r in em.requests:
+        parts = r.path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        resource = parts[parts.index("namespaces") + 2]
+        verb = _VERBS[r.method]
+        assert (group, resource, verb, False) in granted or (group, resource, verb, True) in granted, r.path
+
+
+def test_build_controller_uses_the_inline_route(em: Emulator, server: RunningEmulator) -> None:
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": yaml.safe_load(DECIDER_YAML)}))
+    audit = MemoryAuditSink()
+    ctl, kapi = build_controller(
+        pool_settings(KSERVE_EPP, kserve=True),
+        source=StaticObservations(
+            demand={"llama": Demand(40_000, 4_000, 0.5, 40)},
+            signals={"llama": Signals(cascade_tenants=("t",), load_imbalance=True)},
+        ),
+        audit=audit,
+        mode="dry-run",
+        host=server.url,
+        identity="pod-a",
+    )
+    try:
+        report = ctl.tick()
+    finally:
+        kapi.close()
+    weights = [o for o in report.outcomes if o.target == "weights"]
+    assert len(weights) == 1
+    assert weights[0].ok, weights[0].detail
+    assert "spec.router.scheduler.config.inline" in weights[0].detail
+    inline_patches = [
+        w for w in em.writes("PATCH", f"/{KSERVE_PLURAL}/llama") if "router" in (w.body.get("spec") or {})
+    ]
+    assert len(inline_patches) == 1
+    assert inline_patches[0].query.get("dryRun") == ["All"]
+    assert inline_of(stored_svc(em)) == yaml.safe_load(DECIDER_YAML)  # dry-run
+
+
+# -- settings -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("epp", "kserve", "message"),
+    [
+        ({"config_map": "x"}, False, "autoscaler.pools.0.epp: source configmap needs deployment"),
+        ({}, False, "source configmap needs config_map and deployment"),
+        ({**CM_EPP, "llm_inference_service": "s"}, False, "llm_inference_service applies only to source"),
+        ({**KSERVE_EPP, "config_map": "x"}, True, "config_map: only for source configmap"),
+        ({**KSERVE_EPP, "key": "epp"}, True, "key: only for source configmap"),
+        (KSERVE_EPP, False, "needs epp.llm_inference_service or LLMInferenceService targets"),
+        ({"source": "crd"}, False, "epp.source: Input should be 'configmap' or 'llminferenceservice'"),
+    ],
+)
+def test_epp_settings_validation(epp: dict[str, Any], kserve: bool, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        pool_settings(epp, kserve=kserve)
+    assert "\n" not in str(info.value)
+
+
+def test_epp_settings_defaults() -> None:
+    cm = pool_settings(CM_EPP).pools[0].epp
+    assert cm is not None
+    assert (cm.source, cm.key, cm.profile) == ("configmap", "config.yaml", None)
+    ks = pool_settings(KSERVE_EPP, kserve=True).pools[0].epp
+    assert ks is not None
+    assert (ks.source, ks.config_map, ks.deployment, ks.llm_inference_service) == (
+        "llminferenceservice",
+        None,
+        None,
+        None,
+    )
+    named = pool_settings({**KSERVE_EPP, "llm_inference_service": "other"}).pools[0].epp
+    assert named is not None
+    assert named.llm_inference_service == "other"
