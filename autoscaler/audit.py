@@ -54,6 +54,7 @@ def _demand(d: Demand | None) -> dict[str, Any] | None:
         "age_seconds": _num(d.age_seconds),
         "arrivals_per_s": None if d.arrivals_per_s is None else _num(d.arrivals_per_s),
         "waiting_requests": d.waiting_requests,
+        "uncached_tokens_per_s_by_size": [[b, _num(v)] for b, v in d.uncached_by_size],
     }
 
 
@@ -81,6 +82,7 @@ def inputs_json(o: PoolObservation) -> dict[str, Any]:
             for r, s in sorted(o.roles.items())
         },
         "weights": None if o.weights is None else dict(sorted(o.weights.items())),
+        "decider_threshold": o.decider_threshold,
         "capacity_samples": {"prefill": len(o.samples.prefill), "decode": len(o.samples.decode)},
     }
 
@@ -92,6 +94,8 @@ def reasons_of(e: AuditEntry) -> list[str]:
         out.update(dict.fromkeys(r.value for r in d.reasons))
     for w in e.weight_changes:
         out.update(dict.fromkeys(r.value for r in w.reasons))
+    for x in e.decider_changes:
+        out.update(dict.fromkeys(r.value for r in x.reasons))
     for h in e.holds:
         out[h.reason.value] = None
     return list(out)
@@ -112,6 +116,10 @@ def changes_json(e: AuditEntry) -> dict[str, Any]:
             }
             for w in e.weight_changes
         ],
+        "decider": [
+            {"before": x.current, "after": x.desired, "reasons": [r.value for r in x.reasons]}
+            for x in e.decider_changes
+        ],
         "holds": [{"role": h.role, "reason": h.reason.value, "detail": h.detail} for h in e.holds],
     }
 
@@ -124,7 +132,7 @@ def outcomes_json(e: AuditEntry) -> list[dict[str, Any]]:
 
 
 def changed(e: AuditEntry) -> bool:
-    return any(d.changed for d in e.decisions) or bool(e.weight_changes)
+    return any(d.changed for d in e.decisions) or bool(e.weight_changes) or bool(e.decider_changes)
 
 
 def outcome_ok(e: AuditEntry) -> bool | None:

@@ -36,6 +36,8 @@ from observer import conventions as c
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+TARGET_WEIGHTS = "weights"  # Outcome.target of a scorer-weight write
+TARGET_DECIDER = "decider"  # Outcome.target of a P/D decider threshold write
 
 
 class Mode(StrEnum):
@@ -113,9 +115,22 @@ def _keep_applied(
                     else:
                         now_map.pop(role, None)
         last_w = (
-            st.last_weight_change if (pool, "weights") in ok else (old.last_weight_change if old else None)
+            st.last_weight_change
+            if (pool, TARGET_WEIGHTS) in ok
+            else (old.last_weight_change if old else None)
         )
-        pools[pool] = replace(st, last_scale_up=ups, last_scale_down=downs, last_weight_change=last_w)
+        last_d = (
+            st.last_decider_change
+            if (pool, TARGET_DECIDER) in ok
+            else (old.last_decider_change if old else None)
+        )
+        pools[pool] = replace(
+            st,
+            last_scale_up=ups,
+            last_scale_down=downs,
+            last_weight_change=last_w,
+            last_decider_change=last_d,
+        )
     return PolicyState(pools)
 
 
@@ -164,13 +179,25 @@ class Controller:
             except ActuationError as exc:
                 log.warning("cannot read %s/%s: %s", pool, role, exc)
         weights: Mapping[str, float] | None = None
+        decider: int | None = None
         if self._weights is not None:
             wt = self._weights
             try:
                 weights, _ = self._retrying(lambda: wt.weights(pool))
+                decider, _ = self._retrying(lambda: wt.decider_threshold(pool))
             except ActuationError as exc:
-                log.warning("cannot read weights of %s: %s", pool, exc)
-        return replace(obs, roles=roles, weights=weights)
+                log.warning("cannot read the EPP config of %s: %s", pool, exc)
+        return replace(obs, roles=roles, weights=weights, decider_threshold=decider)
+
+    def _call(self, pool: str, target: str, op: Callable[[], str], dry: bool) -> Outcome:
+        """One actuation with retries, as an Outcome (never raises ActuationError)."""
+        try:
+            detail, n = self._retrying(op)
+            return Outcome(pool, target, True, detail, n, dry)
+        except TemporaryError as exc:
+            return Outcome(pool, target, False, f"gave up: {exc}", self._retry.attempts, dry)
+        except PermanentError as exc:
+            return Outcome(pool, target, False, f"permanent: {exc}", 1, dry)
 
     def _apply(self, effects: Effects, now: float) -> list[Outcome]:
         if self.mode == Mode.OBSERVE:
@@ -178,32 +205,38 @@ class Controller:
         dry = self.mode == Mode.DRY_RUN
         outcomes: list[Outcome] = []
         for d in effects.scale_actions:  # scale-downs first
-            try:
-                detail, n = self._retrying(
-                    lambda d=d: self._scale.scale(d.pool, d.role, d.desired, dry_run=dry)  # type: ignore[misc]
+            outcomes.append(
+                self._call(
+                    d.pool,
+                    d.role,
+                    lambda d=d: self._scale.scale(d.pool, d.role, d.desired, dry_run=dry),  # type: ignore[misc]
+                    dry,
                 )
-                outcomes.append(Outcome(d.pool, d.role, True, detail, n, dry))
-            except TemporaryError as exc:
-                outcomes.append(Outcome(d.pool, d.role, False, f"gave up: {exc}", self._retry.attempts, dry))
-            except PermanentError as exc:
-                outcomes.append(Outcome(d.pool, d.role, False, f"permanent: {exc}", 1, dry))
+            )
         by_pool: dict[str, dict[str, float]] = {}
         for w in effects.weight_changes:
             by_pool.setdefault(w.pool, {})[w.scorer] = w.desired
         if self._weights is not None:
             wt = self._weights
             for pool, new in by_pool.items():
-                try:
-                    detail, n = self._retrying(
-                        lambda p=pool, v=new: wt.set_weights(p, v, now=now, dry_run=dry)  # type: ignore[misc]
+                outcomes.append(
+                    self._call(
+                        pool,
+                        TARGET_WEIGHTS,
+                        lambda p=pool, v=new: wt.set_weights(p, v, now=now, dry_run=dry),  # type: ignore[misc]
+                        dry,
                     )
-                    outcomes.append(Outcome(pool, "weights", True, detail, n, dry))
-                except TemporaryError as exc:
-                    outcomes.append(
-                        Outcome(pool, "weights", False, f"gave up: {exc}", self._retry.attempts, dry)
+                )
+            # same `now` as the weights: the restart annotation is identical, one EPP rollout
+            for x in effects.decider_changes:
+                outcomes.append(
+                    self._call(
+                        x.pool,
+                        TARGET_DECIDER,
+                        lambda x=x: wt.set_decider_threshold(x.pool, x.desired, now=now, dry_run=dry),  # type: ignore[misc]
+                        dry,
                     )
-                except PermanentError as exc:
-                    outcomes.append(Outcome(pool, "weights", False, f"permanent: {exc}", 1, dry))
+                )
         return outcomes
 
     # -- public ----------------------------------------------------------------------------
@@ -237,6 +270,7 @@ class Controller:
                     weight_changes=tuple(w for w in effects.weight_changes if w.pool == o.pool),
                     holds=tuple(h for h in effects.holds if h.pool == o.pool),
                     outcomes=tuple(x for x in outcomes if x.pool == o.pool),
+                    decider_changes=tuple(x for x in effects.decider_changes if x.pool == o.pool),
                 )
             )
         return TickReport(now, True, effects, tuple(outcomes))

@@ -5,6 +5,7 @@ registry (`registry.register(AutoscalerCollector())`).
 - `M_DESIRED_REPLICAS{pool,role}`, `M_CURRENT_REPLICAS{pool,role}` — the last decision's after/before;
 - `M_DECISIONS_total{pool,reason}` — reason codes seen (per role decision, weight change, hold);
 - `M_SCORER_WEIGHT{pool,scorer}` — the configured weights (after an applied change: the new value);
+- `M_DECIDER_THRESHOLD{pool}` — the P/D decider's `nonCachedTokens` (likewise), pools with a decider;
 - `M_ACTUATION_ERRORS_total{pool}` — API calls that failed after retries (or permanently);
 - `M_AUTOSCALER_LAST_ACTION{pool}` — time of the last applied change (not dry-run, not observe).
 
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from autoscaler.audit import reasons_of
+from autoscaler.loop import TARGET_DECIDER, TARGET_WEIGHTS
 from autoscaler.ports import AuditEntry
 from observer import conventions as c
 
@@ -32,6 +34,7 @@ class AutoscalerCollector:
         self._current: dict[tuple[str, str], int] = {}
         self._reasons: dict[tuple[str, str], int] = {}
         self._weights: dict[tuple[str, str], float] = {}
+        self._decider: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._last_action: dict[str, float] = {}
 
@@ -50,10 +53,15 @@ class AutoscalerCollector:
             if entry.observation.weights is not None:
                 for s, v in entry.observation.weights.items():
                     self._weights[(pool, s)] = v
+            if entry.observation.decider_threshold is not None:
+                self._decider[pool] = entry.observation.decider_threshold
             applied = {o.target for o in entry.outcomes if o.ok and not o.dry_run}
-            if "weights" in applied:
+            if TARGET_WEIGHTS in applied:
                 for w in entry.weight_changes:
                     self._weights[(pool, w.scorer)] = w.desired
+            if TARGET_DECIDER in applied:
+                for x in entry.decider_changes:
+                    self._decider[pool] = x.desired
             for o in entry.outcomes:
                 if not o.ok:
                     self._errors[pool] += 1
@@ -69,6 +77,7 @@ class AutoscalerCollector:
             current = dict(self._current)
             reasons = dict(self._reasons)
             weights = dict(self._weights)
+            decider = dict(self._decider)
             errors = dict(self._errors)
             last = dict(self._last_action)
         pr = [c.LABEL_POOL, c.LABEL_ROLE]
@@ -93,6 +102,14 @@ class AutoscalerCollector:
         )
         for (p, scorer), w in sorted(weights.items()):
             g.add_metric([p, scorer], w)
+        yield g
+        g = GaugeMetricFamily(
+            c.M_DECIDER_THRESHOLD,
+            "P/D decider nonCachedTokens as configured (prefill on the decode pod below it)",
+            labels=[c.LABEL_POOL],
+        )
+        for p, v in sorted(decider.items()):
+            g.add_metric([p], v)
         yield g
         k = CounterMetricFamily(
             c.M_ACTUATION_ERRORS, "Autoscaler API calls that failed", labels=[c.LABEL_POOL]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,21 @@ class QueueReading:
     arrived_total: float | None = None
 
 
+# Request-size classes of `Demand.uncached_by_size` (exclusive upper bounds, uncached prompt
+# tokens): powers of two from 256 to 1M, then everything larger. The P/D decider lever picks its
+# threshold among these bounds.
+SIZE_BOUNDS: tuple[int, ...] = (*(2**k for k in range(8, 21)), 2**62)
+
+
+def size_classes(uncached: Sequence[int], scale: float) -> tuple[tuple[int, float], ...]:
+    """(bound, tok/s) per size class: `uncached` token counts per request, summed by class and
+    multiplied by `scale` (1 / span, times any demand correction). Empty classes left out."""
+    sums = [0.0] * len(SIZE_BOUNDS)
+    for u in uncached:
+        sums[bisect_right(SIZE_BOUNDS, u)] += u
+    return tuple((b, v * scale) for b, v in zip(SIZE_BOUNDS, sums, strict=True) if v > 0)
+
+
 def demand_of(
     records: Iterable[RequestRecord],
     span: float,
@@ -187,12 +203,15 @@ def demand_of(
     queued = 0.0
     nq = 0
     ttfts: list[float] = []
+    uncached: list[int] = []
     for r in records:
         n += 1
         if r.ttft is not None and r.ttft >= 0:
             ttfts.append(r.ttft)
         prompt += r.prompt_tokens
-        cached += min(r.cached_tokens, r.prompt_tokens)
+        hit = min(r.cached_tokens, r.prompt_tokens)
+        cached += hit
+        uncached.append(r.prompt_tokens - hit)
         dram += r.cached.dram
         disk += r.cached.disk
         output += r.output_tokens
@@ -222,6 +241,7 @@ def demand_of(
         age_seconds=age_seconds,
         arrivals_per_s=arrivals_per_s,
         waiting_requests=waiting,
+        uncached_by_size=size_classes(uncached, prompt_rate / prompt if prompt else 1.0 / span),
     )
 
 

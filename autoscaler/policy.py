@@ -23,6 +23,8 @@ from autoscaler import guardrails as g
 from autoscaler.types import (
     ROLES,
     Config,
+    DeciderChange,
+    Demand,
     Effects,
     Hold,
     PolicyState,
@@ -45,6 +47,7 @@ def decide(inp: TickInput, cfg: Config) -> Effects:
     """One control tick over every observed pool."""
     decisions: list[RoleDecision] = []
     weights: list[WeightChange] = []
+    deciders: list[DeciderChange] = []
     holds: list[Hold] = []
     new_pools: dict[str, PoolState] = dict(inp.state.pools)
     for obs in inp.pools:
@@ -53,17 +56,51 @@ def decide(inp: TickInput, cfg: Config) -> Effects:
             holds.append(Hold(obs.pool, None, R.MISSING_DATA, "pool not configured"))
             continue
         st = inp.state.pools.get(obs.pool, PoolState())
-        d, w, h, new_st = _decide_pool(obs, pcfg, st, inp.now)
+        d, w, x, h, new_st = _decide_pool(obs, pcfg, st, inp.now)
         decisions.extend(d)
         weights.extend(w)
+        deciders.extend(x)
         holds.extend(h)
         new_pools[obs.pool] = new_st
-    return Effects(tuple(decisions), tuple(weights), tuple(holds), PolicyState(new_pools))
+    if cfg.gpu_budget is not None:
+        decisions = _global_budget(decisions, cfg, cfg.gpu_budget)
+    return Effects(tuple(decisions), tuple(weights), tuple(holds), PolicyState(new_pools), tuple(deciders))
+
+
+def _global_budget(decisions: list[RoleDecision], cfg: Config, budget: int) -> list[RoleDecision]:
+    """Keep every pool together within `budget` GPUs: growth is trimmed first (the role growing
+    most first), then roles shrink toward their minimum (`guardrails.enforce_budget` over
+    pool/role keys). Roles the policy held this tick (missing data, unstable target) are left
+    as they are and their GPUs counted; so are pools without a config."""
+    roles = {f"{d.pool}/{d.role}": cfg.pools[d.pool].roles[d.role] for d in decisions if d.pool in cfg.pools}
+    held = [d for d in decisions if d.pool not in cfg.pools or any(r in _HELD for r in d.reasons)]
+    free = [d for d in decisions if d not in held]
+    fixed = sum(
+        d.current * cfg.pools[d.pool].roles[d.role].gpus_per_replica for d in held if d.pool in cfg.pools
+    )
+    key = {id(d): f"{d.pool}/{d.role}" for d in free}
+    want = {key[id(d)]: d.desired for d in free}
+    if g.gpus(want, roles) + fixed <= budget:
+        return decisions
+    out, why = g.enforce_budget(
+        want,
+        {key[id(d)]: d.current for d in free},
+        {},
+        {k: roles[k] for k in want},
+        max(0, budget - fixed),
+    )
+    trimmed = {
+        id(d): replace(
+            d, desired=out[key[id(d)]], reasons=tuple(dict.fromkeys((*d.reasons, *why[key[id(d)]])))
+        )
+        for d in free
+    }
+    return [trimmed.get(id(d), d) for d in decisions]
 
 
 def _decide_pool(
     obs: PoolObservation, cfg: PoolConfig, st: PoolState, now: float
-) -> tuple[list[RoleDecision], list[WeightChange], list[Hold], PoolState]:
+) -> tuple[list[RoleDecision], list[WeightChange], list[DeciderChange], list[Hold], PoolState]:
     pool = obs.pool
     holds: list[Hold] = []
     est = cap.learn(st.capacity, obs.samples, cfg)
@@ -88,6 +125,7 @@ def _decide_pool(
     signals_known = not g.is_stale(obs.signals.age_seconds, cfg)
 
     decisions: list[RoleDecision]
+    decider_changes: list[DeciderChange] = []
     if holds or obs.demand is None:
         reason = holds[0].reason if holds else R.MISSING_DATA
         decisions = [RoleDecision(pool, r, n, n, (reason,)) for r, n in current.items()]
@@ -95,10 +133,24 @@ def _decide_pool(
         decisions, st = _scale(
             obs, cfg, st, now, current=current, signals_known=signals_known, up_only=frozenset(up_only)
         )
+        prefill_target = next(d.desired for d in decisions if d.role == c.ROLE_PREFILL)
+        decider_changes, dhold, st = _decider(
+            obs, cfg, st, now, current=current, signals_known=signals_known, prefill_target=prefill_target
+        )
+        holds.extend(dhold)
 
     weight_changes, whold, st = _weights(obs, cfg, st, now, signals_known)
     holds.extend(whold)
-    return decisions, weight_changes, holds, st
+    return decisions, weight_changes, decider_changes, holds, st
+
+
+def _prefill_work(demand: Demand, cfg: PoolConfig) -> float:
+    """Prefill work in recompute-equivalent tok/s: misses, plus hits loaded from slow tiers."""
+    hit = min(1.0, max(0.0, demand.hit_rate))
+    tiers = cfg.dram_hit_cost * max(0.0, demand.dram_hit_share) + cfg.disk_hit_cost * max(
+        0.0, demand.disk_hit_share
+    )
+    return max(0.0, demand.prompt_tokens_per_s) * (1.0 - hit + tiers)
 
 
 def _scale(
@@ -114,13 +166,8 @@ def _scale(
     assert obs.demand is not None
     assert st.capacity is not None
     demand = obs.demand
-    hit = min(1.0, max(0.0, demand.hit_rate))
-    # prefill work in recompute-equivalent tokens: misses, plus hits loaded from slow tiers
-    tiers = cfg.dram_hit_cost * max(0.0, demand.dram_hit_share) + cfg.disk_hit_cost * max(
-        0.0, demand.disk_hit_share
-    )
     work = {
-        c.ROLE_PREFILL: max(0.0, demand.prompt_tokens_per_s) * (1.0 - hit + tiers),
+        c.ROLE_PREFILL: _prefill_work(demand, cfg),
         c.ROLE_DECODE: max(0.0, demand.output_tokens_per_s),
     }
     corr, corrected = _correct(
@@ -289,6 +336,8 @@ def _ready(obs: PoolObservation, role: str, current: Mapping[str, int]) -> int:
     return current[role] if status is None else min(current[role], max(0, status.ready))
 
 
+_HELD = frozenset({R.MISSING_DATA, R.STALE_DATA, R.TARGET_NOT_STABLE})
+
 _HOLDING = frozenset(
     {
         R.SCALE_UP_IN_PROGRESS,
@@ -352,6 +401,88 @@ def _rebalance(
     if g.gpus(out, cfg.roles) < g.gpus(desired, cfg.roles) and all(out[r] <= desired[r] for r in ROLES):
         return desired
     return out
+
+
+def _decider(
+    obs: PoolObservation,
+    cfg: PoolConfig,
+    st: PoolState,
+    now: float,
+    *,
+    current: Mapping[str, int],
+    signals_known: bool,
+    prefill_target: int,
+) -> tuple[list[DeciderChange], list[Hold], PoolState]:
+    """The P/D decider lever (see `DeciderConfig`) bridges a prefill cold start: while prefill
+    replicas are still to come (`prefill_target`, this tick's decision, above the ready count)
+    and the ready ones cannot carry the prefill work at the operator's threshold, raise
+    `nonCachedTokens` so the smallest prompts are prefilled on the decode pods — the lowest
+    size-class bound that brings the remote work within the ready prefill capacity, or, when the
+    decode pods' spare capacity cannot take that much, the highest bound they can take. Restore
+    the operator's threshold once the ready prefill carries the work again, or once no prefill
+    replica is still to come (at the settled size, or at max, more local prefill moves conversation
+    prefixes into the decode pods' smaller caches: replay measured it to lose attainment). Decode
+    starvation while the model says prefill copes also counts as an overflow (of a fifth of the
+    remote work). Rate-limited: each change restarts the EPP."""
+    dc = cfg.decider
+    cur = obs.decider_threshold
+    if not dc.enabled or cur is None or cur <= 0:  # no decider, or 0 = P/D switched off
+        return [], [], st
+    pool = obs.pool
+    baseline = dc.baseline_tokens
+    if baseline is None:
+        baseline = st.decider_baseline if st.decider_baseline is not None else cur
+        st = replace(st, decider_baseline=baseline)
+    demand = obs.demand
+    assert demand is not None
+    assert st.capacity is not None
+    sizes = demand.uncached_by_size
+    total = sum(v for _, v in sizes)
+    if total <= 0:
+        if cur == baseline:
+            return [], [], st
+        sizes, total = ((0, 0.0),), 0.0  # no prefill work at all: recovered
+    work = _prefill_work(demand, cfg)
+    factor = work / total if total > 0 else 1.0  # size classes in recompute-equivalent work
+
+    def local(t: int) -> float:
+        return sum(v for b, v in sizes if b <= t) * factor
+
+    cap = st.capacity
+    ready_p = _ready(obs, c.ROLE_PREFILL, current)
+    ready_d = _ready(obs, c.ROLE_DECODE, current)
+    carry = ready_p * cap.prefill_tokens_per_s * st.prefill_correction * cfg.target_utilization
+    remote_at_base = work - local(baseline)
+    bridging = prefill_target > ready_p
+    starving = dc.on_starvation and signals_known and bool(obs.signals.starvation)
+    # hysteresis: once raised, stay raised until the remote work fits `restore_below` of carry
+    overflow = bridging and remote_at_base > (carry if cur == baseline else carry * dc.restore_below)
+    if bridging and starving and not overflow and remote_at_base > 0:
+        carry, overflow = min(carry, 0.8 * remote_at_base), True
+    reasons: tuple[ReasonCode, ...]
+    if overflow:
+        decode_util = demand.output_tokens_per_s / (ready_d * cap.decode_tokens_per_s) if ready_d > 0 else 1.0
+        spare = ready_d * cap.prefill_tokens_per_s * max(0.0, 1.0 - decode_util) * dc.max_decode_share
+        bounds = sorted({b for b, _ in sizes if baseline < b <= dc.max_tokens})
+        fits = [b for b in bounds if local(b) <= spare]
+        relief = [b for b in fits if work - local(b) <= carry]
+        if relief:
+            desired, reasons = relief[0], (R.PREFILL_OVERFLOW,)
+        elif fits:
+            desired, reasons = fits[-1], (R.PREFILL_OVERFLOW, R.DECODE_NO_HEADROOM)
+        else:
+            desired, reasons = baseline, (R.PREFILL_OVERFLOW, R.DECODE_NO_HEADROOM)
+        if starving:
+            reasons = (*reasons, R.DECODE_STARVATION)
+    else:
+        desired, reasons = baseline, (R.PREFILL_RECOVERED,)
+    if desired == cur:
+        return [], [], st
+    last = st.last_decider_change
+    if last is not None and now - last < dc.min_interval_seconds:
+        why = f"nonCachedTokens {cur} -> {desired} ({','.join(reasons)})"
+        return [], [Hold(pool, None, R.DECIDER_RATE_LIMITED, why)], st
+    return [DeciderChange(pool, cur, desired, reasons)], [], replace(st, last_decider_change=now)
 
 
 def _weights(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from autoscaler.types import (
+    DeciderChange,
     Demand,
     Hold,
     PoolObservation,
@@ -97,7 +98,7 @@ class Outcome:
     """Result of one actuation (after retries)."""
 
     pool: str
-    target: str  # role name or "weights"
+    target: str  # role name, "weights" or "decider"
     ok: bool
     detail: str
     attempts: int
@@ -114,6 +115,7 @@ class AuditEntry:
     weight_changes: tuple[WeightChange, ...]
     holds: tuple[Hold, ...]
     outcomes: tuple[Outcome, ...]
+    decider_changes: tuple[DeciderChange, ...] = ()
 
 
 class AuditSink(Protocol):

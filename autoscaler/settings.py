@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from autoscaler.types import Config, PoolConfig, RoleConfig, WeightConfig
+from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, WeightConfig
 from observer import conventions as c
 from observer.config import ConfigError, Settings
 
@@ -125,6 +125,28 @@ class WeightSettings(_Model):
         return self
 
 
+class DeciderSettings(_Model):
+    """The P/D decider lever (`prefix-based-pd-decider` `nonCachedTokens`; docs/autoscaler.md).
+    Acts only when the pool's EPP config declares that decider with an explicit threshold."""
+
+    enabled: bool = Field(True, description="raise the threshold to bridge a prefill cold start")
+    baseline_tokens: int | None = Field(
+        None, ge=1, description="the threshold to restore; null = the value first read from the EPP config"
+    )
+    max_tokens: int = Field(131_072, ge=1, description="never raise the threshold above this")
+    max_decode_share: float = Field(
+        0.25, ge=0, le=1, description="share of the decode pods' spare capacity local prefill may take"
+    )
+    min_interval_seconds: float = Field(60.0, ge=0, description="each change restarts the EPP")
+    restore_below: float = Field(
+        0.8, gt=0, le=1, description="restore once remote prefill work fits this share of ready prefill"
+    )
+    on_starvation: bool = Field(True, description="decode starvation also raises it (while bridging)")
+
+    def to_config(self) -> DeciderConfig:
+        return DeciderConfig(**self.model_dump())
+
+
 class PoolSettings(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     namespace: str = "default"
@@ -143,6 +165,7 @@ class PoolSettings(_Model):
     forecast_window_seconds: float = Field(300.0, gt=0)
     scale_up_while_starting: bool = True  # grow a role whose scale-up is still starting (never shrink it)
     weights: WeightSettings = WeightSettings()
+    decider: DeciderSettings = DeciderSettings()
     epp: EppSettings | None = None
 
     @model_validator(mode="after")
@@ -202,6 +225,7 @@ class PoolSettings(_Model):
                 step=self.weights.step,
                 min_interval_seconds=self.weights.min_interval_seconds,
             ),
+            decider=self.decider.to_config(),
         )
 
 
@@ -237,6 +261,11 @@ class AutoscalerSettings(_Model):
         "recommendation this long; null = the whole scale-down window (safest)",
     )
     field_manager: str = Field(c.K8S_FIELD_MANAGER, min_length=1, max_length=128)
+    gpu_budget: int | None = Field(
+        None,
+        ge=0,
+        description="GPUs of all pools together (each pool's gpu_budget still applies); null = none",
+    )
     pools: tuple[PoolSettings, ...] = ()
     lease: LeaseSettings = LeaseSettings()
     retry: RetrySettings = RetrySettings()
@@ -247,10 +276,19 @@ class AutoscalerSettings(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate pool names: {', '.join(dupes)}")
+        if self.gpu_budget is not None:
+            floor = sum(
+                p.prefill.min * p.prefill.gpus_per_replica + p.decode.min * p.decode.gpus_per_replica
+                for p in self.pools
+            )
+            if floor > self.gpu_budget:
+                raise ValueError(
+                    f"the pools' minimum replicas need {floor} GPUs > gpu_budget {self.gpu_budget}"
+                )
         return self
 
     def policy_config(self) -> Config:
-        return Config({p.name: p.to_config() for p in self.pools})
+        return Config({p.name: p.to_config() for p in self.pools}, gpu_budget=self.gpu_budget)
 
     def pool(self, name: str) -> PoolSettings:
         for p in self.pools:

@@ -31,6 +31,8 @@ class Actuator(Protocol):
 
     def set_scorer_weights(self, pool: str, weights: Mapping[str, float]) -> float: ...
 
+    def set_decider_threshold(self, pool: str, tokens: int) -> float: ...
+
     def get_state(self) -> FleetState: ...
 
 
@@ -41,6 +43,7 @@ class SimScaleTarget:
         self._act = actuator
         self.actions = 0  # applied replica changes (for the benchmarks)
         self.weight_changes = 0
+        self.decider_changes = 0
 
     # -- ScaleTarget -----------------------------------------------------------------------
     def status(self, pool: str, role: str) -> RoleStatus:
@@ -94,6 +97,22 @@ class SimScaleTarget:
             raise PermanentError(f"{pool}: {exc}") from exc
         self.weight_changes += 1
         return f"{pool}: weights {merged}, effective at {at:.0f} (EPP restart)"
+
+    def decider_threshold(self, pool: str) -> int | None:
+        p = self._act.get_state().pools.get(pool)
+        if p is None:
+            raise NotFoundError(f"{pool}: no such pool in the twin")
+        return p.decider_pending if p.decider_pending is not None else p.decider_active
+
+    def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str:
+        before = self.decider_threshold(pool)
+        if tokens < 0:
+            raise PermanentError(f"{pool}: nonCachedTokens must be >= 0")
+        if dry_run:
+            return f"{pool}: nonCachedTokens {before} -> {tokens} (dry run)"
+        at = self._act.set_decider_threshold(pool, tokens)
+        self.decider_changes += 1
+        return f"{pool}: nonCachedTokens {before} -> {tokens}, effective at {at:.0f} (EPP restart)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,10 @@ class ReasonCode(StrEnum):
     WEIGHT_RATE_LIMITED = "weight_rate_limited"
     WEIGHT_AT_BOUND = "weight_at_bound"
     WEIGHT_OUT_OF_BOUNDS = "weight_out_of_bounds"  # current weight outside bounds: brought back
+    PREFILL_OVERFLOW = "prefill_overflow"  # ready prefill cannot carry the work: decider raised
+    PREFILL_RECOVERED = "prefill_recovered"  # ready prefill carries the work again: decider restored
+    DECIDER_RATE_LIMITED = "decider_rate_limited"  # decider change held: EPP restarted recently
+    DECODE_NO_HEADROOM = "decode_no_headroom"  # decode pods have no spare capacity to prefill locally
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +84,10 @@ class Demand:
     # arrival side when the source reads it (audit only; None = unknown or not read)
     arrivals_per_s: float | None = None  # router arrival rate (EPP request counter)
     waiting_requests: int | None = None  # vLLM num_requests_waiting over the prefill pods
+    # uncached prompt work by request size: (exclusive upper bound of a request's uncached
+    # prompt tokens, uncached tok/s of the requests in [previous bound, bound)), bounds ascending;
+    # what the P/D decider threshold splits (empty = unknown: the decider lever holds)
+    uncached_by_size: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,8 @@ class PoolObservation:
     signals: Signals = Signals()
     weights: Mapping[str, float] | None = None  # current scorer weights, None = unknown
     samples: CapacitySamples = CapacitySamples()
+    # the P/D decider's nonCachedTokens as configured; None = no decider (or unreadable)
+    decider_threshold: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +156,8 @@ class PoolState:
     capacity: CapacityEstimate | None = None
     # SLO feedback on the prefill capacity (1 = as configured/learned; see policy._correct)
     prefill_correction: float = 1.0
+    last_decider_change: float | None = None
+    decider_baseline: int | None = None  # the operator's threshold, first seen (when not configured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +195,33 @@ class WeightConfig:
     )
     step: float = 1.0
     min_interval_seconds: float = 900.0  # each change costs an EPP rollout restart
+
+
+@dataclass(frozen=True, slots=True)
+class DeciderConfig:
+    """The P/D decider lever (`prefix-based-pd-decider` `nonCachedTokens`, docs/autoscaler.md).
+
+    When the *ready* prefill replicas cannot carry the prefill work at the target utilization
+    (a burst, or while a scale-up is still cold-starting), the threshold is raised so that the
+    smaller prompts are prefilled on the decode pods, as far as their spare capacity allows;
+    once ready prefill carries the work at the operator's threshold again, it is restored.
+    Each change restarts the EPP, so changes are at least `min_interval_seconds` apart."""
+
+    enabled: bool = True
+    # the operator's threshold to restore; None = the value first read from the config
+    baseline_tokens: int | None = None
+    max_tokens: int = 131_072  # never raise above this
+    # share of the decode pods' spare capacity (1 - decode utilization at the ITL target) that
+    # local prefill may take: local prefill stalls the decode steps it joins (ITL) and moves
+    # prefixes into the decode pods' smaller caches; 0.25 measured best on the control benchmark
+    # (docs/performance.md: 0.1 gives up burst attainment, 0.5 loses on conversation replay)
+    max_decode_share: float = 0.25
+    min_interval_seconds: float = 60.0
+    # hysteresis: restore only once the remote work at the operator's threshold is within this
+    # share of the ready prefill capacity (raise as soon as it exceeds all of it)
+    restore_below: float = 0.8
+    # decode starvation while the capacity model says prefill copes also raises the threshold
+    on_starvation: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +266,14 @@ class PoolConfig:
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits
     capacity_min_samples: float = 20.0  # effective samples before the fit overrides the bootstrap
     weights: WeightConfig = WeightConfig()
+    decider: DeciderConfig = DeciderConfig()
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     pools: Mapping[str, PoolConfig]
+    # GPUs of every pool together (each pool's own `gpu_budget` still applies); None = no limit
+    gpu_budget: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +302,14 @@ class WeightChange:
 
 
 @dataclass(frozen=True, slots=True)
+class DeciderChange:
+    pool: str
+    current: int
+    desired: int
+    reasons: tuple[ReasonCode, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Hold:
     pool: str
     role: str | None  # None: the whole pool
@@ -273,6 +323,7 @@ class Effects:
     weight_changes: tuple[WeightChange, ...]
     holds: tuple[Hold, ...]
     state: PolicyState
+    decider_changes: tuple[DeciderChange, ...] = ()
 
     @property
     def scale_actions(self) -> tuple[RoleDecision, ...]:

@@ -402,6 +402,7 @@ M_DESIRED_REPLICAS: Final = metric("autoscaler_desired_replicas")  # {pool, role
 M_CURRENT_REPLICAS: Final = metric("autoscaler_current_replicas")  # {pool, role}
 M_DECISIONS: Final = metric("autoscaler_decisions")  # counter {pool, reason}
 M_SCORER_WEIGHT: Final = metric("autoscaler_scorer_weight")  # {pool, scorer}
+M_DECIDER_THRESHOLD: Final = metric("autoscaler_pd_decider_threshold_tokens")  # {pool}
 M_ACTUATION_ERRORS: Final = metric("autoscaler_actuation_errors")  # counter {pool}
 M_AUTOSCALER_LAST_ACTION: Final = metric("autoscaler_last_action_timestamp_seconds")  # {pool}
 

@@ -1,7 +1,8 @@
 """Actuation of the twin: what the autoscaler's simulator actuator calls.
 
 Same semantics as the real fleet: replicas start after a cold-start delay and drain on
-scale-down (no request lost); scorer weights take effect after an EPP restart delay.
+scale-down (no request lost); scorer weights and the P/D decider threshold take effect after
+an EPP restart delay.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class SimActuator:
     def set_scorer_weights(self, pool: str, weights: Mapping[str, float]) -> float:
         """New EPP scorer weights; returns the simulated time at which they take effect."""
         return self._fleet(pool).set_weights(weights)
+
+    def set_decider_threshold(self, pool: str, tokens: int) -> float:
+        """New P/D decider `nonCachedTokens`; returns the simulated time it takes effect."""
+        return self._fleet(pool).set_decider_threshold(int(tokens))
 
     def get_state(self) -> FleetState:
         """Replicas desired/ready/starting/draining per role, weights active/pending, readiness."""

@@ -42,6 +42,8 @@ EVENT_POD_DRAINING = "pod_draining"
 EVENT_POD_REMOVED = "pod_removed"
 EVENT_WEIGHTS_REQUESTED = "weights_requested"
 EVENT_WEIGHTS_APPLIED = "weights_applied"
+EVENT_DECIDER_REQUESTED = "decider_requested"
+EVENT_DECIDER_APPLIED = "decider_applied"
 EVENT_PHASE = "phase"
 
 
@@ -499,6 +501,8 @@ class PoolState:
     weights_pending: Mapping[str, float] | None
     weights_effective_at: float | None
     ready: bool
+    decider_active: int = 0  # P/D decider nonCachedTokens routing uses now
+    decider_pending: int | None = None  # requested, applies when the EPP restart completes
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +540,9 @@ class Fleet:
         self.pending_weights: dict[str, float] | None = None
         self.weights_effective_at: float | None = None
         self._weights_token = 0
+        self.non_cached_tokens = profile.epp.non_cached_tokens  # the P/D decider threshold in use
+        self.pending_non_cached_tokens: int | None = None
+        self._decider_token = 0
         self.backlog: deque[_Req] = deque()  # at the router while no pod is ready
         self.in_flight = 0
         self.in_flight_area = 0.0
@@ -644,6 +651,31 @@ class Fleet:
         self.sim.at(at, apply)
         return at
 
+    def set_decider_threshold(self, tokens: int) -> float:
+        """Request a new P/D decider `nonCachedTokens`; like weights, it applies after the EPP
+        restart delay. Returns when."""
+        if tokens < 0:
+            raise ValueError("nonCachedTokens must be >= 0")
+        self._decider_token += 1
+        token = self._decider_token
+        at = self.sim.now + self.profile.epp.restart_delay_s
+        self.pending_non_cached_tokens = int(tokens)
+        self.event(
+            EVENT_DECIDER_REQUESTED, pool=self.profile.pool, non_cached_tokens=int(tokens), effective_at=at
+        )
+
+        def apply() -> None:
+            if token != self._decider_token or self.pending_non_cached_tokens is None:
+                return
+            self.non_cached_tokens = self.pending_non_cached_tokens
+            self.pending_non_cached_tokens = None
+            self.event(
+                EVENT_DECIDER_APPLIED, pool=self.profile.pool, non_cached_tokens=self.non_cached_tokens
+            )
+
+        self.sim.at(at, apply)
+        return at
+
     def state(self) -> FleetState:
         reps = {}
         for role, pods in self.pods.items():
@@ -660,6 +692,8 @@ class Fleet:
             weights_pending=None if self.pending_weights is None else dict(self.pending_weights),
             weights_effective_at=self.weights_effective_at,
             ready=reps[c.ROLE_DECODE].ready > 0,
+            decider_active=self.non_cached_tokens,
+            decider_pending=self.pending_non_cached_tokens,
         )
         return FleetState(time=self.sim.now, pools={pool.pool: pool})
 
@@ -708,7 +742,7 @@ class Fleet:
         decode.inbound += 1
         uncached = req.prompt - min(req.prompt, matched * prof.block_tokens)
         prefillers = self.ready_pods(c.ROLE_PREFILL)
-        if uncached < prof.epp.non_cached_tokens or not prefillers:
+        if uncached < self.non_cached_tokens or not prefillers:
             req.local = True
             decode.arrive(req)
             return

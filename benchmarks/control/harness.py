@@ -16,7 +16,7 @@ All policies see the same profiled capacities (the config's bootstrap) and the s
 Measured from the twin's ground truth: TTFT and ITL SLO attainment over every completed request
 (TTFT from the first engine's arrival, as the spans show it; ITL = decode time / (output − 1)),
 GPU-hours (every pod holding a GPU: ready, starting, draining), scaling actions (replica
-changes applied) and scorer-weight changes.
+changes applied), scorer-weight changes and P/D decider threshold changes (each an EPP restart).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from autoscaler.observe import ObserverSource, QueueReading, RecordSignals, Reco
 from autoscaler.ports import AuditEntry, MemoryAuditSink
 from autoscaler.service import warm_start
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinRecordSink
-from autoscaler.types import Config, PoolConfig, RoleConfig, WeightConfig
+from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, WeightConfig
 from observer import conventions as c
 from observer.wiring.twin import build_twin
 from simulator.emit.fanout import Fanout
@@ -51,7 +51,7 @@ GPU_BUDGET = 14
 START = 1_700_000_000.0
 
 
-def pool_config(*, budget: int | None = GPU_BUDGET) -> PoolConfig:
+def pool_config(*, budget: int | None = GPU_BUDGET, decider: DeciderConfig | None = None) -> PoolConfig:
     return PoolConfig(
         name=POOL,
         roles={
@@ -64,6 +64,7 @@ def pool_config(*, budget: int | None = GPU_BUDGET) -> PoolConfig:
         scale_up_cooldown_seconds=30.0,
         scale_down_cooldown_seconds=120.0,
         weights=WeightConfig(min_interval_seconds=300.0),
+        decider=decider if decider is not None else DeciderConfig(),
     )
 
 
@@ -118,6 +119,7 @@ class RunResult:
     gpu_hours: float
     scaling_actions: int
     weight_changes: int
+    decider_changes: int
     final_replicas: dict[str, int]
     wall_seconds: float
     detail: str = ""
@@ -222,6 +224,7 @@ def run(
     probe: Callable[[Twin, float, Meter, AuditEntry | None], None] | None = None,
     scorer_weights: bool = True,
     warm_hold: float | None = None,
+    decider: DeciderConfig | None = None,
 ) -> RunResult:
     """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc."""
     wall0 = time.monotonic()
@@ -253,7 +256,7 @@ def run(
         meter.listeners.append(dyn.observe)
         act = dyn
     elif policy == "pd-observer":
-        cfg = pool_config()
+        cfg = pool_config(decider=decider)
         clock = TwinClock(twin.now)
         signals = RecordSignals(
             decode_tokens_per_s_per_replica=DECODE_CAPACITY, ttft_min_seconds=TTFT_SLO, window_seconds=60.0
@@ -323,6 +326,7 @@ def run(
         gpu_hours=gpu_seconds / 3600.0,
         scaling_actions=target.actions,
         weight_changes=target.weight_changes,
+        decider_changes=target.decider_changes,
         final_replicas={r: st.replicas[r].desired for r in c.ROLES},
         wall_seconds=time.monotonic() - wall0,
         detail=detail,

@@ -67,9 +67,9 @@ def bench_scenario(scenario: str, *, quick: bool, seed: int) -> list[RunResult]:
 def table(results: dict[str, list[RunResult]]) -> str:
     head = (
         "| scenario | policy | requests | TTFT attainment | ITL attainment | GPU-hours | scaling actions "
-        "| weight changes | pd-observer vs this |"
+        "| weight changes | decider changes | pd-observer vs this |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for scenario, rows in results.items():
         ours = rows[-1]
         for r in rows:
@@ -77,7 +77,7 @@ def table(results: dict[str, list[RunResult]]) -> str:
             lines.append(
                 f"| {scenario} | {r.policy} | {r.requests} | {r.ttft_attainment:.3f} "
                 f"| {r.itl_attainment:.3f} | {r.gpu_hours:.2f} | {r.scaling_actions} "
-                f"| {r.weight_changes} | {v} |"
+                f"| {r.weight_changes} | {r.decider_changes} | {v} |"
             )
     return "\n".join(lines)
 

@@ -21,7 +21,8 @@ from autoscaler.audit import MemoryAuditLog
 from autoscaler.loop import Controller, Mode
 from autoscaler.observe import ObserverSource, RecordSignals, RecordWindow, pool_by_pod_prefix
 from autoscaler.simulator import SimScaleTarget, TwinClock
-from autoscaler.types import Config, PoolConfig, ReasonCode, RoleConfig, WeightConfig
+from autoscaler.types import Config, DeciderConfig, PoolConfig, ReasonCode, RoleConfig, WeightConfig
+from benchmarks.control import harness
 from observer import conventions as c
 from observer.config import load_settings
 from observer.wiring.inproc import InProcessObserver
@@ -210,3 +211,15 @@ def test_cache_cascade_raises_prefix_weight_and_victim_hit_rate_recovers() -> No
     assert before > 0.9  # baseline: served from HBM
     assert static.truth.hbm_hit_rate(VICTIM, *after) < 0.6  # the cascade, left alone
     assert ctl.truth.hbm_hit_rate(VICTIM, *after) >= static.truth.hbm_hit_rate(VICTIM, *after) + 0.05
+
+
+def test_prefill_burst_decider_bridges_the_cold_start() -> None:
+    """Closed loop on the twin: the burst overflows 2 ready prefill pods; while the scale-up
+    cold-starts (90 s), the policy raises the P/D decider threshold (EPP restart 30 s) so the
+    decode pods prefill locally, and restores it once the prefill replicas serve."""
+    off = harness.run("prefill-burst", "pd-observer", decider=DeciderConfig(enabled=False))
+    on = harness.run("prefill-burst", "pd-observer")
+    assert off.decider_changes == 0
+    assert on.decider_changes >= 2  # raised, then restored
+    assert on.ttft_attainment >= off.ttft_attainment + 0.2
+    assert on.itl_attainment >= 0.99  # local prefill costs decode steps, within the default share

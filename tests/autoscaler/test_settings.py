@@ -36,6 +36,26 @@ def test_from_observer_settings_builds_the_policy_config(tmp_path: Any) -> None:
     assert pc.roles[c.ROLE_DECODE].min_replicas == 2
     assert pc.scale_down_window_seconds == 300.0
     assert s.retry.backoff_seconds == (0.5, 1.0, 2.0, 4.0)
+    # the decider lever and the fleet budget: documented defaults reach the policy config
+    assert pc.decider.enabled
+    assert pc.decider.max_decode_share == 0.25
+    assert pc.decider.baseline_tokens is None
+    assert s.policy_config().gpu_budget is None
+
+
+def test_fleet_budget_and_decider_settings_reach_the_policy() -> None:
+    s = parse(
+        {
+            "gpu_budget": 9,
+            "pools": [pool(gpu_budget=None, decider={"baseline_tokens": 256, "max_decode_share": 0.5})],
+        }
+    )
+    cfg = s.policy_config()
+    assert cfg.gpu_budget == 9
+    assert (cfg.pools["llama"].decider.baseline_tokens, cfg.pools["llama"].decider.max_decode_share) == (
+        256,
+        0.5,
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,6 +70,9 @@ def test_from_observer_settings_builds_the_policy_config(tmp_path: Any) -> None:
         ),
         ({"mode": "yolo"}, "autoscaler.mode"),
         ({"pools": [pool(weights={"bounds": {"queue-scorer": [3, 1]}})]}, "low <= high"),
+        ({"gpu_budget": 5, "pools": [pool(), pool(name="b")]}, "need 6 GPUs > gpu_budget 5"),
+        ({"pools": [pool(decider={"max_decode_share": 1.5})]}, "max_decode_share"),
+        ({"pools": [pool(decider={"baseline_tokens": 0})]}, "baseline_tokens"),
         (
             {"pools": [pool(decode={"target": {"kind": "LLMInferenceService", "name": "x"}})]},
             "LLMInferenceService owns both roles",

@@ -1,0 +1,203 @@
+"""The P/D decider lever of the pure policy (`policy._decider`, `DeciderConfig`). No mocks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.policy import decide
+from autoscaler.types import (
+    Config,
+    DeciderConfig,
+    Demand,
+    Effects,
+    PolicyState,
+    PoolObservation,
+    ReasonCode,
+    RoleConfig,
+    RoleStatus,
+    Signals,
+    TickInput,
+)
+from observer import conventions as c
+from tests.autoscaler.test_policy import CAP_D, CAP_P, pool_cfg
+
+P, D = c.ROLE_PREFILL, c.ROLE_DECODE
+BASE = 512
+_NO_SIGNALS = Signals()
+_FRESH = PolicyState()
+
+
+def sized(sizes: dict[int, float], output: float = 1_000.0, **kw: object) -> Demand:
+    """A demand whose uncached prompt work per size class (bound -> tok/s) is `sizes`."""
+    prompt = sum(sizes.values())
+    return Demand(
+        prompt,
+        output,
+        0.0,
+        requests_per_s=1.0,
+        uncached_by_size=tuple(sorted(sizes.items())),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def observe(
+    demand: Demand | None,
+    *,
+    threshold: int | None = BASE,
+    p: int = 2,
+    d: int = 4,
+    ready: tuple[int, int] | None = None,
+    signals: Signals = _NO_SIGNALS,
+) -> PoolObservation:
+    rp, rd = ready if ready is not None else (p, d)
+    return PoolObservation(
+        "p", {P: RoleStatus(p, rp), D: RoleStatus(d, rd)}, demand, signals, None, decider_threshold=threshold
+    )
+
+
+def tick(o: PoolObservation, now: float = 0.0, state: PolicyState = _FRESH, **cfg: object) -> Effects:
+    return decide(TickInput(now, (o,), state), Config({"p": pool_cfg(**cfg)}))
+
+
+def _roles(p_max: int) -> dict[str, RoleConfig]:
+    base = pool_cfg().roles
+    return {P: replace(base[P], max_replicas=p_max), D: base[D]}
+
+
+# 2 prefill replicas carry 2 x 10k x 0.8 = 16k tok/s at the target utilization.
+BURST = {1024: 4_000.0, 8192: 10_000.0, 65536: 20_000.0}  # 34k tok/s: prefill overflows
+
+
+def test_overflow_raises_threshold_to_the_lowest_bound_that_relieves_prefill() -> None:
+    eff = tick(observe(sized(BURST)), decider=DeciderConfig(max_decode_share=1.0))
+    (x,) = eff.decider_changes
+    # moving the 1024 and 8192 classes local leaves 20k remote > 16k; 65536 moves all: only
+    # bound that brings remote within 16k is 65536 — if the decode pods can take it
+    spare = 4 * CAP_P * (1 - 1_000.0 / (4 * CAP_D))  # 35k tok/s at share 1.0
+    assert sum(BURST.values()) <= spare
+    assert (x.current, x.desired) == (BASE, 65536)
+    assert x.reasons == (ReasonCode.PREFILL_OVERFLOW,)
+
+
+def test_decode_headroom_caps_how_much_prefill_moves() -> None:
+    # at share 0.5 decode can take 17.5k tok/s: 14k (<= 8192) fits, 34k does not
+    eff = tick(observe(sized(BURST)), decider=DeciderConfig(max_decode_share=0.5))
+    (x,) = eff.decider_changes
+    assert x.desired == 8192
+    assert ReasonCode.DECODE_NO_HEADROOM in x.reasons
+
+
+def test_settled_prefill_is_not_bridged_even_when_overflowing() -> None:
+    # prefill at its max (2) and ready: no replica is coming, the lever is not used
+    eff = tick(observe(sized(BURST)), decider=DeciderConfig(max_decode_share=1.0), roles=_roles(p_max=2))
+    assert eff.decider_changes == ()
+    # and a raised threshold is restored once nothing is coming
+    eff = tick(
+        observe(sized(BURST), threshold=65536),
+        decider=DeciderConfig(baseline_tokens=BASE),
+        roles=_roles(p_max=2),
+    )
+    assert [(x.desired, x.reasons) for x in eff.decider_changes] == [(BASE, (ReasonCode.PREFILL_RECOVERED,))]
+
+
+def test_no_headroom_at_all_keeps_the_operator_threshold() -> None:
+    busy = sized(BURST, output=4 * CAP_D)  # decode fully used by output tokens
+    assert tick(observe(busy)).decider_changes == ()
+
+
+def test_prefill_that_copes_leaves_the_threshold_alone() -> None:
+    assert tick(observe(sized({1024: 2_000.0, 8192: 10_000.0}))).decider_changes == ()
+
+
+def test_restored_once_ready_prefill_carries_the_work() -> None:
+    raised = observe(sized({8192: 10_000.0}), threshold=8192)
+    state = PolicyState()
+    eff = tick(raised, state=state, decider=DeciderConfig(baseline_tokens=BASE))
+    (x,) = eff.decider_changes
+    assert (x.current, x.desired, x.reasons) == (8192, BASE, (ReasonCode.PREFILL_RECOVERED,))
+
+
+def test_first_seen_threshold_is_the_baseline_and_is_remembered() -> None:
+    eff = tick(observe(sized(BURST)), decider=DeciderConfig(max_decode_share=1.0))
+    st = eff.state.pools["p"]
+    assert st.decider_baseline == BASE
+    # next tick the config shows the raised value; the load is gone: back to the first-seen 512
+    later = tick(observe(sized({1024: 1_000.0}), threshold=65536), now=120.0, state=eff.state)
+    (x,) = later.decider_changes
+    assert x.desired == BASE
+
+
+def test_changes_are_rate_limited_each_restarts_the_epp() -> None:
+    eff = tick(observe(sized(BURST)), decider=DeciderConfig(max_decode_share=1.0, min_interval_seconds=60))
+    again = tick(
+        observe(sized({1024: 1_000.0}), threshold=65536),
+        now=30.0,
+        state=eff.state,
+        decider=DeciderConfig(max_decode_share=1.0, min_interval_seconds=60),
+    )
+    assert again.decider_changes == ()
+    assert any(h.reason is ReasonCode.DECIDER_RATE_LIMITED for h in again.holds)
+
+
+def test_starting_prefill_replicas_do_not_count_as_capacity() -> None:
+    # 4 prefill desired (would carry 32k) but only 2 ready (16k): the lever bridges the cold start
+    eff = tick(observe(sized(BURST), p=4, ready=(2, 4)), decider=DeciderConfig(max_decode_share=1.0))
+    assert [x.desired for x in eff.decider_changes] == [65536]
+
+
+def test_starvation_counts_as_overflow_when_the_model_says_prefill_copes() -> None:
+    calm = sized({1024: 3_000.0, 8192: 10_000.0})
+    eff = tick(observe(calm, signals=Signals(starvation=True)))
+    (x,) = eff.decider_changes
+    assert x.desired == 1024  # moves the smallest class: remote 10k <= 0.8 x 13k
+    assert ReasonCode.DECODE_STARVATION in x.reasons
+
+
+def test_absent_decider_disabled_lever_and_missing_data_do_nothing() -> None:
+    assert tick(observe(sized(BURST), threshold=None)).decider_changes == ()
+    assert tick(observe(sized(BURST)), decider=DeciderConfig(enabled=False)).decider_changes == ()
+    assert tick(observe(None)).decider_changes == ()
+    stale = replace(sized(BURST), age_seconds=1e6)
+    assert tick(observe(stale)).decider_changes == ()
+    # no size data: unknown, so a raised threshold is held, not restored
+    assert tick(observe(replace(sized(BURST), uncached_by_size=()), threshold=8192)).decider_changes == ()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    classes=st.dictionaries(st.sampled_from([2**k for k in range(8, 21)]), st.floats(0, 1e5), max_size=8),
+    output=st.floats(0, 2e4),
+    threshold=st.integers(0, 2**20),
+    ready=st.tuples(st.integers(0, 8), st.integers(0, 8)),
+    share=st.floats(0, 1),
+    starving=st.booleans(),
+)
+def test_threshold_stays_within_bounds_and_decode_headroom(
+    classes: dict[int, float],
+    output: float,
+    threshold: int,
+    ready: tuple[int, int],
+    share: float,
+    starving: bool,
+) -> None:
+    dc = DeciderConfig(baseline_tokens=BASE, max_tokens=65536, max_decode_share=share)
+    o = observe(
+        sized(classes, output=output),
+        threshold=threshold,
+        p=8,
+        d=8,
+        ready=ready,
+        signals=Signals(starvation=starving),
+    )
+    eff = tick(o, decider=dc)
+    for x in eff.decider_changes:
+        assert x.current == threshold
+        assert x.desired == BASE or BASE < x.desired <= dc.max_tokens
+        if x.desired != BASE:
+            # what moves to the decode pods never exceeds their allowed spare capacity
+            moved = sum(v for b, v in classes.items() if b <= x.desired)
+            spare = ready[1] * CAP_P * max(0.0, 1 - output / (ready[1] * CAP_D)) * share if ready[1] else 0.0
+            assert moved <= spare + 1e-6
