@@ -152,10 +152,6 @@ class KubernetesScaleTarget:
         return f"{ref}/scale: {view.replicas} -> {replicas}{suffix}"
 
 
-# Key of a `spec.router.scheduler.config.ref` without `key` (KServe resolves an empty key to
-# "epp"). LOCAL until observer.conventions gets it (KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY).
-KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY = "epp"
-
 
 @dataclass(frozen=True, slots=True)
 class _EppConfig:
@@ -244,7 +240,7 @@ class EppWeightTarget:
         if inline is not None and cm_ref is not None:
             raise PermanentError(f"{ref}: {path} has both inline and ref")
         if isinstance(cm_ref, dict):
-            cm, key = cm_ref.get("name"), cm_ref.get("key") or KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY
+            cm, key = cm_ref.get("name"), cm_ref.get("key") or c.KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY
             if not isinstance(cm, str) or not cm:
                 raise PermanentError(f"{ref}: {path}.ref has no ConfigMap name")
             return self._config_map(ns, cm, key, None, f"ConfigMap {ns}/{cm} ({path}.ref of {ref})")

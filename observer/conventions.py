@@ -293,6 +293,7 @@ PD_DECIDER_PLUGIN: Final = "prefix-based-pd-decider"
 PD_DECIDER_THRESHOLD_PARAM: Final = "nonCachedTokens"
 # KServe LLMInferenceService inline scheduler config (field notes §5)
 KSERVE_SCHEDULER_CONFIG_PATH: Final = ("spec", "router", "scheduler", "config")
+KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY: Final = "epp"  # a config `ref` without `key`
 
 # vLLM KV events (field notes §4)
 KV_EVENT_BLOCK_STORED: Final = "BlockStored"
