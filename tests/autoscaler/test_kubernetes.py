@@ -3,7 +3,6 @@ over real HTTP on loopback (tests/autoscaler/k8s_emulator.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,25 +34,6 @@ schedulingProfiles:
   - pluginRef: kv-cache-utilization-scorer
     weight: 1
 """
-
-
-@pytest.fixture
-def server() -> Iterator[RunningEmulator]:
-    srv = RunningEmulator()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def em(server: RunningEmulator) -> Emulator:
-    return server.emulator
-
-
-@pytest.fixture
-def api(server: RunningEmulator) -> Iterator[KubernetesApi]:
-    a = KubernetesApi.connect(field_manager=c.K8S_FIELD_MANAGER, request_timeout_seconds=0.5, host=server.url)
-    yield a
-    a.close()
 
 
 def deployment(name: str, replicas: int, ready: int | None = None, **status: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ HTTP (tests/autoscaler/k8s_emulator.py)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,25 +34,6 @@ DECIDER_YAML = EPP_YAML.replace(
     "  parameters: {deciderPluginName: pd-decider}\n",
 )
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-
-
-@pytest.fixture
-def server() -> Iterator[RunningEmulator]:
-    srv = RunningEmulator()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def em(server: RunningEmulator) -> Emulator:
-    return server.emulator
-
-
-@pytest.fixture
-def api(server: RunningEmulator) -> Iterator[KubernetesApi]:
-    a = KubernetesApi.connect(field_manager=c.K8S_FIELD_MANAGER, request_timeout_seconds=0.5, host=server.url)
-    yield a
-    a.close()
 
 
 def pool_settings(epp: dict[str, Any], *, kserve: bool = False) -> AutoscalerSettings:
