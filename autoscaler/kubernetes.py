@@ -152,7 +152,6 @@ class KubernetesScaleTarget:
         return f"{ref}/scale: {view.replicas} -> {replicas}{suffix}"
 
 
-
 @dataclass(frozen=True, slots=True)
 class _EppConfig:
     """One read of a pool's EndpointPickerConfig: its text, where it came from, and how to
