@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from autoscaler.policy import decide
 from autoscaler.ports import (
+    TARGET_DECIDER,
+    TARGET_WEIGHTS,
     ActuationError,
     AuditEntry,
     AuditSink,
@@ -36,8 +38,6 @@ from observer import conventions as c
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TARGET_WEIGHTS = "weights"  # Outcome.target of a scorer-weight write
-TARGET_DECIDER = "decider"  # Outcome.target of a P/D decider threshold write
 
 
 class Mode(StrEnum):

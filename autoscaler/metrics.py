@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from autoscaler.audit import reasons_of
-from autoscaler.loop import TARGET_DECIDER, TARGET_WEIGHTS
-from autoscaler.ports import AuditEntry
+from autoscaler.ports import TARGET_DECIDER, TARGET_WEIGHTS, AuditEntry
 from observer import conventions as c
 
 

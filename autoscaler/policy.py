@@ -72,30 +72,27 @@ def _global_budget(decisions: list[RoleDecision], cfg: Config, budget: int) -> l
     most first), then roles shrink toward their minimum (`guardrails.enforce_budget` over
     pool/role keys). Roles the policy held this tick (missing data, unstable target) are left
     as they are and their GPUs counted; so are pools without a config."""
-    roles = {f"{d.pool}/{d.role}": cfg.pools[d.pool].roles[d.role] for d in decisions if d.pool in cfg.pools}
-    held = [d for d in decisions if d.pool not in cfg.pools or any(r in _HELD for r in d.reasons)]
-    free = [d for d in decisions if d not in held]
-    fixed = sum(
-        d.current * cfg.pools[d.pool].roles[d.role].gpus_per_replica for d in held if d.pool in cfg.pools
-    )
-    key = {id(d): f"{d.pool}/{d.role}" for d in free}
-    want = {key[id(d)]: d.desired for d in free}
+
+    def key(d: RoleDecision) -> str:
+        return f"{d.pool}/{d.role}"
+
+    def held(d: RoleDecision) -> bool:
+        return d.pool not in cfg.pools or any(r in _HELD for r in d.reasons)
+
+    roles = {key(d): cfg.pools[d.pool].roles[d.role] for d in decisions if d.pool in cfg.pools}
+    free = {key(d): d for d in decisions if not held(d)}
+    fixed = g.gpus({key(d): d.current for d in decisions if held(d) and d.pool in cfg.pools}, roles)
+    want = {k: d.desired for k, d in free.items()}
     if g.gpus(want, roles) + fixed <= budget:
         return decisions
-    out, why = g.enforce_budget(
-        want,
-        {key[id(d)]: d.current for d in free},
-        {},
-        {k: roles[k] for k in want},
-        max(0, budget - fixed),
-    )
-    trimmed = {
-        id(d): replace(
-            d, desired=out[key[id(d)]], reasons=tuple(dict.fromkeys((*d.reasons, *why[key[id(d)]])))
-        )
-        for d in free
-    }
-    return [trimmed.get(id(d), d) for d in decisions]
+    current = {k: d.current for k, d in free.items()}
+    out, why = g.enforce_budget(want, current, {}, roles, max(0, budget - fixed))
+    return [
+        replace(d, desired=out[key(d)], reasons=tuple(dict.fromkeys((*d.reasons, *why[key(d)]))))
+        if key(d) in free
+        else d
+        for d in decisions
+    ]
 
 
 def _decide_pool(

@@ -93,6 +93,10 @@ class ObservationSource(Protocol):
     def observe(self, pool: str, now: float) -> PoolObservation: ...
 
 
+TARGET_WEIGHTS = "weights"  # Outcome.target of a scorer-weight write
+TARGET_DECIDER = "decider"  # Outcome.target of a P/D decider threshold write
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """Result of one actuation (after retries)."""

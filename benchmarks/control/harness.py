@@ -37,7 +37,7 @@ from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, Weig
 from observer import conventions as c
 from observer.wiring.twin import build_twin
 from simulator.emit.fanout import Fanout
-from simulator.events import CompletedRequest, FleetEvent, KvEvent, PodSnapshot
+from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, KvEvent, PodSnapshot
 from simulator.scenarios import Twin
 
 POOL = "llama-8b"  # the twin's pool (simulator/profiles/default.yaml)
@@ -80,7 +80,7 @@ class Meter:
     by_tenant: dict[str, list[int]] = field(default_factory=dict)  # tenant -> [good ttft, total]
     listeners: list[Callable[[CompletedRequest], None]] = field(default_factory=list)
 
-    def request_arrived(self, arrival: object) -> None:  # simulator.events.ArrivedRequest
+    def request_arrived(self, arrival: ArrivedRequest) -> None:
         return None
 
     def request_completed(self, request: CompletedRequest) -> None:
