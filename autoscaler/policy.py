@@ -127,14 +127,17 @@ def _decide_pool(
         reason = holds[0].reason if holds else R.MISSING_DATA
         decisions = [RoleDecision(pool, r, n, n, (reason,)) for r, n in current.items()]
     else:
+        before = st
         decisions, st = _scale(
             obs, cfg, st, now, current=current, signals_known=signals_known, up_only=frozenset(up_only)
         )
         prefill_target = next(d.desired for d in decisions if d.role == c.ROLE_PREFILL)
-        decider_changes, dhold, st = _decider(
+        decider_changes, dhold, engaged, st = _decider(
             obs, cfg, st, now, current=current, signals_known=signals_known, prefill_target=prefill_target
         )
         holds.extend(dhold)
+        if engaged and cfg.decider.hold_decode:
+            decisions, st = _bridge_hold(decisions, cfg, st, before)
 
     weight_changes, whold, st = _weights(obs, cfg, st, now, signals_known)
     holds.extend(whold)
@@ -400,6 +403,48 @@ def _rebalance(
     return out
 
 
+def _bridge_hold(
+    decisions: list[RoleDecision], cfg: PoolConfig, st: PoolState, before: PoolState
+) -> tuple[list[RoleDecision], PoolState]:
+    """While the decider lever is raised, the decode pods' headroom carries the bridged prefill
+    work, so decode is not scaled down (this tick's decode reduction is undone, reason
+    `decider_bridge`; a count above max is still brought to max). Within the pool's GPU budget
+    the prefill growth is trimmed to make room (never below its current count); if even that
+    does not fit, the decisions stand. `before`: the pool state before this tick's scale
+    decisions (to undo their action times)."""
+    by = {d.role: d for d in decisions}
+    dec, pre = by.get(c.ROLE_DECODE), by.get(c.ROLE_PREFILL)
+    keep = min(dec.current, cfg.roles[c.ROLE_DECODE].max_replicas) if dec is not None else 0
+    if dec is None or pre is None or dec.desired >= keep:  # never held above max
+        return decisions, st
+    want = {c.ROLE_PREFILL: pre.desired, c.ROLE_DECODE: keep}
+    if cfg.gpu_budget is not None:
+        while g.gpus(want, cfg.roles) > cfg.gpu_budget and want[c.ROLE_PREFILL] > pre.current:
+            want[c.ROLE_PREFILL] -= 1
+        if g.gpus(want, cfg.roles) > cfg.gpu_budget:
+            return decisions, st
+    ups, downs = dict(st.last_scale_up), dict(st.last_scale_down)
+    for role, times, old in (
+        (c.ROLE_DECODE, downs, before.last_scale_down),
+        (c.ROLE_PREFILL, ups, before.last_scale_up),
+    ):
+        if want[role] == by[role].current:  # no longer a change: no action time
+            if role in old:
+                times[role] = old[role]
+            else:
+                times.pop(role, None)
+
+    def held(d: RoleDecision) -> RoleDecision:
+        n = want[d.role]
+        if n == d.desired:
+            return d
+        extra = R.DECIDER_BRIDGE if d.role == c.ROLE_DECODE else R.BUDGET_LIMITED
+        kept = (x for x in d.reasons if x != R.BUDGET_REBALANCE)
+        return replace(d, desired=n, reasons=tuple(dict.fromkeys((*kept, extra))))
+
+    return [held(d) for d in decisions], replace(st, last_scale_up=ups, last_scale_down=downs)
+
+
 def _decider(
     obs: PoolObservation,
     cfg: PoolConfig,
@@ -409,7 +454,7 @@ def _decider(
     current: Mapping[str, int],
     signals_known: bool,
     prefill_target: int,
-) -> tuple[list[DeciderChange], list[Hold], PoolState]:
+) -> tuple[list[DeciderChange], list[Hold], bool, PoolState]:
     """The P/D decider lever (see `DeciderConfig`) bridges a prefill cold start: while prefill
     replicas are still to come (`prefill_target`, this tick's decision, above the ready count)
     and the ready ones cannot carry the prefill work at the operator's threshold, raise
@@ -420,11 +465,12 @@ def _decider(
     replica is still to come (at the settled size, or at max, more local prefill moves conversation
     prefixes into the decode pods' smaller caches: replay measured it to lose attainment). Decode
     starvation while the model says prefill copes also counts as an overflow (of a fifth of the
-    remote work). Rate-limited: each change restarts the EPP."""
+    remote work). Rate-limited: each change restarts the EPP. Also returns whether the lever is
+    engaged (raised now, or to be raised) after this tick."""
     dc = cfg.decider
     cur = obs.decider_threshold
     if not dc.enabled or cur is None or cur <= 0:  # no decider, or 0 = P/D switched off
-        return [], [], st
+        return [], [], False, st
     pool = obs.pool
     baseline = dc.baseline_tokens
     if baseline is None:
@@ -437,7 +483,7 @@ def _decider(
     total = sum(v for _, v in sizes)
     if total <= 0:
         if cur == baseline:
-            return [], [], st
+            return [], [], False, st
         sizes, total = ((0, 0.0),), 0.0  # no prefill work at all: recovered
     work = _prefill_work(demand, cfg)
     factor = work / total if total > 0 else 1.0  # size classes in recompute-equivalent work
@@ -471,15 +517,19 @@ def _decider(
             desired, reasons = baseline, (R.PREFILL_OVERFLOW, R.DECODE_NO_HEADROOM)
         if starving:
             reasons = (*reasons, R.DECODE_STARVATION)
+        pressure = signals_known and bool(obs.signals.decode_pressure)
+        if dc.keep_raised and baseline < desired < cur and not pressure:
+            desired = cur  # keep the raised threshold for the rest of the bridge
     else:
         desired, reasons = baseline, (R.PREFILL_RECOVERED,)
     if desired == cur:
-        return [], [], st
+        return [], [], cur > baseline, st
     last = st.last_decider_change
     if last is not None and now - last < dc.min_interval_seconds:
         why = f"nonCachedTokens {cur} -> {desired} ({','.join(reasons)})"
-        return [], [Hold(pool, None, R.DECIDER_RATE_LIMITED, why)], st
-    return [DeciderChange(pool, cur, desired, reasons)], [], replace(st, last_decider_change=now)
+        return [], [Hold(pool, None, R.DECIDER_RATE_LIMITED, why)], max(cur, desired) > baseline, st
+    change = DeciderChange(pool, cur, desired, reasons)
+    return [change], [], desired > baseline, replace(st, last_decider_change=now)
 
 
 def _weights(

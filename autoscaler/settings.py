@@ -142,6 +142,12 @@ class DeciderSettings(_Model):
         0.8, gt=0, le=1, description="restore once remote prefill work fits this share of ready prefill"
     )
     on_starvation: bool = Field(True, description="decode starvation also raises it (while bridging)")
+    hold_decode: bool = Field(
+        True, description="no decode scale-down while the lever is raised (its headroom is the bridge)"
+    )
+    keep_raised: bool = Field(
+        False, description="while bridging, never lower a raised threshold (unless decode pressure)"
+    )
 
     def to_config(self) -> DeciderConfig:
         return DeciderConfig(**self.model_dump())

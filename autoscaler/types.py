@@ -49,6 +49,7 @@ class ReasonCode(StrEnum):
     PREFILL_RECOVERED = "prefill_recovered"  # ready prefill carries the work again: decider restored
     DECIDER_RATE_LIMITED = "decider_rate_limited"  # decider change held: EPP restarted recently
     DECODE_NO_HEADROOM = "decode_no_headroom"  # decode pods have no spare capacity to prefill locally
+    DECIDER_BRIDGE = "decider_bridge"  # decode scale-down held: its headroom carries bridged prefill
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +223,14 @@ class DeciderConfig:
     restore_below: float = 0.8
     # decode starvation while the capacity model says prefill copes also raises the threshold
     on_starvation: bool = True
+    # while the lever is raised, decode is not scaled down (its headroom is the bridge); within
+    # the pool's GPU budget the prefill growth is trimmed instead
+    hold_decode: bool = True
+    # while bridging, a raised threshold is not lowered (unless decode pressure fires): fewer EPP
+    # restarts and no work pushed back onto the backlogged prefill pods, but conversation turns
+    # keep moving into the decode pods' caches (docs/performance.md: story +0.03, Mooncake
+    # conversation -0.03), so off by default
+    keep_raised: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from autoscaler.guardrails import gpus
 from autoscaler.policy import decide
 from autoscaler.types import (
     Config,
+    DeciderConfig,
     Demand,
     PolicyState,
     PoolConfig,
@@ -356,7 +357,10 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObserv
         scale_up_cooldown_seconds=draw(st.sampled_from([0.0, 30.0])),
         scale_down_cooldown_seconds=draw(st.sampled_from([0.0, 120.0])),
         startup_seconds=draw(st.sampled_from([0.0, 90.0])),
+        decider=DeciderConfig(max_decode_share=draw(st.floats(0, 1)), keep_raised=draw(st.booleans())),
     )
+    threshold = draw(st.one_of(st.none(), st.sampled_from([512, 4096, 65536])))
+    sizes = st.lists(st.tuples(st.sampled_from([2**k for k in range(8, 18)]), st.floats(0, 1e6)), max_size=4)
     ticks = []
     t = 0.0
     for _ in range(draw(st.integers(1, 12))):
@@ -374,13 +378,15 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObserv
                     ttft_p90_seconds=st.one_of(st.none(), st.floats(0, 60)),
                     dram_hit_share=st.floats(0, 1),
                     disk_hit_share=st.floats(0, 1),
+                    uncached_by_size=sizes.map(lambda xs: tuple(sorted(dict(xs).items()))),
                 ),
             )
         )
         sig = Signals(draw(maybe_bool), draw(maybe_bool), None, draw(maybe_bool), draw(st.floats(0, 200)))
         p, d = draw(st.integers(0, 30)), draw(st.integers(0, 30))
         ready = (draw(st.integers(0, p)), draw(st.integers(0, d)))  # < desired: a scale-up starting
-        ticks.append((t, obs(p, d, dm, sig, ready=ready)))
+        # the decider lever (and its decode hold) engages when the config declares a threshold
+        ticks.append((t, replace(obs(p, d, dm, sig, ready=ready), decider_threshold=threshold)))
     return cfg, ticks
 
 

@@ -201,3 +201,103 @@ def test_threshold_stays_within_bounds_and_decode_headroom(
             moved = sum(v for b, v in classes.items() if b <= x.desired)
             spare = ready[1] * CAP_P * max(0.0, 1 - output / (ready[1] * CAP_D)) * share if ready[1] else 0.0
             assert moved <= spare + 1e-6
+
+
+def _decode(eff: Effects) -> tuple[int, int, tuple[ReasonCode, ...]]:
+    (d,) = [x for x in eff.decisions if x.role == D]
+    return d.current, d.desired, d.reasons
+
+
+def test_decode_is_not_scaled_down_while_the_lever_bridges() -> None:
+    # decode (4) is far above its output-token floor; prefill overflows and a scale-up is coming
+    o = observe(sized(BURST, output=100.0), p=4, d=4, ready=(2, 4))
+    lever = DeciderConfig(max_decode_share=1.0)
+    held = tick(o, decider=lever, scale_down_window_seconds=0.0)
+    assert [x.desired for x in held.decider_changes] == [65536]
+    cur, desired, why = _decode(held)
+    assert (cur, desired) == (4, 4)
+    assert ReasonCode.DECIDER_BRIDGE in why
+    assert D not in held.state.pools["p"].last_scale_down  # no action: no cooldown started
+    # without the hold (or without the lever) decode shrinks toward its floor
+    free = tick(o, decider=replace(lever, hold_decode=False), scale_down_window_seconds=0.0)
+    assert _decode(free)[1] < 4
+    off = tick(o, decider=DeciderConfig(enabled=False), scale_down_window_seconds=0.0)
+    assert _decode(off)[1] < 4
+
+
+def test_bridge_hold_trims_prefill_growth_to_stay_within_the_budget() -> None:
+    # twice the burst asks prefill for 4 -> 6 (max step); budget 13: held decode keeps 4 x 2 GPUs,
+    # so prefill may grow only to 5
+    o = observe(sized({b: 2 * v for b, v in BURST.items()}, output=100.0), p=4, d=4, ready=(2, 4))
+    lever = DeciderConfig(max_decode_share=1.0)
+    eff = tick(o, decider=lever, scale_down_window_seconds=0.0, gpu_budget=13)
+    want = {x.role: x.desired for x in eff.decisions}
+    assert eff.decider_changes
+    unheld = tick(o, decider=replace(lever, hold_decode=False), scale_down_window_seconds=0.0, gpu_budget=13)
+    assert {x.role: x.desired for x in unheld.decisions}[P] == 6
+    assert want[D] == 4
+    assert want[P] == 5
+    assert ReasonCode.BUDGET_LIMITED in next(x.reasons for x in eff.decisions if x.role == P)
+    assert 1 * want[P] + 2 * want[D] <= 13
+    # a budget that cannot even hold decode at its current count: the decisions stand
+    tight = tick(o, decider=lever, scale_down_window_seconds=0.0, gpu_budget=9)
+    assert 1 * sum(x.desired for x in tight.decisions if x.role == P) + 2 * _decode(tight)[1] <= 9
+
+
+def test_keep_raised_does_not_lower_mid_bridge_unless_decode_pressure() -> None:
+    # raised to 65536 earlier; now decode has room only for the <= 8192 classes
+    o = observe(sized(BURST), threshold=65536, p=4, ready=(2, 4))
+    share = DeciderConfig(baseline_tokens=BASE, max_decode_share=0.5)
+    lowered = tick(o, decider=share)
+    assert [x.desired for x in lowered.decider_changes] == [8192]
+    kept = tick(o, decider=replace(share, keep_raised=True))
+    assert kept.decider_changes == ()
+    pressed = observe(sized(BURST), threshold=65536, p=4, ready=(2, 4), signals=Signals(decode_pressure=True))
+    eff = tick(pressed, decider=replace(share, keep_raised=True))
+    assert [x.desired for x in eff.decider_changes] == [8192]
+    # and it is still restored once the prefill carries the work
+    calm = observe(sized({1024: 1_000.0}), threshold=65536, p=4, ready=(4, 4))
+    assert [x.desired for x in tick(calm, decider=replace(share, keep_raised=True)).decider_changes] == [BASE]
+
+
+def test_bridge_hold_never_keeps_decode_above_its_max() -> None:
+    o = observe(sized(BURST, output=100.0), p=4, d=10, ready=(2, 10))  # decode max is 8
+    eff = tick(o, decider=DeciderConfig(max_decode_share=1.0), scale_down_window_seconds=0.0, gpu_budget=None)
+    assert eff.decider_changes
+    assert _decode(eff)[1] == 8
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    scale=st.floats(0.5, 20),
+    p=st.integers(0, 10),
+    d=st.integers(0, 12),
+    ready_p=st.integers(0, 10),
+    budget=st.one_of(st.none(), st.integers(3, 30)),
+    keep=st.booleans(),
+    threshold=st.sampled_from([BASE, 4096, 65536]),
+)
+def test_bridge_hold_keeps_bounds_and_budget(
+    scale: float, p: int, d: int, ready_p: int, budget: int | None, keep: bool, threshold: int
+) -> None:
+    # a bursty prefill with a scale-up starting (the lever engages) and decode above its floor
+    o = observe(
+        sized({b: scale * v for b, v in BURST.items()}, output=100.0),
+        threshold=threshold,
+        p=p,
+        d=d,
+        ready=(min(ready_p, p), d),
+    )
+    lever = DeciderConfig(baseline_tokens=BASE, max_decode_share=1.0, keep_raised=keep)
+    eff = tick(o, decider=lever, scale_down_window_seconds=0.0, gpu_budget=budget)
+    roles = pool_cfg().roles
+    want = {x.role: x.desired for x in eff.decisions}
+    cur = {x.role: x.current for x in eff.decisions}
+    for x in eff.decisions:
+        rc = roles[x.role]
+        if x.changed or not rc.min_replicas <= x.current <= rc.max_replicas:
+            assert rc.min_replicas <= x.desired <= rc.max_replicas
+    if any(x.changed for x in eff.decisions) and budget is not None:
+        assert want[P] * 1 + want[D] * 2 <= budget
+    if ReasonCode.DECIDER_BRIDGE in _decode(eff)[2]:
+        assert want[D] == min(cur[D], roles[D].max_replicas)
