@@ -5,7 +5,8 @@ Policies (each called every `interval` simulated seconds with the twin):
 - `saturation` — WVA-like: per role, independently (not P/D-aware), +1 replica when the role's
                  mean KV usage ≥ 0.8 or mean queue ≥ 5 per pod, −1 once it has been below half of
                  both for the HPA scale-down stabilization window (300 s); 15 s sync;
-- `dynamo`     — Dynamo-like throughput planner (field notes §6): every 180 s,
+- `dynamo`     — Dynamo-like throughput planner (field notes §6): every 180 s (the first one 180 s
+                 after start, as its loop does),
                  prefill = ⌈req/s × ISL × (1 − hit) / prefill capacity⌉,
                  decode = ⌈req/s × OSL / decode capacity⌉ over the last interval, clamped to
                  [1, max], scaled down proportionally to the GPU budget;
@@ -179,17 +180,19 @@ class SaturationPolicy:
 class DynamoPlanner:
     """Dynamo-like throughput planner (field notes §6) on the same profiled capacities."""
 
-    def __init__(self, target: SimScaleTarget, *, interval: float = 180.0) -> None:
+    def __init__(self, target: SimScaleTarget, *, start: float, interval: float = 180.0) -> None:
         self.target = target
         self.interval = interval
-        self.last: float | None = None
+        # like Dynamo's planner loop, the first adjustment comes one full interval after start
+        # (it observes that interval's metrics), not at the first tick
+        self.last = start
         self.reqs: deque[CompletedRequest] = deque(maxlen=200_000)
 
     def observe(self, req: CompletedRequest) -> None:
         self.reqs.append(req)
 
     def __call__(self, twin: Twin, now: float) -> None:
-        if self.last is not None and now - self.last < self.interval:
+        if now - self.last < self.interval:
             return
         start = now - self.interval
         window = [r for r in self.reqs if r.decode.finished > start]
@@ -252,7 +255,7 @@ def run(
         sat.meter = meter
         act = sat
     elif policy == "dynamo":
-        dyn = DynamoPlanner(target)
+        dyn = DynamoPlanner(target, start=twin.now)
         meter.listeners.append(dyn.observe)
         act = dyn
     elif policy == "pd-observer":
