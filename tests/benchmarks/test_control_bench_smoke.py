@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.control.harness import run
+from autoscaler.ports import AuditEntry
+from benchmarks.control.harness import POOL, START, Meter, run
 from benchmarks.control.run import main
+from observer import conventions as c
+from simulator.scenarios import Twin
 
 
 def test_quick_benchmark_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,3 +43,18 @@ def test_static_split_is_exact_and_pd_observer_scales() -> None:
     ours = run("prefill-burst", "pd-observer", duration=900.0)
     assert ours.scaling_actions > 0
     assert ours.final_replicas["prefill"] > 2
+
+
+def test_dynamo_like_planner_first_adjusts_one_interval_after_start() -> None:
+    # as Dynamo's planner loop: the interval clock starts at start, the first adjustment observes
+    # a full interval of traffic (steady starts at 2:6 and needs less)
+    seen: list[tuple[float, int, int]] = []
+
+    def probe(twin: Twin, t: float, meter: Meter, entry: AuditEntry | None) -> None:
+        st = twin.actuator.get_state().pools[POOL]
+        seen.append((t - START, st.replicas[c.ROLE_PREFILL].desired, st.replicas[c.ROLE_DECODE].desired))
+
+    run("steady", "dynamo", duration=300.0, probe=probe)
+    first = seen[0][1:]
+    assert all(r[1:] == first for r in seen if r[0] < 180.0)
+    assert any(r[1:] != first for r in seen if r[0] >= 180.0)
