@@ -414,8 +414,10 @@ def _bridge_hold(
     decisions (to undo their action times)."""
     by = {d.role: d for d in decisions}
     dec, pre = by.get(c.ROLE_DECODE), by.get(c.ROLE_PREFILL)
-    keep = min(dec.current, cfg.roles[c.ROLE_DECODE].max_replicas) if dec is not None else 0
-    if dec is None or pre is None or dec.desired >= keep:  # never held above max
+    if dec is None or pre is None:
+        return decisions, st
+    keep = min(dec.current, cfg.roles[c.ROLE_DECODE].max_replicas)  # never held above max
+    if dec.desired >= keep:
         return decisions, st
     want = {c.ROLE_PREFILL: pre.desired, c.ROLE_DECODE: keep}
     if cfg.gpu_budget is not None:
