@@ -228,10 +228,14 @@ def run(
     scorer_weights: bool = True,
     warm_hold: float | None = None,
     decider: DeciderConfig | None = None,
+    listen: Callable[[CompletedRequest], None] | None = None,
 ) -> RunResult:
-    """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc."""
+    """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc.
+    `probe` is called after every tick; `listen` with every completed request, from the start."""
     wall0 = time.monotonic()
     meter = Meter()
+    if listen is not None:
+        meter.listeners.append(listen)
     window = RecordWindow(pool_by_pod_prefix([POOL], POOL), window_seconds=60.0)
     rec_sink = TwinRecordSink(window.add_records)
     sinks: list[Any] = [meter]

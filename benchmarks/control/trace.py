@@ -3,16 +3,18 @@ the twin's internals (per-role KV usage, queues, preemptions, local vs remote pr
 split into queue / prefill / transfer / decode-wait). For diagnosis, read-only.
 
     python -m benchmarks.control.trace mooncake-synthetic [--policy pd-observer] [--every 4]
+    python -m benchmarks.control.trace story --misses      # + who missed the TTFT target, and why
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autoscaler.ports import AuditEntry
-from benchmarks.control.harness import TTFT_SLO, Meter, run
+from benchmarks.control.harness import START, TTFT_SLO, Meter, run
 from observer import conventions as c
 from simulator.events import CompletedRequest
 from simulator.scenarios import SCENARIOS, Twin
@@ -22,19 +24,17 @@ from simulator.scenarios import SCENARIOS, Twin
 class Timeline:
     every: int = 1
     reqs: list[CompletedRequest] = field(default_factory=list)
-    attached: bool = False
+    done: list[CompletedRequest] = field(default_factory=list)  # every completed request
     ticks: int = 0
     last_preempt: int = 0
     rows: list[str] = field(default_factory=list)
 
     def __call__(self, twin: Twin, now: float, meter: Meter, entry: AuditEntry | None) -> None:
-        if not self.attached:
-            meter.listeners.append(self.reqs.append)
-            self.attached = True
         self.ticks += 1
         if self.ticks % self.every:
             return
         reqs = list(self.reqs)
+        self.done.extend(reqs)
         self.reqs.clear()
         pods = meter.pods
         by = {r: [p for p in pods if p.role == r and p.ready] for r in c.ROLES}
@@ -89,6 +89,39 @@ class Timeline:
         print(row, flush=True)
 
 
+def ttft(r: CompletedRequest) -> float:
+    return r.decode.first_token - (r.prefill or r.decode).arrival
+
+
+def _prefill_queue(r: CompletedRequest) -> float:
+    return r.prefill.scheduled - r.prefill.arrival if r.prefill else 0.0
+
+
+def misses(done: list[CompletedRequest], start: float, arrived: int, bucket: float = 15.0) -> list[str]:
+    """Breakdown of the requests that missed the TTFT target: local vs remote prefill, by arrival
+    time (`bucket` seconds from `start`), their mean prompt, cache tiers and prefill queueing."""
+    miss = [r for r in done if ttft(r) > TTFT_SLO]
+    n = len(miss) or 1
+
+    def mean(f: Callable[[CompletedRequest], float]) -> float:
+        return sum(f(r) for r in miss) / n
+
+    by_arrival: dict[int, int] = {}
+    for r in miss:
+        k = int(((r.prefill or r.decode).arrival - start) // bucket * bucket)
+        by_arrival[k] = by_arrival.get(k, 0) + 1
+    return [
+        f"misses {len(miss)} of {len(done)} completed (+{arrived - len(done)} unfinished, also misses); "
+        f"prefilled locally {sum(r.prefill is None for r in miss)}",
+        f"mean prompt {mean(lambda r: r.prompt_tokens) / 1e3:.1f}k "
+        f"cached {mean(lambda r: r.cached_tokens) / 1e3:.1f}k "
+        f"(dram {mean(lambda r: r.cached_by_tier.get(c.TIER_DRAM, 0)) / 1e3:.1f}k "
+        f"disk {mean(lambda r: r.cached_by_tier.get(c.TIER_DISK, 0)) / 1e3:.1f}k) "
+        f"prefill queue {mean(_prefill_queue):.2f} s",
+        "by arrival (s from start: misses) " + " ".join(f"{k}:{v}" for k, v in sorted(by_arrival.items())),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     doc = (__doc__ or "").splitlines()[0]
     ap = argparse.ArgumentParser(prog="python -m benchmarks.control.trace", description=doc)
@@ -97,15 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--static", help="P:D for --policy static")
     ap.add_argument("--duration", type=float)
     ap.add_argument("--every", type=int, default=1, help="print every Nth tick")
+    ap.add_argument("--misses", action="store_true", help="after the run, break down the TTFT misses")
     args = ap.parse_args(argv)
     static = tuple(int(x) for x in args.static.split(":")) if args.static else None
+    timeline = Timeline(every=args.every)
     res = run(
         args.scenario,
         args.policy,
         duration=args.duration,
         static=(static[0], static[1]) if static else None,
-        probe=Timeline(every=args.every),
+        probe=timeline,
+        listen=timeline.reqs.append,
     )
+    if args.misses:
+        for line in misses(timeline.done + timeline.reqs, START, res.requests):
+            print(line)
     print(res, file=sys.stderr)
     return 0
 

@@ -4,6 +4,7 @@ scenarios: every policy runs, the table and the JSON have one row per policy."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from autoscaler.ports import AuditEntry
 from benchmarks.control.harness import POOL, START, Meter, run
 from benchmarks.control.run import main
+from benchmarks.control.trace import main as trace_main
 from observer import conventions as c
 from simulator.scenarios import Twin
 
@@ -58,3 +60,17 @@ def test_dynamo_like_planner_first_adjusts_one_interval_after_start() -> None:
     first = seen[0][1:]
     assert all(r[1:] == first for r in seen if r[0] < 180.0)
     assert any(r[1:] != first for r in seen if r[0] >= 180.0)
+
+
+def test_trace_misses_breakdown_counts_what_the_meter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert trace_main(["prefill-burst", "--duration", "150", "--every", "1000", "--misses"]) == 0
+    out = capsys.readouterr()
+    first = next(line for line in out.out.splitlines() if line.startswith("misses "))
+    m = re.match(r"misses (\d+) of (\d+) completed \(\+(\d+) unfinished", first)
+    assert m is not None
+    miss, done, unfinished = map(int, m.groups())
+    attainment = float(re.search(r"ttft_attainment=([0-9.]+)", out.err).group(1))  # type: ignore[union-attr]
+    assert miss > 0  # the burst's first seconds always miss
+    assert abs((done - miss) / (done + unfinished) - attainment) < 1e-9
+    by_arrival = next(line for line in out.out.splitlines() if line.startswith("by arrival"))
+    assert sum(int(x.split(":")[1]) for x in by_arrival.split(") ")[1].split()) == miss
