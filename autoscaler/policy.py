@@ -224,6 +224,10 @@ def _scale(
     if signals_known and sig.decode_pressure:
         raw[c.ROLE_DECODE] = max(raw[c.ROLE_DECODE], _ready(obs, c.ROLE_DECODE, current) + 1)
         reasons[c.ROLE_DECODE].append(R.DECODE_PRESSURE)
+    st = _residency(obs, cfg, st, now, current)
+    if st.residency_floor > raw[c.ROLE_PREFILL]:
+        raw[c.ROLE_PREFILL] = st.residency_floor
+        reasons[c.ROLE_PREFILL].append(R.CACHE_RESIDENCY)
     # a raw recommendation never leaves the configured bounds (keeps the windows honest)
     for r in ROLES:
         raw[r] = min(cfg.roles[r].max_replicas, max(cfg.roles[r].min_replicas, raw[r]))
@@ -328,6 +332,43 @@ def _correct(
     if p90 <= cfg.ttft_target_seconds / 2:
         return min(1.0, corr * (1.0 + cfg.prefill_correction_recovery)), False
     return corr, False
+
+
+# a settled reading without any spill counts as this share of the target (see _residency)
+_NO_SPILL_READING = 0.25
+
+
+def _residency(
+    obs: PoolObservation, cfg: PoolConfig, st: PoolState, now: float, current: Mapping[str, int]
+) -> PoolState:
+    """The cache-residency floor of prefill (see `PoolConfig.cache_spill_target`).
+
+    Learns only from a *settled* prefill role: ready == desired and the ready count unchanged
+    for `cache_settle_seconds` (new pods start with empty caches, so the tier split lags a
+    resize). Until some spill has been seen there is no floor. After that, a reading without
+    spill counts as `_NO_SPILL_READING` of the target (λ is pulled down, so the pool does not
+    bounce back into the spill it just left) and puts the floor at most one below the ready
+    count: the floor steps down one settled size at a time."""
+    target = cfg.cache_spill_target
+    demand = obs.demand
+    if target is None or demand is None or demand.prompt_tokens_per_s <= 0:
+        return replace(st, residency_floor=0, residency_scale=None)
+    role = c.ROLE_PREFILL
+    ready = _ready(obs, role, current)
+    if st.prefill_ready is None or st.prefill_ready[0] != ready:
+        return replace(st, prefill_ready=(ready, now))
+    if ready != current[role] or ready <= 0 or now - st.prefill_ready[1] < cfg.cache_settle_seconds:
+        return st
+    spill = demand.disk_hit_share / demand.hit_rate if demand.hit_rate > 0 else 0.0
+    if spill <= 0 and st.residency_scale is None:
+        return st
+    lam = cap.spill_scale(ready, spill if spill > 0 else target * _NO_SPILL_READING)
+    a = cfg.cache_spill_smoothing
+    scale = lam if st.residency_scale is None else (1 - a) * st.residency_scale + a * lam
+    floor = min(cap.cache_replicas(scale, target), cfg.roles[role].max_replicas)
+    if spill <= 0:  # nothing spills at this size: at most one below it (a probe, never a stall)
+        floor = min(floor, ready - 1)
+    return replace(st, residency_floor=floor, residency_scale=scale)
 
 
 def _ready(obs: PoolObservation, role: str, current: Mapping[str, int]) -> int:

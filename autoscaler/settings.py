@@ -170,6 +170,19 @@ class PoolSettings(_Model):
     forecast_horizon_seconds: float = Field(60.0, ge=0)
     forecast_window_seconds: float = Field(300.0, gt=0)
     scale_up_while_starting: bool = True  # grow a role whose scale-up is still starting (never shrink it)
+    cache_spill_target: float | None = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="cache-residency floor: size prefill so at most this share of prefix hits "
+        "comes from disk; null = off",
+    )
+    cache_settle_seconds: float = Field(
+        120.0, ge=0, description="learn the spill share only after ready prefill is unchanged this long"
+    )
+    cache_spill_smoothing: float = Field(
+        0.3, gt=0, le=1, description="EW weight of a new spill reading in the cache-residency floor"
+    )
     weights: WeightSettings = WeightSettings()
     decider: DeciderSettings = DeciderSettings()
     epp: EppSettings | None = None
@@ -226,6 +239,9 @@ class PoolSettings(_Model):
             forecast_horizon_seconds=self.forecast_horizon_seconds,
             forecast_window_seconds=self.forecast_window_seconds,
             scale_up_while_starting=self.scale_up_while_starting,
+            cache_spill_target=self.cache_spill_target,
+            cache_settle_seconds=self.cache_settle_seconds,
+            cache_spill_smoothing=self.cache_spill_smoothing,
             weights=WeightConfig(
                 bounds=dict(self.weights.bounds),
                 step=self.weights.step,

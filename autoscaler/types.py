@@ -50,6 +50,7 @@ class ReasonCode(StrEnum):
     DECIDER_RATE_LIMITED = "decider_rate_limited"  # decider change held: EPP restarted recently
     DECODE_NO_HEADROOM = "decode_no_headroom"  # decode pods have no spare capacity to prefill locally
     DECIDER_BRIDGE = "decider_bridge"  # decode scale-down held: its headroom carries bridged prefill
+    CACHE_RESIDENCY = "cache_residency"  # prefix hits spill to the slowest tier: grow prefill's cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +160,10 @@ class PoolState:
     prefill_correction: float = 1.0
     last_decider_change: float | None = None
     decider_baseline: int | None = None  # the operator's threshold, first seen (when not configured)
+    # prefill replicas whose aggregate cache keeps the spill share at its target (policy._residency)
+    residency_floor: int = 0
+    residency_scale: float | None = None  # EW mean of λ, replicas per e-fold of the spill share
+    prefill_ready: tuple[int, float] | None = None  # (ready prefill replicas, seen since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +277,18 @@ class PoolConfig:
     # tick while the TTFT p90 stays under half its target.
     prefill_correction_min: float = 0.25
     prefill_correction_recovery: float = 0.01
+    # Cache-residency floor (reason `cache_residency`): a prefix hit loaded from disk costs more
+    # than recomputing it, and more prefill *compute* does not help; more prefill *replicas* do,
+    # each bringing its HBM and DRAM. From the share of hit tokens served from disk (the spill
+    # share s) on n ready prefill replicas, λ = -n / ln s (capacity.spill_scale) is smoothed
+    # (EW weight `cache_spill_smoothing` per reading) and the prefill floor is
+    # ⌈λ · -ln cache_spill_target⌉. Read only once the ready prefill count has been unchanged for
+    # `cache_settle_seconds` (a new pod's cache starts empty), and only once some spill has been
+    # seen; a reading without spill then counts as a quarter of the target (a gentle step
+    # down); zero traffic clears it. None = off.
+    cache_spill_target: float | None = 0.05
+    cache_settle_seconds: float = 120.0
+    cache_spill_smoothing: float = 0.3
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits
     capacity_min_samples: float = 20.0  # effective samples before the fit overrides the bootstrap
     weights: WeightConfig = WeightConfig()

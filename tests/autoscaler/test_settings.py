@@ -41,6 +41,16 @@ def test_from_observer_settings_builds_the_policy_config(tmp_path: Any) -> None:
     assert pc.decider.max_decode_share == 0.25
     assert pc.decider.baseline_tokens is None
     assert s.policy_config().gpu_budget is None
+    # the cache-residency floor is on by default
+    assert (pc.cache_spill_target, pc.cache_settle_seconds, pc.cache_spill_smoothing) == (0.05, 120.0, 0.3)
+
+
+def test_cache_residency_settings_reach_the_policy_and_null_turns_it_off() -> None:
+    on = parse({"pools": [pool(cache_spill_target=0.1, cache_settle_seconds=60, cache_spill_smoothing=1)]})
+    pc = on.policy_config().pools["llama"]
+    assert (pc.cache_spill_target, pc.cache_settle_seconds, pc.cache_spill_smoothing) == (0.1, 60.0, 1.0)
+    off = parse({"pools": [pool(cache_spill_target=None)]})
+    assert off.policy_config().pools["llama"].cache_spill_target is None
 
 
 def test_fleet_budget_and_decider_settings_reach_the_policy() -> None:
@@ -73,6 +83,8 @@ def test_fleet_budget_and_decider_settings_reach_the_policy() -> None:
         ({"gpu_budget": 5, "pools": [pool(), pool(name="b")]}, "need 6 GPUs > gpu_budget 5"),
         ({"pools": [pool(decider={"max_decode_share": 1.5})]}, "max_decode_share"),
         ({"pools": [pool(decider={"baseline_tokens": 0})]}, "baseline_tokens"),
+        ({"pools": [pool(cache_spill_target=1.0)]}, "cache_spill_target"),
+        ({"pools": [pool(cache_spill_smoothing=0)]}, "cache_spill_smoothing"),
         (
             {"pools": [pool(decode={"target": {"kind": "LLMInferenceService", "name": "x"}})]},
             "LLMInferenceService owns both roles",
