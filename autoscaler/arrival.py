@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from autoscaler.observe import QueueReading
+from autoscaler.observe import DecodeGauges, QueueReading
 from observer import conventions as c
 from observer.sources import promql
 from observer.sources.names import detect_epp
@@ -51,6 +51,7 @@ class PodQueue:
     pool: str
     role: str | None
     waiting: float | None
+    kv_usage: float | None = None  # vLLM kv_cache_usage_perc, 0..1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,10 @@ def prefill_waiting(pods: Iterable[PodQueue], pool: str) -> int | None:
 
 def pods_of_signals(fs: Any) -> PodsReading:
     """From the engine's `FleetSignals` (its pods are the fresh ones of the last good read)."""
-    return PodsReading(float(fs.time), tuple(PodQueue(p.pod, p.pool, p.role, p.queue) for p in fs.pods))
+    return PodsReading(
+        float(fs.time),
+        tuple(PodQueue(p.pod, p.pool, p.role, p.queue, getattr(p, "kv_usage", None)) for p in fs.pods),
+    )
 
 
 def pods_of_snapshot(snap: FleetSnapshot) -> PodsReading | None:
@@ -82,7 +86,10 @@ def pods_of_snapshot(snap: FleetSnapshot) -> PodsReading | None:
     stale = set(snap.stale_pods)
     return PodsReading(
         snap.time,
-        tuple(PodQueue(p.pod, p.pool, p.role, None if p.pod in stale else p.waiting) for p in snap.pods),
+        tuple(
+            PodQueue(p.pod, p.pool, p.role, *((None, None) if p.pod in stale else (p.waiting, p.kv_usage)))
+            for p in snap.pods
+        ),
     )
 
 
@@ -267,6 +274,19 @@ class ArrivalFeed:
             st = accumulate(self._state.get(pool, CounterState()), series)
             self._state[pool] = st
             self._totals[pool] = st.total
+
+    def decode_gauges(self, pool: str, now: float) -> DecodeGauges:
+        """The pool's decode pods' KV usage from the same reading (`RecordSignals.decode_gauges`):
+        unknown when the reading is stale, the pool has no decode pod or one of them is unknown."""
+        with self._lock:
+            self._refresh(now)
+            r = self._reading
+            if r is None or now - r.time > self.stale_after_seconds:
+                return DecodeGauges()
+            kv = {p.pod: p.kv_usage for p in r.pods if p.pool == pool and p.role == c.ROLE_DECODE}
+            if not kv or any(v is None for v in kv.values()):
+                return DecodeGauges()
+            return DecodeGauges({k: v for k, v in kv.items() if v is not None})
 
     def __call__(self, pool: str, now: float) -> QueueReading:
         with self._lock:

@@ -160,6 +160,33 @@ class QueueReading:
     arrived_total: float | None = None
 
 
+class KvPeak:
+    """The highest reading per pool over the last `seconds` (bounded): the decode pods' KV in use,
+    Σ kv_cache_usage_perc in pod-equivalents."""
+
+    def __init__(self, seconds: float = 300.0, maxlen: int = 10_000) -> None:
+        self.seconds = seconds
+        self._maxlen = maxlen
+        self._seen: dict[str, deque[tuple[float, float]]] = {}
+
+    def add(self, pool: str, now: float, usage: float | None) -> float | None:
+        hist = self._seen.setdefault(pool, deque(maxlen=self._maxlen))
+        if usage is not None:
+            hist.append((now, usage))
+        while hist and hist[0][0] <= now - self.seconds:
+            hist.popleft()
+        return max(v for _, v in hist) if hist else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeGauges:
+    """A pool's decode pods as their engines show them at one instant (`None` = unknown): vLLM
+    `kv_cache_usage_perc` and `num_preemptions_total`, per pod."""
+
+    kv_usage: Mapping[str, float] | None = None
+    preemptions: Mapping[str, float] | None = None
+
+
 # Request-size classes of `Demand.uncached_by_size` (exclusive upper bounds, uncached prompt
 # tokens): powers of two from 256 to 1M, then everything larger. The P/D decider lever picks its
 # threshold among these bounds.
@@ -347,7 +374,9 @@ class RecordSignals:
     - decode busy ratio = output tok/s / (decode replicas x `decode_tokens_per_s_per_replica`);
     - the pre-decode TTFT share counts only when TTFT p90 ≥ `ttft_min_seconds` (a fast TTFT is
       all "before decode" on an idle fleet, not starvation — as the engine refines it);
-    - decode pressure from ITL p90 only (KV usage and preemptions need pod metrics);
+    - decode pressure from ITL p90, and from the decode pods' KV usage and preemptions when
+      `decode_gauges` reads them (vLLM `kv_cache_usage_perc`, max over the pool's decode pods;
+      `num_preemptions_total`, summed, as a rate between ticks), as the engine's does;
     - cascade baselines fold one window per `window_seconds` after `warmup_seconds`; fleet load
       counts tenants seen for longer than `new_tenant_grace_seconds` (a new heavy tenant is the
       evictor, not a load change).
@@ -362,7 +391,10 @@ class RecordSignals:
     warmup_seconds: float = 120.0
     new_tenant_grace_seconds: float = 120.0
     max_tenants: int = 1000
+    decode_gauges: Callable[[str, float], DecodeGauges] | None = None
     _starv: StarvationState = field(default_factory=StarvationState)
+    _preempted: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    kv_peak: KvPeak = field(default_factory=KvPeak)  # the scale-down window
     _cascade: dict[str, CascadeState] = field(default_factory=dict)
     _baseline_at: dict[str, float] = field(default_factory=dict)
     _started: dict[str, float] = field(default_factory=dict)
@@ -388,7 +420,9 @@ class RecordSignals:
         if decode_replicas:
             out = sum(r.output_tokens for r in records) / span
             busy = out / (decode_replicas * self.decode_tokens_per_s_per_replica)
-        window = PoolWindow(pool, share, busy, _p90(itls), None, None)
+        kv_max, kv_sum, preempt_rate = self._gauges(pool, now)
+        peak = self.kv_peak.add(pool, now, kv_sum)
+        window = PoolWindow(pool, share, busy, _p90(itls), kv_max, preempt_rate)
         self._starv, starv = starvation.starvation(self._starv, (window,), self.starvation_cfg)
         pressure = starvation.decode_pressure(window, self.starvation_cfg)
         cascade = self._cascade_tick(pool, now, records, span)
@@ -398,7 +432,28 @@ class RecordSignals:
             cascade_tenants=cascade,
             load_imbalance=None,
             age_seconds=0.0,
+            decode_kv_peak=peak,
         )
+
+    def _gauges(self, pool: str, now: float) -> tuple[float | None, float | None, float | None]:
+        """The decode pods' KV usage max and sum, and their preemption rate (None = unknown)."""
+        if self.decode_gauges is None:
+            return None, None, None
+        g = self.decode_gauges(pool, now)
+        rate: float | None = None
+        if g.preemptions is not None:
+            last = self._preempted.get(pool)
+            if last is not None and now > last[0]:
+                # per pod, as Prometheus' increase() does: a drop (restart) counts the new value,
+                # a pod not seen before counts from zero, a pod gone counts nothing
+                before = last[1]
+                grown = sum(
+                    v - before.get(k, 0.0) if v >= before.get(k, 0.0) else v for k, v in g.preemptions.items()
+                )
+                rate = grown / (now - last[0])
+            self._preempted[pool] = (now, dict(g.preemptions))
+        kv = g.kv_usage
+        return (max(kv.values()) if kv else None), (sum(kv.values()) if kv else None), rate
 
     def _cascade_tick(
         self, pool: str, now: float, records: Sequence[RequestRecord], span: float

@@ -15,6 +15,7 @@ Missing/stale data or an unstable target holds the pool's replicas unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -224,6 +225,10 @@ def _scale(
     if signals_known and sig.decode_pressure:
         raw[c.ROLE_DECODE] = max(raw[c.ROLE_DECODE], _ready(obs, c.ROLE_DECODE, current) + 1)
         reasons[c.ROLE_DECODE].append(R.DECODE_PRESSURE)
+    kv_floor = _kv_floor(obs, cfg) if signals_known else 0
+    if kv_floor > raw[c.ROLE_DECODE]:
+        raw[c.ROLE_DECODE] = kv_floor
+        reasons[c.ROLE_DECODE].append(R.KV_HEADROOM)
     st = _residency(obs, cfg, st, now, current)
     if st.residency_floor > raw[c.ROLE_PREFILL]:
         raw[c.ROLE_PREFILL] = st.residency_floor
@@ -332,6 +337,14 @@ def _correct(
     if p90 <= cfg.ttft_target_seconds / 2:
         return min(1.0, corr * (1.0 + cfg.prefill_correction_recovery)), False
     return corr, False
+
+
+def _kv_floor(obs: PoolObservation, cfg: PoolConfig) -> int:
+    """Decode replicas that hold the decode pods' peak KV in use at `decode_kv_target` usage."""
+    peak, target = obs.signals.decode_kv_peak, cfg.decode_kv_target
+    if peak is None or target is None or peak <= 0:
+        return 0
+    return math.ceil(peak / target - 1e-9)
 
 
 # a settled reading without any spill counts as this share of the target (see _residency)

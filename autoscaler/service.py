@@ -63,13 +63,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _signals_for(settings: AutoscalerSettings, window_seconds: float) -> SignalsProvider:
-    """Record-based signals sized from the first pool (decode capacity, TTFT target)."""
+def _signals_for(
+    settings: AutoscalerSettings, window_seconds: float, feed: ArrivalFeed | None = None
+) -> SignalsProvider:
+    """Record-based signals sized from the first pool (decode capacity, TTFT target), with the
+    decode pods' KV usage from the arrival feed's pod reading when there is one."""
     p = settings.pools[0] if settings.pools else None
     return RecordSignals(
         decode_tokens_per_s_per_replica=p.decode.capacity_tokens_per_s if p else 3000.0,
         ttft_min_seconds=p.ttft_target_seconds if p else 2.0,
         window_seconds=window_seconds,
+        decode_gauges=feed.decode_gauges if feed is not None else None,
     )
 
 
@@ -217,11 +221,12 @@ def run_autoscale(
     window = RecordWindow(_pool_of(asettings), window_seconds=60.0)
     # The store cannot tell zero traffic from a stopped observer: the demand's age is the age of
     # the newest record, so the policy holds (never scales down) once the records go stale.
+    feed = arrival_feed(settings, asettings)
     inner = ObserverSource(
         window,
-        _signals_for(asettings, 60.0),
+        _signals_for(asettings, 60.0, feed),
         data_age=lambda now: math.inf if window.newest_end is None else max(0.0, now - window.newest_end),
-        queue=arrival_feed(settings, asettings),
+        queue=feed,
     )
     source = PollingSource(StoreRecordFeed(store, window), inner)
 
@@ -289,11 +294,10 @@ def attach(
     log_ = audit_log if audit_log is not None else SqlAuditLog.open(settings.store.url)
     collector = AutoscalerCollector()
     window = RecordWindow(_pool_of(asettings), window_seconds=60.0)
-    signals: SignalsProvider = (
-        EngineSignals(signals_latest) if signals_latest is not None else _signals_for(asettings, 60.0)
-    )
-
     queue = arrival_feed(settings, asettings, signals_latest=signals_latest)
+    signals: SignalsProvider = (
+        EngineSignals(signals_latest) if signals_latest is not None else _signals_for(asettings, 60.0, queue)
+    )
 
     def on_startup(pipeline: Pipeline) -> None:
         pipeline.registry.register(collector)

@@ -177,6 +177,12 @@ class PoolSettings(_Model):
         description="cache-residency floor: size prefill so at most this share of prefix hits "
         "comes from disk; null = off",
     )
+    decode_kv_target: float | None = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="KV headroom floor: size decode so its KV usage peak stays at this; null = off",
+    )
     cache_settle_seconds: float = Field(
         120.0, ge=0, description="learn the spill share only after ready prefill is unchanged this long"
     )
@@ -240,6 +246,7 @@ class PoolSettings(_Model):
             forecast_window_seconds=self.forecast_window_seconds,
             scale_up_while_starting=self.scale_up_while_starting,
             cache_spill_target=self.cache_spill_target,
+            decode_kv_target=self.decode_kv_target,
             cache_settle_seconds=self.cache_settle_seconds,
             cache_spill_smoothing=self.cache_spill_smoothing,
             weights=WeightConfig(

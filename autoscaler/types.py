@@ -50,6 +50,7 @@ class ReasonCode(StrEnum):
     DECIDER_RATE_LIMITED = "decider_rate_limited"  # decider change held: EPP restarted recently
     DECODE_NO_HEADROOM = "decode_no_headroom"  # decode pods have no spare capacity to prefill locally
     DECIDER_BRIDGE = "decider_bridge"  # decode scale-down held: its headroom carries bridged prefill
+    KV_HEADROOM = "kv_headroom"  # decode sized so its KV usage peak stays under decode_kv_target
     CACHE_RESIDENCY = "cache_residency"  # prefix hits spill to the slowest tier: grow prefill's cache
 
 
@@ -101,6 +102,9 @@ class Signals:
     cascade_tenants: tuple[str, ...] | None = None
     load_imbalance: bool | None = None
     age_seconds: float = 0.0
+    # the decode pods' KV in use, Σ kv_cache_usage_perc in pod-equivalents, at its highest over the
+    # last scale-down window (None = unknown: the pods' gauges are not read)
+    decode_kv_peak: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +291,12 @@ class PoolConfig:
     # seen; a reading without spill then counts as a quarter of the target (a gentle step
     # down); zero traffic clears it. None = off.
     cache_spill_target: float | None = 0.05
+    # KV headroom floor of decode (reason `kv_headroom`): decode replicas are memory- as well as
+    # throughput-bound (long contexts fill the KV cache long before the output rate is reached).
+    # With the decode pods' KV in use at its peak, P pod-equivalents (Signals.decode_kv_peak: Σ
+    # of their vLLM kv_cache_usage_perc, highest over the last scale-down window), the floor is
+    # ⌈P / decode_kv_target⌉: the count that holds that KV at the target usage. None = off.
+    decode_kv_target: float | None = 0.9
     cache_settle_seconds: float = 120.0
     cache_spill_smoothing: float = 0.3
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits

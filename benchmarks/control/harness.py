@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoscaler.loop import Controller, Mode
-from autoscaler.observe import ObserverSource, QueueReading, RecordSignals, RecordWindow, pool_by_pod_prefix
+from autoscaler.observe import (
+    DecodeGauges,
+    ObserverSource,
+    QueueReading,
+    RecordSignals,
+    RecordWindow,
+    pool_by_pod_prefix,
+)
 from autoscaler.ports import AuditEntry, MemoryAuditSink
 from autoscaler.service import warm_start
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinRecordSink
@@ -265,8 +272,22 @@ def run(
     elif policy == "pd-observer":
         cfg = pool_config(decider=decider)
         clock = TwinClock(twin.now)
+
+        def decode_gauges(pool: str, now: float) -> DecodeGauges:
+            # what a deployment scrapes from the decode pods: vLLM kv_cache_usage_perc and
+            # num_preemptions_total
+            pods = [p for p in meter.pods if p.pool == pool and p.role == c.ROLE_DECODE]
+            if not pods:
+                return DecodeGauges()
+            return DecodeGauges(
+                {p.pod: p.kv_usage for p in pods}, {p.pod: float(p.preemptions) for p in pods}
+            )
+
         signals = RecordSignals(
-            decode_tokens_per_s_per_replica=DECODE_CAPACITY, ttft_min_seconds=TTFT_SLO, window_seconds=60.0
+            decode_tokens_per_s_per_replica=DECODE_CAPACITY,
+            ttft_min_seconds=TTFT_SLO,
+            window_seconds=60.0,
+            decode_gauges=decode_gauges if arrival_side else None,
         )
 
         def decode_replicas(pool: str) -> int | None:

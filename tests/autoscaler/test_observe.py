@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from autoscaler.audit import MemoryAuditLog
 from autoscaler.loop import Controller, Mode
 from autoscaler.observe import (
+    DecodeGauges,
     EngineSignals,
     ObserverSource,
     RecordSignals,
@@ -88,6 +89,33 @@ def test_record_signals_starvation_after_three_windows_and_pressure() -> None:
     fast = [replace(r, ttft=0.3) for r in slow]
     assert sig.signals("llama", 120.0, fast, 6).starvation is False  # fast TTFT: not starvation
     assert sig.signals("llama", 135.0, [], None).starvation is None  # unknown
+
+
+def test_record_signals_read_the_decode_pods_kv_usage_and_preemptions() -> None:
+    gauges: dict[str, dict[str, float]] = {"kv": {"d-0": 0.5, "d-1": 0.3}, "pre": {"d-0": 3.0, "d-1": 0.0}}
+
+    def read(pool: str, now: float) -> DecodeGauges:
+        return DecodeGauges(dict(gauges["kv"]), dict(gauges["pre"]))
+
+    sig = RecordSignals(decode_tokens_per_s_per_replica=3000.0, ttft_min_seconds=2.0, decode_gauges=read)
+    calm = [rec(i, 50.0 + i, ttft=0.5, queue=0.1, prefill=0.3, kv_transfer=0.05, itl=0.02) for i in range(10)]
+    first = sig.signals("llama", 60.0, calm, 2)
+    assert first.decode_pressure is None  # KV fine, but no preemption rate yet (first counter read)
+    assert first.decode_kv_peak == pytest.approx(0.8)  # KV in use: 0.5 + 0.3 pod-equivalents
+    assert sig.signals("llama", 70.0, calm, 2).decode_pressure is False  # everything known, calm
+    gauges["kv"] = {"d-0": 0.95, "d-1": 0.6}  # one pod's KV usage >= 0.9 is decode pressure
+    assert sig.signals("llama", 75.0, calm, 2).decode_pressure is True
+    gauges["kv"] = {"d-0": 0.2, "d-1": 0.1}
+    # a preemption between reads is pressure; a pod restart (counter drop) counts its new value,
+    # a pod not seen before counts from zero
+    gauges["pre"] = {"d-0": 3.0, "d-1": 1.0}
+    assert sig.signals("llama", 90.0, calm, 2).decode_pressure is True
+    gauges["pre"] = {"d-0": 0.0, "d-1": 1.0, "d-2": 0.0}
+    later = sig.signals("llama", 105.0, calm, 2)
+    assert later.decode_pressure is False
+    assert later.decode_kv_peak == pytest.approx(1.55)  # the peak of the last 300 s
+    assert sig.signals("llama", 400.0, calm, 2).decode_kv_peak == pytest.approx(0.3)  # aged out
+    assert RecordSignals(3000.0, 2.0).signals("llama", 60.0, calm, 2).decode_kv_peak is None  # not read
 
 
 @dataclass

@@ -27,6 +27,7 @@ from autoscaler.types import (
     ReasonCode,
     Recommendation,
     RoleConfig,
+    Signals,
     TickInput,
 )
 from observer import conventions as c
@@ -159,3 +160,23 @@ def test_closed_loop_settles_without_oscillation(lam: float, target: float, star
     assert series[-1] == series[-2] == series[-3]
     want = min(12, max(1, math.ceil(lam * -math.log(target) - 1e-9)))
     assert series[-1] == want, series
+
+
+def test_kv_headroom_floor_sizes_decode_for_its_kv_peak() -> None:
+    # the decode pods' KV in use peaked at 1.0 pod-equivalents: ⌈1.0 / 0.9⌉ = 2 decode replicas,
+    # although the output rate (100 tok/s) needs one; 1.7 on 3 replicas keeps 2 (⌈1.89⌉)
+    cfg = pool_cfg()
+    full = replace(obs(1, 1, spilling(0.0)), signals=Signals(False, False, decode_kv_peak=1.0))
+    eff = ticks(cfg, [(0.0, full)])[-1]
+    d = next(x for x in eff.decisions if x.role == D)
+    assert d.desired == 2
+    assert ReasonCode.KV_HEADROOM in d.reasons
+    spread = replace(obs(1, 3, spilling(0.0)), signals=Signals(False, False, decode_kv_peak=1.7))
+    seed = PolicyState({"p": PoolState(recommendations=(Recommendation(-1.0, D, 1),))})
+    eff = ticks(cfg, [(600.0, spread)], seed)[-1]
+    assert next(x for x in eff.decisions if x.role == D).desired == 2
+    for sig in (Signals(False, False), Signals(False, False, decode_kv_peak=1.0, age_seconds=1e9)):
+        eff = ticks(cfg, [(0.0, replace(obs(1, 1, spilling(0.0)), signals=sig))])[-1]
+        assert next(x for x in eff.decisions if x.role == D).desired == 1  # unknown or stale
+    off = ticks(replace(cfg, decode_kv_target=None), [(0.0, full)])[-1]
+    assert next(x for x in off.decisions if x.role == D).desired == 1

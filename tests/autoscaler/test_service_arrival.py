@@ -465,3 +465,20 @@ def test_standalone_autoscale_reads_the_metric_source_itself() -> None:
         second = feed(POOL, twin.now)
         assert second.arrived_total is not None
         assert second.arrived_total > first.arrived_total
+
+
+def test_the_feed_reads_the_decode_pods_kv_usage_for_the_kv_headroom_floor() -> None:
+    reading = PodsReading(
+        100.0,
+        (
+            PodQueue("a-p1", "a", P, 0.0, 0.99),  # a prefill pod's KV is not decode's
+            PodQueue("a-d1", "a", D, 0.0, 0.7),
+            PodQueue("a-d2", "a", D, 1.0, 0.4),
+            PodQueue("b-d1", "b", D, 0.0, None),  # unknown: the pool's KV is unknown
+        ),
+    )
+    feed = ArrivalFeed(lambda now: reading, stale_after_seconds=60.0)
+    assert feed.decode_gauges("a", 110.0).kv_usage == {"a-d1": 0.7, "a-d2": 0.4}
+    assert feed.decode_gauges("b", 110.0).kv_usage is None
+    assert feed.decode_gauges("c", 110.0).kv_usage is None  # no decode pod
+    assert feed.decode_gauges("a", 200.0).kv_usage is None  # the reading is stale

@@ -49,8 +49,10 @@ def test_cache_residency_settings_reach_the_policy_and_null_turns_it_off() -> No
     on = parse({"pools": [pool(cache_spill_target=0.1, cache_settle_seconds=60, cache_spill_smoothing=1)]})
     pc = on.policy_config().pools["llama"]
     assert (pc.cache_spill_target, pc.cache_settle_seconds, pc.cache_spill_smoothing) == (0.1, 60.0, 1.0)
-    off = parse({"pools": [pool(cache_spill_target=None)]})
+    off = parse({"pools": [pool(cache_spill_target=None, decode_kv_target=None)]})
     assert off.policy_config().pools["llama"].cache_spill_target is None
+    assert off.policy_config().pools["llama"].decode_kv_target is None
+    assert parse({"pools": [pool()]}).policy_config().pools["llama"].decode_kv_target == 0.9
 
 
 def test_fleet_budget_and_decider_settings_reach_the_policy() -> None:
