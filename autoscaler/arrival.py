@@ -12,9 +12,9 @@ of the pool could not be read. Counter resets (EPP restarts) never give negative
 series is folded into a monotone total (`accumulate`: a drop counts the new value, as
 Prometheus' `increase()` does). The readers are cached per `now` (one read per tick).
 
-Pure core: `PodQueue`, `prefill_waiting`, `CounterState`/`accumulate`, `epp_series`,
-`prom_series`. I/O at the edges: `ScrapeCounters`, `PrometheusCounters`; the feed itself reads
-no clock.
+Pure core: `PodQueue`, `prefill_waiting`, `epp_series`, `prom_series`, and the counter fold
+`CounterState`/`accumulate` (`autoscaler.counters`). I/O at the edges: `ScrapeCounters`,
+`PrometheusCounters`; the feed itself reads no clock.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
+from autoscaler.counters import CounterState, Series, accumulate
 from autoscaler.observe import DecodeGauges, QueueReading
 from observer import conventions as c
 from observer.sources import promql
@@ -36,8 +37,6 @@ from observer.sources.samples import EppTarget, FleetSnapshot
 from observer.sources.scrape import Parsed, parse_exposition
 
 log = logging.getLogger(__name__)
-
-Series = Mapping[str, float]  # series key (labels) -> counter value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,10 +71,11 @@ def prefill_waiting(pods: Iterable[PodQueue], pool: str) -> int | None:
 
 
 def pods_of_signals(fs: Any) -> PodsReading:
-    """From the engine's `FleetSignals` (its pods are the fresh ones of the last good read)."""
+    """From the engine's `FleetSignals` (its pods are the fresh ones of the last good read; a
+    pod's KV usage is its HBM tier usage)."""
     return PodsReading(
         float(fs.time),
-        tuple(PodQueue(p.pod, p.pool, p.role, p.queue, getattr(p, "kv_usage", None)) for p in fs.pods),
+        tuple(PodQueue(p.pod, p.pool, p.role, p.queue, p.tier_usage.get(c.TIER_HBM)) for p in fs.pods),
     )
 
 
@@ -91,32 +91,6 @@ def pods_of_snapshot(snap: FleetSnapshot) -> PodsReading | None:
             for p in snap.pods
         ),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class CounterState:
-    """Last raw value per series and the monotone total folded so far (None before any read)."""
-
-    last: Mapping[str, float] = field(default_factory=dict)
-    total: float | None = None
-
-
-def accumulate(state: CounterState, series: Series) -> CounterState:
-    """Fold one read of a pool's counter series into a monotone total.
-
-    The first read starts the total at the sum of the values. Then each series adds its
-    increase; a drop is a reset (the series restarted from 0: its new value is the increase);
-    a new series starts at its value (its earlier count is not attributed to this interval);
-    a vanished series adds nothing."""
-    if state.total is None:
-        return CounterState(dict(series), float(sum(series.values())))
-    inc = 0.0
-    for key, v in series.items():
-        prev = state.last.get(key)
-        if prev is None:
-            continue
-        inc += v if v < prev else v - prev
-    return CounterState(dict(series), state.total + inc)
 
 
 def _key(labels: Mapping[str, str], skip: Sequence[str] = ("__name__",)) -> str:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from autoscaler.counters import CounterState, accumulate
 from autoscaler.types import CapacitySamples, Demand, PoolObservation, Signals
 from observer.model import RequestRecord
 from observer.signals import cascade as casc
@@ -376,7 +377,8 @@ class RecordSignals:
       all "before decode" on an idle fleet, not starvation — as the engine refines it);
     - decode pressure from ITL p90, and from the decode pods' KV usage and preemptions when
       `decode_gauges` reads them (vLLM `kv_cache_usage_perc`, max over the pool's decode pods;
-      `num_preemptions_total`, summed, as a rate between ticks), as the engine's does;
+      `num_preemptions_total` per pod, folded across restarts, as a rate between ticks), as
+      the engine's does;
     - cascade baselines fold one window per `window_seconds` after `warmup_seconds`; fleet load
       counts tenants seen for longer than `new_tenant_grace_seconds` (a new heavy tenant is the
       evictor, not a load change).
@@ -393,7 +395,7 @@ class RecordSignals:
     max_tenants: int = 1000
     decode_gauges: Callable[[str, float], DecodeGauges] | None = None
     _starv: StarvationState = field(default_factory=StarvationState)
-    _preempted: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    _preempted: dict[str, tuple[float, CounterState]] = field(default_factory=dict)
     kv_peak: KvPeak = field(default_factory=KvPeak)  # the scale-down window
     _cascade: dict[str, CascadeState] = field(default_factory=dict)
     _baseline_at: dict[str, float] = field(default_factory=dict)
@@ -442,16 +444,11 @@ class RecordSignals:
         g = self.decode_gauges(pool, now)
         rate: float | None = None
         if g.preemptions is not None:
-            last = self._preempted.get(pool)
-            if last is not None and now > last[0]:
-                # per pod, as Prometheus' increase() does: a drop (restart) counts the new value,
-                # a pod not seen before counts from zero, a pod gone counts nothing
-                before = last[1]
-                grown = sum(
-                    v - before.get(k, 0.0) if v >= before.get(k, 0.0) else v for k, v in g.preemptions.items()
-                )
-                rate = grown / (now - last[0])
-            self._preempted[pool] = (now, dict(g.preemptions))
+            t0, before = self._preempted.get(pool, (now, CounterState()))
+            after = accumulate(before, g.preemptions)  # per pod, across restarts
+            if before.total is not None and after.total is not None and now > t0:
+                rate = (after.total - before.total) / (now - t0)
+            self._preempted[pool] = (now, after)
         kv = g.kv_usage
         return (max(kv.values()) if kv else None), (sum(kv.values()) if kv else None), rate
 

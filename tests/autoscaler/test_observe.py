@@ -107,7 +107,7 @@ def test_record_signals_read_the_decode_pods_kv_usage_and_preemptions() -> None:
     assert sig.signals("llama", 75.0, calm, 2).decode_pressure is True
     gauges["kv"] = {"d-0": 0.2, "d-1": 0.1}
     # a preemption between reads is pressure; a pod restart (counter drop) counts its new value,
-    # a pod not seen before counts from zero
+    # a pod not seen before is a baseline
     gauges["pre"] = {"d-0": 3.0, "d-1": 1.0}
     assert sig.signals("llama", 90.0, calm, 2).decode_pressure is True
     gauges["pre"] = {"d-0": 0.0, "d-1": 1.0, "d-2": 0.0}

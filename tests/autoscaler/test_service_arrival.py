@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from autoscaler.arrival import (
     ScrapeCounters,
     accumulate,
     epp_series,
+    pods_of_signals,
     pods_of_snapshot,
     prefill_waiting,
 )
@@ -40,6 +42,7 @@ from observer import conventions as c
 from observer.api.app import create_app
 from observer.config import Settings
 from observer.signals import service as signals_service
+from observer.signals.engine import PodSignals
 from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
 from observer.sources.samples import EppTarget, FleetSnapshot, PodSample
 from observer.sources.scrape import parse_exposition
@@ -482,3 +485,22 @@ def test_the_feed_reads_the_decode_pods_kv_usage_for_the_kv_headroom_floor() -> 
     assert feed.decode_gauges("b", 110.0).kv_usage is None
     assert feed.decode_gauges("c", 110.0).kv_usage is None  # no decode pod
     assert feed.decode_gauges("a", 200.0).kv_usage is None  # the reading is stale
+
+
+def test_pod_readings_carry_the_kv_usage_from_a_snapshot_and_from_the_engine() -> None:
+    snap = FleetSnapshot(
+        source=c.SOURCE_SCRAPE,
+        time=100.0,
+        ok=True,
+        pods=(
+            PodSample("d1", D, "a", None, 100.0, kv_usage=0.7),
+            PodSample("d2", D, "a", None, 100.0, kv_usage=0.4),
+        ),
+        stale_pods=("d2",),
+    )
+    reading = pods_of_snapshot(snap)
+    assert reading is not None
+    assert [p.kv_usage for p in reading.pods] == [0.7, None]  # a stale pod's KV is unknown
+    pod = PodSignals("d1", "a", D, {c.TIER_HBM: 0.8, c.TIER_DRAM: 0.1}, 0.0, 3.0, {}, {}, None)
+    engine = pods_of_signals(SimpleNamespace(time=100.0, pods=(pod,)))
+    assert engine.pods[0].kv_usage == 0.8  # the engine's HBM tier usage
