@@ -119,8 +119,9 @@ def spill_scale(replicas: int, spill: float) -> float:
     reaches past the pool's aggregate fast tiers (served from disk) falls geometrically with it,
     s(n) = exp(-n / λ), so one reading gives λ = -n / ln s. λ is a property of the traffic (its
     working set per replica's cache), not of the size it was read at, so readings taken at
-    different sizes can be averaged. On the Mooncake synthetic trace the static splits 3..6:1
-    read λ = 1.7..1.8. `spill` is clamped into (0, 1): both ends give no finite λ."""
+    different sizes can be averaged. On the Mooncake synthetic trace the static splits 3:1 and
+    6:1 read λ = 1.79 and 1.69 (`benchmarks.control.trace ... --tiers`). `spill` is clamped
+    into (0, 1): both ends give no finite λ."""
     s = min(0.999, max(1e-6, spill))
     return -max(0, replicas) / math.log(s)
 

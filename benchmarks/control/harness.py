@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from autoscaler.loop import Controller, Mode
@@ -236,9 +236,12 @@ def run(
     warm_hold: float | None = None,
     decider: DeciderConfig | None = None,
     listen: Callable[[CompletedRequest], None] | None = None,
+    tune: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """One scenario (or Mooncake .jsonl trace) under one policy; see the module doc.
-    `probe` is called after every tick; `listen` with every completed request, from the start."""
+    `probe` is called after every tick; `listen` with every completed request, from the start;
+    `tune` replaces fields of pd-observer's `PoolConfig` (an A/B, e.g.
+    `tune={"decode_kv_target": None}`)."""
     wall0 = time.monotonic()
     meter = Meter()
     if listen is not None:
@@ -270,7 +273,7 @@ def run(
         meter.listeners.append(dyn.observe)
         act = dyn
     elif policy == "pd-observer":
-        cfg = pool_config(decider=decider)
+        cfg = replace(pool_config(decider=decider), **(tune or {}))
         clock = TwinClock(twin.now)
 
         def decode_gauges(pool: str, now: float) -> DecodeGauges:

@@ -4,11 +4,13 @@ split into queue / prefill / transfer / decode-wait). For diagnosis, read-only.
 
     python -m benchmarks.control.trace mooncake-synthetic [--policy pd-observer] [--every 4]
     python -m benchmarks.control.trace story --misses      # + who missed the TTFT target, and why
+    python -m benchmarks.control.trace mooncake-synthetic --policy static --static 6:1 --tiers
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +124,27 @@ def misses(done: list[CompletedRequest], start: float, arrived: int, bucket: flo
     ]
 
 
+def tiers(
+    done: list[CompletedRequest], start: float, static_prefill: int | None, bucket: float = 120.0
+) -> list[str]:
+    """The disk share of the cached prompt tokens (the spill share the cache-residency floor
+    reads), per `bucket` seconds of arrivals and over the run; for a static split also
+    λ = -n / ln s, the replicas per e-fold of that share (`autoscaler.capacity.spill_scale`)."""
+    by: dict[int, list[float]] = {}
+    for r in done:
+        k = int(((r.prefill or r.decode).arrival - start) // bucket * bucket)
+        acc = by.setdefault(k, [0.0, 0.0])
+        acc[0] += r.cached_by_tier.get(c.TIER_DISK, 0)
+        acc[1] += r.cached_tokens
+    disk, cached = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
+    share = disk / cached if cached else 0.0
+    line = f"disk share of cached tokens over the run {share:.3f}"
+    if static_prefill and 0 < share < 1:
+        line += f" (λ = {-static_prefill / math.log(share):.2f} at {static_prefill} prefill)"
+    per = " ".join(f"{k}:{v[0] / v[1]:.3f}" for k, v in sorted(by.items()) if v[1])
+    return [line, f"by arrival (s from start: disk share) {per}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     doc = (__doc__ or "").splitlines()[0]
     ap = argparse.ArgumentParser(prog="python -m benchmarks.control.trace", description=doc)
@@ -131,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float)
     ap.add_argument("--every", type=int, default=1, help="print every Nth tick")
     ap.add_argument("--misses", action="store_true", help="after the run, break down the TTFT misses")
+    ap.add_argument(
+        "--tiers", action="store_true", help="after the run, the disk share of the cached tokens over time"
+    )
     args = ap.parse_args(argv)
     static = tuple(int(x) for x in args.static.split(":")) if args.static else None
     timeline = Timeline(every=args.every)
@@ -144,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.misses:
         for line in misses(timeline.done + timeline.reqs, START, res.requests):
+            print(line)
+    if args.tiers:
+        for line in tiers(timeline.done + timeline.reqs, START, static[0] if static else None):
             print(line)
     print(res, file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from autoscaler.capacity import spill_scale
 from autoscaler.ports import AuditEntry
 from benchmarks.control.harness import POOL, START, Meter, run
 from benchmarks.control.run import main
@@ -74,3 +75,27 @@ def test_trace_misses_breakdown_counts_what_the_meter_counts(capsys: pytest.Capt
     assert abs((done - miss) / (done + unfinished) - attainment) < 1e-9
     by_arrival = next(line for line in out.out.splitlines() if line.startswith("by arrival"))
     assert sum(int(x.split(":")[1]) for x in by_arrival.split(") ")[1].split()) == miss
+
+
+def test_trace_tiers_reads_the_spill_and_its_lambda(capsys: pytest.CaptureFixture[str]) -> None:
+    # static 3:1 on the Mooncake synthetic trace spills to disk once its working set outgrows
+    # three pods' HBM + DRAM (~2 min in); λ is what the cache-residency floor learns from it
+    argv = ["mooncake-synthetic", "--policy", "static", "--static", "3:1", "--duration", "400"]
+    assert trace_main([*argv, "--every", "1000", "--tiers"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    run_line = next(line for line in out if line.startswith("disk share of cached tokens over the run"))
+    m = re.search(r"run ([0-9.]+) \(λ = ([0-9.]+) at 3 prefill\)", run_line)
+    assert m is not None
+    share, lam = map(float, m.groups())
+    assert 0.05 < share < 0.5
+    assert lam == pytest.approx(spill_scale(3, share), abs=0.01)
+    per = next(line for line in out if line.startswith("by arrival")).split(") ")[1].split()
+    assert per[0] == "0:0.000"  # cold caches: nothing on disk in the first two minutes
+
+
+def test_tune_replaces_pd_observers_pool_config() -> None:
+    on = run("mooncake-synthetic", "pd-observer", duration=500)
+    off = run("mooncake-synthetic", "pd-observer", duration=500, tune={"cache_spill_target": None})
+    assert on.scaling_actions != off.scaling_actions or on.gpu_hours != off.gpu_hours
+    with pytest.raises(TypeError):
+        run("steady", "pd-observer", duration=30, tune={"no_such_field": 1})
