@@ -65,6 +65,7 @@ def _signals(s: Signals) -> dict[str, Any]:
         "cascade_tenants": None if s.cascade_tenants is None else list(s.cascade_tenants),
         "load_imbalance": s.load_imbalance,
         "age_seconds": _num(s.age_seconds),
+        "decode_kv_peak": None if s.decode_kv_peak is None else _num(s.decode_kv_peak),
     }
 
 

@@ -338,10 +338,19 @@ class EngineSignals:
     """Signals from the fleet-signals engine's latest snapshot (`lambda: engine.latest`).
 
     The snapshot's age is the signals' age (the policy ignores signals older than
-    `stale_after_seconds`); a pool the engine does not know has unknown signals."""
+    `stale_after_seconds`); a pool the engine does not know has unknown signals. With
+    `decode_gauges` (the arrival feed's reading of the engine's pods), the decode pods' KV in use
+    feeds `Signals.decode_kv_peak` (the KV headroom floor), as in `RecordSignals`."""
 
-    def __init__(self, latest: Callable[[], FleetSignalsLike | None]) -> None:
+    def __init__(
+        self,
+        latest: Callable[[], FleetSignalsLike | None],
+        decode_gauges: Callable[[str, float], DecodeGauges] | None = None,
+        kv_peak: KvPeak | None = None,
+    ) -> None:
         self._latest = latest
+        self._gauges = decode_gauges
+        self.kv_peak = kv_peak if kv_peak is not None else KvPeak()
 
     def signals(
         self, pool: str, now: float, records: Sequence[RequestRecord], decode_replicas: int | None
@@ -354,12 +363,14 @@ class EngineSignals:
         ps = snap.pool(pool)
         if ps is None:
             return Signals(cascade_tenants=cascade, age_seconds=age)
+        kv = self._gauges(pool, now).kv_usage if self._gauges is not None else None
         return Signals(
             starvation=None if ps.starvation.unknown else ps.starvation.firing,
             decode_pressure=None if ps.pressure.unknown and not ps.pressure.firing else ps.pressure.firing,
             cascade_tenants=cascade,
             load_imbalance=None if ps.balance.unknown else ps.balance.imbalanced,
             age_seconds=age,
+            decode_kv_peak=self.kv_peak.add(pool, now, sum(kv.values()) if kv else None),
         )
 
 

@@ -296,7 +296,9 @@ def attach(
     window = RecordWindow(_pool_of(asettings), window_seconds=60.0)
     queue = arrival_feed(settings, asettings, signals_latest=signals_latest)
     signals: SignalsProvider = (
-        EngineSignals(signals_latest) if signals_latest is not None else _signals_for(asettings, 60.0, queue)
+        EngineSignals(signals_latest, queue.decode_gauges if queue is not None else None)
+        if signals_latest is not None
+        else _signals_for(asettings, 60.0, queue)
     )
 
     def on_startup(pipeline: Pipeline) -> None:

@@ -171,6 +171,19 @@ def test_engine_signals_adapter() -> None:
     assert s.age_seconds == 30.0
     assert es.signals("other", 130.0, [], None).starvation is None
     assert EngineSignals(lambda: None).signals("llama", 1.0, [], None).age_seconds == math.inf
+    assert s.decode_kv_peak is None  # no pod reading: the KV headroom floor is off
+
+
+def test_engine_signals_carry_the_decode_kv_peak_from_the_pod_reading() -> None:
+    snap = _Snap(100.0, (), {"llama": _Pool(_F(False), _F(False), _B(False))})
+    kv: dict[str, DecodeGauges] = {"llama": DecodeGauges({"d1": 0.5, "d2": 0.3})}
+    es = EngineSignals(lambda: snap, lambda pool, now: kv.get(pool, DecodeGauges()))
+    assert es.signals("llama", 100.0, [], 2).decode_kv_peak == pytest.approx(0.8)
+    kv["llama"] = DecodeGauges({"d1": 0.2, "d2": 0.1})
+    assert es.signals("llama", 200.0, [], 2).decode_kv_peak == pytest.approx(0.8)  # the window's peak
+    kv["llama"] = DecodeGauges()  # unknown now: the peak of the readings still in the window
+    assert es.signals("llama", 420.0, [], 2).decode_kv_peak == pytest.approx(0.3)
+    assert es.signals("llama", 600.0, [], 2).decode_kv_peak is None  # every reading aged out
 
 
 def test_sim_target_over_the_twin() -> None:

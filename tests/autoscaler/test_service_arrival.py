@@ -362,9 +362,12 @@ def served(
         store.close()
 
 
+def _decisions(client: TestClient) -> list[dict[str, Any]]:
+    return list(client.get("/api/v1/decisions", params={"pool": POOL, "limit": 100}).json()["decisions"])
+
+
 def _arrival_inputs(client: TestClient) -> list[dict[str, Any]]:
-    body = client.get("/api/v1/decisions", params={"pool": POOL, "limit": 100}).json()["decisions"]
-    return [d["inputs"]["demand"] for d in body if d["inputs"]["demand"] is not None]
+    return [d["inputs"]["demand"] for d in _decisions(client) if d["inputs"]["demand"] is not None]
 
 
 def _check_burst_inputs(demands: list[dict[str, Any]]) -> None:
@@ -393,6 +396,14 @@ def test_serve_decisions_show_the_arrival_side_from_the_direct_scrape(tmp_path: 
         assert latest is not None
         expect = round(sum(p.queue or 0 for p in latest.pods if p.role == P))
         assert demands[0]["waiting_requests"] == expect
+        # the KV headroom floor's input under the engine: the decode pods' KV in use (Σ of their
+        # HBM usage as the engine read them), the highest over the scale-down window
+        kv_now = sum(p.tier_usage[c.TIER_HBM] for p in latest.pods if p.role == D)
+        assert kv_now > 0
+        peaks = [d["inputs"]["signals"]["decode_kv_peak"] for d in _decisions(s.client)]
+        assert None not in peaks, peaks
+        assert peaks[0] >= kv_now - 1e-9
+        assert max(peaks) == pytest.approx(peaks[0])  # a running maximum (all within 300 s)
 
 
 @pytest.mark.prometheus
