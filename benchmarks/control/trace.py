@@ -13,9 +13,10 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from autoscaler.ports import AuditEntry
+from autoscaler.types import PoolConfig
 from benchmarks.control.harness import START, TTFT_SLO, Meter, run
 from observer import conventions as c
 from simulator.events import CompletedRequest
@@ -87,6 +88,10 @@ class Timeline:
                 f"{d.role[0]}:{d.current}->{d.desired}[{','.join(x.value for x in d.reasons)}]"
                 for d in entry.decisions
             )
+            row += "".join(
+                f" thr:{x.current}->{x.desired}[{','.join(r.value for r in x.reasons)}]"
+                for x in entry.decider_changes
+            )
         self.rows.append(row)
         print(row, flush=True)
 
@@ -145,6 +150,19 @@ def tiers(
     return [line, f"by arrival (s from start: disk share) {per}"]
 
 
+def _tune(text: str) -> tuple[str, float | None]:
+    """`FIELD=VALUE` of --tune: a number, or `none`."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--tune takes FIELD=VALUE, got {text!r}")
+    if value.strip().lower() == "none":
+        return key, None
+    try:
+        return key, float(value)
+    except ValueError:
+        raise ValueError(f"--tune {key}: {value!r} is not a number or 'none'") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     doc = (__doc__ or "").splitlines()[0]
     ap = argparse.ArgumentParser(prog="python -m benchmarks.control.trace", description=doc)
@@ -157,7 +175,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tiers", action="store_true", help="after the run, the disk share of the cached tokens over time"
     )
+    ap.add_argument(
+        "--warm-hold", type=float, help="pd-observer's warm-start hold in s (default: its scale-down window)"
+    )
+    ap.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="replace a PoolConfig field of pd-observer (repeatable; 'none' = off), "
+        "e.g. --tune decode_kv_target=none",
+    )
     args = ap.parse_args(argv)
+    try:
+        tune = dict(_tune(t) for t in args.tune)
+        unknown = sorted(set(tune) - {f.name for f in fields(PoolConfig)})
+        if unknown:
+            raise ValueError(f"--tune: not a PoolConfig field: {', '.join(unknown)}")
+    except ValueError as exc:
+        ap.error(str(exc))
     static = tuple(int(x) for x in args.static.split(":")) if args.static else None
     timeline = Timeline(every=args.every)
     res = run(
@@ -167,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         static=(static[0], static[1]) if static else None,
         probe=timeline,
         listen=timeline.reqs.append,
+        warm_hold=args.warm_hold,
+        tune=tune or None,
     )
     if args.misses:
         for line in misses(timeline.done + timeline.reqs, START, res.requests):

@@ -99,3 +99,35 @@ def test_tune_replaces_pd_observers_pool_config() -> None:
     assert on.scaling_actions != off.scaling_actions or on.gpu_hours != off.gpu_hours
     with pytest.raises(TypeError):
         run("steady", "pd-observer", duration=30, tune={"no_such_field": 1})
+
+
+def test_trace_shows_the_decider_changes_and_takes_tune_and_warm_hold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the burst overflows the two ready prefill pods: the lever is raised (an EPP restart)
+    assert trace_main(["prefill-burst", "--duration", "200"]) == 0
+    default = capsys.readouterr()
+    assert re.search(r" thr:512->\d+\[prefill_overflow", default.out)
+    # --tune reaches pd-observer's PoolConfig (a lower target utilization sizes differently);
+    # --warm-hold 0 lets the controller shrink the idle start fleet at the first tick
+    argv = ["prefill-burst", "--duration", "200", "--warm-hold", "0", "--tune", "target_utilization=0.5"]
+    assert trace_main(argv) == 0
+    tuned = capsys.readouterr()
+    assert tuned.out != default.out
+    first = tuned.out.splitlines()[0]
+    assert re.search(r"d:6->[1-5]\[", first), first  # scaled decode down at the first tick
+
+
+@pytest.mark.parametrize(
+    ("arg", "why"),
+    [
+        ("nope=1", "not a PoolConfig field: nope"),
+        ("cache_spill_target", "FIELD=VALUE"),
+        ("ttft_target_seconds=x", "not a number"),
+    ],
+)
+def test_trace_refuses_a_bad_tune(arg: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        trace_main(["steady", "--tune", arg])
+    assert exc.value.code == 2
+    assert why in capsys.readouterr().err
