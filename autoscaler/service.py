@@ -42,6 +42,7 @@ from autoscaler.metrics import AutoscalerCollector
 from autoscaler.observe import (
     EngineSignals,
     FleetSignalsLike,
+    KvPeak,
     ObserverSource,
     PoolOf,
     RecordSignals,
@@ -74,7 +75,13 @@ def _signals_for(
         ttft_min_seconds=p.ttft_target_seconds if p else 2.0,
         window_seconds=window_seconds,
         decode_gauges=feed.decode_gauges if feed is not None else None,
+        kv_peak=_kv_peak(settings),
     )
+
+
+def _kv_peak(settings: AutoscalerSettings) -> KvPeak:
+    """The KV headroom floor's peak over the (longest) scale-down window of the pools."""
+    return KvPeak(max((p.scale_down_window_seconds for p in settings.pools), default=300.0))
 
 
 def _pool_of(settings: AutoscalerSettings) -> PoolOf:
@@ -296,7 +303,7 @@ def attach(
     window = RecordWindow(_pool_of(asettings), window_seconds=60.0)
     queue = arrival_feed(settings, asettings, signals_latest=signals_latest)
     signals: SignalsProvider = (
-        EngineSignals(signals_latest, queue.decode_gauges if queue is not None else None)
+        EngineSignals(signals_latest, queue.decode_gauges if queue is not None else None, _kv_peak(asettings))
         if signals_latest is not None
         else _signals_for(asettings, 60.0, queue)
     )

@@ -515,3 +515,30 @@ def test_pod_readings_carry_the_kv_usage_from_a_snapshot_and_from_the_engine() -
     pod = PodSignals("d1", "a", D, {c.TIER_HBM: 0.8, c.TIER_DRAM: 0.1}, 0.0, 3.0, {}, {}, None)
     engine = pods_of_signals(SimpleNamespace(time=100.0, pods=(pod,)))
     assert engine.pods[0].kv_usage == 0.8  # the engine's HBM tier usage
+
+
+def test_the_kv_peak_spans_the_pools_scale_down_window() -> None:
+    """The KV headroom floor holds decode for the peak over the scale-down window, as configured
+    (the longest of the pools), under both signal providers."""
+    from autoscaler.observe import RecordSignals
+    from autoscaler.service import _kv_peak, _signals_for
+
+    def pool(name: str, window: float | None) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "name": name,
+            "prefill": {"target": {"name": f"{name}-prefill"}},
+            "decode": {"target": {"name": f"{name}-decode"}},
+        }
+        if window is not None:
+            p["scale_down_window_seconds"] = window
+        return p
+
+    both = from_settings(Settings(autoscaler={"pools": [pool("a", 600.0), pool("b", 120.0)]}))
+    record = _signals_for(both, 60.0)
+    assert isinstance(record, RecordSignals)
+    assert record.kv_peak.seconds == 600.0
+    default = _signals_for(from_settings(Settings(autoscaler={"pools": [pool("a", None)]})), 60.0)
+    assert isinstance(default, RecordSignals)
+    assert default.kv_peak.seconds == 300.0
+    # the engine's provider takes the same peak (autoscaler.service.attach)
+    assert _kv_peak(both).seconds == 600.0
