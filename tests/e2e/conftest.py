@@ -254,9 +254,11 @@ def _monitor(e2e: E2E, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e() -> Iterator[E2E]:
-    """Both scenarios, run once for every e2e test (about 45 s of wall time)."""
+    """Both scenarios, run once for every e2e test (about 45 s of wall time). Package-scoped: the
+    services, Prometheus, Alertmanager and the monitor thread stop after the last e2e test, not
+    at the end of the session (they used to poll on, beside every later test)."""
     from simulator.scenarios import VICTIM
 
     hooks = {name: WebhookRecorder(HOST) for name in RECEIVERS}

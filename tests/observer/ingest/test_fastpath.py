@@ -262,7 +262,9 @@ def test_no_leaks_over_10k_calls() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 16 * 1024, grown
-    assert all(abs(d) < 1000 for d in refs_grown), refs_grown  # a leaked reference per call: >= 10 000
+    # a leaked reference per call moves a count by >= 10 000; None's and True's counts also move
+    # with whatever other threads do (not immortal before Python 3.12): seen 1 629 in a full run
+    assert all(abs(d) < 5000 for d in refs_grown), refs_grown
 
 
 # --------------------------------------------------------------------------- property test
