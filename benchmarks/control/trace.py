@@ -192,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(tune) - {f.name for f in fields(PoolConfig)})
         if unknown:
             raise ValueError(f"--tune: not a PoolConfig field: {', '.join(unknown)}")
+        types = {f.name: str(f.type) for f in fields(PoolConfig)}
+        other = sorted(k for k in tune if not types[k].startswith("float"))
+        if other:
+            raise ValueError(f"--tune: not a number field of PoolConfig: {', '.join(other)}")
+        required = sorted(k for k, v in tune.items() if v is None and "None" not in types[k])
+        if required:
+            raise ValueError(f"--tune: cannot be turned off ('none'): {', '.join(required)}")
     except ValueError as exc:
         ap.error(str(exc))
     static = tuple(int(x) for x in args.static.split(":")) if args.static else None

@@ -124,6 +124,8 @@ def test_trace_shows_the_decider_changes_and_takes_tune_and_warm_hold(
         ("nope=1", "not a PoolConfig field: nope"),
         ("cache_spill_target", "FIELD=VALUE"),
         ("ttft_target_seconds=x", "not a number"),
+        ("name=3", "not a number field of PoolConfig: name"),
+        ("ttft_target_seconds=none", "cannot be turned off ('none'): ttft_target_seconds"),
     ],
 )
 def test_trace_refuses_a_bad_tune(arg: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -65,7 +65,7 @@ HOST = "127.0.0.1"
 # twins' simulated seconds per wall second. At 25x the two twins, their services, Prometheus and
 # Alertmanager overran 2 cores: the paced loop lagged up to 7 s, spans reached the signals engine
 # late, and the victim's cascade signal broke into runs shorter than `for` (its alert then never
-# fired, about 1 run in 10). At 15x it holds for 14-17 s of wall time in one run.
+# fired, about 1 run in 10). At 15x it holds for 13-17 s of wall time in one run.
 SPEED = 15.0
 FOR = "2s"  # `for` of the two signal alerts under test (wall time; see the module doc)
 SEED = 1
@@ -77,7 +77,7 @@ AUTOSCALER_MODE = {"prefill-burst": Mode.APPLY, "cache-cascade": Mode.DRY_RUN}
 # The dashboard queries run once the cascade twin is SNAPSHOT_AT through its run and some tenant's
 # cascade expression is true (its alert pending or firing: the annotation query has data then),
 # or at SNAPSHOT_LATEST whatever the alert. The cascade's onset varies with the wall-time pacing
-# (seen between 340 and 470 simulated s of 600).
+# (its alert first fired between 305 and 501 simulated s of 600 in the runs measured).
 SNAPSHOT_AT = 0.6
 SNAPSHOT_LATEST = 0.95
 RUN_TIMEOUT = 90.0  # wall seconds for both twins (a slow, shared CI box lags behind SPEED)
