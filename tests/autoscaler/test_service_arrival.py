@@ -81,16 +81,16 @@ def test_prefill_waiting_sums_the_pools_prefill_pods_only() -> None:
     assert prefill_waiting([PodQueue("x", "c", D, 2.0)], "c") is None
 
 
+def _snapshot_with_stale_second(fresh: PodSample, stale: PodSample) -> FleetSnapshot:
+    """A good scrape at t = 100 of two pods, the second of them stale."""
+    return FleetSnapshot(
+        source=c.SOURCE_SCRAPE, time=100.0, ok=True, pods=(fresh, stale), stale_pods=(stale.pod,)
+    )
+
+
 def test_a_stale_pod_of_a_snapshot_is_unknown_and_a_failed_read_is_no_reading() -> None:
-    snap = FleetSnapshot(
-        source=c.SOURCE_SCRAPE,
-        time=100.0,
-        ok=True,
-        pods=(
-            PodSample("p1", P, "a", None, 100.0, waiting=2.0),
-            PodSample("p2", P, "a", None, 100.0, waiting=5.0),
-        ),
-        stale_pods=("p2",),
+    snap = _snapshot_with_stale_second(
+        PodSample("p1", P, "a", None, 100.0, waiting=2.0), PodSample("p2", P, "a", None, 100.0, waiting=5.0)
     )
     reading = pods_of_snapshot(snap)
     assert reading is not None
@@ -499,15 +499,8 @@ def test_the_feed_reads_the_decode_pods_kv_usage_for_the_kv_headroom_floor() -> 
 
 
 def test_pod_readings_carry_the_kv_usage_from_a_snapshot_and_from_the_engine() -> None:
-    snap = FleetSnapshot(
-        source=c.SOURCE_SCRAPE,
-        time=100.0,
-        ok=True,
-        pods=(
-            PodSample("d1", D, "a", None, 100.0, kv_usage=0.7),
-            PodSample("d2", D, "a", None, 100.0, kv_usage=0.4),
-        ),
-        stale_pods=("d2",),
+    snap = _snapshot_with_stale_second(
+        PodSample("d1", D, "a", None, 100.0, kv_usage=0.7), PodSample("d2", D, "a", None, 100.0, kv_usage=0.4)
     )
     reading = pods_of_snapshot(snap)
     assert reading is not None
