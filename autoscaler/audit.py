@@ -55,6 +55,9 @@ def _demand(d: Demand | None) -> dict[str, Any] | None:
         "arrivals_per_s": None if d.arrivals_per_s is None else _num(d.arrivals_per_s),
         "waiting_requests": d.waiting_requests,
         "uncached_tokens_per_s_by_size": [[b, _num(v)] for b, v in d.uncached_by_size],
+        "prompt_moments": None
+        if d.prompt_moments is None
+        else {k: _num(getattr(d.prompt_moments, k)) for k in ("uu", "dd", "kk", "ud", "uk", "dk")},
     }
 
 

@@ -129,3 +129,23 @@ def spill_scale(replicas: int, spill: float) -> float:
 def cache_replicas(scale: float, target: float) -> int:
     """Replicas that keep the spill share at `target` (0 < target < 1): ⌈λ · -ln target⌉, ≥ 1."""
     return max(1, math.ceil(-scale * math.log(target) - 1e-9))
+
+
+def queueing_replicas(work: float, work_sq: float, capacity: float, wait_seconds: float, limit: int) -> int:
+    """Fewest replicas (1..`limit`) whose mean queueing wait is at most `wait_seconds`.
+
+    Each replica is an M/G/1 queue taking 1/n of the arrivals, with service time w / capacity for
+    a request of w recompute-equivalent tokens. Pollaczek–Khinchine: W(n) = λ/n · E[S²] /
+    (2 (1 − ρ)), and λ E[S²] = Σ w² / span / capacity² = `work_sq` / capacity², ρ = `work` /
+    (n · capacity). Unlike a utilization target this grows with the spread of the prompt sizes:
+    a long prompt holds a replica for seconds at a low mean load, and what arrives behind it
+    waits. `limit` when no count up to it meets the wait (or the inputs say nothing)."""
+    if work <= 0 or work_sq <= 0:
+        return 1
+    if capacity <= 0 or wait_seconds <= 0:
+        return max(1, limit)
+    for n in range(1, max(1, limit) + 1):
+        rho = work / (n * capacity)
+        if rho < 1 and work_sq / (n * capacity * capacity) / (2 * (1 - rho)) <= wait_seconds:
+            return n
+    return max(1, limit)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from autoscaler.counters import CounterState, accumulate
-from autoscaler.types import CapacitySamples, Demand, PoolObservation, Signals
+from autoscaler.types import CapacitySamples, Demand, PoolObservation, PromptMoments, Signals
 from observer.model import RequestRecord
 from observer.signals import cascade as casc
 from observer.signals import residency, starvation
@@ -232,6 +232,7 @@ def demand_of(
     nq = 0
     ttfts: list[float] = []
     uncached: list[int] = []
+    m = [0.0] * 6  # Σ uu, dd, kk, ud, uk, dk (PromptMoments)
     for r in records:
         n += 1
         if r.ttft is not None and r.ttft >= 0:
@@ -239,9 +240,17 @@ def demand_of(
         prompt += r.prompt_tokens
         hit = min(r.cached_tokens, r.prompt_tokens)
         cached += hit
-        uncached.append(r.prompt_tokens - hit)
+        u = r.prompt_tokens - hit
+        uncached.append(u)
+        d, k = min(r.cached.dram, hit), min(r.cached.disk, hit)
         dram += r.cached.dram
         disk += r.cached.disk
+        m[0] += u * u
+        m[1] += d * d
+        m[2] += k * k
+        m[3] += u * d
+        m[4] += u * k
+        m[5] += d * k
         output += r.output_tokens
         if r.queue is not None and r.queue >= 0:
             queued += r.queue
@@ -258,6 +267,7 @@ def demand_of(
             prompt_rate = max(prompt_rate, max(0.0, arrivals_per_s) * mean_prompt)
         if waiting:
             prompt_rate += max(0, waiting) * mean_prompt / max(drain_seconds, 1e-9)
+    scale = prompt_rate / prompt if prompt else 1.0 / span  # per request token -> per second
     return Demand(
         ttft_p90_seconds=_p90(ttfts),
         prompt_tokens_per_s=prompt_rate,
@@ -269,7 +279,8 @@ def demand_of(
         age_seconds=age_seconds,
         arrivals_per_s=arrivals_per_s,
         waiting_requests=waiting,
-        uncached_by_size=size_classes(uncached, prompt_rate / prompt if prompt else 1.0 / span),
+        uncached_by_size=size_classes(uncached, scale),
+        prompt_moments=PromptMoments(*(v * scale for v in m)) if n else None,
     )
 
 

@@ -214,6 +214,11 @@ def _scale(
             if with_backlog > need:
                 reasons[r].append(R.STARTUP_BACKLOG)
 
+    queue_floor = _queue_floor(demand, cfg, work[c.ROLE_PREFILL], capacity[c.ROLE_PREFILL])
+    if queue_floor > raw[c.ROLE_PREFILL]:
+        raw[c.ROLE_PREFILL] = queue_floor
+        reasons[c.ROLE_PREFILL].append(R.PREFILL_QUEUEING)
+
     # reactive moves (signals unknown/stale: no reactive move, the floor still applies)
     sig = obs.signals
     # Each reaction is one replica beyond what is *ready*: while a scale-up is still starting,
@@ -337,6 +342,21 @@ def _correct(
     if p90 <= cfg.ttft_target_seconds / 2:
         return min(1.0, corr * (1.0 + cfg.prefill_correction_recovery)), False
     return corr, False
+
+
+def _queue_floor(demand: Demand, cfg: PoolConfig, work: float, capacity: float) -> int:
+    """Prefill replicas that keep the mean queueing wait within `prefill_wait_share` of the TTFT
+    target (0 = off or unknown)."""
+    share, m = cfg.prefill_wait_share, demand.prompt_moments
+    if share is None or m is None or work <= 0:
+        return 0
+    return cap.queueing_replicas(
+        work,
+        m.work_sq(cfg.dram_hit_cost, cfg.disk_hit_cost),
+        capacity,
+        share * cfg.ttft_target_seconds,
+        cfg.roles[c.ROLE_PREFILL].max_replicas,
+    )
 
 
 def _kv_floor(obs: PoolObservation, cfg: PoolConfig) -> int:

@@ -183,6 +183,13 @@ class PoolSettings(_Model):
         le=1,
         description="KV headroom floor: size decode so its KV usage peak stays at this; null = off",
     )
+    prefill_wait_share: float | None = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="queueing floor: size prefill so the mean prefill queue wait (M/G/1 per "
+        "replica over the prompts' sizes) is at most this share of the TTFT target; null = off",
+    )
     cache_settle_seconds: float = Field(
         120.0, ge=0, description="learn the spill share only after ready prefill is unchanged this long"
     )
@@ -247,6 +254,7 @@ class PoolSettings(_Model):
             scale_up_while_starting=self.scale_up_while_starting,
             cache_spill_target=self.cache_spill_target,
             decode_kv_target=self.decode_kv_target,
+            prefill_wait_share=self.prefill_wait_share,
             cache_settle_seconds=self.cache_settle_seconds,
             cache_spill_smoothing=self.cache_spill_smoothing,
             weights=WeightConfig(

@@ -52,6 +52,7 @@ class ReasonCode(StrEnum):
     DECIDER_BRIDGE = "decider_bridge"  # decode scale-down held: its headroom carries bridged prefill
     KV_HEADROOM = "kv_headroom"  # decode sized so its KV usage peak stays under decode_kv_target
     CACHE_RESIDENCY = "cache_residency"  # prefix hits spill to the slowest tier: grow prefill's cache
+    PREFILL_QUEUEING = "prefill_queueing"  # long prompts queue behind each other: the TTFT wait budget
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,6 +92,29 @@ class Demand:
     # prompt tokens, uncached tok/s of the requests in [previous bound, bound)), bounds ascending;
     # what the P/D decider threshold splits (empty = unknown: the decider lever holds)
     uncached_by_size: tuple[tuple[int, float], ...] = ()
+    # second moments of the requests' prompt tokens by how their prefill is paid, per second of
+    # window (scaled like the prompt rate): what the queueing floor reads (None = unknown)
+    prompt_moments: PromptMoments | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptMoments:
+    """Σ over the window's requests of products of their uncached (u), DRAM-hit (d) and disk-hit
+    (k) prompt tokens, divided by the window's span: uu, dd, kk, ud, uk, dk (tokens²/s). With the
+    tier costs a and b, Σ w² / span of the per-request prefill work w = u + a·d + b·k is
+    uu + a²dd + b²kk + 2a·ud + 2b·uk + 2ab·dk (`work_sq`)."""
+
+    uu: float = 0.0
+    dd: float = 0.0
+    kk: float = 0.0
+    ud: float = 0.0
+    uk: float = 0.0
+    dk: float = 0.0
+
+    def work_sq(self, dram_cost: float, disk_cost: float) -> float:
+        a, b = dram_cost, disk_cost
+        squares = self.uu + a * a * self.dd + b * b * self.kk
+        return squares + 2 * (a * self.ud + b * self.uk + a * b * self.dk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +321,13 @@ class PoolConfig:
     # of their vLLM kv_cache_usage_perc, highest over the last scale-down window), the floor is
     # ⌈P / decode_kv_target⌉: the count that holds that KV at the target usage. None = off.
     decode_kv_target: float | None = 0.9
+    # Queueing floor of prefill (reason `prefill_queueing`): the capacity floor sizes for the mean
+    # work, but prompts differ by orders of magnitude and a long one holds its replica for
+    # seconds while the requests behind it wait. The floor is the fewest prefill replicas whose
+    # mean queueing wait, M/G/1 per replica over the window's per-request prefill work
+    # (capacity.queueing_replicas, Demand.prompt_moments), is at most this share of the TTFT
+    # target. None = off.
+    prefill_wait_share: float | None = 0.25
     cache_settle_seconds: float = 120.0
     cache_spill_smoothing: float = 0.3
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits

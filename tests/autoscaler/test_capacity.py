@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
-from autoscaler.capacity import bootstrap, forecast, learn
+from autoscaler.capacity import bootstrap, forecast, learn, queueing_replicas
 from autoscaler.types import CapacitySamples, PoolConfig, RoleConfig
 from observer import conventions as c
 
@@ -54,3 +55,48 @@ def test_forecast_follows_a_ramp_and_never_goes_negative() -> None:
     assert forecast([(0.0, 5.0)], 0.0, 60.0) is None
     falling = [(float(t), 1000.0 - 10.0 * t) for t in range(0, 100, 10)]
     assert forecast(falling, 90.0, 1000.0) == 0.0
+
+
+def _simulated_mean_wait(sizes: list[float], rate: float, n: int, capacity: float, seed: int) -> float:
+    """Mean FIFO queueing wait of Poisson arrivals (`rate`/s, work drawn from `sizes`) split at
+    random over `n` single-server replicas serving `capacity` work/s."""
+    rng = random.Random(seed)
+    free = [0.0] * n  # when each replica's queue drains
+    t = waited = 0.0
+    count = 40_000
+    for _ in range(count):
+        t += rng.expovariate(rate)
+        i = rng.randrange(n)
+        start = max(t, free[i])
+        waited += start - t
+        free[i] = start + rng.choice(sizes) / capacity
+    return waited / count
+
+
+def test_queueing_replicas_meet_the_wait_in_a_simulated_queue_and_one_fewer_does_not() -> None:
+    # heavy-tailed prompts: most short, some 20x longer; mean load only ~1.3 replicas' worth
+    rng = random.Random(3)
+    sizes = [rng.choice((2_000.0, 2_000.0, 2_000.0, 4_000.0, 40_000.0)) for _ in range(1_000)]
+    rate, capacity, wait = 8.0, 40_000.0, 0.5
+    work = rate * sum(sizes) / len(sizes)
+    work_sq = rate * sum(s * s for s in sizes) / len(sizes)
+    n = queueing_replicas(work, work_sq, capacity, wait, limit=20)
+    assert n > math.ceil(work / (0.8 * capacity))  # more than a utilization target asks for
+    assert _simulated_mean_wait(sizes, rate, n, capacity, seed=1) <= wait * 1.1
+    assert _simulated_mean_wait(sizes, rate, n - 1, capacity, seed=1) > wait
+
+
+def test_queueing_replicas_grow_with_the_spread_not_only_the_mean() -> None:
+    rate, capacity, wait = 10.0, 40_000.0, 0.25
+    even = [5_000.0] * 10
+    spread = [1_000.0] * 9 + [41_000.0]  # same mean work
+    assert sum(even) == sum(spread)
+
+    def n(sizes: list[float]) -> int:
+        return queueing_replicas(
+            rate * sum(sizes) / len(sizes), rate * sum(s * s for s in sizes) / len(sizes), capacity, wait, 50
+        )
+
+    assert n(spread) > n(even)
+    assert queueing_replicas(0.0, 0.0, capacity, wait, 10) == 1  # no work
+    assert queueing_replicas(1e9, 1e15, capacity, wait, 10) == 10  # unreachable: the limit

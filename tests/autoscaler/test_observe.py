@@ -282,6 +282,10 @@ def test_loop_inside_the_service_feeds_from_the_pipeline_and_serves_decisions() 
         body = client.get("/api/v1/decisions").json()["decisions"]
         assert body[0]["mode"] == "observe"
         assert body[0]["inputs"]["demand"]["requests_per_s"] > 0
+        # the queueing floor's input, served with the decision (the record's uncached tokens²/s)
+        moments = body[0]["inputs"]["demand"]["prompt_moments"]
+        assert set(moments) == {"uu", "dd", "kk", "ud", "uk", "dk"}
+        assert moments["uu"] > 0
         # warm start: no scale-down on the first tick although demand is tiny
         assert all(d["after"] == d["before"] for d in body[0]["replicas"])
         assert "stabilized_down" in body[0]["reasons"]
@@ -326,6 +330,26 @@ def test_demand_tier_shares_and_ttft_p90() -> None:
     empty = demand_of([], 60.0)
     assert empty.ttft_p90_seconds is None
     assert empty.disk_hit_share == 0.0
+    assert empty.prompt_moments is None
+
+
+def test_prompt_moments_give_the_second_moment_of_the_per_request_prefill_work() -> None:
+    # two requests: (u, d, k) = (600, 0, 400) and (100, 900, 0) tokens, over a 10 s window
+    rs = [
+        rec(0, 100.0, prompt_tokens=1000, cached=TierTokens(disk=400)),
+        rec(1, 101.0, prompt_tokens=1000, cached=TierTokens(dram=900)),
+    ]
+    d = demand_of(rs, 10.0, backlog=False)
+    m = d.prompt_moments
+    assert m is not None
+    a, b = 0.5, 2.0
+    w = [600 + b * 400, 100 + a * 900]
+    assert m.work_sq(a, b) == pytest.approx(sum(x * x for x in w) / 10.0)
+    assert (m.uu, m.dd, m.kk) == pytest.approx((370_000 / 10, 810_000 / 10, 160_000 / 10))
+    # the backlog correction scales it with the prompt rate
+    queued = demand_of([replace(r, queue=5.0) for r in rs], 10.0)
+    assert queued.prompt_moments is not None
+    assert queued.prompt_moments.work_sq(a, b) == pytest.approx(1.5 * m.work_sq(a, b))
 
 
 def test_warm_start_hold_ages_out_after_the_observation_window() -> None:

@@ -24,6 +24,7 @@ from autoscaler.types import (
     PoolConfig,
     PoolObservation,
     PoolState,
+    PromptMoments,
     ReasonCode,
     Recommendation,
     RoleConfig,
@@ -180,3 +181,26 @@ def test_kv_headroom_floor_sizes_decode_for_its_kv_peak() -> None:
         assert next(x for x in eff.decisions if x.role == D).desired == 1  # unknown or stale
     off = ticks(replace(cfg, decode_kv_target=None), [(0.0, full)])[-1]
     assert next(x for x in off.decisions if x.role == D).desired == 1
+
+
+def test_queueing_floor_grows_prefill_for_a_spread_of_prompt_sizes_at_the_same_mean() -> None:
+    # 4 000 uncached tok/s either way (capacity floor: 1 replica of 10k at 0.8), per 10 s:
+    # ten 4k prompts, or nine 1k prompts and one 31k prompt (it holds a replica for 3.1 s)
+    even = PromptMoments(uu=10 * 4_000.0**2 / 10)
+    spread = PromptMoments(uu=(9 * 1_000.0**2 + 31_000.0**2) / 10)
+
+    def first(m: PromptMoments | None, cfg: PoolConfig) -> tuple[int, tuple[ReasonCode, ...]]:
+        dem = Demand(4_000.0, 100.0, 0.0, requests_per_s=1.0, prompt_moments=m)
+        return prefill(ticks(cfg, [(0.0, obs(1, 1, dem))])[0])
+
+    cfg = pool_cfg()
+    n, why = first(spread, cfg)
+    # M/G/1 per replica: 1 replica waits 0.81 s on average (> 0.25 x 2 s), 2 replicas 0.30 s
+    assert n == 2
+    assert ReasonCode.PREFILL_QUEUEING in why
+    n, why = first(even, cfg)
+    assert n == 1
+    assert ReasonCode.PREFILL_QUEUEING not in why
+    assert first(spread, replace(cfg, prefill_wait_share=None))[0] == 1  # off
+    assert first(None, cfg)[0] == 1  # sizes unknown: the floor does not act
+    assert first(spread, replace(cfg, prefill_wait_share=0.5))[0] == 1  # a 1 s budget: 0.81 s is fine

@@ -55,6 +55,17 @@ def test_cache_residency_settings_reach_the_policy_and_null_turns_it_off() -> No
     assert parse({"pools": [pool()]}).policy_config().pools["llama"].decode_kv_target == 0.9
 
 
+def test_queueing_floor_setting_reaches_the_policy_and_null_turns_it_off() -> None:
+    def share(**kw: Any) -> float | None:
+        return parse({"pools": [pool(**kw)]}).policy_config().pools["llama"].prefill_wait_share
+
+    assert share() == 0.25
+    assert share(prefill_wait_share=0.1) == 0.1
+    assert share(prefill_wait_share=None) is None
+    with pytest.raises(ConfigError, match="prefill_wait_share"):
+        parse({"pools": [pool(prefill_wait_share=0)]})
+
+
 def test_fleet_budget_and_decider_settings_reach_the_policy() -> None:
     s = parse(
         {
