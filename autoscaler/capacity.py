@@ -139,11 +139,10 @@ def queueing_replicas(work: float, work_sq: float, capacity: float, wait_seconds
     (2 (1 − ρ)), and λ E[S²] = Σ w² / span / capacity² = `work_sq` / capacity², ρ = `work` /
     (n · capacity). Unlike a utilization target this grows with the spread of the prompt sizes:
     a long prompt holds a replica for seconds at a low mean load, and what arrives behind it
-    waits. `limit` when no count up to it meets the wait (or the inputs say nothing)."""
-    if work <= 0 or work_sq <= 0:
+    waits. `limit` when no count up to it meets the wait; 1 (no floor) without work, spread
+    or a usable capacity and wait."""
+    if work <= 0 or work_sq <= 0 or capacity <= 0 or wait_seconds <= 0:
         return 1
-    if capacity <= 0 or wait_seconds <= 0:
-        return max(1, limit)
     for n in range(1, max(1, limit) + 1):
         rho = work / (n * capacity)
         if rho < 1 and work_sq / (n * capacity * capacity) / (2 * (1 - rho)) <= wait_seconds:

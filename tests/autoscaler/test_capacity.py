@@ -100,3 +100,4 @@ def test_queueing_replicas_grow_with_the_spread_not_only_the_mean() -> None:
     assert n(spread) > n(even)
     assert queueing_replicas(0.0, 0.0, capacity, wait, 10) == 1  # no work
     assert queueing_replicas(1e9, 1e15, capacity, wait, 10) == 10  # unreachable: the limit
+    assert queueing_replicas(1e4, 1e9, 0.0, wait, 10) == 1  # no usable capacity: no floor

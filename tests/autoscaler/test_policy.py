@@ -16,6 +16,7 @@ from autoscaler.types import (
     PolicyState,
     PoolConfig,
     PoolObservation,
+    PromptMoments,
     ReasonCode,
     RoleConfig,
     RoleStatus,
@@ -379,6 +380,8 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolConfig, list[tuple[float, PoolObserv
                     dram_hit_share=st.floats(0, 1),
                     disk_hit_share=st.floats(0, 1),
                     uncached_by_size=sizes.map(lambda xs: tuple(sorted(dict(xs).items()))),
+                    # the queueing floor's input: unknown, or up to (1e6 tokens)² per second
+                    prompt_moments=st.one_of(st.none(), st.builds(PromptMoments, *[st.floats(0, 1e12)] * 6)),
                 ),
             )
         )
