@@ -5,6 +5,7 @@ split into queue / prefill / transfer / decode-wait). For diagnosis, read-only.
     python -m benchmarks.control.trace mooncake-synthetic [--policy pd-observer] [--every 4]
     python -m benchmarks.control.trace story --misses      # + who missed the TTFT target, and why
     python -m benchmarks.control.trace mooncake-synthetic --policy static --static 6:1 --tiers
+    python -m benchmarks.control.trace mooncake-conversation --sizes   # what the queueing floor reads
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+from autoscaler.capacity import queueing_replicas
 from autoscaler.ports import AuditEntry
 from autoscaler.types import PoolConfig
-from benchmarks.control.harness import START, TTFT_SLO, Meter, run
+from benchmarks.control.harness import MAX_PER_ROLE, PREFILL_CAPACITY, START, TTFT_SLO, Meter, run
 from observer import conventions as c
 from simulator.events import CompletedRequest
 from simulator.scenarios import SCENARIOS, Twin
@@ -150,6 +152,34 @@ def tiers(
     return [line, f"by arrival (s from start: disk share) {per}"]
 
 
+def sizes(done: list[CompletedRequest], start: float, bucket: float = 60.0) -> list[str]:
+    """Per `bucket` seconds of arrivals: the mean prefill work per request (uncached tokens plus
+    DRAM and disk hits at the default tier costs), its size-biased mean Σw² / Σw (the work a new
+    arrival finds in service), and the prefill count the queueing floor asks for at the
+    benchmark's capacity and the default `prefill_wait_share` (`capacity.queueing_replicas`)."""
+    cfg = PoolConfig("trace")
+    share = cfg.prefill_wait_share or 0.0
+    by: dict[int, list[float]] = {}
+    for r in done:
+        k = int(((r.prefill or r.decode).arrival - start) // bucket * bucket)
+        dram, disk = r.cached_by_tier.get(c.TIER_DRAM, 0), r.cached_by_tier.get(c.TIER_DISK, 0)
+        w = r.prompt_tokens - min(r.prompt_tokens, r.cached_tokens) + cfg.dram_hit_cost * dram
+        w += cfg.disk_hit_cost * disk
+        acc = by.setdefault(k, [0.0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += w
+        acc[2] += w * w
+    out = [
+        f"prefill work per {bucket:g} s of arrivals (s from start: mean / size-biased mean, k tok "
+        "-> queueing floor, demand floor at the target utilization)"
+    ]
+    for k, (n, s1, s2) in sorted(by.items()):
+        floor = queueing_replicas(s1 / bucket, s2 / bucket, PREFILL_CAPACITY, share * TTFT_SLO, MAX_PER_ROLE)
+        mean_load = math.ceil(s1 / bucket / (PREFILL_CAPACITY * cfg.target_utilization))
+        out.append(f"{k}: {s1 / n / 1e3:.1f} / {s2 / s1 / 1e3 if s1 else 0.0:.1f} -> {floor}, {mean_load}")
+    return out
+
+
 def _tune(text: str) -> tuple[str, float | None]:
     """`FIELD=VALUE` of --tune: a number, or `none`."""
     key, sep, value = text.partition("=")
@@ -174,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--misses", action="store_true", help="after the run, break down the TTFT misses")
     ap.add_argument(
         "--tiers", action="store_true", help="after the run, the disk share of the cached tokens over time"
+    )
+    ap.add_argument(
+        "--sizes",
+        action="store_true",
+        help="after the run, the prefill work per request per minute and the queueing floor's count",
     )
     ap.add_argument(
         "--warm-hold", type=float, help="pd-observer's warm-start hold in s (default: its scale-down window)"
@@ -218,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     if args.tiers:
         for line in tiers(timeline.done + timeline.reqs, START, static[0] if static else None):
+            print(line)
+    if args.sizes:
+        for line in sizes(timeline.done + timeline.reqs, START):
             print(line)
     print(res, file=sys.stderr)
     return 0

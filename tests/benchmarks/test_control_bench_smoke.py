@@ -133,3 +133,18 @@ def test_trace_refuses_a_bad_tune(arg: str, why: str, capsys: pytest.CaptureFixt
         trace_main(["steady", "--tune", arg])
     assert exc.value.code == 2
     assert why in capsys.readouterr().err
+
+
+def test_trace_sizes_gives_the_work_per_request_and_both_floors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert trace_main(["mooncake-conversation", "--duration", "180", "--every", "1000", "--sizes"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = out.index(next(line for line in out if line.startswith("prefill work per 60 s")))
+    rows = [re.match(r"(\d+): ([0-9.]+) / ([0-9.]+) -> (\d+), (\d+)$", line) for line in out[head + 1 :]]
+    assert [int(m.group(1)) for m in rows if m] == [0, 60, 120]
+    for m in rows:
+        assert m is not None
+        mean, biased = float(m.group(2)), float(m.group(3))
+        queueing, demand = int(m.group(4)), int(m.group(5))
+        assert biased >= mean > 0  # Σw²/Σw ≥ Σw/n
+        # Mooncake's long prompts: the wait asks for more than the mean load does
+        assert 1 <= demand < queueing <= 10
