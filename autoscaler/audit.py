@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -57,7 +58,7 @@ def _demand(d: Demand | None) -> dict[str, Any] | None:
         "uncached_tokens_per_s_by_size": [[b, _num(v)] for b, v in d.uncached_by_size],
         "prompt_moments": None
         if d.prompt_moments is None
-        else {k: _num(getattr(d.prompt_moments, k)) for k in ("uu", "dd", "kk", "ud", "uk", "dk")},
+        else {k: _num(v) for k, v in asdict(d.prompt_moments).items()},
     }
 
 

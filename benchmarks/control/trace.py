@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from autoscaler.capacity import queueing_replicas
+from autoscaler.guardrails import replicas_for
 from autoscaler.ports import AuditEntry
 from autoscaler.types import PoolConfig
 from benchmarks.control.harness import MAX_PER_ROLE, PREFILL_CAPACITY, START, TTFT_SLO, Meter, run
@@ -175,7 +176,7 @@ def sizes(done: list[CompletedRequest], start: float, bucket: float = 60.0) -> l
     ]
     for k, (n, s1, s2) in sorted(by.items()):
         floor = queueing_replicas(s1 / bucket, s2 / bucket, PREFILL_CAPACITY, share * TTFT_SLO, MAX_PER_ROLE)
-        mean_load = math.ceil(s1 / bucket / (PREFILL_CAPACITY * cfg.target_utilization))
+        mean_load = replicas_for(s1 / bucket, PREFILL_CAPACITY, cfg.target_utilization)
         out.append(f"{k}: {s1 / n / 1e3:.1f} / {s2 / s1 / 1e3 if s1 else 0.0:.1f} -> {floor}, {mean_load}")
     return out
 
