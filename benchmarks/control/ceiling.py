@@ -15,8 +15,9 @@ acts before the burst: it shows what the cold start costs, which no reactive pol
     python -m benchmarks.control.ceiling prefill-burst --prefill 8 --thresholds none,65536
 
 The verdict says whether any oracle acting at or after the onset reaches the static split's
-attainment (to the table's 0.005). When none does, that row of the control table is out of
-reach of a reactive policy under these cold starts, whatever its GPU-hours.
+attainment (to the table's 0.005). When none does, no reaction of this family (one move, at
+the burst's first arrival or later) meets that row of the control table under these cold
+starts, whatever its GPU-hours: a measured ceiling for the family, not a proof for every policy.
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ def report(scenario: str, phase: str, cells: Sequence[Cell], ours: RunResult, st
         lines.append(
             f"verdict: no oracle acting at or after the {phase!r} onset reaches {static.policy} "
             f"(best {top.result.ttft_attainment:.3f} / {top.result.itl_attainment:.3f} against "
-            f"{static.ttft_attainment:.3f} / {static.itl_attainment:.3f}): this row of {scenario} is out "
-            "of reach of a reactive policy under these cold starts"
+            f"{static.ttft_attainment:.3f} / {static.itl_attainment:.3f}): no reaction in this grid "
+            f"meets this row of {scenario} under these cold starts"
         )
     return lines
 

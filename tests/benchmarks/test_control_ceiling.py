@@ -67,7 +67,7 @@ def test_verdict_says_whether_a_reaction_could_meet_the_static_split() -> None:
     out = report("prefill-burst", "prefill-burst", cells, ours, _result(0.998, 1.0, 0.92, "static 6:5"))
     assert out[2].startswith("| onset − 90 s | 6:6 | — | 0.998 |")
     assert out[3].startswith("| onset | 4:6 | 65536 | 0.890 | 0.980 |")
-    assert "out of reach of a reactive policy" in out[-1]
+    assert "no reaction in this grid meets this row" in out[-1]
     assert "best 0.890 / 0.980" in out[-1]
     out = report("prefill-burst", "prefill-burst", cells, ours, _result(0.893, 0.97, 0.92, "static 3:5"))
     assert "a reactive policy could meet this row" in out[-1]
