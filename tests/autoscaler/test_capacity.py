@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
+
+import pytest
 
 from autoscaler.capacity import bootstrap, forecast, learn, queueing_replicas
 from autoscaler.types import CapacitySamples, PoolConfig, RoleConfig
@@ -53,8 +56,51 @@ def test_forecast_follows_a_ramp_and_never_goes_negative() -> None:
     ramp = [(float(t), 100.0 + 2.0 * t) for t in range(0, 300, 15)]
     assert abs((forecast(ramp, 285.0, 60.0) or 0) - (100 + 2 * 345)) < 1e-6
     assert forecast([(0.0, 5.0)], 0.0, 60.0) is None
+    assert forecast([(10.0, 5.0), (10.0, 7.0)], 10.0, 60.0) == 7.0  # one time: no trend
     falling = [(float(t), 1000.0 - 10.0 * t) for t in range(0, 100, 10)]
     assert forecast(falling, 90.0, 1000.0) == 0.0
+
+
+# A 300 s window of 15 s ticks (20 points), `now` at the newest; the cases least squares gets
+# wrong: a spike, an old step, and how much a ramp that starts inside the window leads.
+_N, _NOW = 20, 285.0
+
+
+def _series(f: Callable[[int], float]) -> list[tuple[float, float]]:
+    return [(15.0 * i, f(i)) for i in range(_N)]
+
+
+def test_forecast_one_spiky_tick_adds_no_lead() -> None:
+    for at in (_N - 1, 15, 10):  # least squares: +49, +32, +12 over the flat 100
+        spiky = _series(lambda i, at=at: 300.0 if i == at else 100.0)
+        assert forecast(spiky, _NOW, 60.0) == pytest.approx(100.0)
+
+
+def test_forecast_does_not_extrapolate_a_settled_step() -> None:
+    # 100 -> 200 with k points after the step: least squares forecasts above 200 for k = 5..19
+    # (up to +57); Theil-Sen only around the middle of the window (k = 9..11)
+    for k in (*range(1, 8), *range(13, _N)):
+        step = _series(lambda i, k=k: 200.0 if i >= _N - k else 100.0)
+        fc = forecast(step, _NOW, 60.0)
+        assert fc is not None
+        assert fc <= 200.0 + 1e-9, k
+
+
+def test_forecast_leads_a_ramp_that_started_inside_the_window() -> None:
+    # flat 100, then +10 per tick over the last k points; the lead is forecast - current
+    def lead(k: int) -> float:
+        s = _series(lambda i: 100.0 + (10.0 * (i - (_N - k)) if i >= _N - k else 0.0))
+        return (forecast(s, _NOW, 60.0) or 0.0) - s[-1][1]
+
+    assert lead(8) < 0  # too young to read as a trend (the current demand rules)
+    assert lead(12) > 10  # least squares: +5.6
+    assert lead(14) > 30  # least squares: +17
+    assert lead(_N) == pytest.approx(40.0)  # a full ramp: 4 ticks ahead
+
+
+def test_forecast_thins_a_long_history() -> None:
+    long = [(float(t), 5.0 + 0.5 * t) for t in range(3600)]
+    assert forecast(long, 3599.0, 60.0) == pytest.approx(5.0 + 0.5 * 3659)
 
 
 def _simulated_mean_wait(sizes: list[float], rate: float, n: int, capacity: float, seed: int) -> float:
