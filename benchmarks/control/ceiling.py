@@ -1,5 +1,6 @@
-"""The reactive ceiling of a burst row: the best TTFT / ITL attainment *any* policy that reacts
-to a burst could reach on the twin, against the hindsight static split of the control table.
+"""The reactive ceiling of a burst row: the best TTFT / ITL attainment a one-shot reaction to
+the burst reaches on the twin, with perfect knowledge of its onset, against the hindsight
+static split of the control table.
 
 The oracle knows the burst phase's start (the scenario's `Twin.phases`) to the second, so it
 needs no detection at all. At `onset + delay` it sets the prefill role to P (the decode role to
