@@ -113,7 +113,7 @@ def forecast(history: Sequence[tuple[float, float]], now: float, horizon: float)
     no lead, and a step in the load is not extrapolated as a trend, except while the step sits
     near the middle of the window. A ramp that starts inside the window leads once it holds a
     little over half of the window's points, as with least squares, and then by more
-    (tests/autoscaler/test_capacity.py). A history longer than `FORECAST_MAX_POINTS` is thinned
+    (`python -m benchmarks.control.forecast_cases`). A history longer than `FORECAST_MAX_POINTS` is thinned
     evenly, oldest and newest kept, so a tick costs at most ~2k slopes. Never negative."""
     if len(history) < 2:
         return None

@@ -11,6 +11,7 @@ import pytest
 
 from autoscaler.capacity import spill_scale
 from autoscaler.ports import AuditEntry
+from benchmarks.control.forecast_cases import main as forecast_cases_main
 from benchmarks.control.harness import POOL, START, Meter, run
 from benchmarks.control.run import main
 from benchmarks.control.trace import main as trace_main
@@ -148,3 +149,11 @@ def test_trace_sizes_gives_the_work_per_request_and_both_floors(capsys: pytest.C
         assert biased >= mean > 0  # Σw²/Σw ≥ Σw/n
         # Mooncake's long prompts: the wait asks for more than the mean load does
         assert 1 <= demand < queueing <= 10
+
+
+def test_forecast_cases_print_both_trends(capsys: pytest.CaptureFixture[str]) -> None:
+    assert forecast_cases_main([]) == 0
+    rows = {line[:48].strip(): line[48:].split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["flat 100, one tick of 300 (newest)"] == ["+48.6", "+0.0"]  # least squares leads on a spike
+    assert rows["flat, then +10 per tick over the last 20 ticks"] == ["+40.0", "+40.0"]  # a line is a line
+    assert forecast_cases_main(["--bogus"]) == 2
