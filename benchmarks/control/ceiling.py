@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from autoscaler.ports import AuditEntry
 from autoscaler.types import DeciderConfig
 from benchmarks.control.harness import GPU_BUDGET, MAX_PER_ROLE, POOL, Meter, RunResult, run
-from benchmarks.control.run import EPS_ATT, matched_static, score
+from benchmarks.control.run import EPS_ATT, matched_static, score, span_of
 from observer import conventions as c
 from simulator.scenarios import SCENARIOS, Twin
 
@@ -87,12 +87,11 @@ def _rank(r: RunResult) -> tuple[float, float, float]:
 
 def onset_of(scenario: str, phase: str, duration: float | None) -> float:
     """Seconds from the start to `phase` (ValueError when the scenario has no such phase)."""
-    spec = SCENARIOS[scenario]
-    dur = duration if duration is not None else spec.default_duration
-    for p in spec.phases:
+    phases = SCENARIOS[scenario].phases
+    for p in phases:
         if p.name == phase:
-            return p.at * dur
-    names = ", ".join(p.name for p in spec.phases)
+            return p.at * span_of(scenario, duration)
+    names = ", ".join(p.name for p in phases)
     raise ValueError(f"scenario {scenario!r} has no phase {phase!r} (its phases: {names})")
 
 
@@ -109,7 +108,7 @@ def ceiling(
     """The best cell of the grid per delay, in the order of `delays`. ValueError, before any run,
     for a phase the scenario does not have or a delay that acts after its end."""
     onset = onset_of(scenario, phase, duration)
-    end = duration if duration is not None else SCENARIOS[scenario].default_duration
+    end = span_of(scenario, duration)
     late = [d for d in delays if onset + d >= end]
     if late:
         raise ValueError(f"delays {late} act after the end ({end:g} s; the onset is at {onset:g} s)")

@@ -52,10 +52,15 @@ def verdict(ours: RunResult, base: RunResult) -> str:
     return "≥" if ok else "<"
 
 
+def span_of(scenario: str, duration: float | None) -> float:
+    """The run's length in s: `duration`, else the scenario's default."""
+    return duration if duration is not None else SCENARIOS[scenario].default_duration
+
+
 def matched_static(scenario: str, ours: RunResult, duration: float | None, seed: int) -> RunResult:
     """The best static split at pd-observer's average GPU count, rounded (the table's column)."""
-    span = duration if duration is not None else SCENARIOS[scenario].default_duration
-    return best_static(scenario, max(2, round(ours.gpu_hours * 3600.0 / span)), duration, seed)
+    gpus = max(2, round(ours.gpu_hours * 3600.0 / span_of(scenario, duration)))
+    return best_static(scenario, gpus, duration, seed)
 
 
 def bench_scenario(scenario: str, *, quick: bool, seed: int) -> list[RunResult]:
