@@ -57,6 +57,7 @@ MAX_PER_ROLE = 10
 MAX_STEP = 3
 GPU_BUDGET = 14
 START = 1_700_000_000.0
+POLICIES = ("static", "saturation", "dynamo", "pd-observer")
 
 
 def pool_config(*, budget: int | None = GPU_BUDGET, decider: DeciderConfig | None = None) -> PoolConfig:
@@ -242,6 +243,8 @@ def run(
     `probe` is called after every tick; `listen` with every completed request, from the start;
     `tune` replaces fields of pd-observer's `PoolConfig` (an A/B, e.g.
     `tune={"decode_kv_target": None}`)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
     wall0 = time.monotonic()
     meter = Meter()
     if listen is not None:
@@ -331,8 +334,6 @@ def run(
             ctl.tick()
 
         act = tick
-    elif policy != "static":
-        raise ValueError(f"unknown policy {policy!r}")
     gpu_seconds = 0.0
     t = twin.now
     while t < twin.end:

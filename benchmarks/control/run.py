@@ -94,11 +94,23 @@ def table(results: dict[str, list[RunResult]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.control.run", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.control.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--quick", action="store_true", help="a third of every scenario's duration")
-    ap.add_argument("--scenarios", help="comma-separated subset (default: every named scenario)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("control-bench.json"))
+    ap.add_argument(
+        "--scenarios",
+        help=f"comma-separated subset (default: all of {', '.join(SCENARIOS)})",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="the twin's random seed (default %(default)s)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("control-bench.json"),
+        help="where the JSON of every run and verdict goes (default %(default)s)",
+    )
     args = ap.parse_args(argv)
     names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]

@@ -6,6 +6,20 @@ split into queue / prefill / transfer / decode-wait). For diagnosis, read-only.
     python -m benchmarks.control.trace story --misses      # + who missed the TTFT target, and why
     python -m benchmarks.control.trace mooncake-synthetic --policy static --static 6:1 --tiers
     python -m benchmarks.control.trace mooncake-conversation --sizes   # what the queueing floor reads
+
+One line per printed tick (requests are those completed since the last printed tick):
+  t                 seconds since start
+  P d/r, D d/r      desired / ready replicas of prefill and decode
+  n, ttft_ok        requests, and the share that met the 2 s TTFT target
+  local             share prefilled on their decode pod (the P/D decider's local path)
+  isl, hbm/dram/disk  mean prompt, and mean cached tokens by tier (thousands)
+  pq pf xf dq d1    mean seconds: prefill queue, prefill, KV transfer, decode queue, first step
+  Pwait max         waiting prompts on the prefill pods (sum, worst pod)
+  Dwait Drun Dkv    decode pods: waiting, running, hottest KV usage; preempt since the last line
+  backlog, w        requests the router holds; scorer weights (prefix/queue/kv)
+  dem, out          the demand pd-observer saw: uncached prompt tok/s, output tok/s
+  st, pr            starvation and decode-pressure signals (1 = firing)
+  p:a->b[reasons]   its decision per role; thr:a->b[...] a P/D decider threshold change
 """
 
 from __future__ import annotations
@@ -20,7 +34,15 @@ from autoscaler.capacity import queueing_replicas
 from autoscaler.guardrails import replicas_for
 from autoscaler.ports import AuditEntry
 from autoscaler.types import PoolConfig
-from benchmarks.control.harness import MAX_PER_ROLE, PREFILL_CAPACITY, START, TTFT_SLO, Meter, run
+from benchmarks.control.harness import (
+    MAX_PER_ROLE,
+    POLICIES,
+    PREFILL_CAPACITY,
+    START,
+    TTFT_SLO,
+    Meter,
+    run,
+)
 from observer import conventions as c
 from simulator.events import CompletedRequest
 from simulator.scenarios import SCENARIOS, Twin
@@ -194,14 +216,33 @@ def _tune(text: str) -> tuple[str, float | None]:
         raise ValueError(f"--tune {key}: {value!r} is not a number or 'none'") from None
 
 
+def _split(text: str) -> tuple[int, int]:
+    """`P:D` of --static: two replica counts in 1..MAX_PER_ROLE."""
+    p, sep, d = text.partition(":")
+    try:
+        counts = (int(p), int(d)) if sep else None
+    except ValueError:
+        counts = None
+    if counts is None or not all(1 <= n <= MAX_PER_ROLE for n in counts):
+        raise ValueError(f"--static takes P:D, two counts in 1..{MAX_PER_ROLE} (e.g. 6:1), got {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
-    doc = (__doc__ or "").splitlines()[0]
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.control.trace", description=doc)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.control.trace",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--policy", default="pd-observer")
-    ap.add_argument("--static", help="P:D for --policy static")
-    ap.add_argument("--duration", type=float)
-    ap.add_argument("--every", type=int, default=1, help="print every Nth tick")
+    ap.add_argument("--policy", default="pd-observer", choices=POLICIES, help="(default %(default)s)")
+    ap.add_argument(
+        "--static",
+        metavar="P:D",
+        help="prefill:decode for --policy static, ready from the start (default: the start size, held)",
+    )
+    ap.add_argument("--duration", type=float, help="seconds to run (default: the scenario's)")
+    ap.add_argument("--every", type=int, default=1, help="print every Nth tick (default %(default)s)")
     ap.add_argument("--misses", action="store_true", help="after the run, break down the TTFT misses")
     ap.add_argument(
         "--tiers", action="store_true", help="after the run, the disk share of the cached tokens over time"
@@ -235,15 +276,19 @@ def main(argv: list[str] | None = None) -> int:
         required = sorted(k for k, v in tune.items() if v is None and "None" not in types[k])
         if required:
             raise ValueError(f"--tune: cannot be turned off ('none'): {', '.join(required)}")
+        static = _split(args.static) if args.static else None
+        if static is not None and args.policy != "static":
+            raise ValueError("--static only applies to --policy static")
+        if args.every < 1:
+            raise ValueError(f"--every must be ≥ 1, got {args.every}")
     except ValueError as exc:
         ap.error(str(exc))
-    static = tuple(int(x) for x in args.static.split(":")) if args.static else None
     timeline = Timeline(every=args.every)
     res = run(
         args.scenario,
         args.policy,
         duration=args.duration,
-        static=(static[0], static[1]) if static else None,
+        static=static,
         probe=timeline,
         listen=timeline.reqs.append,
         warm_hold=args.warm_hold,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,51 @@ def test_trace_refuses_a_bad_tune(arg: str, why: str, capsys: pytest.CaptureFixt
         trace_main(["steady", "--tune", arg])
     assert exc.value.code == 2
     assert why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--policy", "hpa"], "invalid choice: 'hpa'"),
+        (["--policy", "static", "--static", "6-1"], "--static takes P:D"),
+        (["--policy", "static", "--static", "0:4"], "two counts in 1..10"),
+        (["--policy", "static", "--static", "6:x"], "got '6:x'"),
+        (["--static", "6:1"], "--static only applies to --policy static"),
+        (["--every", "0"], "--every must be ≥ 1"),
+    ],
+)
+def test_trace_refuses_bad_arguments_in_one_line(
+    argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        trace_main(["steady", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert why in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("cli", "later_line"),
+    [
+        (main, "`--quick` shortens every scenario"),
+        (trace_main, "python -m benchmarks.control.trace story --misses"),
+    ],
+)
+def test_benchmark_help_shows_the_whole_description(
+    cli: Callable[[list[str]], int], later_line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse used to get only the docstring's first line, cut mid-sentence
+    with pytest.raises(SystemExit) as exc:
+        cli(["--help"])
+    assert exc.value.code == 0
+    assert later_line in capsys.readouterr().out
+
+
+def test_harness_refuses_an_unknown_policy_before_running() -> None:
+    expected = "unknown policy 'hpa'; one of static, saturation, dynamo, pd-observer"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        run("steady", "hpa")
 
 
 def test_trace_sizes_gives_the_work_per_request_and_both_floors(capsys: pytest.CaptureFixture[str]) -> None:
