@@ -4,10 +4,13 @@ Dynamo-like throughput planner, and pd-observer — with TTFT / ITL SLO attainme
 scaling actions. See `benchmarks.control.harness` for the policies and the measurement.
 
     python -m benchmarks.control.run [--quick] [--scenarios a,b] [--out control.json]
+    python -m benchmarks.control.run --warm-hold 240 --tune cache_spill_target=0.03   # an A/B
 
 `--quick` shortens every scenario (phases keep their proportions) and the Mooncake replays.
 The verdict column compares pd-observer with each baseline: `≥` when its TTFT and ITL
 attainment are both at least the baseline's (to 0.005) at no more GPU-hours (to 1 %), else `<`.
+`--warm-hold` and `--tune` run pd-observer as a variant (the same options as
+`benchmarks.control.trace`); the static column follows the variant's GPU-hours.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.control import variant
 from benchmarks.control.harness import RunResult, run
+from benchmarks.control.variant import DEFAULT, Variant
 from simulator.scenarios import SCENARIOS
 
 QUICK_FRACTION = 1 / 3
@@ -63,10 +68,14 @@ def matched_static(scenario: str, ours: RunResult, duration: float | None, seed:
     return best_static(scenario, gpus, duration, seed)
 
 
-def bench_scenario(scenario: str, *, quick: bool, seed: int) -> list[RunResult]:
+def bench_scenario(scenario: str, *, quick: bool, seed: int, var: Variant = DEFAULT) -> list[RunResult]:
+    """The table's rows of one scenario: matched static, saturation, Dynamo-like, pd-observer
+    (as `var` configures it)."""
     default = SCENARIOS[scenario].default_duration
     duration = default * QUICK_FRACTION if quick else default
-    ours = run(scenario, "pd-observer", duration=duration, seed=seed)
+    ours = run(
+        scenario, "pd-observer", duration=duration, seed=seed, warm_hold=var.warm_hold, tune=var.tune_map
+    )
     return [
         matched_static(scenario, ours, duration, seed),
         run(scenario, "saturation", duration=duration, seed=seed),
@@ -111,22 +120,30 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("control-bench.json"),
         help="where the JSON of every run and verdict goes (default %(default)s)",
     )
+    variant.add_arguments(ap)
     args = ap.parse_args(argv)
     names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
+    try:
+        var = variant.from_args(args)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if var != DEFAULT:
+        print(f"pd-observer variant: {var.label()}", file=sys.stderr)
     wall0 = time.monotonic()
     results: dict[str, list[RunResult]] = {}
     for name in names:
         t0 = time.monotonic()
-        results[name] = bench_scenario(name, quick=args.quick, seed=args.seed)
+        results[name] = bench_scenario(name, quick=args.quick, seed=args.seed, var=var)
         print(f"{name}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
     print(table(results))
     doc: dict[str, Any] = {
         "quick": args.quick,
         "seed": args.seed,
+        "variant": var.label(),
         "wall_seconds": time.monotonic() - wall0,
         "results": {k: [r.as_json() for r in v] for k, v in results.items()},
         "verdicts": {k: {r.policy: verdict(v[-1], r) for r in v[:-1]} for k, v in results.items()},

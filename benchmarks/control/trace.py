@@ -28,12 +28,13 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from autoscaler.capacity import queueing_replicas
 from autoscaler.guardrails import replicas_for
 from autoscaler.ports import AuditEntry
 from autoscaler.types import PoolConfig
+from benchmarks.control import variant
 from benchmarks.control.harness import (
     MAX_PER_ROLE,
     POLICIES,
@@ -203,19 +204,6 @@ def sizes(done: list[CompletedRequest], start: float, bucket: float = 60.0) -> l
     return out
 
 
-def _tune(text: str) -> tuple[str, float | None]:
-    """`FIELD=VALUE` of --tune: a number, or `none`."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--tune takes FIELD=VALUE, got {text!r}")
-    if value.strip().lower() == "none":
-        return key, None
-    try:
-        return key, float(value)
-    except ValueError:
-        raise ValueError(f"--tune {key}: {value!r} is not a number or 'none'") from None
-
-
 def _split(text: str) -> tuple[int, int]:
     """`P:D` of --static: two replica counts in 1..MAX_PER_ROLE."""
     p, sep, d = text.partition(":")
@@ -252,30 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after the run, the prefill work per request per minute and the queueing floor's count",
     )
-    ap.add_argument(
-        "--warm-hold", type=float, help="pd-observer's warm-start hold in s (default: its scale-down window)"
-    )
-    ap.add_argument(
-        "--tune",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="replace a PoolConfig field of pd-observer (repeatable; 'none' = off), "
-        "e.g. --tune decode_kv_target=none",
-    )
+    variant.add_arguments(ap)
     args = ap.parse_args(argv)
     try:
-        tune = dict(_tune(t) for t in args.tune)
-        unknown = sorted(set(tune) - {f.name for f in fields(PoolConfig)})
-        if unknown:
-            raise ValueError(f"--tune: not a PoolConfig field: {', '.join(unknown)}")
-        types = {f.name: str(f.type) for f in fields(PoolConfig)}
-        other = sorted(k for k in tune if not types[k].startswith("float"))
-        if other:
-            raise ValueError(f"--tune: not a number field of PoolConfig: {', '.join(other)}")
-        required = sorted(k for k, v in tune.items() if v is None and "None" not in types[k])
-        if required:
-            raise ValueError(f"--tune: cannot be turned off ('none'): {', '.join(required)}")
+        var = variant.from_args(args)
         static = _split(args.static) if args.static else None
         if static is not None and args.policy != "static":
             raise ValueError("--static only applies to --policy static")
@@ -291,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         static=static,
         probe=timeline,
         listen=timeline.reqs.append,
-        warm_hold=args.warm_hold,
-        tune=tune or None,
+        warm_hold=var.warm_hold,
+        tune=var.tune_map,
     )
     if args.misses:
         for line in misses(timeline.done + timeline.reqs, START, res.requests):

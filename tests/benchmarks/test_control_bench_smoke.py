@@ -35,6 +35,38 @@ def test_quick_benchmark_table_and_json(tmp_path: Path, capsys: pytest.CaptureFi
         assert set(doc["verdicts"][scenario]) == {r["policy"] for r in rows[:-1]}
 
 
+def test_the_table_runs_a_variant_of_pd_observer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # quick steady is 200 s: the default warm start holds the start size (2:6) all run,
+    # a 0 s hold lets it shed the idle replicas, so its GPU-hours must drop
+    out = tmp_path / "control.json"
+    argv = ["--quick", "--scenarios", "steady", "--out", str(out)]
+    assert main(argv) == 0
+    default = json.loads(out.read_text())
+    assert main([*argv, "--warm-hold", "0", "--tune", "cache_spill_target=none"]) == 0
+    assert "pd-observer variant: warm_hold=0 cache_spill_target=none" in capsys.readouterr().err
+    var = json.loads(out.read_text())
+    assert (default["variant"], var["variant"]) == ("default", "warm_hold=0 cache_spill_target=none")
+    ours = [d["results"]["steady"][-1] for d in (default, var)]
+    assert ours[1]["gpu_hours"] < ours[0]["gpu_hours"] - 0.05
+    assert ours[1]["scaling_actions"] > ours[0]["scaling_actions"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--tune", "nope=1"], "not a PoolConfig field: nope"),
+        (["--warm-hold", "-5"], "--warm-hold must be ≥ 0"),
+    ],
+)
+def test_the_table_refuses_a_bad_variant(
+    argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--scenarios", "steady", *argv])
+    assert exc.value.code == 2
+    assert why in capsys.readouterr().err
+
+
 def test_unknown_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenarios", "nope"]) == 2
     assert "unknown scenario" in capsys.readouterr().err
