@@ -51,22 +51,6 @@ def test_the_table_runs_a_variant_of_pd_observer(tmp_path: Path, capsys: pytest.
     assert ours[1]["scaling_actions"] > ours[0]["scaling_actions"]
 
 
-@pytest.mark.parametrize(
-    ("argv", "why"),
-    [
-        (["--tune", "nope=1"], "not a PoolConfig field: nope"),
-        (["--warm-hold", "-5"], "--warm-hold must be ≥ 0"),
-    ],
-)
-def test_the_table_refuses_a_bad_variant(
-    argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["--scenarios", "steady", *argv])
-    assert exc.value.code == 2
-    assert why in capsys.readouterr().err
-
-
 def test_unknown_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenarios", "nope"]) == 2
     assert "unknown scenario" in capsys.readouterr().err
@@ -152,39 +136,37 @@ def test_trace_shows_the_decider_changes_and_takes_tune_and_warm_hold(
     assert re.search(r"d:6->[1-5]\[", first), first  # scaled decode down at the first tick
 
 
-@pytest.mark.parametrize(
-    ("arg", "why"),
-    [
-        ("nope=1", "not a PoolConfig field: nope"),
-        ("cache_spill_target", "FIELD=VALUE"),
-        ("ttft_target_seconds=x", "not a number"),
-        ("name=3", "not a number field of PoolConfig: name"),
-        ("ttft_target_seconds=none", "cannot be turned off ('none'): ttft_target_seconds"),
-    ],
-)
-def test_trace_refuses_a_bad_tune(arg: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        trace_main(["steady", "--tune", arg])
-    assert exc.value.code == 2
-    assert why in capsys.readouterr().err
+TRACE = ["trace", "steady"]
+RUN = ["run", "--scenarios", "steady"]
 
 
 @pytest.mark.parametrize(
     ("argv", "why"),
     [
-        (["--policy", "hpa"], "invalid choice: 'hpa'"),
-        (["--policy", "static", "--static", "6-1"], "--static takes P:D"),
-        (["--policy", "static", "--static", "0:4"], "two counts in 1..10"),
-        (["--policy", "static", "--static", "6:x"], "got '6:x'"),
-        (["--static", "6:1"], "--static only applies to --policy static"),
-        (["--every", "0"], "--every must be ≥ 1"),
+        ([*TRACE, "--tune", "nope=1"], "not a PoolConfig field: nope"),
+        ([*TRACE, "--tune", "cache_spill_target"], "FIELD=VALUE"),
+        ([*TRACE, "--tune", "ttft_target_seconds=x"], "not a number"),
+        ([*TRACE, "--tune", "name=3"], "not a number field of PoolConfig: name"),
+        (
+            [*TRACE, "--tune", "ttft_target_seconds=none"],
+            "cannot be turned off ('none'): ttft_target_seconds",
+        ),
+        ([*TRACE, "--policy", "hpa"], "invalid choice: 'hpa'"),
+        ([*TRACE, "--policy", "static", "--static", "6-1"], "--static takes P:D"),
+        ([*TRACE, "--policy", "static", "--static", "0:4"], "two counts in 1..10"),
+        ([*TRACE, "--policy", "static", "--static", "6:x"], "got '6:x'"),
+        ([*TRACE, "--static", "6:1"], "--static only applies to --policy static"),
+        ([*TRACE, "--every", "0"], "--every must be ≥ 1"),
+        ([*RUN, "--tune", "nope=1"], "not a PoolConfig field: nope"),
+        ([*RUN, "--warm-hold", "-5"], "--warm-hold must be ≥ 0"),
     ],
 )
-def test_trace_refuses_bad_arguments_in_one_line(
+def test_benchmark_commands_refuse_bad_arguments_in_one_line(
     argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    cli = {"trace": trace_main, "run": main}[argv[0]]
     with pytest.raises(SystemExit) as exc:
-        trace_main(["steady", *argv])
+        cli(argv[1:])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert why in err
