@@ -24,7 +24,6 @@ from typing import Any
 
 from benchmarks.control import variant
 from benchmarks.control.harness import RunResult, run
-from benchmarks.control.variant import DEFAULT, Variant
 from simulator.scenarios import SCENARIOS
 
 QUICK_FRACTION = 1 / 3
@@ -68,7 +67,9 @@ def matched_static(scenario: str, ours: RunResult, duration: float | None, seed:
     return best_static(scenario, gpus, duration, seed)
 
 
-def bench_scenario(scenario: str, *, quick: bool, seed: int, var: Variant = DEFAULT) -> list[RunResult]:
+def bench_scenario(
+    scenario: str, *, quick: bool, seed: int, var: variant.Variant = variant.DEFAULT
+) -> list[RunResult]:
     """The table's rows of one scenario: matched static, saturation, Dynamo-like, pd-observer
     (as `var` configures it)."""
     default = SCENARIOS[scenario].default_duration
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         var = variant.from_args(args)
     except ValueError as exc:
         ap.error(str(exc))
-    if var != DEFAULT:
+    if var != variant.DEFAULT:
         print(f"pd-observer variant: {var.label()}", file=sys.stderr)
     wall0 = time.monotonic()
     results: dict[str, list[RunResult]] = {}
