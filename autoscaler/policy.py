@@ -241,13 +241,28 @@ def _scale(
     # a raw recommendation never leaves the configured bounds (keeps the windows honest)
     for r in ROLES:
         raw[r] = min(cfg.roles[r].max_replicas, max(cfg.roles[r].min_replicas, raw[r]))
+    history = st.recommendations
+    base_prefill = raw[c.ROLE_PREFILL]
+    recorded = dict(raw)  # this tick's recommendations as the windows will remember them
+    shift = _warm_shift(raw, floors, st, now=now, cfg=cfg, up_only=up_only)
+    if shift is not None:
+        keep, raw[c.ROLE_PREFILL] = shift
+        if raw[c.ROLE_PREFILL] > current[c.ROLE_PREFILL]:
+            # the tick that grows prefill with shifted GPUs: its window holds them from here
+            recorded[c.ROLE_PREFILL] = raw[c.ROLE_PREFILL]
+        history = tuple(
+            replace(x, replicas=min(x.replicas, keep)) if x.seeded and x.role == c.ROLE_DECODE else x
+            for x in history
+        )
+        for r in ROLES:
+            reasons[r].append(R.WARM_SHIFT)
 
     desired: dict[str, int] = {}
     for r in ROLES:
         rc = cfg.roles[r]
         cur = current[r]
         val, why = g.stabilize(
-            st.recommendations,
+            history,
             r,
             now,
             raw[r],
@@ -274,6 +289,14 @@ def _scale(
         reasons[r].extend(why)
         desired[r] = val
 
+    if shift is not None:  # the shift moves GPUs: never more than the fleet holds or needs
+        ceiling = max(
+            g.gpus(current, cfg.roles), g.gpus(recorded | {c.ROLE_PREFILL: base_prefill}, cfg.roles)
+        )
+        least = max(current[c.ROLE_PREFILL], base_prefill)
+        while g.gpus(desired, cfg.roles) > ceiling and desired[c.ROLE_PREFILL] > least:
+            desired[c.ROLE_PREFILL] -= 1
+
     # GPU budget; at the budget, move capacity between roles instead of growing
     wanted = dict(desired)
     desired, bwhy = g.enforce_budget(desired, current, floors, cfg.roles, cfg.gpu_budget)
@@ -294,7 +317,7 @@ def _scale(
         x
         for x in st.recommendations
         if now - max(cfg.scale_down_window_seconds, cfg.scale_up_window_seconds) <= x.at < now
-    ) + tuple(Recommendation(now, r, raw[r]) for r in ROLES)
+    ) + tuple(Recommendation(now, r, recorded[r]) for r in ROLES)
     ups = dict(st.last_scale_up)
     downs = dict(st.last_scale_down)
     out: list[RoleDecision] = []
@@ -308,6 +331,43 @@ def _scale(
             rs = [*rs, R.STEADY] if R.STEADY not in rs else rs
         out.append(RoleDecision(obs.pool, r, current[r], desired[r], tuple(dict.fromkeys(rs))))
     return out, replace(st, recommendations=recs, last_scale_up=ups, last_scale_down=downs)
+
+
+def _warm_shift(
+    raw: Mapping[str, int],
+    floors: Mapping[str, int],
+    st: PoolState,
+    *,
+    now: float,
+    cfg: PoolConfig,
+    up_only: frozenset[str],
+) -> tuple[int, int] | None:
+    """The warm-start shift (see `PoolConfig.warm_shift_decode_spare`): while the warm-start
+    seed is in decode's scale-down window and holds more decode than its need (floors, data
+    recommendations over the window) plus the spare, returns (the decode count the seed may
+    still hold, prefill's recommendation with the GPUs of the rest on top of its need).
+    None when there is nothing to shift."""
+    spare = cfg.warm_shift_decode_spare
+    if spare is None or c.ROLE_DECODE in up_only:
+        return None
+    pc, dc = cfg.roles[c.ROLE_PREFILL], cfg.roles[c.ROLE_DECODE]
+    window = [
+        x
+        for x in st.recommendations
+        if x.role == c.ROLE_DECODE and now - cfg.scale_down_window_seconds <= x.at <= now
+    ]
+    seed = max((x.replicas for x in window if x.seeded), default=0)
+    need = max(
+        raw[c.ROLE_DECODE],
+        floors[c.ROLE_DECODE],
+        dc.min_replicas,
+        *(x.replicas for x in window if not x.seeded),
+    )
+    keep = min(seed, need + spare)
+    moved = (seed - keep) * dc.gpus_per_replica // pc.gpus_per_replica
+    if moved <= 0:
+        return None
+    return keep, min(pc.max_replicas, raw[c.ROLE_PREFILL] + moved)
 
 
 def _correct(

@@ -162,7 +162,7 @@ def warm_start(ctl: Controller, scale: ScaleTarget, now: float, *, hold_seconds:
         recs = []
         for role in c.ROLES:
             try:
-                recs.append(Recommendation(at, role, scale.status(pool, role).replicas))
+                recs.append(Recommendation(at, role, scale.status(pool, role).replicas, seeded=True))
             except ActuationError:
                 continue
         st = pools.get(pool, PoolState())

@@ -18,6 +18,10 @@ from observer.config import ConfigError, Settings
 TargetKind = Literal["Deployment", "StatefulSet", "LeaderWorkerSet", "CustomResource", "LLMInferenceService"]
 
 
+# a (re)started controller's warm-start hold (service.warm_start); see docs/autoscaler.md
+WARM_START_HOLD_SECONDS = 120.0
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -196,6 +200,13 @@ class PoolSettings(_Model):
     cache_spill_smoothing: float = Field(
         0.3, gt=0, le=1, description="EW weight of a new spill reading in the cache-residency floor"
     )
+    warm_shift_decode_spare: int | None = Field(
+        1,
+        ge=0,
+        description="warm-start shift: while the warm-start hold keeps decode above its need, decode "
+        "keeps its need plus this many replicas and the GPUs of the rest serve as prefill; null = "
+        "off (the hold keeps the start split)",
+    )
     weights: WeightSettings = WeightSettings()
     decider: DeciderSettings = DeciderSettings()
     epp: EppSettings | None = None
@@ -257,6 +268,7 @@ class PoolSettings(_Model):
             prefill_wait_share=self.prefill_wait_share,
             cache_settle_seconds=self.cache_settle_seconds,
             cache_spill_smoothing=self.cache_spill_smoothing,
+            warm_shift_decode_spare=self.warm_shift_decode_spare,
             weights=WeightConfig(
                 bounds=dict(self.weights.bounds),
                 step=self.weights.step,
@@ -292,10 +304,10 @@ class AutoscalerSettings(_Model):
     mode: Literal["observe", "dry-run", "apply"] = "observe"
     interval_seconds: float = Field(15.0, gt=0)
     warm_start_hold_seconds: float | None = Field(
-        None,
+        WARM_START_HOLD_SECONDS,
         ge=0,
         description="a (re)started controller keeps the current replicas as a scale-down "
-        "recommendation this long; null = the whole scale-down window (safest)",
+        "recommendation this long (two observation windows); null = the whole scale-down window",
     )
     field_manager: str = Field(c.K8S_FIELD_MANAGER, min_length=1, max_length=128)
     gpu_budget: int | None = Field(

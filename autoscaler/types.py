@@ -36,6 +36,7 @@ class ReasonCode(StrEnum):
     COOLDOWN = "cooldown"
     BUDGET_LIMITED = "budget_limited"  # growth refused: GPU budget
     BUDGET_REBALANCE = "budget_rebalance"  # at budget: capacity moved between roles
+    WARM_SHIFT = "warm_shift"  # decode held only by the warm-start seed serves as prefill
     OVER_BUDGET = "over_budget"  # current fleet above budget: brought back under it
     SCALE_DOWN_REFUSED = "scale_down_refused"  # load x N/(N-1) would break the target
     TARGET_NOT_STABLE = "target_not_stable"  # rollout / generation / readiness gating
@@ -163,6 +164,8 @@ class Recommendation:
     at: float
     role: str
     replicas: int
+    # the warm-start seed (`service.warm_start`): the fleet's size at start, not computed from data
+    seeded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +333,14 @@ class PoolConfig:
     prefill_wait_share: float | None = 0.25
     cache_settle_seconds: float = 120.0
     cache_spill_smoothing: float = 0.3
+    # Warm-start shift (reason `warm_shift`): after a (re)start the warm-start seed holds each
+    # role at its start size, so decode replicas the data does not ask for sit idle until the
+    # seed ages out. Instead, decode keeps its need (floors, data-driven window) plus this many
+    # spare replicas, and the GPUs of the rest serve as prefill on top of prefill's own need: an
+    # idle prefill replica still holds prefix cache and takes a prompt burst without a cold
+    # start. Prefill records its shifted count as its recommendation, so its own scale-down
+    # window decides when those replicas go. None = off (the seed holds the start split).
+    warm_shift_decode_spare: int | None = 1
     capacity_learning_rate: float = 0.05  # EW weight of a new sample in the capacity fits
     capacity_min_samples: float = 20.0  # effective samples before the fit overrides the bootstrap
     weights: WeightConfig = WeightConfig()

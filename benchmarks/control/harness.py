@@ -40,6 +40,7 @@ from autoscaler.observe import (
 )
 from autoscaler.ports import AuditEntry, MemoryAuditSink
 from autoscaler.service import warm_start
+from autoscaler.settings import WARM_START_HOLD_SECONDS
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinRecordSink
 from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, WeightConfig
 from observer import conventions as c
@@ -327,7 +328,8 @@ def run(
             interval_seconds=interval,
         )
 
-        warm_start(ctl, target, twin.now, hold_seconds=warm_hold)
+        hold = WARM_START_HOLD_SECONDS if warm_hold is None else warm_hold
+        warm_start(ctl, target, twin.now, hold_seconds=hold)
 
         def tick(tw: Twin, now: float) -> None:
             clock.t = now

@@ -8,15 +8,17 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any
 
+from autoscaler.settings import WARM_START_HOLD_SECONDS
 from autoscaler.types import PoolConfig
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """pd-observer's warm-start hold (None = its scale-down window) and replaced PoolConfig fields."""
+    """pd-observer's warm-start hold (None = the product's default, `autoscaler.warm_start_hold_seconds`)
+    and replaced PoolConfig fields."""
 
     warm_hold: float | None = None
-    tune: tuple[tuple[str, float | None], ...] = ()
+    tune: tuple[tuple[str, float | int | None], ...] = ()
 
     @property
     def tune_map(self) -> dict[str, Any] | None:
@@ -37,7 +39,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--warm-hold",
         type=float,
         metavar="S",
-        help="pd-observer's warm-start hold in s (default: its scale-down window, 300)",
+        help=f"pd-observer's warm-start hold in s (default: the product's, {WARM_START_HOLD_SECONDS:g}; "
+        "300 = its whole scale-down window)",
     )
     ap.add_argument(
         "--tune",
@@ -58,9 +61,15 @@ def from_args(args: argparse.Namespace) -> Variant:
     unknown = sorted(set(tune) - set(types))
     if unknown:
         raise ValueError(f"--tune: not a PoolConfig field: {', '.join(unknown)}")
-    other = sorted(k for k in tune if not types[k].startswith("float"))
+    other = sorted(k for k in tune if not types[k].startswith(("float", "int")))
     if other:
         raise ValueError(f"--tune: not a number field of PoolConfig: {', '.join(other)}")
+    fractional = sorted(
+        k for k, v in tune.items() if types[k].startswith("int") and v is not None and v != int(v)
+    )
+    if fractional:
+        raise ValueError(f"--tune: a whole number is needed for: {', '.join(fractional)}")
+    tune = {k: int(v) if v is not None and types[k].startswith("int") else v for k, v in tune.items()}
     required = sorted(k for k, v in tune.items() if v is None and "None" not in types[k])
     if required:
         raise ValueError(f"--tune: cannot be turned off ('none'): {', '.join(required)}")

@@ -286,9 +286,12 @@ def test_loop_inside_the_service_feeds_from_the_pipeline_and_serves_decisions() 
         moments = body[0]["inputs"]["demand"]["prompt_moments"]
         assert set(moments) == {"uu", "dd", "kk", "ud", "uk", "dk"}
         assert moments["uu"] > 0
-        # warm start: no scale-down on the first tick although demand is tiny
-        assert all(d["after"] == d["before"] for d in body[0]["replicas"])
-        assert "stabilized_down" in body[0]["reasons"]
+        # warm start: prefill is held at its start size on the first tick although demand is
+        # tiny; decode keeps its need + 1 and its surplus would serve as prefill on top of
+        # prefill's need (1 + 1), which the held 3 already cover (the warm-start shift)
+        moves = {d["role"]: (d["before"], d["after"]) for d in body[0]["replicas"]}
+        assert moves == {P: (3, 3), D: (3, 2)}
+        assert "warm_shift" in body[0]["reasons"]
         assert c.M_DESIRED_REPLICAS in client.get("/metrics").text
     assert not scale.calls  # observe mode
 
