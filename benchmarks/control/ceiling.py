@@ -14,6 +14,8 @@ acts before the burst: it shows what the cold start costs, which no reactive pol
     python -m benchmarks.control.ceiling prefill-burst
     python -m benchmarks.control.ceiling story --delays -90,0,15,20
     python -m benchmarks.control.ceiling prefill-burst --prefill 8 --thresholds none,65536
+    python -m benchmarks.control.ceiling mooncake-synthetic --phase mooncake-synthetic \
+        --delays 15,60,120,240,300 --prefill 7 --decode 1 --thresholds none
 
 The verdict says whether any oracle acting at or after the onset reaches the static split's
 attainment (to the table's 0.005). When none does, no reaction of this family (one move, at
@@ -60,6 +62,7 @@ class Oracle:
     threshold: int | None
     acted_at: float | None = None
     decode: int | None = None  # what it set the decode role to
+    fixed_decode: int | None = None  # set decode to this instead of `decode_for`
 
     def __call__(self, twin: Twin, now: float, meter: Meter, entry: AuditEntry | None) -> None:
         if self.acted_at is not None:
@@ -68,7 +71,7 @@ class Oracle:
         if now < onset + self.delay:
             return
         start = twin.actuator.get_state().pools[POOL].replicas[c.ROLE_DECODE].desired
-        self.decode = decode_for(self.prefill, start)
+        self.decode = self.fixed_decode if self.fixed_decode is not None else decode_for(self.prefill, start)
         twin.actuator.set_replicas(POOL, c.ROLE_PREFILL, self.prefill)
         twin.actuator.set_replicas(POOL, c.ROLE_DECODE, self.decode)
         if self.threshold is not None:
@@ -104,6 +107,7 @@ def ceiling(
     thresholds: Sequence[int | None] = DEFAULT_THRESHOLDS,
     duration: float | None = None,
     seed: int = 0,
+    decode: int | None = None,
 ) -> list[Cell]:
     """The best cell of the grid per delay, in the order of `delays`. ValueError, before any run,
     for a phase the scenario does not have or a delay that acts after its end."""
@@ -117,7 +121,7 @@ def ceiling(
         top: Cell | None = None
         for p in prefill:
             for t in thresholds:
-                oracle = Oracle(phase, delay, p, t)
+                oracle = Oracle(phase, delay, p, t, fixed_decode=decode)
                 r = run(scenario, "static", duration=duration, seed=seed, interval=TICK_SECONDS, probe=oracle)
                 assert oracle.decode is not None  # it acts before the end (checked above)
                 cell = Cell(delay, p, oracle.decode, t, r)
@@ -206,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join("none" if t is None else str(t) for t in DEFAULT_THRESHOLDS),
         help="decider nonCachedTokens to try ('none' = lever not used; default %(default)s)",
     )
+    ap.add_argument(
+        "--decode",
+        type=int,
+        help=f"decode count the oracle sets (1..{MAX_PER_ROLE}; default: its start size, cut to the budget)",
+    )
     ap.add_argument("--duration", type=float, help="scenario duration in s (default: the scenario's)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -216,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         bad = [p for p in prefill if not 1 <= p <= MAX_PER_ROLE or p >= GPU_BUDGET]
         if bad:
             raise ValueError(f"--prefill out of 1..{MAX_PER_ROLE}: {bad}")
+        if args.decode is not None and not 1 <= args.decode <= MAX_PER_ROLE:
+            raise ValueError(f"--decode out of 1..{MAX_PER_ROLE}: {args.decode}")
+        if args.decode is not None and any(p + args.decode > GPU_BUDGET for p in prefill):
+            raise ValueError(f"--prefill + --decode exceed the GPU budget of {GPU_BUDGET}")
         if any(t is not None and t <= 0 for t in thresholds):
             raise ValueError("--thresholds: a threshold is a positive token count or 'none'")
         onset = onset_of(args.scenario, args.phase, args.duration)
@@ -229,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             thresholds=thresholds,
             duration=args.duration,
             seed=args.seed,
+            decode=args.decode,
         )
     except ValueError as exc:
         ap.error(str(exc))
