@@ -246,7 +246,7 @@ def _scale(
     recorded = dict(raw)  # this tick's recommendations as the windows will remember them
     shift = _warm_shift(raw, floors, st, now=now, cfg=cfg, up_only=up_only)
     if shift is not None:
-        keep, raw[c.ROLE_PREFILL] = shift
+        keep, raw[c.ROLE_PREFILL], held_gpus = shift
         if raw[c.ROLE_PREFILL] > current[c.ROLE_PREFILL]:
             # the tick that grows prefill with shifted GPUs: its window holds them from here
             recorded[c.ROLE_PREFILL] = raw[c.ROLE_PREFILL]
@@ -289,12 +289,9 @@ def _scale(
         reasons[r].extend(why)
         desired[r] = val
 
-    if shift is not None:  # the shift moves GPUs: never more than the fleet holds or needs
-        ceiling = max(
-            g.gpus(current, cfg.roles), g.gpus(recorded | {c.ROLE_PREFILL: base_prefill}, cfg.roles)
-        )
+    if shift is not None:  # the shift moves GPUs: never more than the plain hold would keep
         least = max(current[c.ROLE_PREFILL], base_prefill)
-        while g.gpus(desired, cfg.roles) > ceiling and desired[c.ROLE_PREFILL] > least:
+        while g.gpus(desired, cfg.roles) > held_gpus and desired[c.ROLE_PREFILL] > least:
             desired[c.ROLE_PREFILL] -= 1
 
     # GPU budget; at the budget, move capacity between roles instead of growing
@@ -341,22 +338,21 @@ def _warm_shift(
     now: float,
     cfg: PoolConfig,
     up_only: frozenset[str],
-) -> tuple[int, int] | None:
+) -> tuple[int, int, int] | None:
     """The warm-start shift (see `PoolConfig.warm_shift_decode_spare`): while the warm-start
     seed is in decode's scale-down window and holds more decode than its need (floors, data
     recommendations over the window) plus the spare, returns (the decode count the seed may
-    still hold, prefill's recommendation with the GPUs of the rest on top of its need).
-    None when there is nothing to shift."""
+    still hold, prefill's recommendation with the GPUs of the rest on top of its need, the GPUs
+    the plain hold would keep: the seeds', prefill at least at its need). None when there is
+    nothing to shift."""
     spare = cfg.warm_shift_decode_spare
     if spare is None or c.ROLE_DECODE in up_only:
         return None
     pc, dc = cfg.roles[c.ROLE_PREFILL], cfg.roles[c.ROLE_DECODE]
-    window = [
-        x
-        for x in st.recommendations
-        if x.role == c.ROLE_DECODE and now - cfg.scale_down_window_seconds <= x.at <= now
-    ]
-    seed = max((x.replicas for x in window if x.seeded), default=0)
+    window = [x for x in st.recommendations if now - cfg.scale_down_window_seconds <= x.at <= now]
+    seeds = {r: max((x.replicas for x in window if x.seeded and x.role == r), default=0) for r in ROLES}
+    seed = seeds[c.ROLE_DECODE]
+    window = [x for x in window if x.role == c.ROLE_DECODE]
     need = max(
         raw[c.ROLE_DECODE],
         floors[c.ROLE_DECODE],
@@ -367,7 +363,10 @@ def _warm_shift(
     moved = (seed - keep) * dc.gpus_per_replica // pc.gpus_per_replica
     if moved <= 0:
         return None
-    return keep, min(pc.max_replicas, raw[c.ROLE_PREFILL] + moved)
+    held = g.gpus(
+        {c.ROLE_PREFILL: max(seeds[c.ROLE_PREFILL], raw[c.ROLE_PREFILL]), c.ROLE_DECODE: seed}, cfg.roles
+    )
+    return keep, min(pc.max_replicas, raw[c.ROLE_PREFILL] + moved), held
 
 
 def _correct(
@@ -438,10 +437,12 @@ def _residency(
 
     Learns only from a *settled* prefill role: ready == desired and the ready count unchanged
     for `cache_settle_seconds` (new pods start with empty caches, so the tier split lags a
-    resize). Until some spill has been seen there is no floor. After that, a reading without
-    spill counts as `_NO_SPILL_READING` of the target (λ is pulled down, so the pool does not
-    bounce back into the spill it just left) and puts the floor at most one below the ready
-    count: the floor steps down one settled size at a time."""
+    resize). Until some spill has been seen, the floor is one below the ready count when at
+    least `cache_spill_target` of the hit tokens come from DRAM (the caches are in use beyond
+    HBM), else there is none. After that, a reading without spill counts as `_NO_SPILL_READING`
+    of the target (λ is pulled down, so the pool does not bounce back into the spill it just
+    left) and puts the floor at most one below the ready count: the floor steps down one
+    settled size at a time."""
     target = cfg.cache_spill_target
     demand = obs.demand
     if target is None or demand is None or demand.prompt_tokens_per_s <= 0:
@@ -454,7 +455,10 @@ def _residency(
         return st
     spill = demand.disk_hit_share / demand.hit_rate if demand.hit_rate > 0 else 0.0
     if spill <= 0 and st.residency_scale is None:
-        return st
+        dram = demand.dram_hit_share / demand.hit_rate if demand.hit_rate > 0 else 0.0
+        # hits served from DRAM: the working set is past HBM, and every pod removed takes its
+        # DRAM with it; step down one settled size at a time so a spill is read before it grows
+        return replace(st, residency_floor=ready - 1 if dram >= target else 0)
     lam = cap.spill_scale(ready, spill if spill > 0 else target * _NO_SPILL_READING)
     a = cfg.cache_spill_smoothing
     scale = lam if st.residency_scale is None else (1 - a) * st.residency_scale + a * lam

@@ -316,7 +316,9 @@ class PoolConfig:
     # ⌈λ · -ln cache_spill_target⌉. Read only once the ready prefill count has been unchanged for
     # `cache_settle_seconds` (a new pod's cache starts empty), and only once some spill has been
     # seen; a reading without spill then counts as a quarter of the target (a gentle step
-    # down); zero traffic clears it. None = off.
+    # down); zero traffic clears it. Before any spill, a pool that serves at least this share of
+    # its hit tokens from DRAM (its caches in use beyond HBM) steps down one settled size at a
+    # time (floor = ready - 1), so the spill is read before it grows. None = off.
     cache_spill_target: float | None = 0.05
     # KV headroom floor of decode (reason `kv_headroom`): decode replicas are memory- as well as
     # throughput-bound (long contexts fill the KV cache long before the output rate is reached).

@@ -92,6 +92,29 @@ def test_a_settled_spilling_prefill_grows_for_its_cache() -> None:
     assert off[-1].state.pools["p"].residency_floor == 0
 
 
+def test_before_any_spill_a_pool_serving_hits_from_dram_steps_down_one_settled_size() -> None:
+    # 6 settled prefill replicas, light traffic (its floor is 1), no disk spill yet: with 10 % of
+    # the hit tokens from DRAM (>= the 5 % target) each pod's DRAM is in use, so the floor is one
+    # below the ready count and the pool shrinks one settled size at a time; from HBM only, or
+    # with the floor off, it drops at once
+    cfg = pool_cfg()
+
+    def dram(share: float) -> Demand:
+        return replace(spilling(0.0), dram_hit_share=HIT * share)
+
+    seed = PolicyState({"p": PoolState(recommendations=(Recommendation(-1.0, P, 6),))})
+    effs = ticks(cfg, [(0.0, obs(6, 1, dram(0.1))), (120.0, obs(6, 1, dram(0.1)))], seed)
+    assert effs[-1].state.pools["p"].residency_floor == 5
+    assert effs[-1].state.pools["p"].residency_scale is None  # nothing learned: no spill seen
+    later = ticks(cfg, [(400.0, obs(6, 1, dram(0.1)))], effs[-1].state)[-1]
+    assert prefill(later)[0] == 5
+    assert ReasonCode.CACHE_RESIDENCY in prefill(later)[1]
+    for share, c_ in ((0.02, cfg), (0.1, replace(cfg, cache_spill_target=None))):
+        effs = ticks(c_, [(0.0, obs(6, 1, dram(share))), (120.0, obs(6, 1, dram(share)))], seed)
+        assert effs[-1].state.pools["p"].residency_floor == 0
+        assert prefill(ticks(c_, [(400.0, obs(6, 1, dram(share)))], effs[-1].state)[-1])[0] == 4  # step 2
+
+
 def test_not_learned_from_a_prefill_that_starts_or_just_resized() -> None:
     cfg = pool_cfg()
     starting = obs(4, 1, spilling(0.2), ready=(3, 1))  # a scale-up in flight: caches still cold
