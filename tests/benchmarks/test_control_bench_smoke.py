@@ -14,8 +14,10 @@ import pytest
 from autoscaler.capacity import spill_scale
 from autoscaler.ports import AuditEntry
 from benchmarks.control import variant
+from benchmarks.control.ceiling import main as ceiling_main
 from benchmarks.control.forecast_cases import main as forecast_cases_main
 from benchmarks.control.harness import POOL, START, Meter, run
+from benchmarks.control.reuse import main as reuse_main
 from benchmarks.control.run import main
 from benchmarks.control.trace import main as trace_main
 from observer import conventions as c
@@ -164,12 +166,35 @@ RUN = ["run", "--scenarios", "steady"]
             "whole number is needed for: warm_shift_decode_spare",
         ),
         ([*RUN, "--warm-hold", "-5"], "--warm-hold must be ≥ 0"),
+        (
+            ["ceiling", "mooncake-synthetic", "--phase", "mooncake-synthetic", "--decode", "0"],
+            "--decode out of 1..10",
+        ),
+        (
+            [
+                "ceiling",
+                "mooncake-synthetic",
+                "--phase",
+                "mooncake-synthetic",
+                "--prefill",
+                "10",
+                "--decode",
+                "5",
+            ],
+            "exceed the GPU budget",
+        ),
+        (["ceiling", "steady", "--phase", "burst"], "has no phase 'burst'"),
+        (["ceiling", "steady", "--phase", "steady", "--prefill", "11"], "--prefill out of 1..10"),
+        (["reuse", "nope"], "unknown Mooncake trace 'nope'"),
+        (["reuse", "/no/such.jsonl"], "Mooncake trace not found"),
+        (["reuse", "synthetic", "--pods", "0,2"], "expected numbers ≥ 1"),
+        (["reuse", "synthetic", "--blocks", "x"], "comma-separated whole numbers"),
     ],
 )
 def test_benchmark_commands_refuse_bad_arguments_in_one_line(
     argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cli = {"trace": trace_main, "run": main}[argv[0]]
+    cli = {"trace": trace_main, "run": main, "ceiling": ceiling_main, "reuse": reuse_main}[argv[0]]
     with pytest.raises(SystemExit) as exc:
         cli(argv[1:])
     assert exc.value.code == 2

@@ -41,21 +41,3 @@ def test_the_command_reports_per_pool_size(tmp_path: Path, capsys: pytest.Captur
     assert one[:4] == ["1", "4", "65", "s"]
     assert one[-2:] == ["0", "4"]
     assert two[:3] == ["2", "8", "never"]
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["nope"], "unknown Mooncake trace 'nope'"),
-        (["/no/such.jsonl"], "Mooncake trace not found"),
-        (["synthetic", "--pods", "0,2"], "expected numbers ≥ 1"),
-        (["synthetic", "--blocks", "x"], "comma-separated whole numbers"),
-    ],
-)
-def test_bad_arguments_are_refused_in_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
