@@ -8,8 +8,10 @@ Per pool, two timescales:
    budget, takes it from decode), decode pressure adds decode, a cache-partition cascade
    raises the prefix-cache scorer weight, load imbalance raises the queue and
    kv-utilization weights.
-Then the guardrails (see `guardrails` and docs/autoscaler.md) in a fixed order:
-stabilization → cooldown → N/(N-1) refusal → max step → min/max → GPU budget (+ rebalance).
+After a (re)start, the warm-start shift moves the decode replicas only the warm-start seed
+holds to prefill (`_warm_shift`). Then the guardrails (see `guardrails` and
+docs/autoscaler.md) in a fixed order: stabilization → cooldown → N/(N-1) refusal → max step →
+min/max → GPU budget (+ rebalance).
 Missing/stale data or an unstable target holds the pool's replicas unchanged.
 """
 
