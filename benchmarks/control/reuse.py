@@ -6,7 +6,7 @@ used since its previous use. A pool of n prefill pods, with prefix-aware routing
 blocks over them perfectly, keeps that reuse in HBM or DRAM only while the distance is within
 n × (HBM + DRAM blocks per pod); beyond it the hit comes from disk or is a miss. Real routing
 partitions worse than that, so the times printed are the *earliest* at which any predictor that
-learns from past reuse (vLLM KV events, prefix hashes) could see that n pods are too few.
+learns from past reuse (every request's prefix hashes) could see that n pods are too few.
 
     python -m benchmarks.control.reuse synthetic
     python -m benchmarks.control.reuse conversation --pods 4,6,8,10
