@@ -101,14 +101,16 @@ def arrival_feed(
     when `signals_latest` is given (inside `serve`), else from one read of the metric source
     per tick (standalone `autoscale`); the EPP request counter from the configured EPPs
     (`sources.static.epps`, scrape) or Prometheus. Readings older than the signals'
-    `stale_after_seconds` are unknown. None when no metric source is configured."""
+    `stale_after_seconds` are unknown. With `signals_latest` the pods come from the engine even
+    when no metric source is configured (the engine may be fed directly, as the demo feeds it
+    the twin's pods); the counter is then unknown. None when neither is there."""
     from observer.signals.service import build_discovery, build_source
     from observer.signals.settings import SignalsSettings
     from observer.sources.prometheus import PrometheusSource
     from observer.sources.settings import SourcesSettings
 
     src = SourcesSettings.model_validate(settings.sources)
-    if src.metrics == "none":
+    if src.metrics == "none" and signals_latest is None:
         return None
     stale_after = SignalsSettings.model_validate(settings.signals).stale_after_seconds
     pools = [p.name for p in asettings.pools]

@@ -223,6 +223,15 @@ def test_arrival_feed_from_settings_picks_the_configured_sources() -> None:
     }
     none = Settings(sources={"metrics": "none"}, autoscaler=pools)
     assert arrival_feed(none, from_settings(none)) is None
+    # no metric source, but an engine fed directly (the demo feeds it the twin's pods): the
+    # decode pods' KV usage comes from the engine, the EPP counter is unknown
+    pod = PodSignals("llama-d1", "llama", D, {c.TIER_HBM: 0.6}, 0.0, 3.0, {}, {}, None)
+    engine = arrival_feed(
+        none, from_settings(none), signals_latest=lambda: SimpleNamespace(time=100.0, pods=(pod,))
+    )
+    assert engine is not None
+    assert engine.decode_gauges("llama", 110.0).kv_usage == {"llama-d1": 0.6}
+    assert engine("llama", 110.0).arrived_total is None
     scrape = Settings(
         sources={"static": {"epps": [{"pool": "llama", "metrics_url": "http://127.0.0.1:1/metrics"}]}},
         signals={"stale_after_seconds": 30},
