@@ -136,6 +136,18 @@ def test_gpus_per_replica_are_converted_and_the_budget_holds() -> None:
     assert counts(eff)[1] == 2
 
 
+def test_prefill_grows_only_as_far_as_decode_gives_up_gpus() -> None:
+    # decode may drop 2 per tick, prefill may grow 10: the target 5:2 would be 5:4 (9 GPUs) on
+    # the first tick, more than the 8 the hold keeps, so prefill takes only what decode frees
+    base = one_gpu()
+    cfg = replace(base, roles={P: base.roles[P], D: replace(base.roles[D], max_step=2)})
+    state = seeded(2, 6)
+    eff = tick(cfg, 15.0, 2, 6, state)
+    assert counts(eff) == (4, 4)
+    eff = tick(cfg, 30.0, 4, 4, eff.state)
+    assert counts(eff) == (5, 2)  # the shift completes as decode frees its GPUs
+
+
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     start=st.tuples(st.integers(1, 10), st.integers(1, 10)),
