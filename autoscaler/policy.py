@@ -351,15 +351,14 @@ def _warm_shift(
     if spare is None or c.ROLE_DECODE in up_only:
         return None
     pc, dc = cfg.roles[c.ROLE_PREFILL], cfg.roles[c.ROLE_DECODE]
-    window = [x for x in st.recommendations if now - cfg.scale_down_window_seconds <= x.at <= now]
-    seeds = {r: max((x.replicas for x in window if x.seeded and x.role == r), default=0) for r in ROLES}
+    recent = [x for x in st.recommendations if now - cfg.scale_down_window_seconds <= x.at <= now]
+    seeds = {r: max((x.replicas for x in recent if x.seeded and x.role == r), default=0) for r in ROLES}
     seed = seeds[c.ROLE_DECODE]
-    window = [x for x in window if x.role == c.ROLE_DECODE]
     need = max(
         raw[c.ROLE_DECODE],
         floors[c.ROLE_DECODE],
         dc.min_replicas,
-        *(x.replicas for x in window if not x.seeded),
+        *(x.replicas for x in recent if x.role == c.ROLE_DECODE and not x.seeded),
     )
     keep = min(seed, need + spare)
     moved = (seed - keep) * dc.gpus_per_replica // pc.gpus_per_replica
