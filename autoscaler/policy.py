@@ -607,7 +607,8 @@ def _decider(
     prefixes into the decode pods' smaller caches: replay measured it to lose attainment). Decode
     starvation while the model says prefill copes also counts as an overflow (of a fifth of the
     remote work). Rate-limited: each change restarts the EPP. Also returns whether the lever is
-    engaged (raised now, or to be raised) after this tick."""
+    engaged after this tick: raised, to be raised, or restored less than `min_interval_seconds`
+    ago (the EPP applies a restore only when it has restarted)."""
     dc = cfg.decider
     cur = obs.decider_threshold
     if not dc.enabled or cur is None or cur <= 0:  # no decider, or 0 = P/D switched off
@@ -663,14 +664,17 @@ def _decider(
             desired = cur  # keep the raised threshold for the rest of the bridge
     else:
         desired, reasons = baseline, (R.PREFILL_RECOVERED,)
-    if desired == cur:
-        return [], [], cur > baseline, st
     last = st.last_decider_change
+    # a restore stays in flight until the EPP restart applies it: the raised threshold still
+    # sends prompts to the decode pods until then (counted as `min_interval_seconds`)
+    restoring = cur == baseline and last is not None and now - last < dc.min_interval_seconds
+    if desired == cur:
+        return [], [], cur > baseline or restoring, st
     if last is not None and now - last < dc.min_interval_seconds:
         why = f"nonCachedTokens {cur} -> {desired} ({','.join(reasons)})"
         return [], [Hold(pool, None, R.DECIDER_RATE_LIMITED, why)], max(cur, desired) > baseline, st
     change = DeciderChange(pool, cur, desired, reasons)
-    return [change], [], desired > baseline, replace(st, last_decider_change=now)
+    return [change], [], desired > baseline or cur > baseline, replace(st, last_decider_change=now)
 
 
 def _weights(

@@ -225,6 +225,27 @@ def test_decode_is_not_scaled_down_while_the_lever_bridges() -> None:
     assert _decode(off)[1] < 4
 
 
+def test_decode_stays_held_until_the_restore_has_restarted_the_epp() -> None:
+    # prefill is ready again and carries the work: the raised threshold is restored this tick,
+    # but the EPP applies it only when it has restarted, so decode (far above its floor) stays
+    lever = DeciderConfig(baseline_tokens=BASE, min_interval_seconds=60)
+    calm = sized({1024: 1_000.0}, output=100.0)
+    eff = tick(observe(calm, threshold=65536, p=4, d=4), decider=lever, scale_down_window_seconds=0.0)
+    assert [x.desired for x in eff.decider_changes] == [BASE]
+    assert _decode(eff)[1] == 4
+    assert ReasonCode.DECIDER_BRIDGE in _decode(eff)[2]
+    # the config now reads the restored value; within the restart interval decode is still held
+    at = observe(calm, threshold=BASE, p=4, d=4)
+    soon = tick(at, now=45.0, state=eff.state, decider=lever, scale_down_window_seconds=0.0)
+    assert soon.decider_changes == ()
+    assert _decode(soon)[1] == 4
+    assert ReasonCode.DECIDER_BRIDGE in _decode(soon)[2]
+    # once the interval has passed the restore is in effect: decode goes to its floor
+    later = tick(at, now=60.0, state=eff.state, decider=lever, scale_down_window_seconds=0.0)
+    assert _decode(later)[1] < 4
+    assert ReasonCode.DECIDER_BRIDGE not in _decode(later)[2]
+
+
 def test_bridge_hold_trims_prefill_growth_to_stay_within_the_budget() -> None:
     # twice the burst asks prefill for 4 -> 6 (max step); budget 13: held decode keeps 4 x 2 GPUs,
     # so prefill may grow only to 5
