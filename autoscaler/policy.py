@@ -236,16 +236,22 @@ def _scale(
     if kv_floor > raw[c.ROLE_DECODE]:
         raw[c.ROLE_DECODE] = kv_floor
         reasons[c.ROLE_DECODE].append(R.KV_HEADROOM)
+    unread = dict(raw)  # without the cache-residency floor
     st = _residency(obs, cfg, st, now, current)
     if st.residency_floor > raw[c.ROLE_PREFILL]:
         raw[c.ROLE_PREFILL] = st.residency_floor
         reasons[c.ROLE_PREFILL].append(R.CACHE_RESIDENCY)
     # a raw recommendation never leaves the configured bounds (keeps the windows honest)
     for r in ROLES:
-        raw[r] = min(cfg.roles[r].max_replicas, max(cfg.roles[r].min_replicas, raw[r]))
+        raw[r] = _within(cfg, r, raw[r])
     history = st.recommendations
     base_prefill = raw[c.ROLE_PREFILL]
     recorded = dict(raw)  # this tick's recommendations as the windows will remember them
+    if not _prefill_settled(obs, cfg, st, now, current):
+        # the residency floor is carried from its last reading until the resized pool settles:
+        # it holds the pool meanwhile, but only a reading enters the scale-down window (else a
+        # step down would wait for its settle time and then the whole window again)
+        recorded[c.ROLE_PREFILL] = _within(cfg, c.ROLE_PREFILL, unread[c.ROLE_PREFILL])
     shift = _warm_shift(raw, floors, st, now=now, cfg=cfg, up_only=up_only)
     if shift is not None:
         keep, raw[c.ROLE_PREFILL], held_gpus = shift
@@ -452,7 +458,7 @@ def _residency(
     ready = _ready(obs, role, current)
     if st.prefill_ready is None or st.prefill_ready[0] != ready:
         return replace(st, prefill_ready=(ready, now))
-    if ready != current[role] or ready <= 0 or now - st.prefill_ready[1] < cfg.cache_settle_seconds:
+    if ready <= 0 or not _prefill_settled(obs, cfg, st, now, current):
         return st
     spill = demand.disk_hit_share / demand.hit_rate if demand.hit_rate > 0 else 0.0
     if spill <= 0 and st.residency_scale is None:
@@ -467,6 +473,24 @@ def _residency(
     if spill <= 0:  # nothing spills at this size: at most one below it (a probe, never a stall)
         floor = min(floor, ready - 1)
     return replace(st, residency_floor=floor, residency_scale=scale)
+
+
+def _prefill_settled(
+    obs: PoolObservation, cfg: PoolConfig, st: PoolState, now: float, current: Mapping[str, int]
+) -> bool:
+    """Prefill is ready at its desired count, unchanged for `cache_settle_seconds` (its pods'
+    caches hold the traffic's prefixes again, so the tier split can be read)."""
+    ready = _ready(obs, c.ROLE_PREFILL, current)
+    return (
+        st.prefill_ready is not None
+        and st.prefill_ready[0] == ready == current[c.ROLE_PREFILL]
+        and now - st.prefill_ready[1] >= cfg.cache_settle_seconds
+    )
+
+
+def _within(cfg: PoolConfig, role: str, n: int) -> int:
+    """`n` within the role's configured bounds."""
+    return min(cfg.roles[role].max_replicas, max(cfg.roles[role].min_replicas, n))
 
 
 def _ready(obs: PoolObservation, role: str, current: Mapping[str, int]) -> int:

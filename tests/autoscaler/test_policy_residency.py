@@ -7,6 +7,7 @@ the closed-loop cases feed the policy a spill share that responds to the replica
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -113,6 +114,28 @@ def test_before_any_spill_a_pool_serving_hits_from_dram_steps_down_one_settled_s
         effs = ticks(c_, [(0.0, obs(6, 1, dram(share))), (120.0, obs(6, 1, dram(share)))], seed)
         assert effs[-1].state.pools["p"].residency_floor == 0
         assert prefill(ticks(c_, [(400.0, obs(6, 1, dram(share)))], effs[-1].state)[-1])[0] == 4  # step 2
+
+
+def test_a_carried_floor_holds_the_pool_but_only_its_readings_enter_the_window() -> None:
+    # closed loop from 6 settled replicas serving 10 % of their hits from DRAM, no spill, light
+    # traffic: the floor steps down one settled size at a time. Each step is read 120 s after the
+    # pool resized; the floor carried until then holds the pool without being a recommendation,
+    # so the next step comes one scale-down window (300 s) after the reading that asked for the
+    # last one, not settle + window (420 s) after it (both a 15 s tick later: the window is closed)
+    cfg = pool_cfg()
+    demand = replace(spilling(0.0), dram_hit_share=HIT * 0.1)
+    state = PolicyState({"p": PoolState(recommendations=(Recommendation(-1.0, P, 6),))})
+    n, steps = 6, []
+    for t in range(0, 1800, 15):
+        eff = decide(TickInput(float(t), (obs(n, 1, demand),), state), Config({"p": cfg}))
+        state, was, (n, _) = eff.state, n, prefill(eff)
+        if n != was:
+            steps.append((t, n))
+    sizes = [x for _, x in steps]
+    assert sizes == list(range(5, 5 - len(sizes), -1))  # one size at a time, never back up
+    times = [t for t, _ in steps]
+    assert len(times) >= 4
+    assert {b - a for a, b in itertools.pairwise(times[1:])} == {315}
 
 
 def test_not_learned_from_a_prefill_that_starts_or_just_resized() -> None:
