@@ -88,6 +88,7 @@ def inputs_json(o: PoolObservation) -> dict[str, Any]:
         },
         "weights": None if o.weights is None else dict(sorted(o.weights.items())),
         "decider_threshold": o.decider_threshold,
+        "epp_rolled_out": o.epp_rolled_out,
         "capacity_samples": {"prefill": len(o.samples.prefill), "decode": len(o.samples.decode)},
     }
 

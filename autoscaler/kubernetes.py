@@ -81,6 +81,24 @@ def _kserve_replicas(spec: Mapping[str, Any], role: str) -> int:
     return _int(spec.get("replicas"))
 
 
+def _generation_current(obj: Mapping[str, Any]) -> bool:
+    """status.observedGeneration has caught up with metadata.generation (or either is absent)."""
+    gen = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return gen is None or observed is None or _int(observed) >= _int(gen)
+
+
+def workload_status(obj: Mapping[str, Any]) -> RoleStatus:
+    """A Deployment's or StatefulSet's replicas and rollout state: a rollout is in progress
+    while fewer pods than desired run the current template, or old pods are still there."""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    replicas = _int(spec.get("replicas", 1))
+    ready = _int(st.get("readyReplicas"))
+    updated = _int(st.get("updatedReplicas", replicas))
+    rollout = updated < replicas or _int(st.get("replicas", replicas)) > replicas
+    return RoleStatus(replicas, ready, _generation_current(obj), rollout)
+
+
 class KubernetesScaleTarget:
     """ScaleTarget over Deployments, StatefulSets, LeaderWorkerSets, CRs with /scale and
     KServe LLMInferenceService (owner fields `spec.replicas` = decode, `spec.prefill.replicas`)."""
@@ -102,10 +120,10 @@ class KubernetesScaleTarget:
     def status(self, pool: str, role: str) -> RoleStatus:
         ref = self.ref(pool, role)
         obj = self._api.get_object(ref)
-        meta, spec, st = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
-        gen = meta.get("generation")
-        observed = st.get("observedGeneration")
-        generation_current = gen is None or observed is None or _int(observed) >= _int(gen)
+        if ref.kind in ("Deployment", "StatefulSet"):
+            return workload_status(obj)
+        spec, st = obj.get("spec", {}), obj.get("status") or {}
+        generation_current = _generation_current(obj)
         if ref.kind == KSERVE_KIND:
             replicas = _int(
                 (spec.get("prefill") or {}).get("replicas")
@@ -116,13 +134,8 @@ class KubernetesScaleTarget:
                 x.get("type"): x.get("status") for x in st.get("conditions") or [] if isinstance(x, dict)
             }
             ready = replicas if conds.get("Ready") == "True" else 0
-            return RoleStatus(replicas, ready, generation_current and observed is not None, False)
-        if ref.kind in ("Deployment", "StatefulSet"):
-            replicas = _int(spec.get("replicas", 1))
-            ready = _int(st.get("readyReplicas"))
-            updated = _int(st.get("updatedReplicas", replicas))
-            rollout = updated < replicas or _int(st.get("replicas", replicas)) > replicas
-            return RoleStatus(replicas, ready, generation_current, rollout)
+            observed = st.get("observedGeneration") is not None
+            return RoleStatus(replicas, ready, generation_current and observed, False)
         scale = self._api.get_scale(ref)
         ready = _int(st["readyReplicas"]) if "readyReplicas" in st else scale.status_replicas
         rollout = "updatedReplicas" in st and _int(st["updatedReplicas"]) < scale.replicas
@@ -316,6 +329,16 @@ class EppWeightTarget:
 
     def decider_threshold(self, pool: str) -> int | None:
         return self._read(pool, lambda text, _: read_decider_threshold(text))
+
+    def epp_rolled_out(self, pool: str) -> bool | None:
+        """Source `configmap`: whether `epp.deployment` is stable (generation observed, every
+        replica updated and ready, no old pod left). Source `llminferenceservice`: None — KServe
+        renders and rolls the EPP Deployment itself, under a name this config does not give."""
+        p, epp = self._epp(pool)
+        if epp.source != "configmap" or epp.deployment is None:
+            return None
+        deployment = self._api.get_object(ResourceRef("Deployment", p.namespace, epp.deployment))
+        return workload_status(deployment).stable
 
     def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str:
         return self._edit(

@@ -180,6 +180,7 @@ class Controller:
                 log.warning("cannot read %s/%s: %s", pool, role, exc)
         weights: Mapping[str, float] | None = None
         decider: int | None = None
+        rolled_out: bool | None = None
         if self._weights is not None:
             wt = self._weights
             try:
@@ -187,7 +188,13 @@ class Controller:
                 decider, _ = self._retrying(lambda: wt.decider_threshold(pool))
             except ActuationError as exc:
                 log.warning("cannot read the EPP config of %s: %s", pool, exc)
-        return replace(obs, roles=roles, weights=weights, decider_threshold=decider)
+            try:
+                rolled_out, _ = self._retrying(lambda: wt.epp_rolled_out(pool))
+            except ActuationError as exc:
+                log.warning("cannot read the EPP rollout of %s: %s", pool, exc)
+        return replace(
+            obs, roles=roles, weights=weights, decider_threshold=decider, epp_rolled_out=rolled_out
+        )
 
     def _call(self, pool: str, target: str, op: Callable[[], str], dry: bool) -> Outcome:
         """One actuation with retries, as an Outcome (never raises ActuationError)."""

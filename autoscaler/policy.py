@@ -630,9 +630,10 @@ def _decider(
     replica is still to come (at the settled size, or at max, more local prefill moves conversation
     prefixes into the decode pods' smaller caches: replay measured it to lose attainment). Decode
     starvation while the model says prefill copes also counts as an overflow (of a fifth of the
-    remote work). Rate-limited: each change restarts the EPP. Also returns whether the lever is
-    engaged after this tick: raised, to be raised, or restored less than `min_interval_seconds`
-    ago (the EPP applies a restore only when it has restarted)."""
+    remote work). Rate-limited, and held while the EPP rolls out: each change restarts the EPP.
+    Also returns whether the lever is engaged after this tick: raised, to be raised, or restored
+    and not yet in effect (the EPP applies a restore only when its restart has rolled out; where
+    the target cannot tell, `min_interval_seconds` after the restore stands in)."""
     dc = cfg.decider
     cur = obs.decider_threshold
     if not dc.enabled or cur is None or cur <= 0:  # no decider, or 0 = P/D switched off
@@ -689,16 +690,25 @@ def _decider(
     else:
         desired, reasons = baseline, (R.PREFILL_RECOVERED,)
     last = st.last_decider_change
-    # a restore stays in flight until the EPP restart applies it: the raised threshold still
-    # sends prompts to the decode pods until then (counted as `min_interval_seconds`)
-    restoring = cur == baseline and last is not None and now - last < dc.min_interval_seconds
+    recent = last is not None and now - last < dc.min_interval_seconds
+    # a restore stays in flight until the EPP's restart has rolled out: the raised threshold
+    # still sends prompts to the decode pods until then
+    in_flight = recent if obs.epp_rolled_out is None else not obs.epp_rolled_out
+    restoring = cur == baseline and last is not None and in_flight
     if desired == cur:
         return [], [], cur > baseline or restoring, st
-    if last is not None and now - last < dc.min_interval_seconds:
+    held = (R.DECIDER_RATE_LIMITED if recent else None) or _epp_rolling(obs)
+    if held is not None:
         why = f"nonCachedTokens {cur} -> {desired} ({','.join(reasons)})"
-        return [], [Hold(pool, None, R.DECIDER_RATE_LIMITED, why)], max(cur, desired) > baseline, st
+        return [], [Hold(pool, None, held, why)], max(cur, desired) > baseline or restoring, st
     change = DeciderChange(pool, cur, desired, reasons)
     return [change], [], desired > baseline or cur > baseline, replace(st, last_decider_change=now)
+
+
+def _epp_rolling(obs: PoolObservation) -> ReasonCode | None:
+    """`epp_rollout` while the EPP's last restart is rolling out: a config write now would
+    restart it again before the previous change is in effect."""
+    return R.EPP_ROLLOUT if obs.epp_rolled_out is False else None
 
 
 def _weights(
@@ -740,8 +750,9 @@ def _weights(
     for s, (v, why) in targets.items():
         if v == obs.weights[s]:
             holds.append(Hold(pool, None, R.WEIGHT_AT_BOUND, f"{s} at {v}: {','.join(why)}"))
-    if changes and g.weight_rate_limited(st, now, cfg):
-        holds.append(Hold(pool, None, R.WEIGHT_RATE_LIMITED, ", ".join(x.scorer for x in changes)))
+    held = (R.WEIGHT_RATE_LIMITED if g.weight_rate_limited(st, now, cfg) else None) or _epp_rolling(obs)
+    if changes and held is not None:
+        holds.append(Hold(pool, None, held, ", ".join(x.scorer for x in changes)))
         return [], holds, st
     if changes:
         st = replace(st, last_weight_change=now)

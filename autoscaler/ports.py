@@ -66,6 +66,12 @@ class WeightTarget(Protocol):
 
     def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str: ...
 
+    def epp_rolled_out(self, pool: str) -> bool | None:
+        """Whether the EPP runs the config as it is now: True once its last restart has rolled
+        out, False while it is rolling out (no further write then), None when this route cannot
+        tell (e.g. KServe renders and rolls the EPP itself)."""
+        ...
+
 
 class LeaseLock(Protocol):
     """Leader election. `try_acquire_or_renew` is called every tick; False = not the leader."""
@@ -179,6 +185,7 @@ class InMemoryWeightTarget:
         self.deciders: dict[str, int] = dict(deciders or {})
         self.calls: list[tuple[str, dict[str, float], bool]] = []
         self.decider_calls: list[tuple[str, int, bool]] = []
+        self.rolled_out: dict[str, bool] = {}  # EPP rollout state per pool; absent = unknown
 
     def weights(self, pool: str) -> Mapping[str, float]:
         if pool not in self.data:
@@ -204,6 +211,9 @@ class InMemoryWeightTarget:
         if not dry_run:
             self.deciders[pool] = tokens
         return f"{pool}: nonCachedTokens {old} -> {tokens}"
+
+    def epp_rolled_out(self, pool: str) -> bool | None:
+        return self.rolled_out.get(pool)
 
 
 @dataclass

@@ -114,6 +114,13 @@ class SimScaleTarget:
         self.decider_changes += 1
         return f"{pool}: nonCachedTokens {before} -> {tokens}, effective at {at:.0f} (EPP restart)"
 
+    def epp_rolled_out(self, pool: str) -> bool | None:
+        """True unless a weight or decider change waits for the twin's EPP restart."""
+        p = self._act.get_state().pools.get(pool)
+        if p is None:
+            raise NotFoundError(f"{pool}: no such pool in the twin")
+        return p.weights_pending is None and p.decider_pending is None
+
 
 # ---------------------------------------------------------------------------------------------
 # Ground-truth records of the twin, and the controller as a twin policy

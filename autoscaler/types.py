@@ -49,6 +49,7 @@ class ReasonCode(StrEnum):
     PREFILL_OVERFLOW = "prefill_overflow"  # ready prefill cannot carry the work: decider raised
     PREFILL_RECOVERED = "prefill_recovered"  # ready prefill carries the work again: decider restored
     DECIDER_RATE_LIMITED = "decider_rate_limited"  # decider change held: EPP restarted recently
+    EPP_ROLLOUT = "epp_rollout"  # EPP config change held: the EPP's last restart is still rolling out
     DECODE_NO_HEADROOM = "decode_no_headroom"  # decode pods have no spare capacity to prefill locally
     DECIDER_BRIDGE = "decider_bridge"  # decode scale-down held: its headroom carries bridged prefill
     KV_HEADROOM = "kv_headroom"  # decode sized so its KV usage peak stays under decode_kv_target
@@ -154,6 +155,9 @@ class PoolObservation:
     samples: CapacitySamples = CapacitySamples()
     # the P/D decider's nonCachedTokens as configured; None = no decider (or unreadable)
     decider_threshold: int | None = None
+    # the EPP runs its configured config (its last restart has rolled out): True; still rolling
+    # out: False; None = the route cannot tell (then `decider.min_interval_seconds` stands in)
+    epp_rolled_out: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def entry(at: float, pool: str = "llama", *, ok: bool = True, dry: bool = False)
         Demand(50_000.0, 800.0, 0.4, 6.0),
         Signals(starvation=True, decode_pressure=False, cascade_tenants=("tenant-a",), age_seconds=3.0),
         {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0},
+        epp_rolled_out=False,
     )
     return AuditEntry(
         at=at,
@@ -121,6 +122,7 @@ def test_sql_audit_round_trip_newest_first_and_filters(db_url: str) -> None:
         assert first["inputs"]["demand"]["prompt_tokens_per_s"] == 50_000.0
         assert first["inputs"]["signals"]["cascade_tenants"] == ["tenant-a"]
         assert first["inputs"]["roles"][D]["replicas"] == 6
+        assert first["inputs"]["epp_rolled_out"] is False
         assert first["outcomes"][0] == {
             "target": P,
             "ok": False,

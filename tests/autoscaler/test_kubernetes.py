@@ -386,6 +386,39 @@ def test_configmap_weight_edit_and_restart_annotation(em: Emulator, api: Kuberne
     assert epp["spec"]["template"]["metadata"]["labels"] == {"app": "llama-epp"}  # merge kept the rest
 
 
+def test_epp_rollout_is_read_from_its_deployment_and_gates_the_next_config_write(
+    em: Emulator, api: KubernetesApi
+) -> None:
+    seed(em)
+    target = EppWeightTarget(api, settings())
+    assert target.epp_rolled_out("llama") is True
+    clock = ManualClock(1_700_000_000.0)
+    audit = MemoryAuditSink()
+    signals = {"llama": Signals(cascade_tenants=("t",))}
+    source = StaticObservations(demand={"llama": Demand(40_000, 4_000, 0.5, 40)}, signals=signals)
+    ctl = controller(
+        api, settings(weights={"min_interval_seconds": 0}), Mode.APPLY, clock, source=source, audit=audit
+    )
+
+    def tick() -> list[str]:
+        report = ctl.tick()
+        clock.advance(15.0)
+        return [o.detail for o in report.outcomes if o.target == "weights"]
+
+    assert "restarted Deployment" in tick()[0]  # the cascade raises the prefix-cache weight
+    assert target.epp_rolled_out("llama") is False  # the restart bumped the generation
+    assert tick() == []  # no second write while the first restart rolls out
+    assert ReasonCode.EPP_ROLLOUT in {h.reason for h in audit.entries[-1].holds}
+    # the controller saw the new template; the new pod is up but the old one not yet gone
+    em.set_status("apps/v1", "deployments", NS, "llama-epp", {"observedGeneration": 2, "replicas": 2})
+    assert target.epp_rolled_out("llama") is False
+    assert tick() == []
+    em.set_status("apps/v1", "deployments", NS, "llama-epp", {"replicas": 1})  # rolled out
+    assert target.epp_rolled_out("llama") is True
+    assert "restarted Deployment" in tick()[0]  # the still-firing cascade: the next step
+    assert target.weights("llama")[c.SCORER_PREFIX_CACHE] == 4.0
+
+
 def test_configmap_conflict_is_retried(em: Emulator, api: KubernetesApi) -> None:
     seed(em)
     em.faults.append(Fault("PUT", "/configmaps/", status=409))

@@ -303,6 +303,13 @@ def test_llmisvc_route_stays_within_rbac(em: Emulator, api: KubernetesApi) -> No
         assert (group, resource, verb, False) in granted or (group, resource, verb, True) in granted, r.path
 
 
+def test_llmisvc_route_cannot_tell_the_epp_rollout(em: Emulator, api: KubernetesApi) -> None:
+    # KServe renders and rolls the EPP Deployment itself: unknown, the policy's interval stands in
+    em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": yaml.safe_load(DECIDER_YAML)}))
+    assert EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True)).epp_rolled_out("llama") is None
+    assert em.requests == []
+
+
 def test_build_controller_uses_the_inline_route(em: Emulator, server: RunningEmulator) -> None:
     em.put(KSERVE_API, KSERVE_PLURAL, llmisvc({"inline": yaml.safe_load(DECIDER_YAML)}))
     audit = MemoryAuditSink()

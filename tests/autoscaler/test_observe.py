@@ -205,8 +205,16 @@ def test_sim_target_over_the_twin() -> None:
     t.set_weights(pool, {c.SCORER_PREFIX_CACHE: w[c.SCORER_PREFIX_CACHE] + 1}, now=twin.now, dry_run=False)
     assert t.weights(pool)[c.SCORER_PREFIX_CACHE] == w[c.SCORER_PREFIX_CACHE] + 1  # pending = configured
     assert t.weights(pool)[c.SCORER_QUEUE] == w[c.SCORER_QUEUE]  # merged, others kept
+    # the EPP rolls out the change in the twin's restart delay
+    assert t.epp_rolled_out(pool) is False
+    twin.run(twin.now + twin.fleet.profile.epp.restart_delay_s + 1.0)
+    assert t.epp_rolled_out(pool) is True
+    t.set_decider_threshold(pool, 4096, now=twin.now, dry_run=False)
+    assert t.epp_rolled_out(pool) is False
     with pytest.raises(NotFoundError):
         t.status("nope", P)
+    with pytest.raises(NotFoundError):
+        t.epp_rolled_out("nope")
     with pytest.raises(PermanentError):
         t.scale(pool, D, 0, dry_run=False)
 

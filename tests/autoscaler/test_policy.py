@@ -234,6 +234,19 @@ def test_cascade_raises_prefix_weight_then_rate_limited() -> None:
     assert any(h.reason == ReasonCode.WEIGHT_AT_BOUND for h in eff3.holds)
 
 
+def test_weights_wait_for_the_epp_rollout_even_past_the_rate_limit() -> None:
+    cfg = pool_cfg()
+    w = {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0, c.SCORER_KV_UTILIZATION: 1.0}
+    o = obs(1, 1, demand(100, 100), signals=Signals(cascade_tenants=("a",)), weights=w)
+    rolling = decide(TickInput(0.0, (replace(o, epp_rolled_out=False),)), Config({"p": cfg}))
+    assert rolling.weight_changes == ()
+    (hold,) = [h for h in rolling.holds if h.reason == ReasonCode.EPP_ROLLOUT]
+    assert hold.detail == c.SCORER_PREFIX_CACHE
+    assert rolling.state.pools["p"].last_weight_change is None  # nothing written: no rate limit
+    done = decide(TickInput(15.0, (replace(o, epp_rolled_out=True),), rolling.state), Config({"p": cfg}))
+    assert [(x.scorer, x.desired) for x in done.weight_changes] == [(c.SCORER_PREFIX_CACHE, 3.0)]
+
+
 def test_load_imbalance_raises_queue_and_kv_weights() -> None:
     w = {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0, c.SCORER_KV_UTILIZATION: 1.0}
     o = obs(1, 1, demand(100, 100), signals=Signals(load_imbalance=True), weights=w)

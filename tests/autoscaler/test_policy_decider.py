@@ -240,10 +240,51 @@ def test_decode_stays_held_until_the_restore_has_restarted_the_epp() -> None:
     assert soon.decider_changes == ()
     assert _decode(soon)[1] == 4
     assert ReasonCode.DECIDER_BRIDGE in _decode(soon)[2]
-    # once the interval has passed the restore is in effect: decode goes to its floor
+    # a target that cannot read the EPP's rollout (epp_rolled_out None): once the interval has
+    # passed the restore counts as in effect, decode goes to its floor
     later = tick(at, now=60.0, state=eff.state, decider=lever, scale_down_window_seconds=0.0)
     assert _decode(later)[1] < 4
     assert ReasonCode.DECIDER_BRIDGE not in _decode(later)[2]
+
+
+def test_when_the_target_reports_the_epp_rollout_it_times_the_restore() -> None:
+    # the same restore, with a target that reads the EPP Deployment's rollout
+    lever = DeciderConfig(baseline_tokens=BASE, min_interval_seconds=60)
+    calm = sized({1024: 1_000.0}, output=100.0)
+    eff = tick(observe(calm, threshold=65536, p=4, d=4), decider=lever, scale_down_window_seconds=0.0)
+    assert [x.desired for x in eff.decider_changes] == [BASE]
+    at = observe(calm, threshold=BASE, p=4, d=4)
+    # rolled out after 30 s: the restore is in effect, decode goes to its floor before 60 s
+    done = tick(
+        replace(at, epp_rolled_out=True),
+        now=30.0,
+        state=eff.state,
+        decider=lever,
+        scale_down_window_seconds=0.0,
+    )
+    assert _decode(done)[1] < 4
+    # still rolling out after the interval: decode stays held
+    slow = tick(
+        replace(at, epp_rolled_out=False),
+        now=300.0,
+        state=eff.state,
+        decider=lever,
+        scale_down_window_seconds=0.0,
+    )
+    assert _decode(slow)[1] == 4
+    assert ReasonCode.DECIDER_BRIDGE in _decode(slow)[2]
+
+
+def test_no_epp_config_write_while_the_epp_rolls_out() -> None:
+    # a burst that would raise the threshold, while the EPP's last restart is still rolling out
+    lever = DeciderConfig(max_decode_share=1.0)
+    rolling = replace(observe(sized(BURST)), epp_rolled_out=False)
+    eff = tick(rolling, decider=lever)
+    assert eff.decider_changes == ()
+    (hold,) = [h for h in eff.holds if h.reason is ReasonCode.EPP_ROLLOUT]
+    assert "nonCachedTokens 512 ->" in hold.detail
+    assert tick(replace(rolling, epp_rolled_out=True), decider=lever).decider_changes
+    assert tick(replace(rolling, epp_rolled_out=None), decider=lever).decider_changes
 
 
 def test_bridge_hold_trims_prefill_growth_to_stay_within_the_budget() -> None:
