@@ -1,7 +1,8 @@
 """Control-loop benchmark: every named scenario (and the Mooncake replays) on the twin under
-each policy — best static P:D at pd-observer's GPU-hours, a WVA-like saturation policy, a
-Dynamo-like throughput planner, and pd-observer — with TTFT / ITL SLO attainment, GPU-hours and
-scaling actions. See `benchmarks.control.harness` for the policies and the measurement.
+each policy — best static P:D at pd-observer's GPU-hours (its average GPU count rounded up to
+whole GPUs), a WVA-like saturation policy, a Dynamo-like throughput planner, and pd-observer —
+with TTFT / ITL SLO attainment, GPU-hours and scaling actions. See `benchmarks.control.harness`
+for the policies and the measurement.
 
     python -m benchmarks.control.run [--quick] [--scenarios a,b] [--out control.json]
     python -m benchmarks.control.run --warm-hold 240 --tune cache_spill_target=0.03   # an A/B
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,10 +63,18 @@ def span_of(scenario: str, duration: float | None) -> float:
     return duration if duration is not None else SCENARIOS[scenario].default_duration
 
 
+def matched_gpus(scenario: str, ours: RunResult, duration: float | None) -> int:
+    """The static column's GPU count: the fewest whole GPUs whose GPU-hours are not below
+    pd-observer's (its average GPU count rounded up, at least 2). A split has a whole number of
+    GPUs; rounding down would give it fewer GPU-hours than pd-observer, and the `≤ its
+    GPU-hours` half of the verdict would fail by construction."""
+    average = ours.gpu_hours * 3600.0 / span_of(scenario, duration)
+    return max(2, math.ceil(average - 1e-9))
+
+
 def matched_static(scenario: str, ours: RunResult, duration: float | None, seed: int) -> RunResult:
-    """The best static split at pd-observer's average GPU count, rounded (the table's column)."""
-    gpus = max(2, round(ours.gpu_hours * 3600.0 / span_of(scenario, duration)))
-    return best_static(scenario, gpus, duration, seed)
+    """The best static split at `matched_gpus` (the table's column)."""
+    return best_static(scenario, matched_gpus(scenario, ours, duration), duration, seed)
 
 
 def bench_scenario(

@@ -144,7 +144,7 @@ def misses(done: list[CompletedRequest], start: float, arrived: int, bucket: flo
         k = int(((r.prefill or r.decode).arrival - start) // bucket * bucket)
         by_arrival[k] = by_arrival.get(k, 0) + 1
     return [
-        f"misses {len(miss)} of {len(done)} completed (+{arrived - len(done)} unfinished, also misses); "
+        f"misses {len(miss)} of {len(done)} completed (+{arrived - len(done)} unfinished after the drain, also misses); "
         f"prefilled locally {sum(r.prefill is None for r in miss)}",
         f"mean prompt {mean(lambda r: r.prompt_tokens) / 1e3:.1f}k "
         f"cached {mean(lambda r: r.cached_tokens) / 1e3:.1f}k "

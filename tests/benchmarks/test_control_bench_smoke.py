@@ -16,11 +16,12 @@ from autoscaler.ports import AuditEntry
 from benchmarks.control import variant
 from benchmarks.control.ceiling import main as ceiling_main
 from benchmarks.control.forecast_cases import main as forecast_cases_main
-from benchmarks.control.harness import POOL, START, Meter, run
+from benchmarks.control.harness import POOL, START, TTFT_SLO, Meter, RunResult, run
 from benchmarks.control.reuse import main as reuse_main
-from benchmarks.control.run import main
+from benchmarks.control.run import main, matched_gpus
 from benchmarks.control.trace import main as trace_main
 from observer import conventions as c
+from simulator.events import CompletedRequest
 from simulator.scenarios import Twin
 
 
@@ -54,6 +55,17 @@ def test_the_table_runs_a_variant_of_pd_observer(tmp_path: Path, capsys: pytest.
     assert ours[1]["gpu_hours"] < ours[0]["gpu_hours"] - 0.05
 
 
+def test_the_static_column_never_has_fewer_gpu_hours_than_pd_observer() -> None:
+    def gpus(gpu_hours: float) -> int:
+        ours = RunResult("steady", "pd-observer", 1, 1.0, 1.0, gpu_hours, 0, 0, 0, {}, 0.0)
+        return matched_gpus("steady", ours, 600.0)
+
+    assert gpus(5 * 600.0 / 3600.0) == 5  # exactly five GPUs on average
+    assert gpus(4.2 * 600.0 / 3600.0) == 5  # rounded up, not to the nearest
+    assert gpus(5.05 * 600.0 / 3600.0) == 6  # 1 % over five: six
+    assert gpus(0.5 * 600.0 / 3600.0) == 2  # a split needs one of each
+
+
 def test_unknown_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenarios", "nope"]) == 2
     assert "unknown scenario" in capsys.readouterr().err
@@ -67,6 +79,16 @@ def test_static_split_is_exact_and_pd_observer_scales() -> None:
     ours = run("prefill-burst", "pd-observer", duration=900.0)
     assert ours.scaling_actions > 0
     assert ours.final_replicas["prefill"] > 2
+
+
+def test_requests_in_flight_at_the_end_are_followed_to_their_first_token() -> None:
+    done: list[CompletedRequest] = []
+    r = run("steady", "static", duration=200.0, static=(3, 2), listen=done.append)
+    assert len(done) == r.requests  # every request that arrived has completed
+    assert any(x.decode.finished > START + 200.0 for x in done)  # some of them after the end
+    assert r.gpu_hours == pytest.approx(5 * 200.0 / 3600.0)  # the drain costs no GPU time
+    good = sum(x.decode.first_token - (x.prefill or x.decode).arrival <= TTFT_SLO for x in done)
+    assert r.ttft_attainment == good / len(done)
 
 
 def test_dynamo_like_planner_first_adjusts_one_interval_after_start() -> None:
