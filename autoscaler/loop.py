@@ -188,10 +188,11 @@ class Controller:
                 decider, _ = self._retrying(lambda: wt.decider_threshold(pool))
             except ActuationError as exc:
                 log.warning("cannot read the EPP config of %s: %s", pool, exc)
-            try:
-                rolled_out, _ = self._retrying(lambda: wt.epp_rolled_out(pool))
-            except ActuationError as exc:
-                log.warning("cannot read the EPP rollout of %s: %s", pool, exc)
+            else:  # the rollout matters only where there is a config to write
+                try:
+                    rolled_out, _ = self._retrying(lambda: wt.epp_rolled_out(pool))
+                except ActuationError as exc:
+                    log.warning("cannot read the EPP rollout of %s: %s", pool, exc)
         return replace(
             obs, roles=roles, weights=weights, decider_threshold=decider, epp_rolled_out=rolled_out
         )

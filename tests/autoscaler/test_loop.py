@@ -161,3 +161,19 @@ def test_cooldown_only_follows_real_changes() -> None:
     prefill = next(d for d in fourth.effects.decisions if d.role == P)
     assert ReasonCode.COOLDOWN not in prefill.reasons
     assert scale.statuses[("p", P)].replicas == 3
+
+
+def test_the_epp_rollout_is_read_with_the_config_and_holds_the_write() -> None:
+    from autoscaler.types import ReasonCode
+
+    ctl, _, weights, _, audit = make(Mode.APPLY)
+    weights.rolled_out["p"] = False  # the EPP's last restart is still rolling out
+    ctl.tick()
+    (entry,) = audit.entries
+    assert entry.observation.epp_rolled_out is False
+    assert ReasonCode.EPP_ROLLOUT in {h.reason for h in entry.holds}
+    assert weights.calls == []  # the cascade's weight change waits
+    # an unreadable EPP config: its rollout is not read (nothing could be written anyway)
+    del weights.data["p"]
+    ctl.tick()
+    assert audit.entries[-1].observation.epp_rolled_out is None
