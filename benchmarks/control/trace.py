@@ -35,6 +35,7 @@ from autoscaler.guardrails import replicas_for
 from autoscaler.ports import AuditEntry
 from autoscaler.types import PoolConfig
 from benchmarks.control import variant
+from benchmarks.control.run import span_of
 from benchmarks.control.harness import (
     MAX_PER_ROLE,
     POLICIES,
@@ -176,16 +177,19 @@ def tiers(
     return [line, f"by arrival (s from start: disk share) {per}"]
 
 
-def sizes(done: list[CompletedRequest], start: float, bucket: float = 60.0) -> list[str]:
+def sizes(done: list[CompletedRequest], start: float, span: float, bucket: float = 60.0) -> list[str]:
     """Per `bucket` seconds of arrivals: the mean prefill work per request (uncached tokens plus
     DRAM and disk hits at the default tier costs), its size-biased mean Σw² / Σw (the work a new
     arrival finds in service), and the prefill count the queueing floor asks for at the
-    benchmark's capacity and the default `prefill_wait_share` (`capacity.queueing_replicas`)."""
+    benchmark's capacity and the default `prefill_wait_share` (`capacity.queueing_replicas`).
+    A request routed before the end of the run (`span` s) but reaching its engine after it
+    counts in the last bucket."""
     cfg = PoolConfig("trace")
     share = cfg.prefill_wait_share or 0.0
+    last = int(max(0.0, span - 1e-9) // bucket * bucket)
     by: dict[int, list[float]] = {}
     for r in done:
-        k = int(((r.prefill or r.decode).arrival - start) // bucket * bucket)
+        k = min(last, int(((r.prefill or r.decode).arrival - start) // bucket * bucket))
         dram, disk = r.cached_by_tier.get(c.TIER_DRAM, 0), r.cached_by_tier.get(c.TIER_DISK, 0)
         w = r.prompt_tokens - min(r.prompt_tokens, r.cached_tokens) + cfg.dram_hit_cost * dram
         w += cfg.disk_hit_cost * disk
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in tiers(timeline.done + timeline.reqs, START, static[0] if static else None):
             print(line)
     if args.sizes:
-        for line in sizes(timeline.done + timeline.reqs, START):
+        for line in sizes(timeline.done + timeline.reqs, START, span_of(args.scenario, args.duration)):
             print(line)
     print(res, file=sys.stderr)
     return 0
