@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks.control.harness import RunResult
-from benchmarks.control.run import table, verdict
+from benchmarks.control.run import matched_gpus, table, verdict
 from simulator.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +21,10 @@ def test_docs_table_is_the_kept_results() -> None:
     results = {k: [RunResult(**r) for r in doc["results"][k]] for k in SCENARIOS}
     for scenario, rows in results.items():
         assert doc["verdicts"][scenario] == {r.policy: verdict(rows[-1], r) for r in rows[:-1]}
+        static, ours = rows[0], rows[-1]
+        p, d = (int(n) for n in static.policy.removeprefix("static ").split(":"))
+        assert p + d == matched_gpus(scenario, ours, None), f"{scenario}: static at another GPU count"
+        assert static.gpu_hours >= ours.gpu_hours - 1e-9
     rendered = table(results)
     page = (ROOT / "docs/performance.md").read_text(encoding="utf-8")
     assert rendered in page, "docs/performance.md's control table differs from control.json"
