@@ -35,7 +35,6 @@ from autoscaler.guardrails import replicas_for
 from autoscaler.ports import AuditEntry
 from autoscaler.types import PoolConfig
 from benchmarks.control import variant
-from benchmarks.control.run import span_of
 from benchmarks.control.harness import (
     MAX_PER_ROLE,
     POLICIES,
@@ -45,6 +44,7 @@ from benchmarks.control.harness import (
     Meter,
     run,
 )
+from benchmarks.control.run import span_of
 from observer import conventions as c
 from simulator.events import CompletedRequest
 from simulator.scenarios import SCENARIOS, Twin
@@ -145,7 +145,8 @@ def misses(done: list[CompletedRequest], start: float, arrived: int, bucket: flo
         k = int(((r.prefill or r.decode).arrival - start) // bucket * bucket)
         by_arrival[k] = by_arrival.get(k, 0) + 1
     return [
-        f"misses {len(miss)} of {len(done)} completed (+{arrived - len(done)} unfinished after the drain, also misses); "
+        f"misses {len(miss)} of {len(done)} completed "
+        f"(+{arrived - len(done)} unfinished after the drain, also misses); "
         f"prefilled locally {sum(r.prefill is None for r in miss)}",
         f"mean prompt {mean(lambda r: r.prompt_tokens) / 1e3:.1f}k "
         f"cached {mean(lambda r: r.cached_tokens) / 1e3:.1f}k "
