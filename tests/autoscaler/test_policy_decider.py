@@ -254,23 +254,15 @@ def test_when_the_target_reports_the_epp_rollout_it_times_the_restore() -> None:
     eff = tick(observe(calm, threshold=65536, p=4, d=4), decider=lever, scale_down_window_seconds=0.0)
     assert [x.desired for x in eff.decider_changes] == [BASE]
     at = observe(calm, threshold=BASE, p=4, d=4)
+
+    def later(now: float, rolled_out: bool) -> Effects:
+        o = replace(at, epp_rolled_out=rolled_out)
+        return tick(o, now=now, state=eff.state, decider=lever, scale_down_window_seconds=0.0)
+
     # rolled out after 30 s: the restore is in effect, decode goes to its floor before 60 s
-    done = tick(
-        replace(at, epp_rolled_out=True),
-        now=30.0,
-        state=eff.state,
-        decider=lever,
-        scale_down_window_seconds=0.0,
-    )
-    assert _decode(done)[1] < 4
+    assert _decode(later(30.0, True))[1] < 4
     # still rolling out after the interval: decode stays held
-    slow = tick(
-        replace(at, epp_rolled_out=False),
-        now=300.0,
-        state=eff.state,
-        decider=lever,
-        scale_down_window_seconds=0.0,
-    )
+    slow = later(300.0, False)
     assert _decode(slow)[1] == 4
     assert ReasonCode.DECIDER_BRIDGE in _decode(slow)[2]
 
