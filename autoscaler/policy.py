@@ -105,6 +105,8 @@ def _decide_pool(
     holds: list[Hold] = []
     est = cap.learn(st.capacity, obs.samples, cfg)
     st = replace(st, capacity=est)
+    if obs.epp_rolled_out:
+        st = replace(st, epp_rolled_out_seen=now)
     current = {r: obs.roles[r].replicas for r in ROLES if r in obs.roles}
 
     # ---- can we act on replicas at all?
@@ -691,9 +693,12 @@ def _decider(
         desired, reasons = baseline, (R.PREFILL_RECOVERED,)
     last = st.last_decider_change
     recent = last is not None and now - last < dc.min_interval_seconds
-    # a restore stays in flight until the EPP's restart has rolled out: the raised threshold
-    # still sends prompts to the decode pods until then
-    in_flight = recent if obs.epp_rolled_out is None else not obs.epp_rolled_out
+    # a restore stays in flight until the EPP reads as rolled out after it: the raised threshold
+    # still sends prompts to the decode pods until then. A later restart (a scorer-weight change)
+    # does not put a restore that has rolled out back in flight.
+    seen = st.epp_rolled_out_seen
+    settled = last is not None and seen is not None and seen > last
+    in_flight = recent if obs.epp_rolled_out is None else not settled
     restoring = cur == baseline and last is not None and in_flight
     if desired == cur:
         return [], [], cur > baseline or restoring, st

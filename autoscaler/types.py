@@ -194,6 +194,9 @@ class PoolState:
     # SLO feedback on the prefill capacity (1 = as configured/learned; see policy._correct)
     prefill_correction: float = 1.0
     last_decider_change: float | None = None
+    # when the EPP last read as rolled out (`PoolObservation.epp_rolled_out`): a decider change
+    # is in effect once such a reading comes after it, whatever restarted the EPP since
+    epp_rolled_out_seen: float | None = None
     decider_baseline: int | None = None  # the operator's threshold, first seen (when not configured)
     # prefill replicas whose aggregate cache keeps the spill share at its target (policy._residency)
     residency_floor: int = 0

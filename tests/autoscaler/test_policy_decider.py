@@ -267,6 +267,29 @@ def test_when_the_target_reports_the_epp_rollout_it_times_the_restore() -> None:
     assert ReasonCode.DECIDER_BRIDGE in _decode(slow)[2]
 
 
+def test_a_later_restart_does_not_put_a_rolled_out_restore_back_in_flight() -> None:
+    # the restore rolls out; later the EPP restarts for a scorer-weight change (rolling out
+    # again): the decider has not changed since, so decode is not held for that rollout
+    lever = DeciderConfig(baseline_tokens=BASE, min_interval_seconds=60)
+    calm = sized({1024: 1_000.0}, output=100.0)
+    cfg: dict[str, object] = {"decider": lever, "scale_down_window_seconds": 0.0}
+    eff = tick(observe(calm, threshold=65536, p=4, d=4), **cfg)
+    assert [x.desired for x in eff.decider_changes] == [BASE]
+    at = observe(calm, threshold=BASE, p=4, d=4)
+    rolling = tick(replace(at, epp_rolled_out=False), now=15.0, state=eff.state, **cfg)
+    assert ReasonCode.DECIDER_BRIDGE in _decode(rolling)[2]  # the restore itself: held
+    done = tick(replace(at, epp_rolled_out=True), now=30.0, state=rolling.state, **cfg)
+    assert done.state.pools["p"].epp_rolled_out_seen == 30.0
+    # a weight restart rolling out at 45 s (the test pool has no cooldowns)
+    weight_restart = tick(replace(at, epp_rolled_out=False), now=45.0, state=done.state, **cfg)
+    assert ReasonCode.DECIDER_BRIDGE not in _decode(weight_restart)[2]
+    assert _decode(weight_restart)[1] < 4
+    # a reading of "rolled out" from before the change does not count for it
+    stale_seen = replace(eff.state.pools["p"], epp_rolled_out_seen=0.0)
+    early = tick(replace(at, epp_rolled_out=False), now=15.0, state=PolicyState({"p": stale_seen}), **cfg)
+    assert ReasonCode.DECIDER_BRIDGE in _decode(early)[2]
+
+
 def test_no_epp_config_write_while_the_epp_rolls_out() -> None:
     # a burst that would raise the threshold, while the EPP's last restart is still rolling out
     lever = DeciderConfig(max_decode_share=1.0)
