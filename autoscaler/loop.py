@@ -92,6 +92,9 @@ class TickReport:
     leader: bool
     effects: Effects | None
     outcomes: tuple[Outcome, ...]
+    # not the leader because the lease could not be read or written (API unreachable, RBAC):
+    # the error, as opposed to another instance holding the lease (None)
+    lease_error: str | None = None
 
 
 def _keep_applied(
@@ -252,15 +255,16 @@ class Controller:
         """One tick. Raises LeadershipLost when this leader lost its lease."""
         now = self._clock.now()
         if self._lease is not None:
+            error: str | None = None
             try:
                 leader = self._lease.try_acquire_or_renew(now)
             except ActuationError as exc:
                 log.warning("lease renewal failed: %s", exc)
-                leader = False
+                leader, error = False, f"lease renewal failed: {exc}"
             if not leader:
                 if self._was_leader:
                     raise LeadershipLost(f"{self._lease.identity} lost the lease")
-                return TickReport(now, False, None, ())
+                return TickReport(now, False, None, (), lease_error=error)
             self._was_leader = True
         observations = tuple(self._observe(p, now) for p in self.config.pools)
         before = self.state

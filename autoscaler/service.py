@@ -218,7 +218,8 @@ def run_autoscale(
     out: Callable[[str], None] = print,
     max_ticks: int | None = None,
 ) -> int:
-    """The `pd-observer autoscale` command. Returns the exit code (1: leadership lost)."""
+    """The `pd-observer autoscale` command. Returns the exit code (1: leadership lost, or with
+    `once`, the lease could not be read or written)."""
     from autoscaler.kubernetes import build_controller
     from autoscaler.settings import from_settings
     from observer.store.repository import Store
@@ -258,6 +259,9 @@ def run_autoscale(
     try:
         if once:
             rep = ctl.tick()
+            if rep.lease_error is not None:  # not a standby: this instance cannot reach the lease
+                out(json.dumps({"leader": False, "detail": rep.lease_error}))
+                return 1
             if not rep.leader:
                 out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
             return 0

@@ -363,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
             "database, decide per pool, act through the Kubernetes API per mode (observe: recommend "
             "only; dry-run: server-side dryRun=All; apply), record every decision in the database "
             "(GET /api/v1/decisions). One leader via a coordination.k8s.io Lease; exits 1 when "
-            "leadership is lost. Prints each decision as one JSON line."
+            "leadership is lost, or with --once when the Lease cannot be read or written (exit 0 "
+            "as a standby). Prints each decision as one JSON line."
         ),
         epilog=(
             "examples:\n"

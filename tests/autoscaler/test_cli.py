@@ -4,6 +4,7 @@ loopback API emulator, demand read from the observer's SQLite store, decisions w
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -181,3 +182,31 @@ def test_bad_config_is_one_line_and_non_zero(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err.strip()
     assert err.startswith("pd-observer: invalid configuration: autoscaler.pools")
     assert "\n" not in err
+
+
+def test_once_as_a_standby_exits_zero_and_says_who_holds_the_lease(
+    server: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(server.emulator)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    cfg = str(config(tmp_path, db))
+    assert main(["autoscale", "--once", "--config", cfg, "--server", server.url, "--identity", "a"]) == 0
+    capsys.readouterr()
+    assert main(["autoscale", "--once", "--config", cfg, "--server", server.url, "--identity", "b"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "leader": False,
+        "detail": "another instance holds the lease",
+    }
+
+
+def test_once_without_a_reachable_lease_exits_one_and_names_the_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    assert main(["autoscale", "--once", "--config", str(config(tmp_path, db)), "--server", closed]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["leader"] is False
+    assert out["detail"].startswith("lease renewal failed:")
