@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--duration", type=float, help="seconds to run (default: the scenario's)")
     ap.add_argument("--every", type=int, default=1, help="print every Nth tick (default %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="the twin's random seed (default %(default)s)")
     ap.add_argument("--misses", action="store_true", help="after the run, break down the TTFT misses")
     ap.add_argument(
         "--tiers", action="store_true", help="after the run, the disk share of the cached tokens over time"
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         args.scenario,
         args.policy,
         duration=args.duration,
+        seed=args.seed,
         static=static,
         probe=timeline,
         listen=timeline.reqs.append,

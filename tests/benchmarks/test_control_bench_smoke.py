@@ -120,6 +120,17 @@ def test_trace_misses_breakdown_counts_what_the_meter_counts(capsys: pytest.Capt
     assert sum(int(x.split(":")[1]) for x in by_arrival.split(") ")[1].split()) == miss
 
 
+def test_trace_takes_the_seed_run_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    def result(*extra: str) -> str:
+        assert trace_main(["prefill-burst", "--duration", "150", "--every", "1000", *extra]) == 0
+        return capsys.readouterr().err.split("wall_seconds")[0]  # the run's figures, not its time
+
+    zero = result()
+    assert "requests=" in zero
+    assert result("--seed", "0") == zero
+    assert result("--seed", "1") != zero
+
+
 def test_trace_tiers_reads_the_spill_and_its_lambda(capsys: pytest.CaptureFixture[str]) -> None:
     # static 3:1 on the Mooncake synthetic trace spills to disk once its working set outgrows
     # three pods' HBM + DRAM (~2 min in); λ is what the cache-residency floor learns from it
