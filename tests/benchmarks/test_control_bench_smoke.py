@@ -19,6 +19,7 @@ from benchmarks.control.forecast_cases import main as forecast_cases_main
 from benchmarks.control.harness import POOL, START, TTFT_SLO, Meter, RunResult, run
 from benchmarks.control.reuse import main as reuse_main
 from benchmarks.control.run import main, matched_gpus
+from benchmarks.control.seeds import main as seeds_main
 from benchmarks.control.trace import main as trace_main
 from observer import conventions as c
 from simulator.events import CompletedRequest
@@ -131,6 +132,35 @@ def test_trace_takes_the_seed_run_takes(capsys: pytest.CaptureFixture[str]) -> N
     assert result("--seed", "1") != zero
 
 
+def test_seeds_counts_the_verdicts_run_gives_per_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "seeds.json"
+    argv = ["--seeds", "0,1", "--quick", "--scenarios", "prefill-burst", "--jobs", "1"]
+    assert seeds_main([*argv, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert set(doc["seeds"]) == {"0", "1"}
+    for seed in ("0", "1"):
+        single = tmp_path / f"run{seed}.json"
+        assert main(["--quick", "--scenarios", "prefill-burst", "--seed", seed, "--out", str(single)]) == 0
+        ran = json.loads(single.read_text())
+        by_kind = {k.split()[0]: v for k, v in ran["verdicts"]["prefill-burst"].items()}
+        entry = doc["seeds"][seed]
+        assert entry["verdicts"]["prefill-burst"] == by_kind
+        assert entry["cells_met"] == list(by_kind.values()).count("≥")
+        assert (
+            entry["pd_observer"]["prefill-burst"]["ttft_attainment"]
+            == ran["results"]["prefill-burst"][-1]["ttft_attainment"]
+        )
+    met = {
+        k: sum(doc["seeds"][s]["verdicts"]["prefill-burst"][k] == "≥" for s in ("0", "1")) for k in by_kind
+    }
+    row = next(line for line in table.splitlines() if line.startswith("| prefill-burst |"))
+    assert row.endswith(" | ".join(f"{met[k]} of 2" for k in ("static", "saturation", "dynamo")) + " |")
+    assert "cells met of 3: seed 0: " in table
+
+
 def test_trace_tiers_reads_the_spill_and_its_lambda(capsys: pytest.CaptureFixture[str]) -> None:
     # static 3:1 on the Mooncake synthetic trace spills to disk once its working set outgrows
     # three pods' HBM + DRAM (~2 min in); λ is what the cache-residency floor learns from it
@@ -222,12 +252,22 @@ RUN = ["run", "--scenarios", "steady"]
         (["reuse", "/no/such.jsonl"], "Mooncake trace not found"),
         (["reuse", "synthetic", "--pods", "0,2"], "expected numbers ≥ 1"),
         (["reuse", "synthetic", "--blocks", "x"], "comma-separated whole numbers"),
+        (["seeds", "--seeds", "a-b"], "--seeds takes a range (0-4) or a list (0,2,5)"),
+        (["seeds", "--seeds", ","], "--seeds names no seed"),
+        (["seeds", "--scenarios", "nope"], "unknown scenario(s): nope"),
+        (["seeds", "--jobs", "0"], "--jobs must be ≥ 1"),
     ],
 )
 def test_benchmark_commands_refuse_bad_arguments_in_one_line(
     argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cli = {"trace": trace_main, "run": main, "ceiling": ceiling_main, "reuse": reuse_main}[argv[0]]
+    cli = {
+        "trace": trace_main,
+        "run": main,
+        "ceiling": ceiling_main,
+        "reuse": reuse_main,
+        "seeds": seeds_main,
+    }[argv[0]]
     with pytest.raises(SystemExit) as exc:
         cli(argv[1:])
     assert exc.value.code == 2
@@ -241,6 +281,7 @@ def test_benchmark_commands_refuse_bad_arguments_in_one_line(
     [
         (main, "`--quick` shortens every scenario"),
         (trace_main, "python -m benchmarks.control.trace story --misses"),
+        (seeds_main, "Each seed is one `benchmarks.control.run`"),
     ],
 )
 def test_benchmark_help_shows_the_whole_description(
