@@ -113,32 +113,39 @@ def table(results: dict[str, list[RunResult]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser(prog: str, doc: str | None, out: str, out_help: str) -> argparse.ArgumentParser:
+    """The options every table command takes: `--quick`, `--scenarios`, `--out` and the
+    variant's (`run` and `seeds`)."""
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.control.run",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=f"python -m {prog}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="a third of every scenario's duration")
-    ap.add_argument(
-        "--scenarios",
-        help=f"comma-separated subset (default: all of {', '.join(SCENARIOS)})",
-    )
-    ap.add_argument("--seed", type=int, default=0, help="the twin's random seed (default %(default)s)")
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("control-bench.json"),
-        help="where the JSON of every run and verdict goes (default %(default)s)",
-    )
+    ap.add_argument("--scenarios", help=f"comma-separated subset (default: all of {', '.join(SCENARIOS)})")
+    ap.add_argument("--out", type=Path, default=Path(out), help=f"{out_help} (default %(default)s)")
     variant.add_arguments(ap)
-    args = ap.parse_args(argv)
-    names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    return ap
+
+
+def scenario_names(args: argparse.Namespace) -> list[str]:
+    """`--scenarios` (default: all); ValueError (one line) naming an unknown one."""
+    names: list[str] = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown scenario(s): {', '.join(unknown)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser(
+        "benchmarks.control.run",
+        __doc__,
+        "control-bench.json",
+        "where the JSON of every run and verdict goes",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="the twin's random seed (default %(default)s)")
+    args = ap.parse_args(argv)
     try:
+        names = scenario_names(args)
         var = variant.from_args(args)
     except ValueError as exc:
         ap.error(str(exc))

@@ -12,20 +12,17 @@ side by side. Takes the same variant options as `run` (`--warm-hold`, `--tune`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from benchmarks.control import variant
 from benchmarks.control.harness import RunResult
-from benchmarks.control.run import bench_scenario, verdict
-from simulator.scenarios import SCENARIOS
+from benchmarks.control.run import bench_scenario, parser, scenario_names, verdict
 
 BASELINES = ("static", "saturation", "dynamo")
 
@@ -118,29 +115,18 @@ def _seeds(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.control.seeds",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = parser(
+        "benchmarks.control.seeds",
+        __doc__,
+        "control-seeds.json",
+        "where every seed's pd-observer results and verdicts go",
     )
     ap.add_argument("--seeds", default="0-4", help="a range or a comma list (default %(default)s)")
-    ap.add_argument("--quick", action="store_true", help="a third of every scenario's duration")
-    ap.add_argument("--scenarios", help=f"comma-separated subset (default: all of {', '.join(SCENARIOS)})")
     ap.add_argument("--jobs", type=int, default=2, help="seeds run side by side (default %(default)s)")
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("control-seeds.json"),
-        help="where every seed's pd-observer results and verdicts go (default %(default)s)",
-    )
-    variant.add_arguments(ap)
     args = ap.parse_args(argv)
-    names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     try:
         seeds = _seeds(args.seeds)
-        unknown = [n for n in names if n not in SCENARIOS]
-        if unknown:
-            raise ValueError(f"unknown scenario(s): {', '.join(unknown)}")
+        names = scenario_names(args)
         if args.jobs < 1:
             raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
         var = variant.from_args(args)

@@ -68,8 +68,10 @@ def test_the_static_column_never_has_fewer_gpu_hours_than_pd_observer() -> None:
 
 
 def test_unknown_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--scenarios", "nope"]) == 2
-    assert "unknown scenario" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--scenarios", "nope"])
+    assert exc.value.code == 2
+    assert "unknown scenario(s): nope" in capsys.readouterr().err
 
 
 def test_static_split_is_exact_and_pd_observer_scales() -> None:
