@@ -40,6 +40,12 @@ def _weight_nodes(root: Node, profile: str | None) -> Iterator[tuple[str, str, S
     profiles = _get(root, "schedulingProfiles")
     if not isinstance(profiles, SequenceNode):
         raise EppConfigError("no schedulingProfiles list")
+    if profile is not None:
+        names = [n.value for p in profiles.value if isinstance(n := _get(p, "name"), ScalarNode)]
+        if profile not in names:
+            raise EppConfigError(
+                f"no scheduling profile {profile!r} (profiles: {', '.join(names) or 'none'})"
+            )
     for prof in profiles.value:
         name_node = _get(prof, "name")
         name = name_node.value if isinstance(name_node, ScalarNode) else ""
@@ -67,16 +73,26 @@ def _compose(text: str) -> Node:
 
 
 def read_weights(text: str, profile: str | None = None) -> dict[str, float]:
-    """Scorer -> weight (first occurrence). Entries with a `weight`, and `*-scorer` entries
-    without one (the EPP default weight is 1); filters and pickers are left out."""
+    """Scorer -> weight, in `profile` or else in every profile. Entries with a `weight`, and
+    `*-scorer` entries without one (the EPP default weight is 1); filters and pickers are
+    left out. A scorer whose weight differs between the profiles read is an error (a P/D
+    config's prefill and decode profiles often differ: name the one to tune)."""
     out: dict[str, float] = {}
-    for _, scorer, node in _weight_nodes(_compose(text), profile):
-        if scorer in out or (node is None and not scorer.endswith("-scorer")):
+    where: dict[str, str] = {}
+    for name, scorer, node in _weight_nodes(_compose(text), profile):
+        if node is None and not scorer.endswith("-scorer"):
             continue
         try:
-            out[scorer] = float(node.value) if node is not None else 1.0
+            value = float(node.value) if node is not None else 1.0
         except ValueError as exc:
             raise EppConfigError(f"weight of {scorer} is not a number: {node.value!r}") from exc  # type: ignore[union-attr]
+        if scorer in out and out[scorer] != value:
+            raise EppConfigError(
+                f"{scorer} has different weights in profiles {where[scorer]!r} ({out[scorer]:g}) and "
+                f"{name!r} ({value:g}): set the pool's epp.profile to the profile to tune"
+            )
+        out.setdefault(scorer, value)
+        where.setdefault(scorer, name)
     return out
 
 
@@ -96,7 +112,9 @@ def _expected(doc: Any, weights: Mapping[str, float], profile: str | None) -> An
 
 
 def edit_weights(text: str, weights: Mapping[str, float], profile: str | None = None) -> str:
-    """Return `text` with the given scorers' weights replaced, nothing else changed."""
+    """Return `text` with the given scorers' weights replaced, nothing else changed (in
+    `profile`, or in every profile when they agree: see `read_weights`)."""
+    read_weights(text, profile)  # the same checks as the read the decision came from
     spans: list[tuple[int, int, str]] = []
     seen: set[str] = set()
     for _, scorer, node in _weight_nodes(_compose(text), profile):

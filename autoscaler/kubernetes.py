@@ -35,8 +35,15 @@ from autoscaler.eppconfig import (
     read_decider_threshold,
     read_weights,
 )
-from autoscaler.loop import Controller, Mode, RetryPolicy, SystemClock
-from autoscaler.ports import ActuationError, AuditSink, ObservationSource, PermanentError, TemporaryError
+from autoscaler.loop import Controller, Mode, SystemClock
+from autoscaler.ports import (
+    ActuationError,
+    AuditSink,
+    ConflictError,
+    NotFoundError,
+    ObservationSource,
+    PermanentError,
+)
 from autoscaler.settings import AutoscalerSettings, EppSettings, PoolSettings, TargetSettings
 from autoscaler.types import RoleStatus
 from observer import conventions as c
@@ -90,13 +97,18 @@ def _generation_current(obj: Mapping[str, Any]) -> bool:
 
 def workload_status(obj: Mapping[str, Any]) -> RoleStatus:
     """A Deployment's or StatefulSet's replicas and rollout state: a rollout is in progress
-    while fewer pods than desired run the current template, or old pods are still there."""
+    while fewer pods than desired run the current template, or old pods are still there.
+
+    Their status counts are `omitempty`: a missing one is 0 (a Recreate rollout's first step
+    has no `updatedReplicas`). Their controllers always write `observedGeneration`, so a status
+    without it has not been observed yet: not current."""
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
     replicas = _int(spec.get("replicas", 1))
     ready = _int(st.get("readyReplicas"))
-    updated = _int(st.get("updatedReplicas", replicas))
-    rollout = updated < replicas or _int(st.get("replicas", replicas)) > replicas
-    return RoleStatus(replicas, ready, _generation_current(obj), rollout)
+    updated = _int(st.get("updatedReplicas"))
+    rollout = updated < replicas or _int(st.get("replicas")) > replicas
+    observed = "observedGeneration" in st
+    return RoleStatus(replicas, ready, observed and _generation_current(obj), rollout)
 
 
 class KubernetesScaleTarget:
@@ -122,24 +134,40 @@ class KubernetesScaleTarget:
         obj = self._api.get_object(ref)
         if ref.kind in ("Deployment", "StatefulSet"):
             return workload_status(obj)
-        spec, st = obj.get("spec", {}), obj.get("status") or {}
-        generation_current = _generation_current(obj)
         if ref.kind == KSERVE_KIND:
-            replicas = _int(
-                (spec.get("prefill") or {}).get("replicas")
-                if role == c.ROLE_PREFILL
-                else spec.get("replicas")
-            )
-            conds = {
-                x.get("type"): x.get("status") for x in st.get("conditions") or [] if isinstance(x, dict)
-            }
-            ready = replicas if conds.get("Ready") == "True" else 0
-            observed = st.get("observedGeneration") is not None
-            return RoleStatus(replicas, ready, generation_current and observed, False)
+            return self._kserve_status(ref, obj, role)
+        st = obj.get("status") or {}
+        generation_current = _generation_current(obj)
         scale = self._api.get_scale(ref)
+        if ref.kind == "LeaderWorkerSet":  # its counts are omitempty too: missing = 0 groups
+            ready, updated = _int(st.get("readyReplicas")), _int(st.get("updatedReplicas"))
+            return RoleStatus(scale.replicas, ready, generation_current, updated < scale.replicas)
+        # any other resource with /scale: its readyReplicas if it has one, else the Scale's
         ready = _int(st["readyReplicas"]) if "readyReplicas" in st else scale.status_replicas
         rollout = "updatedReplicas" in st and _int(st["updatedReplicas"]) < scale.replicas
         return RoleStatus(scale.replicas, ready, generation_current, rollout)
+
+    def _kserve_status(self, ref: ResourceRef, obj: Mapping[str, Any], role: str) -> RoleStatus:
+        """An LLMInferenceService role: the owner's replicas; ready pods from the Deployment
+        KServe generates for it (`<name>-kserve`, `<name>-kserve-prefill`), whose readiness and
+        rollout are the role's; where there is none (a multi-node LeaderWorkerSet workload, a
+        name KServe shortened), the role's own workload condition (`MainWorkloadReady`,
+        `PrefillWorkloadReady`; `Ready` also covers the router): all ready or none."""
+        replicas = _kserve_replicas(obj.get("spec") or {}, role)
+        st = obj.get("status") or {}
+        current = _generation_current(obj) and st.get("observedGeneration") is not None
+        child = ResourceRef("Deployment", ref.namespace, ref.name + c.KSERVE_DEPLOYMENT_SUFFIX[role])
+        try:
+            dep = workload_status(self._api.get_object(child))
+        except NotFoundError:
+            conds = {
+                x.get("type"): x.get("status") for x in st.get("conditions") or [] if isinstance(x, dict)
+            }
+            ready = replicas if conds.get(c.KSERVE_WORKLOAD_CONDITION[role]) == "True" else 0
+            return RoleStatus(replicas, ready, current, False)
+        # the child follows the owner: until it has the owner's count, the role is not stable
+        rollout = dep.rollout_in_progress or dep.replicas != replicas
+        return RoleStatus(replicas, min(dep.ready, replicas), current and dep.generation_current, rollout)
 
     def scale(self, pool: str, role: str, replicas: int, *, dry_run: bool) -> str:
         ref = self.ref(pool, role)
@@ -148,11 +176,7 @@ class KubernetesScaleTarget:
             obj = self._api.get_object(ref)
             rv = str(obj.get("metadata", {}).get("resourceVersion", ""))
             spec = obj.get("spec", {})
-            old = _int(
-                (spec.get("prefill") or {}).get("replicas")
-                if role == c.ROLE_PREFILL
-                else spec.get("replicas")
-            )
+            old = _kserve_replicas(spec, role)
             field: dict[str, Any] = (
                 {"prefill": {"replicas": replicas}} if role == c.ROLE_PREFILL else {"replicas": replicas}
             )
@@ -173,6 +197,8 @@ class _EppConfig:
     text: str
     where: str
     write: Callable[[str, float, bool], str]  # (new text, now, dry_run) -> what else was done
+    # the EPP restart that follows a write, where the route needs one: (now, dry_run) -> detail
+    restart: Callable[[float, bool], str] | None = None
 
 
 def _merge_patch(old: Any, new: Any) -> Any:
@@ -224,16 +250,18 @@ class EppWeightTarget:
         if key not in data:
             raise PermanentError(f"{where} has no key {key!r}")
 
-        def write(new_text: str, now: float, dry_run: bool) -> str:
-            self._api.replace_config_map_data(namespace, name, {**data, key: new_text}, rv, dry_run=dry_run)
-            if restart is None:
-                return ""
+        def rollout(now: float, dry_run: bool) -> str:
+            assert restart is not None
             annotation = {c.K8S_RESTART_ANNOTATION: micro_time(now)}
             patch = {"spec": {"template": {"metadata": {"annotations": annotation}}}}
             self._api.patch_deployment(namespace, restart, patch, dry_run=dry_run)
             return f"; restarted Deployment {namespace}/{restart}"
 
-        return _EppConfig(data[key], where, write)
+        def write(new_text: str, now: float, dry_run: bool) -> str:
+            self._api.replace_config_map_data(namespace, name, {**data, key: new_text}, rv, dry_run=dry_run)
+            return rollout(now, dry_run) if restart is not None else ""
+
+        return _EppConfig(data[key], where, write, rollout if restart is not None else None)
 
     def _llm_inference_service(self, p: PoolSettings, epp: EppSettings) -> _EppConfig:
         if epp.llm_inference_service is not None:
@@ -310,7 +338,14 @@ class EppWeightTarget:
         except EppConfigError as exc:
             raise PermanentError(f"{cfg.where}: {exc}") from exc
         if new_text == cfg.text:
-            return f"{cfg.where}: {what} (already)"
+            if cfg.restart is None:
+                return f"{cfg.where}: {what} (already)"
+            # the config is there, but the restart that follows it may not be: the attempt that
+            # wrote it can have failed on the restart, and the EPP reads its config only at
+            # start. Restarting again with the same `now` (the same annotation) is a no-op for
+            # a restart that did go through.
+            done = cfg.restart(now, dry_run)
+            return f"{cfg.where}: {what} (already){done}{' (dry-run)' if dry_run else ''}"
         done = cfg.write(new_text, now, dry_run)
         return f"{cfg.where}: {what}{done}{' (dry-run)' if dry_run else ''}"
 
@@ -372,6 +407,10 @@ class KubernetesLease:
     def identity(self) -> str:
         return self._identity
 
+    @property
+    def duration_seconds(self) -> float:
+        return self._duration
+
     def _spec(self, now: float, acquire: float, transitions: int) -> dict[str, Any]:
         return {
             "holderIdentity": self._identity,
@@ -386,7 +425,7 @@ class KubernetesLease:
         if lease is None:
             try:
                 self._api.create_lease(self._ns, self._name, self._spec(now, now, 0))
-            except TemporaryError:  # 409: someone else created it first
+            except ConflictError:  # someone else created it first
                 return False
             return True
         spec = lease.get("spec") or {}
@@ -402,13 +441,13 @@ class KubernetesLease:
         acquire = parse_time(spec.get("acquireTime")) if mine else now
         transitions = _int(spec.get("leaseTransitions")) + (0 if mine else 1)
         try:
-            self._api.replace_lease(
+            self._api.patch_lease(
                 self._ns,
                 self._name,
                 self._spec(now, acquire if acquire is not None else now, transitions),
                 str(meta.get("resourceVersion", "")),
             )
-        except TemporaryError:  # 409: lost the race
+        except ConflictError:  # lost the race
             return False
         return True
 
@@ -418,9 +457,11 @@ class KubernetesLease:
             lease = self._api.get_lease(self._ns, self._name)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._identity:
                 return
-            spec = {**(lease.get("spec") or {}), "holderIdentity": None, "leaseDurationSeconds": 1}
-            self._api.replace_lease(
-                self._ns, self._name, spec, str((lease.get("metadata") or {}).get("resourceVersion", ""))
+            self._api.patch_lease(
+                self._ns,
+                self._name,
+                {"holderIdentity": None, "leaseDurationSeconds": 1},
+                str((lease.get("metadata") or {}).get("resourceVersion", "")),
             )
         except ActuationError:
             return
@@ -455,7 +496,7 @@ def build_controller(
             namespace=ns,
             name=settings.lease.name,
             identity=identity or settings.lease.identity or socket.gethostname(),
-            duration_seconds=settings.lease.duration_seconds,
+            duration_seconds=settings.lease_duration_seconds,
         )
     has_epp = any(p.epp is not None for p in settings.pools)
     clock = SystemClock()
@@ -469,7 +510,7 @@ def build_controller(
         sleeper=clock,
         audit=audit,
         lease=lease,
-        retry=RetryPolicy(settings.retry.backoff_seconds),
+        retry=settings.retry_policy(),
         interval_seconds=settings.interval_seconds,
     )
     return ctl, api

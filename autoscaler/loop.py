@@ -60,9 +60,19 @@ class LeadershipLost(Exception):
     """This instance was the leader and no longer is: the process must exit."""
 
 
+# A leader that has not renewed its Lease for this share of the lease duration stops: it
+# exits before a standby may take over (client-go's renew deadline, 10 s of a 15 s lease).
+RENEW_DEADLINE_SHARE = 2 / 3
+# A leader renews again before writing when its last renewal is older than this share of the
+# lease duration (a tick slowed by retries must not act on a lease about to expire).
+RENEW_BEFORE_ACT_SHARE = 1 / 3
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     backoff_seconds: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # attempts = len + 1
+    # a server's Retry-After lengthens a delay up to this (never shortens it)
+    max_retry_after_seconds: float = 30.0
 
     @property
     def attempts(self) -> int:
@@ -70,8 +80,9 @@ class RetryPolicy:
 
 
 def call_with_retries(op: Callable[[], T], policy: RetryPolicy, sleeper: Sleeper) -> tuple[T, int]:
-    """Run `op`; on TemporaryError sleep the next backoff and retry. Returns (result, attempts).
-    Raises the last TemporaryError when the sequence is exhausted, PermanentError at once."""
+    """Run `op`; on TemporaryError sleep the next backoff (or the server's Retry-After, up to
+    `max_retry_after_seconds`, when longer) and retry. Returns (result, attempts). Raises the
+    last TemporaryError when the sequence is exhausted, PermanentError at once."""
     delays = iter(policy.backoff_seconds)
     attempt = 0
     while True:
@@ -82,6 +93,8 @@ def call_with_retries(op: Callable[[], T], policy: RetryPolicy, sleeper: Sleeper
             delay = next(delays, None)
             if delay is None:
                 raise
+            if exc.retry_after_seconds is not None:
+                delay = max(delay, min(exc.retry_after_seconds, policy.max_retry_after_seconds))
             log.info("temporary error (attempt %d), retrying in %.2fs: %s", attempt, delay, exc)
             sleeper.sleep(delay)
 
@@ -168,6 +181,7 @@ class Controller:
         self.interval_seconds = interval_seconds
         self.state = PolicyState()
         self._was_leader = False
+        self._renewed_at = 0.0  # clock time of the last successful renewal (when the leader)
 
     # -- helpers ---------------------------------------------------------------------------
     def _retrying(self, op: Callable[[], T]) -> tuple[T, int]:
@@ -186,12 +200,18 @@ class Controller:
         rolled_out: bool | None = None
         if self._weights is not None:
             wt = self._weights
+            read = False  # each lever on its own: an unreadable one does not take the other
             try:
                 weights, _ = self._retrying(lambda: wt.weights(pool))
-                decider, _ = self._retrying(lambda: wt.decider_threshold(pool))
+                read = True
             except ActuationError as exc:
-                log.warning("cannot read the EPP config of %s: %s", pool, exc)
-            else:  # the rollout matters only where there is a config to write
+                log.warning("cannot read the scorer weights of %s: %s", pool, exc)
+            try:
+                decider, _ = self._retrying(lambda: wt.decider_threshold(pool))
+                read = True
+            except ActuationError as exc:
+                log.warning("cannot read the P/D decider of %s: %s", pool, exc)
+            if read:  # the rollout matters only where there is a config to write
                 try:
                     rolled_out, _ = self._retrying(lambda: wt.epp_rolled_out(pool))
                 except ActuationError as exc:
@@ -250,25 +270,54 @@ class Controller:
                 )
         return outcomes
 
+    def _lead(self, lease: LeaseLock) -> tuple[bool, str | None]:
+        """Acquire or renew the lease, retrying API errors: (leader, the error when the lease
+        could not be read or written). Raises LeadershipLost when this leader must stop:
+        another instance holds the lease, or it could not renew it for `RENEW_DEADLINE_SHARE`
+        of the lease duration (so it stops before a standby can take over)."""
+        error: str | None = None
+        try:
+            leader, _ = self._retrying(lambda: lease.try_acquire_or_renew(self._clock.now()))
+        except ActuationError as exc:
+            leader, error = False, f"lease renewal failed: {exc}"
+        now = self._clock.now()
+        if leader:
+            self._was_leader, self._renewed_at = True, now
+        elif self._was_leader:
+            if error is None:
+                raise LeadershipLost(f"{lease.identity} lost the lease")
+            deadline = lease.duration_seconds * RENEW_DEADLINE_SHARE
+            if now - self._renewed_at >= deadline:
+                raise LeadershipLost(
+                    f"{lease.identity} could not renew the lease for {now - self._renewed_at:.0f} s "
+                    f"(renew deadline {deadline:.0f} s): {error}"
+                )
+            log.warning("%s; still the leader on record, not acting this tick", error)
+        elif error is not None:
+            log.warning("%s", error)
+        return leader, error
+
     # -- public ----------------------------------------------------------------------------
     def tick(self) -> TickReport:
         """One tick. Raises LeadershipLost when this leader lost its lease."""
         now = self._clock.now()
         if self._lease is not None:
-            error: str | None = None
-            try:
-                leader = self._lease.try_acquire_or_renew(now)
-            except ActuationError as exc:
-                log.warning("lease renewal failed: %s", exc)
-                leader, error = False, f"lease renewal failed: {exc}"
+            leader, error = self._lead(self._lease)
             if not leader:
-                if self._was_leader:
-                    raise LeadershipLost(f"{self._lease.identity} lost the lease")
                 return TickReport(now, False, None, (), lease_error=error)
-            self._was_leader = True
+            now = self._clock.now()  # after any retries
         observations = tuple(self._observe(p, now) for p in self.config.pools)
         before = self.state
         effects = decide(TickInput(now, observations, before), self.config)
+        lease = self._lease
+        if (
+            lease is not None
+            and self.mode != Mode.OBSERVE
+            and self._clock.now() - self._renewed_at > lease.duration_seconds * RENEW_BEFORE_ACT_SHARE
+        ):
+            leader, error = self._lead(lease)  # a slow tick: renew again before writing
+            if not leader:
+                return TickReport(now, False, None, (), lease_error=error)
         outcomes = self._apply(effects, now)
         self.state = _keep_applied(before, effects, outcomes, applied=self.mode == Mode.APPLY)
         for o in observations:

@@ -29,7 +29,18 @@ class ActuationError(Exception):
 
 
 class TemporaryError(ActuationError):
-    """Retry with backoff: conflict, throttling, server error, timeout, connection reset."""
+    """Retry with backoff: conflict, throttling, server error, timeout, connection reset.
+    `retry_after_seconds`: the server's `Retry-After` (e.g. a 429 from API Priority and
+    Fairness), the least the next attempt waits (capped by the loop)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ConflictError(TemporaryError):
+    """409: the object moved on since it was read (a fresh read and a retry may succeed; for
+    a Lease, another instance won the write)."""
 
 
 class PermanentError(ActuationError):
@@ -74,10 +85,15 @@ class WeightTarget(Protocol):
 
 
 class LeaseLock(Protocol):
-    """Leader election. `try_acquire_or_renew` is called every tick; False = not the leader."""
+    """Leader election. `try_acquire_or_renew` is called every tick: True = the leader, False =
+    another instance holds the lease (or won the write); an ActuationError = it could not be
+    read or written (the loop retries, and a leader keeps its role until the renew deadline)."""
 
     @property
     def identity(self) -> str: ...
+
+    @property
+    def duration_seconds(self) -> float: ...
 
     def try_acquire_or_renew(self, now: float) -> bool: ...
 

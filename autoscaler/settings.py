@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from autoscaler.loop import RetryPolicy
 from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, WeightConfig
 from observer import conventions as c
 from observer.config import ConfigError, Settings
@@ -278,12 +279,21 @@ class PoolSettings(_Model):
         )
 
 
+LEASE_INTERVALS = 4.0  # the default lease duration, in ticks
+
+
 class LeaseSettings(_Model):
     enabled: bool = True
     name: str = "pd-observer-autoscaler"
     namespace: str | None = None  # default: the first pool's namespace
     identity: str | None = Field(None, description="default: the hostname (the pod name), read at runtime")
-    duration_seconds: float = Field(15.0, gt=0)
+    duration_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how long a record unchanged on a standby's clock stays the holder's; "
+        f"null = {LEASE_INTERVALS:g} x interval_seconds (60 s with the default interval). At "
+        "least 2 x interval_seconds: the leader renews once per tick",
+    )
 
 
 class RetrySettings(_Model):
@@ -291,6 +301,9 @@ class RetrySettings(_Model):
         (0.5, 1.0, 2.0, 4.0), description="delays between attempts on temporary errors (attempts = len + 1)"
     )
     request_timeout_seconds: float = Field(10.0, gt=0)
+    max_retry_after_seconds: float = Field(
+        30.0, ge=0, description="a server's Retry-After lengthens a delay up to this (e.g. a 429)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RetrySettings:
@@ -325,6 +338,15 @@ class AutoscalerSettings(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate pool names: {', '.join(dupes)}")
+        if (
+            self.lease.duration_seconds is not None
+            and self.lease.duration_seconds < 2 * self.interval_seconds
+        ):
+            raise ValueError(
+                f"lease.duration_seconds ({self.lease.duration_seconds:g}) must be at least 2 x "
+                f"interval_seconds ({self.interval_seconds:g}): the leader renews the lease once "
+                "per tick, and a standby takes over after the duration without a renewal"
+            )
         if self.gpu_budget is not None:
             floor = sum(
                 p.prefill.min * p.prefill.gpus_per_replica + p.decode.min * p.decode.gpus_per_replica
@@ -335,6 +357,15 @@ class AutoscalerSettings(_Model):
                     f"the pools' minimum replicas need {floor} GPUs > gpu_budget {self.gpu_budget}"
                 )
         return self
+
+    @property
+    def lease_duration_seconds(self) -> float:
+        """`lease.duration_seconds`, or its default from the interval."""
+        d = self.lease.duration_seconds
+        return d if d is not None else LEASE_INTERVALS * self.interval_seconds
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retry.backoff_seconds, self.retry.max_retry_after_seconds)
 
     def policy_config(self) -> Config:
         return Config({p.name: p.to_config() for p in self.pools}, gpu_budget=self.gpu_budget)

@@ -294,6 +294,10 @@ PD_DECIDER_THRESHOLD_PARAM: Final = "nonCachedTokens"
 # KServe LLMInferenceService inline scheduler config (field notes §5)
 KSERVE_SCHEDULER_CONFIG_PATH: Final = ("spec", "router", "scheduler", "config")
 KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY: Final = "epp"  # a config `ref` without `key`
+# per-role workload conditions of an LLMInferenceService (`Ready` also covers the router)
+KSERVE_WORKLOAD_CONDITION: Final = {ROLE_PREFILL: "PrefillWorkloadReady", ROLE_DECODE: "MainWorkloadReady"}
+# the Deployments KServe generates for single-node workloads: `<name>` + suffix
+KSERVE_DEPLOYMENT_SUFFIX: Final = {ROLE_PREFILL: "-kserve-prefill", ROLE_DECODE: "-kserve"}
 
 # vLLM KV events (field notes §4)
 KV_EVENT_BLOCK_STORED: Final = "BlockStored"

@@ -4,7 +4,10 @@ It speaks plain dicts and our error classes: every `ApiException`/transport erro
 classified as `TemporaryError` (409 conflict, 429, 5xx, timeouts, connection errors) or
 `PermanentError` (`NotFoundError` for 404; 400/401/403/422...). It never retries (urllib3
 retries are disabled): `autoscaler.loop` does, with the backoff from settings. Every write
-carries `fieldManager` and, when asked, `dryRun=All`.
+carries `fieldManager` and, when asked, `dryRun=All`. The objects written back whole are read
+raw (no client model in between), and Lease times go out only in patch bodies, which the client
+sends as they are: its models re-format times with `datetime.isoformat()`, which leaves out a
+zero fraction that a Lease's MicroTime must carry.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from autoscaler.ports import NotFoundError, PermanentError, TemporaryError
+from autoscaler.ports import ConflictError, NotFoundError, PermanentError, TemporaryError
 
 T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
@@ -29,6 +32,7 @@ TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 APPS_KINDS = ("Deployment", "StatefulSet")
 LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1alpha1", "llminferenceservices"
+LEASE_TIMES = frozenset({"acquireTime", "renewTime"})  # MicroTime: RFC 3339 with six fraction digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +65,25 @@ def classify(exc: BaseException, what: str) -> Exception:
         reason = f"{what}: HTTP {status} {exc.reason or ''}".strip()
         if status == 404:
             return NotFoundError(reason)
+        if status == 409:
+            return ConflictError(reason)
         if status in TEMPORARY_STATUSES or status >= 500:
-            return TemporaryError(reason)
+            return TemporaryError(reason, retry_after_seconds=retry_after(exc.headers))
         return PermanentError(reason)
     if isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError):
         return TemporaryError(f"{what}: {type(exc).__name__}: {exc}")
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def retry_after(headers: Any) -> float | None:
+    """A response's `Retry-After` in seconds (the delta-seconds form the API server sends);
+    None when absent or not a number."""
+    value = headers.get("Retry-After") if headers is not None and hasattr(headers, "get") else None
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 class KubernetesApi:
@@ -120,6 +137,16 @@ class KubernetesApi:
             return fn()
         except (ApiException, urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
             raise classify(exc, what) from exc
+
+    def _raw(self, what: str, fn: Callable[..., Any]) -> dict[str, Any]:
+        """A read as the server sent it (`_preload_content=False`): for objects written back
+        whole (ConfigMaps, Leases), so no client model drops a field or re-formats a time."""
+        resp = self._call(what, lambda: fn(_preload_content=False, _request_timeout=self.timeout))
+        try:
+            out = json.loads(resp.data)
+        except (ValueError, AttributeError) as exc:
+            raise PermanentError(f"{what}: the response is not JSON: {exc}") from exc
+        return out if isinstance(out, dict) else {}
 
     def _plain(self, obj: Any) -> dict[str, Any]:
         if isinstance(obj, dict):
@@ -211,11 +238,9 @@ class KubernetesApi:
     # -- ConfigMaps ------------------------------------------------------------------------
     def get_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         """(data, resourceVersion)."""
-        cm = self._plain(
-            self._call(
-                f"get ConfigMap {namespace}/{name}",
-                lambda: self._core.read_namespaced_config_map(name, namespace, _request_timeout=self.timeout),
-            )
+        cm = self._raw(
+            f"get ConfigMap {namespace}/{name}",
+            lambda **kw: self._core.read_namespaced_config_map(name, namespace, **kw),
         )
         return dict(cm.get("data") or {}), str(cm.get("metadata", {}).get("resourceVersion", ""))
 
@@ -223,11 +248,9 @@ class KubernetesApi:
         self, namespace: str, name: str, data: Mapping[str, str], resource_version: str, *, dry_run: bool
     ) -> None:
         """PUT the ConfigMap with new data; 409 if it changed since `resource_version`."""
-        cm = self._plain(
-            self._call(
-                f"get ConfigMap {namespace}/{name}",
-                lambda: self._core.read_namespaced_config_map(name, namespace, _request_timeout=self.timeout),
-            )
+        cm = self._raw(
+            f"get ConfigMap {namespace}/{name}",
+            lambda **kw: self._core.read_namespaced_config_map(name, namespace, **kw),
         )
         cm["data"] = dict(data)
         cm.setdefault("metadata", {})["resourceVersion"] = resource_version
@@ -241,23 +264,26 @@ class KubernetesApi:
     # -- Leases ----------------------------------------------------------------------------
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._plain(
-                self._call(
-                    f"get Lease {namespace}/{name}",
-                    lambda: self._coord.read_namespaced_lease(name, namespace, _request_timeout=self.timeout),
-                )
+            return self._raw(
+                f"get Lease {namespace}/{name}",
+                lambda **kw: self._coord.read_namespaced_lease(name, namespace, **kw),
             )
         except NotFoundError:
             return None
 
     def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """POST the Lease (409 when it exists). Its MicroTime fields follow in a merge patch:
+        the client validates a create body into its `V1Lease` model, whose times are sent as
+        `isoformat()` (no fraction when it is zero, which the API server rejects), while a
+        patch body goes out as it is."""
+        times = {k: v for k, v in spec.items() if k in LEASE_TIMES}
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": dict(spec),
+            "spec": {k: v for k, v in spec.items() if k not in LEASE_TIMES},
         }
-        return self._plain(
+        created = self._plain(
             self._call(
                 f"create Lease {namespace}/{name}",
                 lambda: self._coord.create_namespaced_lease(
@@ -265,22 +291,22 @@ class KubernetesApi:
                 ),
             )
         )
+        if not times:
+            return created
+        rv = str((created.get("metadata") or {}).get("resourceVersion", ""))
+        return self.patch_lease(namespace, name, times, rv)
 
-    def replace_lease(
+    def patch_lease(
         self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
     ) -> dict[str, Any]:
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
-            "spec": dict(spec),
-        }
+        """Merge patch of the Lease's spec, guarded by `resource_version` (409 when the Lease
+        has moved on); a None value clears its field."""
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": dict(spec)}
+        opts = {**self._write_opts(False), "_content_type": MERGE_PATCH}
         return self._plain(
             self._call(
-                f"replace Lease {namespace}/{name}",
-                lambda: self._coord.replace_namespaced_lease(
-                    name, namespace, _model(k8s.V1Lease, body), **self._write_opts(False)
-                ),
+                f"patch Lease {namespace}/{name}",
+                lambda: self._coord.patch_namespaced_lease(name, namespace, body, **opts),
             )
         )
 
@@ -289,7 +315,8 @@ M = TypeVar("M")
 
 
 def _model(cls: type[M], data: Mapping[str, Any]) -> M:
-    """Build a client model from a camelCase dict (as the API server would send it)."""
+    """Build a client model from a camelCase dict (as the API server would send it), for the
+    methods whose body is typed as a model (no MicroTime in it: see `create_lease`)."""
     obj = cls.from_dict(dict(data))  # type: ignore[attr-defined]
     if obj is None:
         raise PermanentError(f"cannot build {cls.__name__} from {sorted(data)}")

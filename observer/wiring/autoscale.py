@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoscaler.audit import FanoutAudit, MemoryAuditLog, reasons_of
-from autoscaler.loop import Controller, Mode, RetryPolicy
+from autoscaler.loop import Controller, Mode
 from autoscaler.observe import FleetSignalsLike, ObserverSource
 from autoscaler.ports import AuditEntry, AuditSink
 from autoscaler.service import AutoscalerAttachment, attach
@@ -215,7 +215,7 @@ def attach_twin_autoscaler(
             clock=clock,
             sleeper=clock,
             audit=FanoutAudit(audit, tap),
-            retry=RetryPolicy(asettings.retry.backoff_seconds),
+            retry=asettings.retry_policy(),
             interval_seconds=asettings.interval_seconds,
         )
         holder[0].bind(ctl)

@@ -8,7 +8,11 @@ exactly the endpoints the autoscaler uses, with real HTTP semantics for the real
   resourceVersion is not current gets 409; every write bumps a global resourceVersion and,
   on spec changes, `metadata.generation`;
 - `dryRun=All` validates and answers but does not persist;
-- injectable faults (status code or delay) matched by method and path substring.
+- injectable faults (status code or delay, optionally a `Retry-After`) matched by method and
+  path substring;
+- what the real server rejects: a PATCH whose Content-Type is not a merge patch (415), and a
+  Lease whose `acquireTime`/`renewTime` is not a MicroTime with its six fraction digits (400:
+  apimachinery parses them with the layout `2006-01-02T15:04:05.000000Z07:00`).
 
 kmock 0.8's KubernetesEmulator merges dicts without resourceVersion preconditions or Scale
 semantics, so the conflict/scale cases need this one.
@@ -26,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+_MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(?:Z|[+-]\d\d:\d\d)$")
+_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status))?$"
@@ -39,6 +45,7 @@ class Fault:
     status: int = 500  # 0: no error (only the delay)
     delay: float = 0.0
     times: int = 1
+    retry_after: int | None = None  # seconds, sent as the Retry-After header
 
 
 @dataclass
@@ -87,7 +94,10 @@ class Emulator:
         ]
 
     # -- request handling ------------------------------------------------------------------
-    def handle(self, method: str, raw_path: str, body: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, raw_path: str, body: Any, content_type: str = ""
+    ) -> tuple[int, Any, dict[str, str]]:
+        """(status, body, extra response headers) of one request."""
         parts = urlsplit(raw_path)
         path, query = parts.path, parse_qs(parts.query)
         for f in self.faults:
@@ -96,17 +106,32 @@ class Emulator:
                 if f.delay:
                     time.sleep(f.delay)
                 if f.status:
-                    return self._record(method, path, query, body, f.status, _status(f.status, "injected"))
+                    code, out = self._record(
+                        method, path, query, body, f.status, _status(f.status, "injected")
+                    )
+                    return (
+                        code,
+                        out,
+                        ({"Retry-After": str(f.retry_after)} if f.retry_after is not None else {}),
+                    )
                 break
         m = _PATH.match(path)
         if not m:
-            return self._record(method, path, query, body, 404, _status(404, "no such path"))
+            return (*self._record(method, path, query, body, 404, _status(404, "no such path")), {})
+        if method == "PATCH" and content_type.split(";", maxsplit=1)[0].strip() not in _PATCH_TYPES:
+            return (*self._record(method, path, query, body, 415, _status(415, "UnsupportedMediaType")), {})
+        if m["plural"] == "leases" and method in ("POST", "PUT"):
+            spec = body.get("spec") or {}
+            bad = [k for k in ("acquireTime", "renewTime") if k in spec and spec[k] is not None]
+            bad = [k for k in bad if not (isinstance(spec[k], str) and _MICRO_TIME.match(spec[k]))]
+            if bad:
+                return (*self._record(method, path, query, body, 400, _status(400, f"BadRequest {bad}")), {})
         api = m["core"] or f"{m['group']}/{m['version']}"
         key = (api, m["plural"], m["ns"], m["name"] or "")
         dry = query.get("dryRun") == ["All"]
         with self.lock:
             code, out = self._dispatch(method, key, m["sub"], body, dry)
-        return self._record(method, path, query, body, code, out)
+        return (*self._record(method, path, query, body, code, out), {})
 
     def _record(self, method: str, path: str, query: Any, body: Any, code: int, out: Any) -> tuple[int, Any]:
         self.requests.append(Recorded(method, path, query, body, code))
@@ -208,10 +233,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else {}
-        code, out = self.emulator.handle(self.command, self.path, body)
+        code, out, headers = self.emulator.handle(
+            self.command, self.path, body, self.headers.get("Content-Type") or ""
+        )
         data = json.dumps(out).encode()
         try:
             self.send_response(code)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

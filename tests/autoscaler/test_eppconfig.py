@@ -36,26 +36,47 @@ schedulingProfiles:
 """
 
 
+AGREEING = BLOCK.replace("weight: 1.5", "weight: 1")  # queue-scorer 1 in both profiles
+
+
 def test_read_weights_all_profiles_and_one_profile() -> None:
-    assert read_weights(BLOCK) == {c.SCORER_QUEUE: 1.0, c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_LOAD_AWARE: 1.0}
-    assert read_weights(BLOCK, "decode")[c.SCORER_QUEUE] == 1.5
+    assert read_weights(BLOCK, "decode") == {
+        c.SCORER_PREFIX_CACHE: 2.0,
+        c.SCORER_QUEUE: 1.5,
+        c.SCORER_LOAD_AWARE: 1.0,
+    }
+    assert read_weights(BLOCK, "prefill") == {c.SCORER_QUEUE: 1.0}
+    assert read_weights(AGREEING)[c.SCORER_QUEUE] == 1.0  # every profile, where they agree
+
+
+def test_a_scorer_weighted_differently_per_profile_needs_the_profile_named() -> None:
+    # the prefill profile's queue-scorer is 1, the decode profile's 1.5: neither read nor edit
+    # may pick one and overwrite the other
+    with pytest.raises(EppConfigError, match=r"queue-scorer has different weights .*epp\.profile"):
+        read_weights(BLOCK)
+    with pytest.raises(EppConfigError, match="different weights"):
+        edit_weights(BLOCK, {c.SCORER_QUEUE: 2.0})
+    with pytest.raises(EppConfigError, match=r"no scheduling profile 'decod' .*prefill, decode"):
+        read_weights(BLOCK, "decod")
 
 
 def test_edit_only_touches_the_scalars() -> None:
     out = edit_weights(BLOCK, {c.SCORER_QUEUE: 3.0}, profile="decode")
     assert out == BLOCK.replace("weight: 1.5", "weight: 3")
-    out = edit_weights(BLOCK, {c.SCORER_QUEUE: 2.5})
+    out = edit_weights(AGREEING, {c.SCORER_QUEUE: 2.5})  # every profile, where they agree
     assert out == BLOCK.replace("weight: 1      #", "weight: 2.5      #").replace(
         "weight: 1.5", "weight: 2.5"
     )
-    assert edit_weights(BLOCK, {c.SCORER_PREFIX_CACHE: 4}) == BLOCK.replace('weight: "2"', "weight: 4")
+    assert edit_weights(BLOCK, {c.SCORER_PREFIX_CACHE: 4}, "decode") == BLOCK.replace(
+        'weight: "2"', "weight: 4"
+    )
 
 
 def test_refuses_what_it_cannot_edit_safely() -> None:
     with pytest.raises(EppConfigError, match="no explicit weight"):
-        edit_weights(BLOCK, {c.SCORER_LOAD_AWARE: 2.0})
+        edit_weights(BLOCK, {c.SCORER_LOAD_AWARE: 2.0}, "decode")
     with pytest.raises(EppConfigError, match="not in the config"):
-        edit_weights(BLOCK, {c.SCORER_SESSION_AFFINITY: 2.0})
+        edit_weights(BLOCK, {c.SCORER_SESSION_AFFINITY: 2.0}, "decode")
     with pytest.raises(EppConfigError, match="schedulingProfiles"):
         read_weights("plugins: []\n")
     with pytest.raises(EppConfigError, match="YAML"):
@@ -65,7 +86,7 @@ def test_refuses_what_it_cannot_edit_safely() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.floats(0, 100, allow_nan=False).map(lambda x: round(x, 2)))
 def test_round_trip(weight: float) -> None:
-    out = edit_weights(BLOCK, {c.SCORER_PREFIX_CACHE: weight})
+    out = edit_weights(BLOCK, {c.SCORER_PREFIX_CACHE: weight}, "decode")
     assert read_weights(out, "decode")[c.SCORER_PREFIX_CACHE] == weight
     before, after = yaml.safe_load(BLOCK), yaml.safe_load(out)
     after["schedulingProfiles"][1]["plugins"][0]["weight"] = "2"

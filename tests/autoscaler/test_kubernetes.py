@@ -328,6 +328,73 @@ def test_leaderworkerset_and_custom_resource_scale(em: Emulator, api: Kubernetes
     assert em.get("example.com/v1", "rolescalers", NS, "llama-decode")["spec"]["replicas"] == 3
 
 
+KSERVE_READY = [{"type": t, "status": "True"} for t in ("MainWorkloadReady", "PrefillWorkloadReady", "Ready")]
+
+
+def test_kserve_readiness_per_role(em: Emulator, api: KubernetesApi) -> None:
+    svc = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": "llama", "namespace": NS, "generation": 1},
+        "spec": {"replicas": 3, "prefill": {"replicas": 2}},
+        "status": {
+            "observedGeneration": 1,
+            # the router is down (Ready False), the workloads are up: readiness is per role
+            "conditions": [
+                {"type": "MainWorkloadReady", "status": "True"},
+                {"type": "PrefillWorkloadReady", "status": "False"},
+                {"type": "Ready", "status": "False"},
+            ],
+        },
+    }
+    em.put("serving.kserve.io/v1alpha1", "llminferenceservices", svc)
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    # no generated Deployment to read (a multi-node workload): the role's condition decides
+    assert target.status("llama", c.ROLE_DECODE).ready == 3
+    assert target.status("llama", c.ROLE_PREFILL).ready == 0
+    # the generated Deployments: their ready pods, not the condition (which stays True while a
+    # Deployment scales up, its Available condition being about the minimum)
+    em.put("apps/v1", "deployments", deployment("llama-kserve", 3, ready=2))
+    em.put("apps/v1", "deployments", deployment("llama-kserve-prefill", 2))
+    decode = target.status("llama", c.ROLE_DECODE)
+    assert (decode.replicas, decode.ready, decode.stable) == (3, 2, False)
+    prefill = target.status("llama", c.ROLE_PREFILL)
+    assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 2, True)
+    # the owner asks for more than the child has yet: not stable until KServe propagates it
+    em.put("apps/v1", "deployments", deployment("llama-kserve-prefill", 1))
+    assert target.status("llama", c.ROLE_PREFILL).rollout_in_progress
+
+
+def test_omitted_status_counts_are_zero(em: Emulator, api: KubernetesApi) -> None:
+    # apps/v1 and LWS status counts are omitempty: a missing one is 0, not "all"
+    seed(em)
+    recreate = deployment("llama-decode", 3)
+    for k in ("updatedReplicas", "readyReplicas", "replicas"):
+        del recreate["status"][k]  # a Recreate rollout's first step: old pods gone, none new
+    em.put("apps/v1", "deployments", recreate)
+    target = KubernetesScaleTarget(api, settings())
+    st = target.status("llama", c.ROLE_DECODE)
+    assert (st.ready, st.rollout_in_progress) == (0, True)
+    unobserved = deployment("llama-decode", 3)
+    unobserved["status"] = {}  # created, not yet seen by its controller
+    em.put("apps/v1", "deployments", unobserved)
+    assert not target.status("llama", c.ROLE_DECODE).generation_current
+    lws = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": "llama-prefill", "namespace": NS},
+        "spec": {"replicas": 2},
+        "status": {"replicas": 2},  # two groups created, none ready or updated yet
+    }
+    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    target = KubernetesScaleTarget(
+        api, settings(prefill={"kind": "LeaderWorkerSet", "name": "llama-prefill"})
+    )
+    st = target.status("llama", c.ROLE_PREFILL)
+    assert (st.replicas, st.ready, st.rollout_in_progress, st.stable) == (2, 0, True, False)
+
+
 def test_kserve_llminferenceservice_owner_fields(em: Emulator, api: KubernetesApi) -> None:
     svc = {
         "apiVersion": "serving.kserve.io/v1alpha1",
@@ -338,7 +405,7 @@ def test_kserve_llminferenceservice_owner_fields(em: Emulator, api: KubernetesAp
             "prefill": {"replicas": 1, "template": {"containers": []}},
             "model": {"uri": "hf://x"},
         },
-        "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]},
+        "status": {"observedGeneration": 1, "conditions": KSERVE_READY},
     }
     em.put("serving.kserve.io/v1alpha1", "llminferenceservices", svc)
     kind = {"kind": "LLMInferenceService", "name": "llama"}
@@ -419,6 +486,41 @@ def test_epp_rollout_is_read_from_its_deployment_and_gates_the_next_config_write
     assert target.weights("llama")[c.SCORER_PREFIX_CACHE] == 4.0
 
 
+def test_a_failed_epp_restart_is_sent_again_on_the_retry(em: Emulator, api: KubernetesApi) -> None:
+    # the ConfigMap write succeeds, the restart after it fails: the retry finds the config in
+    # place and must still restart the EPP, which reads its config only at start
+    seed(em)
+    em.faults.append(Fault("PATCH", "/deployments/llama-epp", status=503))
+    target = EppWeightTarget(api, settings())
+    detail, attempts = call_with_retries(
+        lambda: target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=1_700_000_000.0, dry_run=False),
+        RetryPolicy((0.1,)),
+        ManualClock(),
+    )
+    assert attempts == 2
+    assert "(already); restarted Deployment llm/llama-epp" in detail
+    assert [r.status for r in em.writes("PUT", "/configmaps/")] == [200]  # written once
+    assert [r.status for r in em.writes("PATCH", "/deployments/llama-epp")] == [503, 200]
+    epp = em.get("apps/v1", "deployments", NS, "llama-epp")
+    assert epp["spec"]["template"]["metadata"]["annotations"][c.K8S_RESTART_ANNOTATION] == (
+        "2023-11-14T22:13:20.000000Z"
+    )
+
+
+def test_retry_after_lengthens_the_backoff(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    em.faults.append(Fault("PATCH", "/scale", status=429, retry_after=3))
+    target = KubernetesScaleTarget(api, settings())
+    clock = ManualClock()
+    _, attempts = call_with_retries(
+        lambda: target.scale("llama", c.ROLE_DECODE, 2, dry_run=False),
+        RetryPolicy((0.1, 0.2), max_retry_after_seconds=2.5),
+        clock,
+    )
+    assert attempts == 2
+    assert clock.slept == [2.5]  # the server's 3 s, capped; never shorter than the backoff
+
+
 def test_configmap_conflict_is_retried(em: Emulator, api: KubernetesApi) -> None:
     seed(em)
     em.faults.append(Fault("PUT", "/configmaps/", status=409))
@@ -476,10 +578,86 @@ def test_two_instances_contend_for_the_lease_only_the_leader_acts(em: Emulator, 
         a.tick()
 
 
+def lease_of(api: KubernetesApi, identity: str, duration: float = 60.0) -> KubernetesLease:
+    return KubernetesLease(
+        api, namespace=NS, name="pd-observer-autoscaler", identity=identity, duration_seconds=duration
+    )
+
+
+def test_a_leader_rides_out_lease_errors_until_the_renew_deadline(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    clock = ManualClock(1_700_000_000.0)
+    a = controller(api, settings(), Mode.APPLY, clock, lease=lease_of(api, "a"))  # 60 s lease
+    assert a.tick().leader
+    scaled = len(em.writes("PATCH", "/scale"))
+    # one API-server blip: every attempt of this tick fails. Not the leader this tick (it does
+    # not act), but still the leader on record: it neither exits nor gives the lease up
+    em.faults.append(Fault("GET", "/leases/", status=503, times=4))  # the 4 attempts of a tick
+    clock.advance(15)
+    report = a.tick()
+    assert (report.leader, report.effects) == (False, None)
+    assert (report.lease_error or "").startswith("lease renewal failed")
+    assert len(em.writes("PATCH", "/scale")) == scaled
+    clock.advance(15)
+    assert a.tick().leader  # renewed: acting again
+    # an outage: it stops once it has not renewed for 2/3 of the lease duration (40 s), before a
+    # standby may take over (60 s)
+    em.faults.append(Fault("GET", "/leases/", status=503, times=100))
+    clock.advance(15)
+    assert not a.tick().leader  # 15 s + retries since the renewal
+    clock.advance(15)
+    assert not a.tick().leader  # 30 s
+    clock.advance(15)
+    with pytest.raises(LeadershipLost, match=r"could not renew the lease for 4[5-9] s"):
+        a.tick()
+
+
+class _SlowSource(StaticObservations):
+    """Observations that take `seconds` of the clock (a slow Prometheus, API retries)."""
+
+    def __init__(self, clock: ManualClock, seconds: float) -> None:
+        super().__init__(demand={"llama": Demand(40_000, 4_000, 0.5, 40)})
+        self.clock, self.seconds = clock, seconds
+
+    def observe(self, pool: str, now: float) -> Any:
+        self.clock.advance(self.seconds)
+        return super().observe(pool, now)
+
+
+def test_a_slow_tick_renews_the_lease_before_it_writes(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    clock = ManualClock(1_700_000_000.0)
+    slow = _SlowSource(clock, 25.0)  # more than a third of the 60 s lease
+    a = controller(api, settings(), Mode.APPLY, clock, lease=lease_of(api, "a"), source=slow)
+    assert a.tick().leader
+    assert len(em.writes("PATCH", "/leases/")) == 2  # renewed again after observing, then acted
+    assert len(em.writes("PATCH", "/scale")) == 2
+    # a quick tick renews once
+    slow.seconds = 0.0
+    clock.advance(15)
+    a.tick()
+    assert len(em.writes("PATCH", "/leases/")) == 3
+    # the lease changed hands while a slow tick observed: it must not write
+    slow.seconds = 25.0
+    clock.advance(15)
+    scaled = len(em.writes("PATCH", "/scale"))
+
+    def steal(pool: str, now: float) -> Any:
+        lease = em.get("coordination.k8s.io/v1", "leases", NS, "pd-observer-autoscaler")
+        lease["spec"]["holderIdentity"] = "b"
+        em.put("coordination.k8s.io/v1", "leases", lease)
+        return _SlowSource.observe(slow, pool, now)
+
+    slow.observe = steal  # type: ignore[method-assign]
+    with pytest.raises(LeadershipLost):
+        a.tick()
+    assert len(em.writes("PATCH", "/scale")) == scaled
+
+
 def test_lease_write_race_loses_cleanly(em: Emulator, api: KubernetesApi) -> None:
     lease = KubernetesLease(api, namespace=NS, name="l", identity="a", duration_seconds=15)
     assert lease.try_acquire_or_renew(100.0)
-    em.faults.append(Fault("PUT", "/leases/l", status=409))
+    em.faults.append(Fault("PATCH", "/leases/l", status=409))
     assert not lease.try_acquire_or_renew(105.0)
     assert lease.try_acquire_or_renew(106.0)
     lease.release(107.0)
@@ -535,5 +713,6 @@ def test_build_controller_from_settings(em: Emulator, server: RunningEmulator) -
         em.get("coordination.k8s.io/v1", "leases", NS, "pd-observer-autoscaler")["spec"]["holderIdentity"]
         == "pod-a"
     )
-    assert all(p.query.get("dryRun") == ["All"] for p in em.writes("PATCH"))
+    # the Lease is real (leadership is not dry-run); every other write is dryRun=All
+    assert all(p.query.get("dryRun") == ["All"] for p in em.writes("PATCH") if "/leases/" not in p.path)
     assert audit.entries[-1].mode == "dry-run"

@@ -126,6 +126,44 @@ def test_configmap_decider_read_edit_and_restart(em: Emulator, api: KubernetesAp
     assert len(em.writes("PATCH", "/deployments/llama-epp")) == 2
 
 
+def test_weights_that_differ_per_profile_do_not_take_the_decider_lever(
+    em: Emulator, api: KubernetesApi
+) -> None:
+    # a P/D config whose prefill and decode profiles weigh queue-scorer differently, and no
+    # epp.profile: the weights are refused (which profile to tune is the operator's call), the
+    # decider is still read and tuned
+    two_profiles = DECIDER_YAML + (
+        "- name: prefill\n  plugins:\n  - pluginRef: prefill-filter\n"
+        "  - {pluginRef: queue-scorer, weight: 3}\n"
+    )
+    seed_configmap(em, two_profiles)
+    target = EppWeightTarget(api, pool_settings(CM_EPP))
+    with pytest.raises(PermanentError, match=r"queue-scorer has different weights .*epp\.profile"):
+        target.weights("llama")
+    assert target.decider_threshold("llama") == 16
+    audit = MemoryAuditSink()
+    ctl, kapi = build_controller(
+        pool_settings(CM_EPP),
+        source=StaticObservations(demand={"llama": Demand(40_000, 4_000, 0.5, 40)}),
+        audit=audit,
+        host=em.url,
+        identity="a",
+    )
+    try:
+        ctl.tick()
+    finally:
+        kapi.close()
+    seen = audit.entries[-1].observation
+    assert (seen.weights, seen.decider_threshold) == (None, 16)
+    # with the decode profile named, its weights are read and the prefill profile is left alone
+    decode = EppWeightTarget(api, pool_settings({**CM_EPP, "profile": "decode"}))
+    assert decode.weights("llama")[c.SCORER_QUEUE] == 1.0
+    decode.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=NOW, dry_run=False)
+    text = em.get("v1", "configmaps", NS, "llama-epp")["data"]["config.yaml"]
+    assert "{pluginRef: queue-scorer, weight: 3}" in text
+    assert "{pluginRef: queue-scorer, weight: 2}" in text
+
+
 def test_configmap_decider_409_then_success(em: Emulator, api: KubernetesApi) -> None:
     seed_configmap(em)
     em.faults.append(Fault("PUT", "/configmaps/llama-epp", status=409))

@@ -40,7 +40,7 @@ def test_exact_grants() -> None:
         ("", "configmaps", "update", True),
         ("coordination.k8s.io", "leases", "create", False),
         ("coordination.k8s.io", "leases", "get", True),
-        ("coordination.k8s.io", "leases", "update", True),
+        ("coordination.k8s.io", "leases", "patch", True),
     }
 
 

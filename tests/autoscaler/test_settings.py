@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from autoscaler.settings import from_settings, parse
 from observer import conventions as c
@@ -102,6 +105,8 @@ def test_fleet_budget_and_decider_settings_reach_the_policy() -> None:
             {"pools": [pool(decode={"target": {"kind": "LLMInferenceService", "name": "x"}})]},
             "LLMInferenceService owns both roles",
         ),
+        ({"lease": {"duration_seconds": 15}}, "lease.duration_seconds (15) must be at least 2 x interval"),
+        ({"retry": {"max_retry_after_seconds": -1}}, "max_retry_after_seconds"),
     ],
 )
 def test_bad_config_is_one_clear_line(raw: dict[str, Any], message: str) -> None:
@@ -109,3 +114,19 @@ def test_bad_config_is_one_clear_line(raw: dict[str, Any], message: str) -> None
         parse(raw)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_lease_duration_defaults_to_four_intervals_and_retry_after_cap_reaches_the_loop() -> None:
+    assert parse({}).lease_duration_seconds == 60.0
+    assert parse({"interval_seconds": 30}).lease_duration_seconds == 120.0
+    assert parse({"interval_seconds": 30, "lease": {"duration_seconds": 90}}).lease_duration_seconds == 90.0
+    policy = parse({"retry": {"backoff_seconds": [1, 2], "max_retry_after_seconds": 5}}).retry_policy()
+    assert (policy.backoff_seconds, policy.max_retry_after_seconds) == ((1.0, 2.0), 5.0)
+
+
+def test_every_config_example_in_the_docs_loads() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "autoscaler.md"
+    blocks = re.findall(r"```yaml\n(autoscaler:\n.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        parse(yaml.safe_load(block)["autoscaler"])  # raises ConfigError naming the field

@@ -7,13 +7,13 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.connectors.kubernetes_api import classify
-from autoscaler.ports import NotFoundError, PermanentError, TemporaryError
+from autoscaler.ports import ConflictError, NotFoundError, PermanentError, TemporaryError
 
 
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (409, TemporaryError),
+        (409, ConflictError),
         (429, TemporaryError),
         (500, TemporaryError),
         (503, TemporaryError),
