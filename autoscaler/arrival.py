@@ -229,16 +229,16 @@ class ArrivalFeed:
         self._at = now
         try:
             self._reading = self._pods(now) if self._pods is not None else None
-        except Exception:  # a source must not stop the control loop: unknown
-            log.exception("arrival side: pod queues unreadable")
+        except Exception as exc:  # a source must not stop the control loop: unknown
+            _unreadable("pod queues", exc)
             self._reading = None
         self._totals = {}
         if self._counters is None:
             return
         try:
             read = self._counters.read(now)
-        except Exception:
-            log.exception("arrival side: EPP counter unreadable")
+        except Exception as exc:
+            _unreadable("EPP counter", exc)
             read = {}
         for pool in set(read) | set(self._state):
             series = read.get(pool)
@@ -269,3 +269,11 @@ class ArrivalFeed:
             fresh = r is not None and now - r.time <= self.stale_after_seconds
             waiting = prefill_waiting(r.pods, pool) if fresh and r is not None else None
             return QueueReading(waiting=waiting, arrived_total=self._totals.get(pool))
+
+
+def _unreadable(what: str, exc: Exception) -> None:
+    """One warning line per failed read (an unreachable Prometheus fails every tick); the
+    traceback only at debug level."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    log.warning("arrival side: %s unreadable, treated as unknown: %s", what, text[:300])
+    log.debug("arrival side: %s unreadable", what, exc_info=exc)

@@ -336,6 +336,13 @@ class Controller:
             )
         return TickReport(now, True, effects, tuple(outcomes))
 
+    def release(self) -> None:
+        """Give the lease up if this instance leads (a clean stop: a standby takes over at
+        once instead of waiting the lease out). Never raises."""
+        if self._lease is not None and self._was_leader:
+            self._was_leader = False
+            self._lease.release(self._clock.now())
+
     def run(self, *, max_ticks: int | None = None) -> Sequence[TickReport]:
         """Tick every `interval_seconds` until `max_ticks` (forever when None). Releases the
         lease on the way out; LeadershipLost propagates (the CLI exits non-zero)."""
@@ -351,9 +358,7 @@ class Controller:
         except LeadershipLost:
             raise
         except BaseException:
-            if self._lease is not None and self._was_leader:
-                self._lease.release(self._clock.now())
+            self.release()
             raise
-        if self._lease is not None and self._was_leader:
-            self._lease.release(self._clock.now())
+        self.release()
         return tuple(reports)

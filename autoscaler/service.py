@@ -18,6 +18,8 @@ import asyncio
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -256,25 +258,50 @@ def run_autoscale(
         kubeconfig=kubeconfig,
         identity=identity,
     )
+    previous = _stop_on_sigterm()
     try:
+        # --once is the first tick of a freshly started loop: the same warm-start hold
+        warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=asettings.warm_start_hold_seconds)
         if once:
             rep = ctl.tick()
+            ctl.release()  # a one-shot run does not keep the loop's lease
             if rep.lease_error is not None:  # not a standby: this instance cannot reach the lease
                 out(json.dumps({"leader": False, "detail": rep.lease_error}))
                 return 1
             if not rep.leader:
                 out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
             return 0
-        warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=asettings.warm_start_hold_seconds)
-        ctl.run(max_ticks=max_ticks)
+        ctl.run(max_ticks=max_ticks)  # releases the lease on the way out, SIGTERM included
         return 0
     except LeadershipLost as exc:
         log.error("leadership lost: %s", exc)
         out(json.dumps({"leader": False, "detail": f"leadership lost: {exc}"}))
         return 1
+    except Terminated:
+        log.info("stopped by SIGTERM; the lease is released")
+        return 0
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         api.close()
         store.close()
+
+
+class Terminated(BaseException):
+    """SIGTERM (how Kubernetes stops a pod): unwinds the loop like Ctrl-C, so the lease is
+    released and a standby takes over at once."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into `Terminated` while the loop runs; returns the previous handler (None
+    off the main thread, where signals cannot be handled)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,17 +364,21 @@ def attach(
 async def run_in_background(ctl: Controller) -> None:
     """Tick every interval off the event loop; stops on a lost lease (logged), survives errors."""
     loop = asyncio.get_running_loop()
-    while True:
-        started = time.monotonic()
-        try:
-            rep: TickReport = await loop.run_in_executor(None, ctl.tick)
-            del rep
-        except LeadershipLost as exc:
-            log.error("autoscaler leadership lost; the control loop stops: %s", exc)
-            return
-        except (ActuationError, Exception):
-            log.exception("autoscaler tick failed; will retry")
-        await asyncio.sleep(max(0.0, ctl.interval_seconds - (time.monotonic() - started)))
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                rep: TickReport = await loop.run_in_executor(None, ctl.tick)
+                del rep
+            except LeadershipLost as exc:
+                log.error("autoscaler leadership lost; the control loop stops: %s", exc)
+                return
+            except (ActuationError, Exception):
+                log.exception("autoscaler tick failed; will retry")
+            await asyncio.sleep(max(0.0, ctl.interval_seconds - (time.monotonic() - started)))
+    except asyncio.CancelledError:  # the service shuts down: hand the lease over now
+        ctl.release()
+        raise
 
 
 def serve_hooks(

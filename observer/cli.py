@@ -205,6 +205,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from observer.wiring.replay import run_replay
     from observer.wiring.tables import tenant_table
     from observer.wiring.twin import TwinError
+    from simulator.mooncake import TraceFormatError
 
     settings = _settings(args)
     if args.speed != 0:
@@ -218,7 +219,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             settings=settings,
             autoscaler=args.autoscaler,
         )
-    except (TwinError, FileNotFoundError) as exc:
+    except (TwinError, FileNotFoundError, TraceFormatError) as exc:
         raise CliError(str(exc)) from exc
     slo = next((s.name for s in settings.slos if s.sli == c.SLI_TTFT), None)
     print(tenant_table(res.tenants, slo))
@@ -242,15 +243,20 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     settings = _settings(args)
     mode = "dry-run" if args.dry_run else args.mode
     if not settings.autoscaler.get("pools"):
-        raise CliError("no pools configured: set autoscaler.pools in --config (see docs/autoscaler.md)")
-    return run_autoscale(
-        settings,
-        once=args.once,
-        mode=mode,
-        host=args.server,
-        kubeconfig=args.kubeconfig,
-        identity=args.identity,
-    )
+        raise ConfigError("no pools configured: set autoscaler.pools in --config (see docs/autoscaler.md)")
+    from autoscaler.ports import PermanentError
+
+    try:
+        return run_autoscale(
+            settings,
+            once=args.once,
+            mode=mode,
+            host=args.server,
+            kubeconfig=args.kubeconfig,
+            identity=args.identity,
+        )
+    except PermanentError as exc:  # e.g. no kubeconfig: nothing to retry
+        raise CliError(str(exc)) from exc
 
 
 def _redact(url: str) -> str:
@@ -364,18 +370,25 @@ def build_parser() -> argparse.ArgumentParser:
             "only; dry-run: server-side dryRun=All; apply), record every decision in the database "
             "(GET /api/v1/decisions). One leader via a coordination.k8s.io Lease; exits 1 when "
             "leadership is lost, or with --once when the Lease cannot be read or written (exit 0 "
-            "as a standby). Prints each decision as one JSON line."
+            "as a standby); SIGTERM stops it cleanly and releases the Lease. Prints each decision "
+            "as one JSON line. The mode defaults to autoscaler.mode of the config (observe when unset)."
         ),
         epilog=(
             "examples:\n"
             "  pd-observer autoscale --once --dry-run --config observer.yaml   # one tick, nothing persists\n"
             "  pd-observer autoscale --mode apply --config observer.yaml\n"
-            "  pd-observer autoscale --once --server http://127.0.0.1:8001    # via `kubectl proxy`"
+            "  pd-observer autoscale --once --config observer.yaml --server http://127.0.0.1:8001"
+            "   # via `kubectl proxy`"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(auto)
-    auto.add_argument("--once", action="store_true", help="run one tick and exit")
+    auto.add_argument(
+        "--once",
+        action="store_true",
+        help="run one tick, as the first tick of a freshly started loop (its warm-start hold "
+        "included: it never sheds the fleet it has not measured), release the Lease and exit",
+    )
     auto.add_argument("--dry-run", action="store_true", help="same as --mode dry-run")
     auto.add_argument(
         "--mode", choices=("observe", "dry-run", "apply"), help="override autoscaler.mode of the config"
@@ -415,13 +428,25 @@ def _add_export_command(
     exp.set_defaults(func=func)
 
 
-def _positive(text: str) -> float:
+def positive(text: str) -> float:
+    """argparse type: a number > 0."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
     return v
 
 
@@ -435,7 +460,7 @@ def _twin_options(p: argparse.ArgumentParser, scenario_default: str | None) -> N
             help=f"named scenario ({', '.join(scenario_names())}) or a Mooncake .jsonl trace "
             f"(default {scenario_default})",
         )
-    p.add_argument("--duration", type=_positive, help="simulated seconds (default: the scenario's)")
+    p.add_argument("--duration", type=positive, help="simulated seconds (default: the scenario's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same run; default 0)")
 
 
@@ -525,7 +550,12 @@ def _add_twin_commands(sub: Any) -> None:
     _common(rep)
     rep.add_argument("trace", metavar="TRACE", help="Mooncake .jsonl trace, or a scenario name")
     _twin_options(rep, None)
-    rep.add_argument("--tenants", type=int, default=8, help="tenant buckets for a trace (default 8)")
+    rep.add_argument(
+        "--tenants",
+        type=_count,
+        default=8,
+        help="tenant buckets for a Mooncake trace file (default 8; a named scenario has its own tenants)",
+    )
     rep.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible (the only mode today)")
     rep.add_argument("--out", type=Path, help="JSON output (default replay-<trace>-seed<N>.json)")
     rep.add_argument(

@@ -27,6 +27,10 @@ TRACES = {"conversation": "conversation_trace.jsonl", "synthetic": "synthetic_tr
 DEFAULT_SHARED_ROOTS: tuple[int, ...] = (0,)
 
 
+class TraceFormatError(ValueError):
+    """A trace line that is not a Mooncake record: says which file and line, and what."""
+
+
 def default_dir() -> Path:
     """`$PD_OBSERVER_MOONCAKE_DIR`, else ../shared/data/mooncake relative to the repo."""
     env = os.environ.get(ENV_MOONCAKE_DIR)
@@ -74,16 +78,24 @@ def replay(
         for n, line in enumerate(fh):
             if limit is not None and n >= limit:
                 return
-            row = json.loads(line)
-            arrival = start + float(row["timestamp"]) / 1000.0 / time_scale
+            try:
+                row = json.loads(line)
+                arrival = start + float(row["timestamp"]) / 1000.0 / time_scale
+                hash_ids = [int(h) for h in row["hash_ids"]]
+                prompt, output = int(row["input_length"]), int(row["output_length"])
+            except json.JSONDecodeError as exc:
+                raise TraceFormatError(f"{path} line {n + 1}: not JSON ({exc.msg})") from exc
+            except KeyError as exc:
+                raise TraceFormatError(f"{path} line {n + 1}: no field {exc.args[0]!r}") from exc
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise TraceFormatError(f"{path} line {n + 1}: {exc}") from exc
             if horizon is not None and arrival - start >= horizon:
                 return
-            hash_ids = [int(h) for h in row["hash_ids"]]
             yield RequestSpec(
                 request_id=f"mc-{name}-{n:06d}",
                 tenant=tenant_of(hash_ids, tenants, shared_roots),
                 arrival=arrival,
-                prompt_tokens=max(1, int(row["input_length"])),
-                output_tokens=max(1, int(row["output_length"])),
+                prompt_tokens=max(1, prompt),
+                output_tokens=max(1, output),
                 block_hashes=tuple(hash_ids),
             )

@@ -120,9 +120,16 @@ class KubernetesApi:
             try:
                 k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
             except k8s_config.ConfigException:
-                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig, client_configuration=conf
-                )
+                try:
+                    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                        config_file=kubeconfig, client_configuration=conf
+                    )
+                except (k8s_config.ConfigException, OSError) as exc:
+                    where = kubeconfig or "~/.kube/config (or $KUBECONFIG)"
+                    raise PermanentError(
+                        f"no Kubernetes API to talk to: not in a cluster, and the kubeconfig {where} "
+                        f"could not be loaded ({exc}); give --kubeconfig FILE or --server URL"
+                    ) from exc
         conf.retries = False  # our loop retries, with backoff as data
         return cls(
             k8s.ApiClient(conf), field_manager=field_manager, request_timeout_seconds=request_timeout_seconds

@@ -46,6 +46,7 @@ from benchmarks.control.harness import (
 )
 from benchmarks.control.run import span_of
 from observer import conventions as c
+from observer.cli import positive
 from simulator.events import CompletedRequest
 from simulator.scenarios import SCENARIOS, Twin
 
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="P:D",
         help="prefill:decode for --policy static, ready from the start (default: the start size, held)",
     )
-    ap.add_argument("--duration", type=float, help="seconds to run (default: the scenario's)")
+    ap.add_argument("--duration", type=positive, help="seconds to run (default: the scenario's)")
     ap.add_argument("--every", type=int, default=1, help="print every Nth tick (default %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="the twin's random seed (default %(default)s)")
     ap.add_argument("--misses", action="store_true", help="after the run, break down the TTFT misses")

@@ -33,6 +33,7 @@ from autoscaler.settings import AutoscalerSettings, parse
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinPolicy
 from observer import conventions as c
 from observer.config import Settings
+from observer.wiring.twin import TwinError
 from simulator.scenarios import Twin
 
 MAX_DECISION_NOTES = 1000
@@ -100,8 +101,16 @@ def twin_autoscaler_settings(settings: Settings, twin: Twin, mode: Mode = Mode.A
     """The configured `autoscaler:` section in `mode` (default apply), with the twin's pools
     unless set."""
     raw = dict(settings.autoscaler)
+    twin_pools = twin_pool_settings(twin)
     if not raw.get("pools"):
-        raw["pools"] = twin_pool_settings(twin)
+        raw["pools"] = twin_pools
+    known = [str(p["name"]) for p in twin_pools]
+    unknown = [str(p.get("name")) for p in raw["pools"] if isinstance(p, dict) and p.get("name") not in known]
+    if unknown:
+        raise TwinError(
+            f"autoscaler.pools {', '.join(unknown)}: no such pool in the twin (its pools: "
+            f"{', '.join(known)}); name the twin's pools, or leave autoscaler.pools out to use them"
+        )
     raw.update(enabled=True, mode=Mode(mode).value, lease={"enabled": False})
     return parse(raw)
 

@@ -4,6 +4,7 @@ loopback API emulator, demand read from the observer's SQLite store, decisions w
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -119,8 +120,12 @@ def test_once_dry_run_sends_dry_run_patches_and_records_the_decision(
     assert patches[-1].query["dryRun"] == ["All"]
     assert patches[-1].body["metadata"]["resourceVersion"]  # optimistic concurrency
     assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 2
-    # the lease was taken; the decision is in the database, served as the API serves it
-    assert em.get(*LEASE)["spec"]["holderIdentity"]
+    # the lease was taken, then given up (a one-shot run does not keep the loop's lease); the
+    # decision is in the database, served as the API serves it
+    (taken,) = em.writes("POST", "/leases")
+    assert taken.body["spec"]["holderIdentity"]
+    assert em.writes("PATCH", "/leases/")[-1].body["spec"]["holderIdentity"] is None
+    assert em.get(*LEASE)["spec"].get("holderIdentity") is None
     log = SqlAuditLog.open(db)
     rows = log.decisions(pool="llama")
     log.close()
@@ -189,9 +194,10 @@ def test_once_as_a_standby_exits_zero_and_says_who_holds_the_lease(
 ) -> None:
     setup(server.emulator)
     db = f"sqlite:///{tmp_path / 'pdo.db'}"
-    cfg = str(config(tmp_path, db))
-    assert main(["autoscale", "--once", "--config", cfg, "--server", server.url, "--identity", "a"]) == 0
-    capsys.readouterr()
+    cfg = str(config(tmp_path, db, lease={"duration_seconds": 600}))
+    spec = {"holderIdentity": "a", "leaseDurationSeconds": 600, "renewTime": "2026-11-21T10:00:00.000000Z"}
+    lease = {"metadata": {"name": LEASE[3], "namespace": NS}, "spec": spec}
+    server.emulator.put("coordination.k8s.io/v1", "leases", lease)  # the running loop's
     assert main(["autoscale", "--once", "--config", cfg, "--server", server.url, "--identity", "b"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "leader": False,
@@ -210,3 +216,62 @@ def test_once_without_a_reachable_lease_exits_one_and_names_the_error(
     out = json.loads(capsys.readouterr().out)
     assert out["leader"] is False
     assert out["detail"].startswith("lease renewal failed:")
+
+
+def test_once_holds_like_a_freshly_started_loop(
+    server: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--once is the first tick of a started loop: the warm-start hold keeps the fleet it has
+    not measured yet (light load would otherwise take 2:2 down to 1:1 at once)."""
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    seed(db, prompt=1000)
+    cfg = config(tmp_path, db, mode="apply")
+    assert main(["autoscale", "--once", "--config", str(cfg), "--server", server.url]) == 0
+    d = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert all(x["before"] == x["after"] == 2 for x in d["replicas"])
+    assert all("stabilized_down" in x["reasons"] for x in d["replicas"])
+    assert not em.writes("PATCH", "/scale")
+
+
+def test_sigterm_stops_the_loop_and_releases_the_lease(server: RunningEmulator, tmp_path: Path) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    seed(db, prompt=1000)
+    settings = load_settings(config(tmp_path, db), env={})
+    printed: list[str] = []
+
+    def out(line: str) -> None:
+        printed.append(line)
+        assert em.get(*LEASE)["spec"]["holderIdentity"] == "me"
+        signal.raise_signal(signal.SIGTERM)  # how Kubernetes stops the pod
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_autoscale(settings, host=server.url, identity="me", out=out, max_ticks=50) == 0
+    assert len(printed) == 1
+    assert em.get(*LEASE)["spec"].get("holderIdentity") is None  # a standby takes over at once
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_no_kubeconfig_is_one_line_and_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a cluster
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    missing = tmp_path / "no-such-kubeconfig"
+    args = ["autoscale", "--once", "--config", str(config(tmp_path, db)), "--kubeconfig", str(missing)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pd-observer: no Kubernetes API to talk to")
+    assert str(missing) in err
+    assert "--server URL" in err
+    assert "\n" not in err
+
+
+def test_no_pools_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("autoscaler: {mode: observe}\n", encoding="utf-8")
+    assert main(["autoscale", "--once", "--config", str(cfg)]) == 2
+    assert "no pools configured" in capsys.readouterr().err

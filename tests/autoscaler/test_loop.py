@@ -137,6 +137,26 @@ def test_run_releases_the_lease() -> None:
     assert store.holder is None
 
 
+def test_the_loop_inside_serve_releases_the_lease_when_the_service_stops() -> None:
+    import asyncio
+
+    from autoscaler.service import run_in_background
+
+    store = LeaseRecordStore()
+    ctl, _, _, _, _ = make(Mode.OBSERVE, lease=InMemoryLease(store, "a", 15.0), interval_seconds=0.01)
+
+    async def serve_then_stop() -> None:
+        task = asyncio.create_task(run_in_background(ctl))
+        while store.holder != "a":
+            await asyncio.sleep(0.005)
+        task.cancel()  # what the service's shutdown does to its tasks
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(serve_then_stop())
+    assert store.holder is None
+
+
 def test_cooldown_only_follows_real_changes() -> None:
     from dataclasses import replace
 

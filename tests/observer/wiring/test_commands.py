@@ -168,6 +168,26 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.Captur
     assert "\n" not in err
     assert main(["replay", str(tmp_path / "missing.jsonl")]) == 1
     assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    good = '{"timestamp": 0, "input_length": 10, "output_length": 5, "hash_ids": [1]}\n'
+    for second, message in [
+        ("not json\n", "bad.jsonl line 2: not JSON"),
+        ('{"timestamp": 1, "input_length": "x", "output_length": 5, "hash_ids": [1]}\n', "line 2: invalid"),
+        ('{"timestamp": 1, "output_length": 5, "hash_ids": [1]}\n', "line 2: no field 'input_length'"),
+    ]:
+        bad.write_text(good + second)
+        assert main(["replay", str(bad)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err
+        assert "\n" not in err
+    # --autoscaler with pools the twin does not have: refused up front, naming the twin's
+    cfg = tmp_path / "observer.yaml"
+    cfg.write_text(
+        "autoscaler: {pools: [{name: llama, prefill: {target: {name: a}}, decode: {target: {name: b}}}]}\n"
+    )
+    assert main(["replay", "prefill-burst", "--autoscaler", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "autoscaler.pools llama: no such pool in the twin (its pools: llama-8b)" in err
 
 
 def test_demo_sigterm_is_graceful(tmp_path: Path) -> None:
