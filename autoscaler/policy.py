@@ -123,7 +123,9 @@ def _decide_pool(
     if obs.demand is None:
         holds.append(Hold(pool, None, R.MISSING_DATA, "no demand data"))
     elif g.is_stale(obs.demand.age_seconds, cfg):
-        holds.append(Hold(pool, None, R.STALE_DATA, f"demand data {obs.demand.age_seconds:.0f} s old"))
+        age = obs.demand.age_seconds
+        what = f"demand data {age:.0f} s old" if math.isfinite(age) else "no record seen yet"
+        holds.append(Hold(pool, None, R.STALE_DATA, what))
     signals_known = not g.is_stale(obs.signals.age_seconds, cfg)
 
     decisions: list[RoleDecision]

@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"decode count the oracle sets (1..{MAX_PER_ROLE}; default: its start size, cut to the budget)",
     )
     ap.add_argument("--duration", type=float, help="scenario duration in s (default: the scenario's)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seed", type=int, default=0, help="the twin's seed, as run and trace take it (default 0)"
+    )
     args = ap.parse_args(argv)
     try:
         delays = [float(x) for x in args.delays.split(",")]

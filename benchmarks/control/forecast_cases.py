@@ -13,6 +13,7 @@ the load that is actually there (0 = no false lead); for a ramp, the lead over i
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
@@ -62,9 +63,11 @@ def cases() -> list[tuple[str, list[tuple[float, float]], float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 0 if argv[0] in ("-h", "--help") else 2
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.control.forecast_cases",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)  # takes no options: --help, or one line naming what it refused
     print(f"{'case':48s} {'least squares':>14s} {'Theil-Sen':>10s}")
     for label, s, ref in cases():
         ts = forecast(s, NOW, HORIZON)

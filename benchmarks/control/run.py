@@ -128,7 +128,9 @@ def parser(prog: str, doc: str | None, out: str, out_help: str) -> argparse.Argu
 
 def scenario_names(args: argparse.Namespace) -> list[str]:
     """`--scenarios` (default: all); ValueError (one line) naming an unknown one."""
-    names: list[str] = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()] if args.scenarios else list(SCENARIOS)
+    if not names:
+        raise ValueError("--scenarios names no scenario")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario(s): {', '.join(unknown)}")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Annotated, Any
 
-from autoscaler.settings import WARM_START_HOLD_SECONDS
+from pydantic import TypeAdapter, ValidationError
+
+from autoscaler.settings import WARM_START_HOLD_SECONDS, PoolSettings
 from autoscaler.types import PoolConfig
 
 
@@ -73,7 +75,22 @@ def from_args(args: argparse.Namespace) -> Variant:
     required = sorted(k for k, v in tune.items() if v is None and "None" not in types[k])
     if required:
         raise ValueError(f"--tune: cannot be turned off ('none'): {', '.join(required)}")
+    for k, v in tune.items():
+        _check_range(k, v)
     return Variant(args.warm_hold, tuple(tune.items()))
+
+
+def _check_range(name: str, value: float | None) -> None:
+    """The bounds a config file's `autoscaler.pools[*].<name>` has (`PoolSettings`), so a
+    variant cannot run a policy no configuration could."""
+    field = PoolSettings.model_fields.get(name)
+    if field is None or value is None:
+        return
+    try:
+        TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(value)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"--tune {name}={value:g}: {msg}") from None
 
 
 def _tune(text: str) -> tuple[str, float | None]:

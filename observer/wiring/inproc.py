@@ -14,6 +14,8 @@ from types import TracebackType
 from typing import Any
 
 with warnings.catch_warnings():  # starlette warns about httpx vs httpx2; harmless here
+    # (its StarletteDeprecationWarning is a UserWarning, not a DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*starlette\.testclient.*deprecated")
     warnings.simplefilter("ignore", DeprecationWarning)
     from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse

@@ -155,6 +155,7 @@ def test_stale_store_holds(
     assert main(["autoscale", "--once", "--config", str(cfg), "--server", server.url]) == 0
     d = json.loads(capsys.readouterr().out.splitlines()[0])
     assert "stale_data" in d["reasons"]
+    assert {"reason": "stale_data", "detail": "no record seen yet"}.items() <= d["holds"][0].items()
     assert all(x["before"] == x["after"] for x in d["replicas"])
     assert not em.writes("PATCH", "/scale")
 

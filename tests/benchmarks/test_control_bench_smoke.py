@@ -231,6 +231,18 @@ RUN = ["run", "--scenarios", "steady"]
             "whole number is needed for: warm_shift_decode_spare",
         ),
         ([*RUN, "--warm-hold", "-5"], "--warm-hold must be ≥ 0"),
+        (["run", "--scenarios", ","], "--scenarios names no scenario"),
+        # the bounds a config file has: no variant runs a policy no configuration could
+        (
+            [*RUN, "--tune", "target_utilization=-1"],
+            "--tune target_utilization=-1: Input should be greater than 0",
+        ),
+        (
+            [*RUN, "--tune", "cache_spill_target=5"],
+            "--tune cache_spill_target=5: Input should be less than 1",
+        ),
+        ([*TRACE, "--tune", "scale_down_window_seconds=-100"], "scale_down_window_seconds=-100"),
+        ([*TRACE, "--duration", "-5"], "argument --duration: must be > 0"),
         (
             ["ceiling", "mooncake-synthetic", "--phase", "mooncake-synthetic", "--decode", "0"],
             "--decode out of 1..10",
@@ -322,7 +334,10 @@ def test_forecast_cases_print_both_trends(capsys: pytest.CaptureFixture[str]) ->
     rows = {line[:48].strip(): line[48:].split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["flat 100, one tick of 300 (newest)"] == ["+48.6", "+0.0"]  # least squares leads on a spike
     assert rows["flat, then +10 per tick over the last 20 ticks"] == ["+40.0", "+40.0"]  # a line is a line
-    assert forecast_cases_main(["--bogus"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: one line naming what it refused
+        forecast_cases_main(["--bogus"])
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_tune_takes_a_whole_number_field_as_an_int() -> None:
