@@ -19,7 +19,7 @@ from autoscaler.audit import SqlAuditLog
 from autoscaler.service import run_autoscale
 from observer import conventions as c
 from observer.cli import main
-from observer.config import load_settings
+from observer.config import Settings, load_settings
 from observer.model import TierTokens
 from observer.store import Store
 from tests.autoscaler.k8s_emulator import Emulator, RunningEmulator
@@ -160,12 +160,16 @@ def test_stale_store_holds(
     assert not em.writes("PATCH", "/scale")
 
 
-def test_losing_the_lease_exits_non_zero(server: RunningEmulator, tmp_path: Path) -> None:
-    em = server.emulator
-    setup(em)
+def light_load(server: RunningEmulator, tmp_path: Path) -> tuple[Emulator, Settings]:
+    """A 2:2 fleet on the emulator, a store with light load, and the loop's settings."""
+    setup(server.emulator)
     db = f"sqlite:///{tmp_path / 'pdo.db'}"
     seed(db, prompt=1000)
-    settings = load_settings(config(tmp_path, db), env={})
+    return server.emulator, load_settings(config(tmp_path, db), env={})
+
+
+def test_losing_the_lease_exits_non_zero(server: RunningEmulator, tmp_path: Path) -> None:
+    em, settings = light_load(server, tmp_path)
     printed: list[str] = []
 
     def out(line: str) -> None:
@@ -237,11 +241,7 @@ def test_once_holds_like_a_freshly_started_loop(
 
 
 def test_sigterm_stops_the_loop_and_releases_the_lease(server: RunningEmulator, tmp_path: Path) -> None:
-    em = server.emulator
-    setup(em)
-    db = f"sqlite:///{tmp_path / 'pdo.db'}"
-    seed(db, prompt=1000)
-    settings = load_settings(config(tmp_path, db), env={})
+    em, settings = light_load(server, tmp_path)
     printed: list[str] = []
 
     def out(line: str) -> None:
