@@ -11,6 +11,7 @@ Each method is one attempt: errors surface as TemporaryError/PermanentError and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import socket
 from collections.abc import Callable, Mapping
@@ -250,18 +251,20 @@ class EppWeightTarget:
         if key not in data:
             raise PermanentError(f"{where} has no key {key!r}")
 
-        def rollout(now: float, dry_run: bool) -> str:
-            assert restart is not None
-            annotation = {c.K8S_RESTART_ANNOTATION: micro_time(now)}
-            patch = {"spec": {"template": {"metadata": {"annotations": annotation}}}}
-            self._api.patch_deployment(namespace, restart, patch, dry_run=dry_run)
-            return f"; restarted Deployment {namespace}/{restart}"
+        rollout = None if restart is None else functools.partial(self._restart, namespace, restart)
 
         def write(new_text: str, now: float, dry_run: bool) -> str:
             self._api.replace_config_map_data(namespace, name, {**data, key: new_text}, rv, dry_run=dry_run)
-            return rollout(now, dry_run) if restart is not None else ""
+            return rollout(now, dry_run) if rollout is not None else ""
 
-        return _EppConfig(data[key], where, write, rollout if restart is not None else None)
+        return _EppConfig(data[key], where, write, rollout)
+
+    def _restart(self, namespace: str, deployment: str, now: float, dry_run: bool) -> str:
+        """Rollout restart of the EPP Deployment (pod-template `restartedAt` = `now`)."""
+        annotation = {c.K8S_RESTART_ANNOTATION: micro_time(now)}
+        patch = {"spec": {"template": {"metadata": {"annotations": annotation}}}}
+        self._api.patch_deployment(namespace, deployment, patch, dry_run=dry_run)
+        return f"; restarted Deployment {namespace}/{deployment}"
 
     def _llm_inference_service(self, p: PoolSettings, epp: EppSettings) -> _EppConfig:
         if epp.llm_inference_service is not None:
