@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from autoscaler.connectors.kubernetes_api import (
     KSERVE_GROUP,
     KSERVE_PLURAL,
-    KSERVE_VERSION,
+    KSERVE_VERSIONS,
     LWS_GROUP,
     LWS_PLURAL,
     LWS_VERSION,
@@ -66,14 +66,46 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
-def resource_ref(target: TargetSettings, namespace: str) -> ResourceRef:
+class KServeVersion:
+    """The LLMInferenceService API version to talk to, found once by discovery: the API server's
+    preferred version when it is one we know (`KSERVE_VERSIONS`), else the newest known one it
+    serves. A target's `version` pins it instead (no discovery then)."""
+
+    def __init__(self, api: KubernetesApi) -> None:
+        self._api = api
+        self._found: str | None = None
+
+    def __call__(self, pinned: str | None = None) -> str:
+        if pinned:
+            return pinned
+        if self._found is None:
+            preferred, served = self._api.served_versions(KSERVE_GROUP)
+            known = [v for v in KSERVE_VERSIONS if v in served]
+            if preferred in KSERVE_VERSIONS:
+                self._found = preferred
+            elif known:
+                self._found = known[0]
+            elif served:
+                raise PermanentError(
+                    f"{KSERVE_GROUP} serves {', '.join(served)}, none of the LLMInferenceService "
+                    f"versions pd-observer knows ({', '.join(KSERVE_VERSIONS)}): pin one with the "
+                    "target's `version` if its replica and scheduler fields are the same"
+                )
+            else:
+                raise PermanentError(f"the API server does not serve {KSERVE_GROUP}: is KServe installed?")
+        return self._found
+
+
+def resource_ref(target: TargetSettings, namespace: str, kserve: KServeVersion) -> ResourceRef:
+    """The object a role's target names; an LLMInferenceService at the version `kserve` finds
+    (the target's pinned `version`, else discovery)."""
     ns = target.namespace or namespace
     if target.kind in ("Deployment", "StatefulSet"):
         return ResourceRef(target.kind, ns, target.name)
     if target.kind == "LeaderWorkerSet":
         return ResourceRef(target.kind, ns, target.name, LWS_GROUP, LWS_VERSION, LWS_PLURAL)
     if target.kind == KSERVE_KIND:
-        return ResourceRef(target.kind, ns, target.name, KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL)
+        return ResourceRef(target.kind, ns, target.name, KSERVE_GROUP, kserve(target.version), KSERVE_PLURAL)
     return ResourceRef(
         target.kind, ns, target.name, target.group or "", target.version or "", target.plural or ""
     )
@@ -83,10 +115,17 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float | str) and str(value).strip() != "" else 0
 
 
-def _kserve_replicas(spec: Mapping[str, Any], role: str) -> int:
-    if role == c.ROLE_PREFILL:
-        return _int((spec.get("prefill") or {}).get("replicas"))
-    return _int(spec.get("replicas"))
+def _kserve_workload(ref: ResourceRef, spec: Mapping[str, Any], role: str) -> tuple[Mapping[str, Any], str]:
+    """The role's WorkloadSpec of an LLMInferenceService (`spec` for decode, `spec.prefill`) and
+    its path; a PermanentError when it has `scaling`, which hands the replicas to KServe's own
+    autoscaler (the API refuses `replicas` next to it)."""
+    work, path = (spec.get("prefill") or {}, "spec.prefill") if role == c.ROLE_PREFILL else (spec, "spec")
+    if work.get(c.KSERVE_SCALING_FIELD) is not None:
+        raise PermanentError(
+            f"{ref}: {path}.{c.KSERVE_SCALING_FIELD} is set, so KServe's autoscaler owns the {role} "
+            f"replicas: remove it for pd-observer to scale this role, or leave the pool out"
+        )
+    return work, path
 
 
 def _generation_current(obj: Mapping[str, Any]) -> bool:
@@ -94,6 +133,14 @@ def _generation_current(obj: Mapping[str, Any]) -> bool:
     gen = (obj.get("metadata") or {}).get("generation")
     observed = (obj.get("status") or {}).get("observedGeneration")
     return gen is None or observed is None or _int(observed) >= _int(gen)
+
+
+def lws_status(obj: Mapping[str, Any]) -> RoleStatus:
+    """A LeaderWorkerSet's groups: its counts are omitempty too (missing = 0 groups)."""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    replicas = _int(spec.get("replicas", 1))
+    ready, updated = _int(st.get("readyReplicas")), _int(st.get("updatedReplicas"))
+    return RoleStatus(replicas, ready, _generation_current(obj), updated < replicas)
 
 
 def workload_status(obj: Mapping[str, Any]) -> RoleStatus:
@@ -116,9 +163,12 @@ class KubernetesScaleTarget:
     """ScaleTarget over Deployments, StatefulSets, LeaderWorkerSets, CRs with /scale and
     KServe LLMInferenceService (owner fields `spec.replicas` = decode, `spec.prefill.replicas`)."""
 
-    def __init__(self, api: KubernetesApi, settings: AutoscalerSettings) -> None:
+    def __init__(
+        self, api: KubernetesApi, settings: AutoscalerSettings, kserve: KServeVersion | None = None
+    ) -> None:
         self._api = api
         self._settings = settings
+        self._kserve = kserve or KServeVersion(api)
 
     def _pool(self, pool: str) -> PoolSettings:
         try:
@@ -128,7 +178,7 @@ class KubernetesScaleTarget:
 
     def ref(self, pool: str, role: str) -> ResourceRef:
         p = self._pool(pool)
-        return resource_ref(p.role(role).target, p.namespace)
+        return resource_ref(p.role(role).target, p.namespace, self._kserve)
 
     def status(self, pool: str, role: str) -> RoleStatus:
         ref = self.ref(pool, role)
@@ -137,38 +187,55 @@ class KubernetesScaleTarget:
             return workload_status(obj)
         if ref.kind == KSERVE_KIND:
             return self._kserve_status(ref, obj, role)
+        if ref.kind == "LeaderWorkerSet":
+            return lws_status(obj)
         st = obj.get("status") or {}
         generation_current = _generation_current(obj)
         scale = self._api.get_scale(ref)
-        if ref.kind == "LeaderWorkerSet":  # its counts are omitempty too: missing = 0 groups
-            ready, updated = _int(st.get("readyReplicas")), _int(st.get("updatedReplicas"))
-            return RoleStatus(scale.replicas, ready, generation_current, updated < scale.replicas)
         # any other resource with /scale: its readyReplicas if it has one, else the Scale's
         ready = _int(st["readyReplicas"]) if "readyReplicas" in st else scale.status_replicas
         rollout = "updatedReplicas" in st and _int(st["updatedReplicas"]) < scale.replicas
         return RoleStatus(scale.replicas, ready, generation_current, rollout)
 
     def _kserve_status(self, ref: ResourceRef, obj: Mapping[str, Any], role: str) -> RoleStatus:
-        """An LLMInferenceService role: the owner's replicas; ready pods from the Deployment
-        KServe generates for it (`<name>-kserve`, `<name>-kserve-prefill`), whose readiness and
-        rollout are the role's; where there is none (a multi-node LeaderWorkerSet workload, a
-        name KServe shortened), the role's own workload condition (`MainWorkloadReady`,
-        `PrefillWorkloadReady`; `Ready` also covers the router): all ready or none."""
-        replicas = _kserve_replicas(obj.get("spec") or {}, role)
+        """An LLMInferenceService role: the owner's replicas (unset: its workload's, else the
+        Deployment default 1); readiness and rollout from the workload KServe generates for the
+        role, found through `status.workloads` (v1alpha2: a Deployment or, multi-node, a
+        LeaderWorkerSet) or by its name (`<name>-kserve`, `<name>-kserve-prefill`); where there
+        is none to read, from the role's workload conditions (`Ready` also covers the router):
+        all ready or none."""
+        work, _ = _kserve_workload(ref, obj.get("spec") or {}, role)
         st = obj.get("status") or {}
         current = _generation_current(obj) and st.get("observedGeneration") is not None
-        child = ResourceRef("Deployment", ref.namespace, ref.name + c.KSERVE_DEPLOYMENT_SUFFIX[role])
-        try:
-            dep = workload_status(self._api.get_object(child))
-        except NotFoundError:
+        child = self._kserve_child(ref, st, role)
+        if "replicas" in work:
+            replicas = _int(work["replicas"])
+        else:
+            replicas = child.replicas if child is not None else 1
+        if child is None:
             conds = {
                 x.get("type"): x.get("status") for x in st.get("conditions") or [] if isinstance(x, dict)
             }
-            ready = replicas if conds.get(c.KSERVE_WORKLOAD_CONDITION[role]) == "True" else 0
+            present = [conds[t] for t in c.KSERVE_WORKLOAD_CONDITIONS[role] if t in conds]
+            ready = replicas if present and all(v == "True" for v in present) else 0
             return RoleStatus(replicas, ready, current, False)
         # the child follows the owner: until it has the owner's count, the role is not stable
-        rollout = dep.rollout_in_progress or dep.replicas != replicas
-        return RoleStatus(replicas, min(dep.ready, replicas), current and dep.generation_current, rollout)
+        rollout = child.rollout_in_progress or child.replicas != replicas
+        return RoleStatus(replicas, min(child.ready, replicas), current and child.generation_current, rollout)
+
+    def _kserve_child(self, ref: ResourceRef, status: Mapping[str, Any], role: str) -> RoleStatus | None:
+        """The status of the workload KServe generated for `role`; None when there is none."""
+        named = ((status.get("workloads") or {}).get(c.KSERVE_STATUS_WORKLOAD[role])) or {}
+        kind, name = named.get("kind"), named.get("name")
+        try:
+            if kind == "LeaderWorkerSet" and name:
+                lws = ResourceRef(kind, ref.namespace, name, LWS_GROUP, LWS_VERSION, LWS_PLURAL)
+                return lws_status(self._api.get_object(lws))
+            if kind != "Deployment" or not name:
+                name = ref.name + c.KSERVE_DEPLOYMENT_SUFFIX[role]
+            return workload_status(self._api.get_object(ResourceRef("Deployment", ref.namespace, name)))
+        except NotFoundError:
+            return None
 
     def scale(self, pool: str, role: str, replicas: int, *, dry_run: bool) -> str:
         ref = self.ref(pool, role)
@@ -176,8 +243,8 @@ class KubernetesScaleTarget:
         if ref.kind == KSERVE_KIND:
             obj = self._api.get_object(ref)
             rv = str(obj.get("metadata", {}).get("resourceVersion", ""))
-            spec = obj.get("spec", {})
-            old = _kserve_replicas(spec, role)
+            work, _ = _kserve_workload(ref, obj.get("spec") or {}, role)
+            old = work.get("replicas", "unset")
             field: dict[str, Any] = (
                 {"prefill": {"replicas": replicas}} if role == c.ROLE_PREFILL else {"replicas": replicas}
             )
@@ -232,9 +299,12 @@ class EppWeightTarget:
     edits and writes for all four public methods.
     """
 
-    def __init__(self, api: KubernetesApi, settings: AutoscalerSettings) -> None:
+    def __init__(
+        self, api: KubernetesApi, settings: AutoscalerSettings, kserve: KServeVersion | None = None
+    ) -> None:
         self._api = api
         self._settings = settings
+        self._kserve = kserve or KServeVersion(api)
 
     def _epp(self, pool: str) -> tuple[PoolSettings, EppSettings]:
         try:
@@ -267,11 +337,13 @@ class EppWeightTarget:
         return f"; restarted Deployment {namespace}/{deployment}"
 
     def _llm_inference_service(self, p: PoolSettings, epp: EppSettings) -> _EppConfig:
+        target = p.prefill.target
+        pinned = target.version if target.kind == KSERVE_KIND else None
         if epp.llm_inference_service is not None:
             ns, name = p.namespace, epp.llm_inference_service
         else:  # the pool's LLMInferenceService target (settings check there is one)
-            ns, name = p.prefill.target.namespace or p.namespace, p.prefill.target.name
-        ref = ResourceRef(KSERVE_KIND, ns, name, KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL)
+            ns, name = target.namespace or p.namespace, target.name
+        ref = ResourceRef(KSERVE_KIND, ns, name, KSERVE_GROUP, self._kserve(pinned), KSERVE_PLURAL)
         obj = self._api.get_object(ref)
         rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
         node: Any = obj.get("spec")
@@ -503,11 +575,12 @@ def build_controller(
         )
     has_epp = any(p.epp is not None for p in settings.pools)
     clock = SystemClock()
+    kserve = KServeVersion(api)  # one discovery for both
     ctl = Controller(
         config=settings.policy_config(),
         mode=Mode(mode or settings.mode),
-        scale=KubernetesScaleTarget(api, settings),
-        weights=EppWeightTarget(api, settings) if has_epp else None,
+        scale=KubernetesScaleTarget(api, settings, kserve),
+        weights=EppWeightTarget(api, settings, kserve) if has_epp else None,
         source=source,
         clock=clock,
         sleeper=clock,

@@ -39,7 +39,7 @@ class TargetSettings(_Model):
     name: str = Field(min_length=1)
     namespace: str | None = None  # default: the pool's namespace
     group: str | None = None  # CustomResource only
-    version: str | None = None
+    version: str | None = None  # CustomResource; LLMInferenceService: pin (default: discovery)
     plural: str | None = None
 
     @model_validator(mode="after")

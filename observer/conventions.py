@@ -294,10 +294,19 @@ PD_DECIDER_THRESHOLD_PARAM: Final = "nonCachedTokens"
 # KServe LLMInferenceService inline scheduler config (field notes §5)
 KSERVE_SCHEDULER_CONFIG_PATH: Final = ("spec", "router", "scheduler", "config")
 KSERVE_SCHEDULER_CONFIG_REF_DEFAULT_KEY: Final = "epp"  # a config `ref` without `key`
-# per-role workload conditions of an LLMInferenceService (`Ready` also covers the router)
-KSERVE_WORKLOAD_CONDITION: Final = {ROLE_PREFILL: "PrefillWorkloadReady", ROLE_DECODE: "MainWorkloadReady"}
-# the Deployments KServe generates for single-node workloads: `<name>` + suffix
+# per-role workload conditions of an LLMInferenceService (`Ready` also covers the router): the
+# single-node one and the multi-node (LeaderWorkerSet) one; those present must all be True
+KSERVE_WORKLOAD_CONDITIONS: Final = {
+    ROLE_PREFILL: ("PrefillWorkloadReady", "PrefillWorkerWorkloadReady"),
+    ROLE_DECODE: ("MainWorkloadReady", "WorkerWorkloadReady"),
+}
+# where v1alpha2 reports each role's generated workload (kind, name): status.workloads.<key>
+KSERVE_STATUS_WORKLOAD: Final = {ROLE_PREFILL: "prefill", ROLE_DECODE: "primary"}
+# the Deployments KServe generates for single-node workloads: `<name>` + suffix (the fallback
+# where the status does not name them)
 KSERVE_DEPLOYMENT_SUFFIX: Final = {ROLE_PREFILL: "-kserve-prefill", ROLE_DECODE: "-kserve"}
+# a role's autoscaling section: with it KServe's autoscaler owns the role's replicas
+KSERVE_SCALING_FIELD: Final = "scaling"
 
 # vLLM KV events (field notes §4)
 KV_EVENT_BLOCK_STORED: Final = "BlockStored"

@@ -31,7 +31,10 @@ TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 APPS_KINDS = ("Deployment", "StatefulSet")
 LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
-KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1alpha1", "llminferenceservices"
+KSERVE_GROUP, KSERVE_PLURAL = "serving.kserve.io", "llminferenceservices"
+# the LLMInferenceService versions whose replica and scheduler-config fields we know, newest
+# first: v1alpha2 is the storage version where it is served, v1alpha1 the first release's
+KSERVE_VERSIONS = ("v1alpha2", "v1alpha1")
 LEASE_TIMES = frozenset({"acquireTime", "renewTime"})  # MicroTime: RFC 3339 with six fraction digits
 
 
@@ -87,7 +90,7 @@ def retry_after(headers: Any) -> float | None:
 
 
 class KubernetesApi:
-    """Facade over AppsV1Api, CoreV1Api, CustomObjectsApi and CoordinationV1Api."""
+    """Facade over AppsV1Api, CoreV1Api, CustomObjectsApi, CoordinationV1Api and discovery (ApisApi)."""
 
     def __init__(
         self, api_client: k8s.ApiClient, *, field_manager: str, request_timeout_seconds: float = 10.0
@@ -97,6 +100,7 @@ class KubernetesApi:
         self._core = k8s.CoreV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
         self._coord = k8s.CoordinationV1Api(api_client)
+        self._apis = k8s.ApisApi(api_client)
         self.field_manager = field_manager
         self.timeout = request_timeout_seconds
 
@@ -166,6 +170,20 @@ class KubernetesApi:
         if dry_run:
             opts["dry_run"] = DRY_RUN_ALL
         return opts
+
+    # -- discovery -------------------------------------------------------------------------
+    def served_versions(self, group: str) -> tuple[str | None, tuple[str, ...]]:
+        """(preferred version, every served version) of an API group, from discovery (`GET
+        /apis`, which every authenticated client may read); (None, ()) when it is not served."""
+        groups = self._raw("discover /apis", self._apis.get_api_versions).get("groups") or []
+        for g in groups:
+            if isinstance(g, dict) and g.get("name") == group:
+                versions = tuple(
+                    str(v.get("version")) for v in g.get("versions") or [] if isinstance(v, dict)
+                )
+                preferred = (g.get("preferredVersion") or {}).get("version")
+                return (str(preferred) if preferred else None), versions
+        return None, ()
 
     # -- objects and /scale ----------------------------------------------------------------
     def get_object(self, ref: ResourceRef) -> dict[str, Any]:

@@ -8,6 +8,9 @@ exactly the endpoints the autoscaler uses, with real HTTP semantics for the real
   resourceVersion is not current gets 409; every write bumps a global resourceVersion and,
   on spec changes, `metadata.generation`;
 - `dryRun=All` validates and answers but does not persist;
+- discovery (`GET /apis`): every group it holds objects of, and the groups of `served`, whose
+  objects are stored once, at the first (storage, preferred) version, and read and written
+  through any served version (as a CRD with a conversion webhook); an unserved version is 404;
 - injectable faults (status code or delay, optionally a `Retry-After`) matched by method and
   path substring;
 - what the real server rejects: a PATCH whose Content-Type is not a merge patch (415), and a
@@ -65,6 +68,8 @@ class Emulator:
     rv: int = 100
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    # group -> served versions, the first the storage and preferred one (multi-version CRDs)
+    served: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- seeding / inspection --------------------------------------------------------------
     def put(self, api: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +120,8 @@ class Emulator:
                         ({"Retry-After": str(f.retry_after)} if f.retry_after is not None else {}),
                     )
                 break
+        if method == "GET" and path.rstrip("/") == "/apis":
+            return (*self._record(method, path, query, body, 200, self._discovery()), {})
         m = _PATH.match(path)
         if not m:
             return (*self._record(method, path, query, body, 404, _status(404, "no such path")), {})
@@ -127,11 +134,40 @@ class Emulator:
             if bad:
                 return (*self._record(method, path, query, body, 400, _status(400, f"BadRequest {bad}")), {})
         api = m["core"] or f"{m['group']}/{m['version']}"
+        versions = self.served.get(m["group"] or "")
+        if versions:  # stored at the storage version, answered at the requested one
+            if m["version"] not in versions:
+                return (*self._record(method, path, query, body, 404, _status(404, "NotFound")), {})
+            api = f"{m['group']}/{versions[0]}"
         key = (api, m["plural"], m["ns"], m["name"] or "")
         dry = query.get("dryRun") == ["All"]
         with self.lock:
             code, out = self._dispatch(method, key, m["sub"], body, dry)
+        if versions and isinstance(out, dict) and out.get("kind") not in ("Status", "Scale"):
+            out = {**out, "apiVersion": f"{m['group']}/{m['version']}"}
         return (*self._record(method, path, query, body, code, out), {})
+
+    def _discovery(self) -> dict[str, Any]:
+        """APIGroupList: the `served` groups, then those of the stored objects."""
+        groups: dict[str, list[str]] = {g: list(v) for g, v in self.served.items()}
+        with self.lock:
+            for api, *_ in self.objects:
+                if "/" in api:
+                    group, version = api.split("/", 1)
+                    if version not in groups.setdefault(group, []):
+                        groups[group].append(version)
+
+        def gv(group: str, version: str) -> dict[str, str]:
+            return {"groupVersion": f"{group}/{version}", "version": version}
+
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {"name": g, "versions": [gv(g, v) for v in vs], "preferredVersion": gv(g, vs[0])}
+                for g, vs in groups.items()
+            ],
+        }
 
     def _record(self, method: str, path: str, query: Any, body: Any, code: int, out: Any) -> tuple[int, Any]:
         self.requests.append(Recorded(method, path, query, body, code))

@@ -10,7 +10,14 @@ import pytest
 from autoscaler.connectors.kubernetes_api import KubernetesApi, ResourceRef
 from autoscaler.kubernetes import EppWeightTarget, KubernetesLease, KubernetesScaleTarget
 from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, call_with_retries
-from autoscaler.ports import ManualClock, MemoryAuditSink, NotFoundError, StaticObservations, TemporaryError
+from autoscaler.ports import (
+    ManualClock,
+    MemoryAuditSink,
+    NotFoundError,
+    PermanentError,
+    StaticObservations,
+    TemporaryError,
+)
 from autoscaler.settings import AutoscalerSettings, parse
 from autoscaler.types import Demand, ReasonCode, Signals
 from observer import conventions as c
@@ -421,6 +428,123 @@ def test_kserve_llminferenceservice_owner_fields(em: Emulator, api: KubernetesAp
     assert stored["spec"]["prefill"] == {"replicas": 3, "template": {"containers": []}}  # rest kept
     assert stored["spec"]["replicas"] == 2
     assert not target.status("llama", c.ROLE_PREFILL).generation_current  # generation moved on
+
+
+KSERVE_V2 = "serving.kserve.io/v1alpha2"
+
+
+def llmisvc_v2(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": KSERVE_V2,
+        "kind": "LLMInferenceService",
+        "metadata": {"name": "llama", "namespace": NS, "generation": 1},
+        "spec": spec,
+        "status": {"observedGeneration": 1, **(status or {})},
+    }
+
+
+def test_kserve_version_is_discovered(em: Emulator, api: KubernetesApi) -> None:
+    # a KServe serving both versions, v1alpha2 the storage (preferred) one: use it
+    em.served["serving.kserve.io"] = ("v1alpha2", "v1alpha1")
+    em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2({"replicas": 2, "prefill": {"replicas": 1}}))
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    assert target.status("llama", c.ROLE_DECODE).replicas == 2
+    target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False)
+    paths = [r.path for r in em.requests]
+    assert paths.count("/apis/") == 1  # discovered once
+    assert all("/v1alpha2/" in p for p in paths if "llminferenceservices" in p)
+    assert em.get(KSERVE_V2, "llminferenceservices", NS, "llama")["spec"]["prefill"]["replicas"] == 3
+    # a pinned version is used as it is, without discovery
+    em.requests.clear()
+    pinned = {**kind, "version": "v1alpha1"}
+    KubernetesScaleTarget(api, settings(prefill=pinned, decode=pinned)).scale(
+        "llama", c.ROLE_DECODE, 4, dry_run=False
+    )
+    assert [r.path for r in em.requests] == [
+        f"/apis/serving.kserve.io/v1alpha1/namespaces/{NS}/llminferenceservices/llama"
+    ] * 2
+    assert em.get(KSERVE_V2, "llminferenceservices", NS, "llama")["spec"]["replicas"] == 4
+
+
+@pytest.mark.parametrize(
+    ("served", "message"),
+    [
+        (("v1beta1",), "serves v1beta1, none of the LLMInferenceService versions pd-observer knows"),
+        ((), "does not serve serving.kserve.io: is KServe installed"),
+    ],
+)
+def test_kserve_version_unknown_is_permanent(
+    em: Emulator, api: KubernetesApi, served: tuple[str, ...], message: str
+) -> None:
+    if served:
+        em.served["serving.kserve.io"] = served
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    with pytest.raises(PermanentError, match=message):
+        target.status("llama", c.ROLE_DECODE)
+    assert em.writes() == []
+
+
+def test_kserve_scaling_section_is_refused(em: Emulator, api: KubernetesApi) -> None:
+    # `scaling` hands a role's replicas to KServe's autoscaler (WVA), and the API refuses
+    # `replicas` next to it: a clear refusal, no write
+    spec = {"replicas": 2, "prefill": {"scaling": {"maxReplicas": 4, "wva": {"hpa": {}}}}}
+    em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2(spec))
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    assert target.status("llama", c.ROLE_DECODE).replicas == 2
+    for call in (
+        lambda: target.status("llama", c.ROLE_PREFILL),
+        lambda: target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False),
+    ):
+        with pytest.raises(PermanentError, match=r"spec.prefill.scaling is set, so KServe's autoscaler"):
+            call()
+    assert em.writes() == []
+
+
+def test_kserve_workloads_from_status(em: Emulator, api: KubernetesApi) -> None:
+    # v1alpha2 names each role's workload in status.workloads: a multi-node prefill runs as a
+    # LeaderWorkerSet, the decode Deployment has a name of KServe's choosing; the owner leaves
+    # decode's replicas unset (its workload's count, the Deployment default)
+    workloads = {
+        "primary": {"apiGroup": "apps", "kind": "Deployment", "name": "llama-main-x7"},
+        "prefill": {"apiGroup": "leaderworkerset.x-k8s.io", "kind": "LeaderWorkerSet", "name": "llama-pf"},
+    }
+    em.put(
+        KSERVE_V2, "llminferenceservices", llmisvc_v2({"prefill": {"replicas": 2}}, {"workloads": workloads})
+    )
+    em.put("apps/v1", "deployments", deployment("llama-main-x7", 1))
+    lws = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": "llama-pf", "namespace": NS, "generation": 1},
+        "spec": {"replicas": 2},
+        "status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2},
+    }
+    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    decode = target.status("llama", c.ROLE_DECODE)
+    assert (decode.replicas, decode.ready, decode.stable) == (1, 1, True)
+    prefill = target.status("llama", c.ROLE_PREFILL)
+    assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 1, False)
+
+
+def test_kserve_multinode_conditions(em: Emulator, api: KubernetesApi) -> None:
+    # no workload to read: multi-node roles report WorkerWorkloadReady (decode) and
+    # PrefillWorkerWorkloadReady next to PrefillWorkloadReady (prefill); all present must be True
+    conds = [
+        {"type": "WorkerWorkloadReady", "status": "True"},
+        {"type": "PrefillWorkloadReady", "status": "True"},
+        {"type": "PrefillWorkerWorkloadReady", "status": "False"},
+    ]
+    spec = {"replicas": 2, "prefill": {"replicas": 3}}
+    em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2(spec, {"conditions": conds}))
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    assert target.status("llama", c.ROLE_DECODE).ready == 2
+    assert target.status("llama", c.ROLE_PREFILL).ready == 0
 
 
 def test_configmap_weight_edit_and_restart_annotation(em: Emulator, api: KubernetesApi) -> None:

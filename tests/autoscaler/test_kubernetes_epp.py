@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autoscaler.connectors.kubernetes_api import KSERVE_GROUP, KSERVE_PLURAL, KSERVE_VERSION, KubernetesApi
+from autoscaler.connectors.kubernetes_api import KSERVE_GROUP, KSERVE_PLURAL, KubernetesApi
 from autoscaler.kubernetes import EppWeightTarget, build_controller
 from autoscaler.loop import RetryPolicy, call_with_retries
 from autoscaler.ports import ManualClock, MemoryAuditSink, PermanentError, StaticObservations
@@ -22,7 +22,7 @@ from observer.config import ConfigError
 from tests.autoscaler.k8s_emulator import Emulator, Fault, RunningEmulator
 from tests.autoscaler.test_kubernetes import EPP_YAML, NS, deployment
 
-KSERVE_API = f"{KSERVE_GROUP}/{KSERVE_VERSION}"
+KSERVE_API = f"{KSERVE_GROUP}/v1alpha1"  # a KServe that serves only the first version
 DECIDER_YAML = EPP_YAML.replace(
     "- type: queue-scorer\n",
     "- type: queue-scorer\n"
@@ -332,8 +332,11 @@ def test_llmisvc_route_stays_within_rbac(em: Emulator, api: KubernetesApi) -> No
     target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=NOW, dry_run=False)
     target.set_decider_threshold("llama", 64, now=NOW, dry_run=False)
     granted = rules()
-    assert len(em.requests) == 5
-    for r in em.requests:
+    # discovery (which version to use) is a non-resource URL every authenticated client may
+    # read (the built-in system:discovery role); the rest are the Role's
+    assert [r.path for r in em.requests[:1]] == ["/apis/"]
+    assert len(em.requests) == 6
+    for r in em.requests[1:]:
         parts = r.path.strip("/").split("/")
         group = "" if parts[0] == "api" else parts[1]
         resource = parts[parts.index("namespaces") + 2]
