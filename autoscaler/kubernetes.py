@@ -428,14 +428,34 @@ class EppWeightTarget:
     def weights(self, pool: str) -> Mapping[str, float]:
         return self._read(pool, lambda text, epp: read_weights(text, epp.profile))
 
+    def set_epp(
+        self,
+        pool: str,
+        *,
+        weights: Mapping[str, float] | None = None,
+        decider: int | None = None,
+        now: float,
+        dry_run: bool,
+    ) -> str:
+        """Both edits on one read, in one write and (ConfigMap route) one restart: two writes
+        would roll the EPP twice on the KServe routes, and on the ConfigMap route an EPP pod
+        started between them would run half the change."""
+
+        def edited(text: str, epp: EppSettings) -> str:
+            if weights is not None:
+                text = edit_weights(text, weights, epp.profile)
+            return edit_decider_threshold(text, decider) if decider is not None else text
+
+        def describe(text: str) -> str:
+            parts = [f"weights {dict(weights)}"] if weights is not None else []
+            if decider is not None:
+                parts.append(f"{c.PD_DECIDER_THRESHOLD_PARAM} {read_decider_threshold(text)} -> {decider}")
+            return ", ".join(parts)
+
+        return self._edit(pool, edited, describe, now=now, dry_run=dry_run)
+
     def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str:
-        return self._edit(
-            pool,
-            lambda text, epp: edit_weights(text, weights, epp.profile),
-            lambda _: f"weights {dict(weights)}",
-            now=now,
-            dry_run=dry_run,
-        )
+        return self.set_epp(pool, weights=weights, now=now, dry_run=dry_run)
 
     def decider_threshold(self, pool: str) -> int | None:
         return self._read(pool, lambda text, _: read_decider_threshold(text))
@@ -451,13 +471,7 @@ class EppWeightTarget:
         return workload_status(deployment).stable
 
     def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str:
-        return self._edit(
-            pool,
-            lambda text, _: edit_decider_threshold(text, tokens),
-            lambda text: f"{c.PD_DECIDER_THRESHOLD_PARAM} {read_decider_threshold(text)} -> {tokens}",
-            now=now,
-            dry_run=dry_run,
-        )
+        return self.set_epp(pool, decider=tokens, now=now, dry_run=dry_run)
 
 
 class KubernetesLease:

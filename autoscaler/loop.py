@@ -244,30 +244,26 @@ class Controller:
                     dry,
                 )
             )
-        by_pool: dict[str, dict[str, float]] = {}
+        weights: dict[str, dict[str, float]] = {}
         for w in effects.weight_changes:
-            by_pool.setdefault(w.pool, {})[w.scorer] = w.desired
+            weights.setdefault(w.pool, {})[w.scorer] = w.desired
+        deciders = {x.pool: x.desired for x in effects.decider_changes}
         if self._weights is not None:
             wt = self._weights
-            for pool, new in by_pool.items():
-                outcomes.append(
-                    self._call(
-                        pool,
-                        TARGET_WEIGHTS,
-                        lambda p=pool, v=new: wt.set_weights(p, v, now=now, dry_run=dry),  # type: ignore[misc]
-                        dry,
-                    )
+            # a pool's weights and decider threshold in one write: one EPP restart and rollout
+            for pool in dict.fromkeys([*weights, *deciders]):
+                w_new, d_new = weights.get(pool), deciders.get(pool)
+                done = self._call(
+                    pool,
+                    TARGET_WEIGHTS if w_new is not None else TARGET_DECIDER,
+                    lambda p=pool, w=w_new, d=d_new: wt.set_epp(
+                        p, weights=w, decider=d, now=now, dry_run=dry
+                    ),  # type: ignore[misc]
+                    dry,
                 )
-            # same `now` as the weights: the restart annotation is identical, one EPP rollout
-            for x in effects.decider_changes:
-                outcomes.append(
-                    self._call(
-                        x.pool,
-                        TARGET_DECIDER,
-                        lambda x=x: wt.set_decider_threshold(x.pool, x.desired, now=now, dry_run=dry),  # type: ignore[misc]
-                        dry,
-                    )
-                )
+                outcomes.append(done)
+                if w_new is not None and d_new is not None:  # the one write is both levers' outcome
+                    outcomes.append(replace(done, target=TARGET_DECIDER))
         return outcomes
 
     def _lead(self, lease: LeaseLock) -> tuple[bool, str | None]:

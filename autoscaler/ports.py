@@ -68,14 +68,23 @@ class WeightTarget(Protocol):
 
     def weights(self, pool: str) -> Mapping[str, float]: ...
 
-    def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str: ...
-
     def decider_threshold(self, pool: str) -> int | None:
         """`nonCachedTokens` of the `prefix-based-pd-decider` plugin; None when the config has no
         such decider (the lever is then absent, not unknown: the policy never touches it)."""
         ...
 
-    def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str: ...
+    def set_epp(
+        self,
+        pool: str,
+        *,
+        weights: Mapping[str, float] | None = None,
+        decider: int | None = None,
+        now: float,
+        dry_run: bool,
+    ) -> str:
+        """Write new scorer weights and/or a new decider threshold, both in one config write
+        (so one EPP restart and rollout); the detail of what was done."""
+        ...
 
     def epp_rolled_out(self, pool: str) -> bool | None:
         """Whether the EPP runs the config as it is now: True once its last restart has rolled
@@ -208,25 +217,35 @@ class InMemoryWeightTarget:
             raise NotFoundError(f"{pool}: no scorer config")
         return dict(self.data[pool])
 
-    def set_weights(self, pool: str, weights: Mapping[str, float], *, now: float, dry_run: bool) -> str:
-        self.calls.append((pool, dict(weights), dry_run))
-        if not dry_run:
-            self.data.setdefault(pool, {}).update(weights)
-        return f"{pool}: weights {dict(weights)}"
+    def set_epp(
+        self,
+        pool: str,
+        *,
+        weights: Mapping[str, float] | None = None,
+        decider: int | None = None,
+        now: float,
+        dry_run: bool,
+    ) -> str:
+        done = []
+        if decider is not None and pool not in self.deciders:
+            self.decider_calls.append((pool, decider, dry_run))
+            raise PermanentError(f"{pool}: no prefix-based-pd-decider in the config")
+        if weights is not None:
+            self.calls.append((pool, dict(weights), dry_run))
+            if not dry_run:
+                self.data.setdefault(pool, {}).update(weights)
+            done.append(f"weights {dict(weights)}")
+        if decider is not None:
+            self.decider_calls.append((pool, decider, dry_run))
+            done.append(f"nonCachedTokens {self.deciders[pool]} -> {decider}")
+            if not dry_run:
+                self.deciders[pool] = decider
+        return f"{pool}: {', '.join(done)}"
 
     def decider_threshold(self, pool: str) -> int | None:
         if pool not in self.data:
             raise NotFoundError(f"{pool}: no scorer config")
         return self.deciders.get(pool)
-
-    def set_decider_threshold(self, pool: str, tokens: int, *, now: float, dry_run: bool) -> str:
-        self.decider_calls.append((pool, tokens, dry_run))
-        if pool not in self.deciders:
-            raise PermanentError(f"{pool}: no prefix-based-pd-decider in the config")
-        old = self.deciders[pool]
-        if not dry_run:
-            self.deciders[pool] = tokens
-        return f"{pool}: nonCachedTokens {old} -> {tokens}"
 
     def epp_rolled_out(self, pool: str) -> bool | None:
         return self.rolled_out.get(pool)

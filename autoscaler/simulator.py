@@ -114,6 +114,23 @@ class SimScaleTarget:
         self.decider_changes += 1
         return f"{pool}: nonCachedTokens {before} -> {tokens}, effective at {at:.0f} (EPP restart)"
 
+    def set_epp(
+        self,
+        pool: str,
+        *,
+        weights: Mapping[str, float] | None = None,
+        decider: int | None = None,
+        now: float,
+        dry_run: bool,
+    ) -> str:
+        """Both levers: the twin restarts its EPP once for changes made at the same time."""
+        done = []
+        if weights is not None:
+            done.append(self.set_weights(pool, weights, now=now, dry_run=dry_run))
+        if decider is not None:
+            done.append(self.set_decider_threshold(pool, decider, now=now, dry_run=dry_run))
+        return "; ".join(done)
+
     def epp_rolled_out(self, pool: str) -> bool | None:
         """True unless a weight or decider change waits for the twin's EPP restart."""
         p = self._act.get_state().pools.get(pool)

@@ -415,3 +415,35 @@ def test_epp_settings_defaults() -> None:
     named = pool_settings({**KSERVE_EPP, "llm_inference_service": "other"}).pools[0].epp
     assert named is not None
     assert named.llm_inference_service == "other"
+
+
+def test_both_levers_in_one_write_configmap(em: Emulator, api: KubernetesApi) -> None:
+    # one PUT carrying both edits and one restart: an EPP pod started between two writes
+    # would run half the change
+    seed_configmap(em)
+    target = EppWeightTarget(api, pool_settings(CM_EPP))
+    detail = target.set_epp("llama", weights={c.SCORER_QUEUE: 3.0}, decider=128, now=NOW, dry_run=False)
+    assert "weights {'queue-scorer': 3.0}, nonCachedTokens 16 -> 128" in detail
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in em.writes()] == [
+        ("PUT", "llama-epp"),
+        ("PATCH", "llama-epp"),
+    ]
+    assert target.decider_threshold("llama") == 128
+    assert target.weights("llama")[c.SCORER_QUEUE] == 3.0
+
+
+def test_both_levers_in_one_write_llmisvc_v1alpha2(em: Emulator, api: KubernetesApi) -> None:
+    # on the KServe route each owner patch re-renders the EPP Deployment: one patch, one
+    # rollout; a KServe serving v1alpha2 (its storage version) is written through it
+    em.served[KSERVE_GROUP] = ("v1alpha2", "v1alpha1")
+    svc = llmisvc({"inline": yaml.safe_load(DECIDER_YAML)})
+    svc["apiVersion"] = f"{KSERVE_GROUP}/v1alpha2"
+    em.put(f"{KSERVE_GROUP}/v1alpha2", KSERVE_PLURAL, svc)
+    target = EppWeightTarget(api, pool_settings(KSERVE_EPP, kserve=True))
+    target.set_epp("llama", weights={c.SCORER_QUEUE: 3.0}, decider=128, now=NOW, dry_run=False)
+    (patch,) = em.writes()
+    assert patch.path == f"/apis/{KSERVE_GROUP}/v1alpha2/namespaces/{NS}/{KSERVE_PLURAL}/llama"
+    inline = inline_of(em.get(f"{KSERVE_GROUP}/v1alpha2", KSERVE_PLURAL, NS, "llama"))
+    assert target.decider_threshold("llama") == 128
+    (profile,) = inline["schedulingProfiles"]
+    assert {"pluginRef": c.SCORER_QUEUE, "weight": 3.0} in profile["plugins"]

@@ -197,3 +197,35 @@ def test_the_epp_rollout_is_read_with_the_config_and_holds_the_write() -> None:
     del weights.data["p"]
     ctl.tick()
     assert audit.entries[-1].observation.epp_rolled_out is None
+
+
+def test_weights_and_decider_of_a_tick_are_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each EPP config write restarts the EPP: both levers changed in one tick go out together,
+    # and the one write is the outcome of both (so both cooldowns start)
+    from autoscaler import loop
+    from autoscaler.types import DeciderChange, Effects, PolicyState, ReasonCode, WeightChange
+
+    ctl, _, weights, _, audit = make(Mode.APPLY)
+    weights.deciders["p"] = 512
+    written: list[dict[str, object]] = []
+    set_epp = weights.set_epp
+
+    def spy(pool: str, **kw: object) -> str:
+        written.append({"pool": pool, **kw})
+        return set_epp(pool, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(weights, "set_epp", spy)
+    effects = Effects(
+        decisions=(),
+        weight_changes=(WeightChange("p", c.SCORER_PREFIX_CACHE, 2.0, 3.0, (ReasonCode.CACHE_CASCADE,)),),
+        holds=(),
+        state=PolicyState(),
+        decider_changes=(DeciderChange("p", 512, 4096, (ReasonCode.PREFILL_OVERFLOW,)),),
+    )
+    monkeypatch.setattr(loop, "decide", lambda *_: effects)
+    report = ctl.tick()
+    assert [(w["weights"], w["decider"]) for w in written] == [({c.SCORER_PREFIX_CACHE: 3.0}, 4096)]
+    assert [(o.target, o.ok) for o in report.outcomes] == [("weights", True), ("decider", True)]
+    assert weights.deciders["p"] == 4096
+    assert weights.data["p"][c.SCORER_PREFIX_CACHE] == 3.0
+    assert len(audit.entries) == 1
