@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -478,17 +479,27 @@ class KubernetesLease:
     """LeaseLock on a coordination.k8s.io/v1 Lease, acquire/renew with resourceVersion.
 
     Expiry is judged like client-go: by how long the record has gone unchanged on *our*
-    clock (no cross-node clock comparison). Losing a write race (409) means not the leader.
+    monotonic clock (no cross-node clock comparison, and a step of our wall clock does not
+    expire it); the wall-clock `now` is only what is written. Losing a write race (409) means
+    not the leader.
     """
 
     def __init__(
-        self, api: KubernetesApi, *, namespace: str, name: str, identity: str, duration_seconds: float
+        self,
+        api: KubernetesApi,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self._ns = namespace
         self._name = name
         self._identity = identity
         self._duration = duration_seconds
+        self._monotonic = monotonic
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
 
@@ -521,10 +532,11 @@ class KubernetesLease:
         meta = lease.get("metadata") or {}
         holder = spec.get("holderIdentity") or ""
         key = (holder, str(spec.get("renewTime")), meta.get("resourceVersion"))
+        elapsed = self._monotonic()
         if key != self._observed:
-            self._observed, self._observed_at = key, now
+            self._observed, self._observed_at = key, elapsed
         duration = _int(spec.get("leaseDurationSeconds")) or self._duration
-        if holder and holder != self._identity and now - self._observed_at < duration:
+        if holder and holder != self._identity and elapsed - self._observed_at < duration:
             return False
         mine = holder == self._identity
         acquire = parse_time(spec.get("acquireTime")) if mine else now
@@ -577,6 +589,7 @@ def build_controller(
         host=host,
         kubeconfig=kubeconfig,
     )
+    clock = SystemClock()
     lease = None
     if settings.lease.enabled:
         ns = settings.lease.namespace or (settings.pools[0].namespace if settings.pools else "default")
@@ -586,9 +599,9 @@ def build_controller(
             name=settings.lease.name,
             identity=identity or settings.lease.identity or socket.gethostname(),
             duration_seconds=settings.lease_duration_seconds,
+            monotonic=clock.monotonic,
         )
     has_epp = any(p.epp is not None for p in settings.pools)
-    clock = SystemClock()
     kserve = KServeVersion(api)  # one discovery for both
     ctl = Controller(
         config=settings.policy_config(),

@@ -47,10 +47,14 @@ class Mode(StrEnum):
 
 
 class SystemClock:
-    """The real Clock and Sleeper (wall clock, `time.sleep`): used only by the running loop."""
+    """The real Clock and Sleeper (wall and monotonic clocks, `time.sleep`): used only by the
+    running loop."""
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -181,7 +185,7 @@ class Controller:
         self.interval_seconds = interval_seconds
         self.state = PolicyState()
         self._was_leader = False
-        self._renewed_at = 0.0  # clock time of the last successful renewal (when the leader)
+        self._renewed_at = 0.0  # monotonic time of the last successful renewal (when the leader)
 
     # -- helpers ---------------------------------------------------------------------------
     def _retrying(self, op: Callable[[], T]) -> tuple[T, int]:
@@ -276,7 +280,7 @@ class Controller:
             leader, _ = self._retrying(lambda: lease.try_acquire_or_renew(self._clock.now()))
         except ActuationError as exc:
             leader, error = False, f"lease renewal failed: {exc}"
-        now = self._clock.now()
+        now = self._clock.monotonic()  # elapsed times only: a wall-clock step must not move them
         if leader:
             self._was_leader, self._renewed_at = True, now
         elif self._was_leader:
@@ -309,7 +313,7 @@ class Controller:
         if (
             lease is not None
             and self.mode != Mode.OBSERVE
-            and self._clock.now() - self._renewed_at > lease.duration_seconds * RENEW_BEFORE_ACT_SHARE
+            and self._clock.monotonic() - self._renewed_at > lease.duration_seconds * RENEW_BEFORE_ACT_SHARE
         ):
             leader, error = self._lead(lease)  # a slow tick: renew again before writing
             if not leader:

@@ -110,7 +110,14 @@ class LeaseLock(Protocol):
 
 
 class Clock(Protocol):
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch: the time of data and of what is written."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (NTP steps, a set clock): for elapsed times,
+        such as how long ago the lease was renewed."""
+        ...
 
 
 class Sleeper(Protocol):
@@ -168,6 +175,9 @@ class ManualClock:
         self.slept: list[float] = []
 
     def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
         return self._now
 
     def advance(self, seconds: float) -> None:

@@ -220,6 +220,9 @@ class TwinClock:
     def now(self) -> float:
         return self.t
 
+    def monotonic(self) -> float:
+        return self.t
+
     def sleep(self, seconds: float) -> None:
         self.slept += seconds
 

@@ -670,12 +670,8 @@ def test_two_instances_contend_for_the_lease_only_the_leader_acts(em: Emulator, 
     seed(em)
     s = settings()
     clock = ManualClock(1_700_000_000.0)
-    lease_a = KubernetesLease(
-        api, namespace=NS, name="pd-observer-autoscaler", identity="a", duration_seconds=15
-    )
-    lease_b = KubernetesLease(
-        api, namespace=NS, name="pd-observer-autoscaler", identity="b", duration_seconds=15
-    )
+    lease_a = lease_of(api, "a", 15, clock)
+    lease_b = lease_of(api, "b", 15, clock)
     a = controller(api, s, Mode.APPLY, clock, lease=lease_a)
     b = controller(api, s, Mode.APPLY, clock, lease=lease_b)
     assert a.tick().leader
@@ -702,16 +698,58 @@ def test_two_instances_contend_for_the_lease_only_the_leader_acts(em: Emulator, 
         a.tick()
 
 
-def lease_of(api: KubernetesApi, identity: str, duration: float = 60.0) -> KubernetesLease:
+def lease_of(
+    api: KubernetesApi, identity: str, duration: float = 60.0, clock: ManualClock | None = None
+) -> KubernetesLease:
     return KubernetesLease(
-        api, namespace=NS, name="pd-observer-autoscaler", identity=identity, duration_seconds=duration
+        api,
+        namespace=NS,
+        name="pd-observer-autoscaler",
+        identity=identity,
+        duration_seconds=duration,
+        monotonic=(clock or ManualClock()).monotonic,
     )
+
+
+class _SteppedClock(ManualClock):
+    """A ManualClock whose wall clock can be stepped (NTP, an operator) apart from its
+    monotonic one."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.step = 0.0
+
+    def now(self) -> float:
+        return super().now() + self.step
+
+
+def test_a_wall_clock_step_neither_expires_nor_extends_the_lease(em: Emulator, api: KubernetesApi) -> None:
+    seed(em)
+    clock_a, clock_b = _SteppedClock(1_700_000_000.0), _SteppedClock(1_700_000_000.0)
+    a = controller(api, settings(), Mode.APPLY, clock_a, lease=lease_of(api, "a", 60, clock_a))
+    b = controller(api, settings(), Mode.APPLY, clock_b, lease=lease_of(api, "b", 60, clock_b))
+    assert a.tick().leader
+    assert not b.tick().leader
+    # the standby's wall clock jumps 5 minutes ahead: the lease it watches is not expired by it
+    clock_b.step = 300.0
+    clock_b.advance(15)
+    assert not b.tick().leader
+    # the leader's wall clock jumps back 5 minutes during an outage: its renew deadline still
+    # falls 40 s (2/3 of 60 s) after its last renewal, before the standby may take over
+    clock_a.step = -300.0
+    em.faults.append(Fault("GET", "/leases/", status=503, times=100))
+    for _ in range(2):
+        clock_a.advance(15)
+        assert not a.tick().leader
+    clock_a.advance(15)
+    with pytest.raises(LeadershipLost, match="could not renew the lease"):
+        a.tick()
 
 
 def test_a_leader_rides_out_lease_errors_until_the_renew_deadline(em: Emulator, api: KubernetesApi) -> None:
     seed(em)
     clock = ManualClock(1_700_000_000.0)
-    a = controller(api, settings(), Mode.APPLY, clock, lease=lease_of(api, "a"))  # 60 s lease
+    a = controller(api, settings(), Mode.APPLY, clock, lease=lease_of(api, "a", clock=clock))  # 60 s lease
     assert a.tick().leader
     scaled = len(em.writes("PATCH", "/scale"))
     # one API-server blip: every attempt of this tick fails. Not the leader this tick (it does
@@ -752,7 +790,7 @@ def test_a_slow_tick_renews_the_lease_before_it_writes(em: Emulator, api: Kubern
     seed(em)
     clock = ManualClock(1_700_000_000.0)
     slow = _SlowSource(clock, 25.0)  # more than a third of the 60 s lease
-    a = controller(api, settings(), Mode.APPLY, clock, lease=lease_of(api, "a"), source=slow)
+    a = controller(api, settings(), Mode.APPLY, clock, lease=lease_of(api, "a", clock=clock), source=slow)
     assert a.tick().leader
     assert len(em.writes("PATCH", "/leases/")) == 2  # renewed again after observing, then acted
     assert len(em.writes("PATCH", "/scale")) == 2
