@@ -132,7 +132,14 @@ def changes_json(e: AuditEntry) -> dict[str, Any]:
 
 def outcomes_json(e: AuditEntry) -> list[dict[str, Any]]:
     return [
-        {"target": o.target, "ok": o.ok, "detail": o.detail, "attempts": o.attempts, "dry_run": o.dry_run}
+        {
+            "target": o.target,
+            "ok": o.ok,
+            "detail": o.detail,
+            "attempts": o.attempts,
+            "dry_run": o.dry_run,
+            "shared": o.shared,
+        }
         for o in e.outcomes
     ]
 

@@ -68,9 +68,9 @@ def parse_time(value: Any) -> float | None:
 
 
 class KServeVersion:
-    """The LLMInferenceService API version to talk to, found once by discovery: the API server's
-    preferred version when it is one we know (`KSERVE_VERSIONS`), else the newest known one it
-    serves. A target's `version` pins it instead (no discovery then)."""
+    """The LLMInferenceService API version to talk to: the newest of `KSERVE_VERSIONS` the API
+    server lists `llminferenceservices` under (discovery, once; again after `forget`, e.g. when
+    the object answers 404 after a KServe upgrade). A target's `version` pins it instead."""
 
     def __init__(self, api: KubernetesApi) -> None:
         self._api = api
@@ -79,22 +79,26 @@ class KServeVersion:
     def __call__(self, pinned: str | None = None) -> str:
         if pinned:
             return pinned
-        if self._found is None:
-            preferred, served = self._api.served_versions(KSERVE_GROUP)
-            known = [v for v in KSERVE_VERSIONS if v in served]
-            if preferred in KSERVE_VERSIONS:
-                self._found = preferred
-            elif known:
-                self._found = known[0]
-            elif served:
+        if self._found is None:  # a failed discovery is not kept: the next use tries again
+            served = (v for v in KSERVE_VERSIONS if self._api.serves(KSERVE_GROUP, v, KSERVE_PLURAL))
+            self._found = next(served, None)
+            if self._found is None:
                 raise PermanentError(
-                    f"{KSERVE_GROUP} serves {', '.join(served)}, none of the LLMInferenceService "
-                    f"versions pd-observer knows ({', '.join(KSERVE_VERSIONS)}): pin one with the "
-                    "target's `version` if its replica and scheduler fields are the same"
+                    f"the API server serves {KSERVE_PLURAL}.{KSERVE_GROUP} at none of the versions "
+                    f"pd-observer knows ({', '.join(KSERVE_VERSIONS)}): is KServe's LLMInferenceService "
+                    "installed? (A newer version with the same replica and scheduler fields can be "
+                    "pinned with the target's `version`.)"
                 )
-            else:
-                raise PermanentError(f"the API server does not serve {KSERVE_GROUP}: is KServe installed?")
         return self._found
+
+    def read(self, ref: ResourceRef) -> dict[str, Any]:
+        """GET an LLMInferenceService; a 404 also forgets the version found (a KServe upgrade
+        may have stopped serving it), so the next use discovers again."""
+        try:
+            return self._api.get_object(ref)
+        except NotFoundError:
+            self._found = None
+            raise
 
 
 def resource_ref(target: TargetSettings, namespace: str, kserve: KServeVersion) -> ResourceRef:
@@ -116,17 +120,28 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float | str) and str(value).strip() != "" else 0
 
 
-def _kserve_workload(ref: ResourceRef, spec: Mapping[str, Any], role: str) -> tuple[Mapping[str, Any], str]:
-    """The role's WorkloadSpec of an LLMInferenceService (`spec` for decode, `spec.prefill`) and
-    its path; a PermanentError when it has `scaling`, which hands the replicas to KServe's own
-    autoscaler (the API refuses `replicas` next to it)."""
+def _conditions(status: Mapping[str, Any]) -> dict[Any, Any]:
+    """type → status of a Knative-style `status.conditions`."""
+    return {x.get("type"): x.get("status") for x in status.get("conditions") or [] if isinstance(x, dict)}
+
+
+def _kserve_workload(ref: ResourceRef, obj: Mapping[str, Any], role: str) -> Mapping[str, Any]:
+    """The role's WorkloadSpec of an LLMInferenceService (`spec` for decode, `spec.prefill`); a
+    PermanentError when the role has `scaling`, which hands its replicas to KServe's own
+    autoscaler (the API refuses `replicas` next to it): on the object, or inherited through
+    `spec.baseRefs`, which only the role's scaling condition shows (a `replicas` written next to
+    an inherited `scaling` fails KServe's merge and takes the service down)."""
+    spec = obj.get("spec") or {}
     work, path = (spec.get("prefill") or {}, "spec.prefill") if role == c.ROLE_PREFILL else (spec, "spec")
-    if work.get(c.KSERVE_SCALING_FIELD) is not None:
+    inherited = c.KSERVE_SCALING_CONDITION[role] in _conditions(obj.get("status") or {})
+    if work.get(c.KSERVE_SCALING_FIELD) is not None or inherited:
+        where = "through spec.baseRefs " if work.get(c.KSERVE_SCALING_FIELD) is None else ""
         raise PermanentError(
-            f"{ref}: {path}.{c.KSERVE_SCALING_FIELD} is set, so KServe's autoscaler owns the {role} "
-            f"replicas: remove it for pd-observer to scale this role, or leave the pool out"
+            f"{ref}: {path}.{c.KSERVE_SCALING_FIELD} is set {where}(condition "
+            f"{c.KSERVE_SCALING_CONDITION[role]}), so KServe's autoscaler owns the {role} replicas: "
+            "remove it for pd-observer to scale this role, or leave the pool out"
         )
-    return work, path
+    return work
 
 
 def _generation_current(obj: Mapping[str, Any]) -> bool:
@@ -183,7 +198,7 @@ class KubernetesScaleTarget:
 
     def status(self, pool: str, role: str) -> RoleStatus:
         ref = self.ref(pool, role)
-        obj = self._api.get_object(ref)
+        obj = self._kserve.read(ref) if ref.kind == KSERVE_KIND else self._api.get_object(ref)
         if ref.kind in ("Deployment", "StatefulSet"):
             return workload_status(obj)
         if ref.kind == KSERVE_KIND:
@@ -202,10 +217,9 @@ class KubernetesScaleTarget:
         """An LLMInferenceService role: the owner's replicas (unset: its workload's, else the
         Deployment default 1); readiness and rollout from the workload KServe generates for the
         role, found through `status.workloads` (v1alpha2: a Deployment or, multi-node, a
-        LeaderWorkerSet) or by its name (`<name>-kserve`, `<name>-kserve-prefill`); where there
-        is none to read, from the role's workload conditions (`Ready` also covers the router):
-        all ready or none."""
-        work, _ = _kserve_workload(ref, obj.get("spec") or {}, role)
+        LeaderWorkerSet) or by its name; where there is none to read, from the role's workload
+        conditions (`Ready` also covers the router): all ready or none."""
+        work = _kserve_workload(ref, obj, role)
         st = obj.get("status") or {}
         current = _generation_current(obj) and st.get("observedGeneration") is not None
         child = self._kserve_child(ref, st, role)
@@ -214,9 +228,7 @@ class KubernetesScaleTarget:
         else:
             replicas = child.replicas if child is not None else 1
         if child is None:
-            conds = {
-                x.get("type"): x.get("status") for x in st.get("conditions") or [] if isinstance(x, dict)
-            }
+            conds = _conditions(st)
             present = [conds[t] for t in c.KSERVE_WORKLOAD_CONDITIONS[role] if t in conds]
             ready = replicas if present and all(v == "True" for v in present) else 0
             return RoleStatus(replicas, ready, current, False)
@@ -225,26 +237,36 @@ class KubernetesScaleTarget:
         return RoleStatus(replicas, min(child.ready, replicas), current and child.generation_current, rollout)
 
     def _kserve_child(self, ref: ResourceRef, status: Mapping[str, Any], role: str) -> RoleStatus | None:
-        """The status of the workload KServe generated for `role`; None when there is none."""
+        """The status of the workload KServe generated for `role`: the one `status.workloads`
+        names, else the Deployment `<name>-kserve[-prefill]`, else the LeaderWorkerSet
+        `<name>-kserve-mn[-prefill]`; None when there is none."""
+        ns = ref.namespace
         named = ((status.get("workloads") or {}).get(c.KSERVE_STATUS_WORKLOAD[role])) or {}
         kind, name = named.get("kind"), named.get("name")
-        try:
-            if kind == "LeaderWorkerSet" and name:
-                lws = ResourceRef(kind, ref.namespace, name, LWS_GROUP, LWS_VERSION, LWS_PLURAL)
-                return lws_status(self._api.get_object(lws))
-            if kind != "Deployment" or not name:
-                name = ref.name + c.KSERVE_DEPLOYMENT_SUFFIX[role]
-            return workload_status(self._api.get_object(ResourceRef("Deployment", ref.namespace, name)))
-        except NotFoundError:
-            return None
+        if kind in ("Deployment", "LeaderWorkerSet") and name:
+            candidates = [(str(kind), str(name))]
+        else:
+            candidates = [
+                ("Deployment", ref.name + c.KSERVE_DEPLOYMENT_SUFFIX[role]),
+                ("LeaderWorkerSet", ref.name + c.KSERVE_LWS_SUFFIX[role]),
+            ]
+        for kind, name in candidates:
+            try:
+                if kind == "LeaderWorkerSet":
+                    lws = ResourceRef(kind, ns, name, LWS_GROUP, LWS_VERSION, LWS_PLURAL)
+                    return lws_status(self._api.get_object(lws))
+                return workload_status(self._api.get_object(ResourceRef(kind, ns, name)))
+            except NotFoundError:
+                continue
+        return None
 
     def scale(self, pool: str, role: str, replicas: int, *, dry_run: bool) -> str:
         ref = self.ref(pool, role)
         suffix = " (dry-run)" if dry_run else ""
         if ref.kind == KSERVE_KIND:
-            obj = self._api.get_object(ref)
+            obj = self._kserve.read(ref)
             rv = str(obj.get("metadata", {}).get("resourceVersion", ""))
-            work, _ = _kserve_workload(ref, obj.get("spec") or {}, role)
+            work = _kserve_workload(ref, obj, role)
             old = work.get("replicas", "unset")
             field: dict[str, Any] = (
                 {"prefill": {"replicas": replicas}} if role == c.ROLE_PREFILL else {"replicas": replicas}
@@ -345,7 +367,7 @@ class EppWeightTarget:
         else:  # the pool's LLMInferenceService target (settings check there is one)
             ns, name = target.namespace or p.namespace, target.name
         ref = ResourceRef(KSERVE_KIND, ns, name, KSERVE_GROUP, self._kserve(pinned), KSERVE_PLURAL)
-        obj = self._api.get_object(ref)
+        obj = self._kserve.read(ref)
         rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
         node: Any = obj.get("spec")
         for part in c.KSERVE_SCHEDULER_CONFIG_PATH[1:]:

@@ -226,13 +226,52 @@ class Controller:
 
     def _call(self, pool: str, target: str, op: Callable[[], str], dry: bool) -> Outcome:
         """One actuation with retries, as an Outcome (never raises ActuationError)."""
+        outcome, _ = self._attempt(pool, target, op, dry)
+        return outcome
+
+    def _attempt(
+        self, pool: str, target: str, op: Callable[[], str], dry: bool
+    ) -> tuple[Outcome, PermanentError | None]:
+        """`_call`, also giving the permanent error when that is how it failed."""
         try:
             detail, n = self._retrying(op)
-            return Outcome(pool, target, True, detail, n, dry)
+            return Outcome(pool, target, True, detail, n, dry), None
         except TemporaryError as exc:
-            return Outcome(pool, target, False, f"gave up: {exc}", self._retry.attempts, dry)
+            return Outcome(pool, target, False, f"gave up: {exc}", self._retry.attempts, dry), None
         except PermanentError as exc:
-            return Outcome(pool, target, False, f"permanent: {exc}", 1, dry)
+            return Outcome(pool, target, False, f"permanent: {exc}", 1, dry), exc
+
+    def _write_epp(
+        self,
+        wt: WeightTarget,
+        pool: str,
+        w: Mapping[str, float] | None,
+        d: int | None,
+        *,
+        now: float,
+        dry: bool,
+    ) -> list[Outcome]:
+        """A pool's EPP levers in one write (one EPP restart and rollout), that write being both
+        levers' outcome; when it fails for good, each lever on its own, so one lever's
+        permanent error (its plugin gone from the config) does not hold the other."""
+        if w is not None and d is not None:
+            both, permanent = self._attempt(
+                pool,
+                TARGET_WEIGHTS,
+                lambda: wt.set_epp(pool, weights=w, decider=d, now=now, dry_run=dry),
+                dry,
+            )
+            if permanent is None:
+                return [both, replace(both, target=TARGET_DECIDER, shared=True)]
+            log.warning("%s: the EPP write of both levers failed (%s): each on its own", pool, permanent)
+        out = []
+        if w is not None:
+            write_w = lambda: wt.set_epp(pool, weights=w, now=now, dry_run=dry)  # noqa: E731
+            out.append(self._call(pool, TARGET_WEIGHTS, write_w, dry))
+        if d is not None:
+            write_d = lambda: wt.set_epp(pool, decider=d, now=now, dry_run=dry)  # noqa: E731
+            out.append(self._call(pool, TARGET_DECIDER, write_d, dry))
+        return out
 
     def _apply(self, effects: Effects, now: float) -> list[Outcome]:
         if self.mode == Mode.OBSERVE:
@@ -253,21 +292,10 @@ class Controller:
             weights.setdefault(w.pool, {})[w.scorer] = w.desired
         deciders = {x.pool: x.desired for x in effects.decider_changes}
         if self._weights is not None:
-            wt = self._weights
-            # a pool's weights and decider threshold in one write: one EPP restart and rollout
             for pool in dict.fromkeys([*weights, *deciders]):
-                w_new, d_new = weights.get(pool), deciders.get(pool)
-                done = self._call(
-                    pool,
-                    TARGET_WEIGHTS if w_new is not None else TARGET_DECIDER,
-                    lambda p=pool, w=w_new, d=d_new: wt.set_epp(
-                        p, weights=w, decider=d, now=now, dry_run=dry
-                    ),  # type: ignore[misc]
-                    dry,
+                outcomes += self._write_epp(
+                    self._weights, pool, weights.get(pool), deciders.get(pool), now=now, dry=dry
                 )
-                outcomes.append(done)
-                if w_new is not None and d_new is not None:  # the one write is both levers' outcome
-                    outcomes.append(replace(done, target=TARGET_DECIDER))
         return outcomes
 
     def _lead(self, lease: LeaseLock) -> tuple[bool, str | None]:

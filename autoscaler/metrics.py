@@ -62,7 +62,7 @@ class AutoscalerCollector:
                 for x in entry.decider_changes:
                     self._decider[pool] = x.desired
             for o in entry.outcomes:
-                if not o.ok:
+                if not o.ok and not o.shared:  # a shared outcome's call is counted once
                     self._errors[pool] += 1
             if applied:
                 self._last_action[pool] = entry.at

@@ -145,6 +145,9 @@ class Outcome:
     detail: str
     attempts: int
     dry_run: bool
+    # the API call of the outcome before it (one EPP write carried both levers): the same
+    # call, not another one (metrics count its error once)
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

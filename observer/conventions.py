@@ -302,11 +302,15 @@ KSERVE_WORKLOAD_CONDITIONS: Final = {
 }
 # where v1alpha2 reports each role's generated workload (kind, name): status.workloads.<key>
 KSERVE_STATUS_WORKLOAD: Final = {ROLE_PREFILL: "prefill", ROLE_DECODE: "primary"}
-# the Deployments KServe generates for single-node workloads: `<name>` + suffix (the fallback
-# where the status does not name them)
+# the workloads KServe generates, `<name>` + suffix (the fallback where the status does not name
+# them; a name over 63 characters is hashed by KServe and not found this way): single-node
+# Deployments and multi-node LeaderWorkerSets
 KSERVE_DEPLOYMENT_SUFFIX: Final = {ROLE_PREFILL: "-kserve-prefill", ROLE_DECODE: "-kserve"}
-# a role's autoscaling section: with it KServe's autoscaler owns the role's replicas
+KSERVE_LWS_SUFFIX: Final = {ROLE_PREFILL: "-kserve-mn-prefill", ROLE_DECODE: "-kserve-mn"}
+# a role's autoscaling section: with it KServe's autoscaler owns the role's replicas; the
+# condition KServe sets only then (also when the section is inherited through spec.baseRefs)
 KSERVE_SCALING_FIELD: Final = "scaling"
+KSERVE_SCALING_CONDITION: Final = {ROLE_PREFILL: "PrefillScalingReady", ROLE_DECODE: "ScalingReady"}
 
 # vLLM KV events (field notes §4)
 KV_EVENT_BLOCK_STORED: Final = "BlockStored"

@@ -33,7 +33,8 @@ APPS_KINDS = ("Deployment", "StatefulSet")
 LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
 KSERVE_GROUP, KSERVE_PLURAL = "serving.kserve.io", "llminferenceservices"
 # the LLMInferenceService versions whose replica and scheduler-config fields we know, newest
-# first: v1alpha2 is the storage version where it is served, v1alpha1 the first release's
+# first: v1alpha2 is its storage version where it is served, v1alpha1 the first release's. (Not
+# the group's discovery `preferredVersion`: that is v1beta1, InferenceService's.)
 KSERVE_VERSIONS = ("v1alpha2", "v1alpha1")
 LEASE_TIMES = frozenset({"acquireTime", "renewTime"})  # MicroTime: RFC 3339 with six fraction digits
 
@@ -90,7 +91,7 @@ def retry_after(headers: Any) -> float | None:
 
 
 class KubernetesApi:
-    """Facade over AppsV1Api, CoreV1Api, CustomObjectsApi, CoordinationV1Api and discovery (ApisApi)."""
+    """Facade over AppsV1Api, CoreV1Api, CustomObjectsApi (and its discovery) and CoordinationV1Api."""
 
     def __init__(
         self, api_client: k8s.ApiClient, *, field_manager: str, request_timeout_seconds: float = 10.0
@@ -100,7 +101,6 @@ class KubernetesApi:
         self._core = k8s.CoreV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
         self._coord = k8s.CoordinationV1Api(api_client)
-        self._apis = k8s.ApisApi(api_client)
         self.field_manager = field_manager
         self.timeout = request_timeout_seconds
 
@@ -172,18 +172,18 @@ class KubernetesApi:
         return opts
 
     # -- discovery -------------------------------------------------------------------------
-    def served_versions(self, group: str) -> tuple[str | None, tuple[str, ...]]:
-        """(preferred version, every served version) of an API group, from discovery (`GET
-        /apis`, which every authenticated client may read); (None, ()) when it is not served."""
-        groups = self._raw("discover /apis", self._apis.get_api_versions).get("groups") or []
-        for g in groups:
-            if isinstance(g, dict) and g.get("name") == group:
-                versions = tuple(
-                    str(v.get("version")) for v in g.get("versions") or [] if isinstance(v, dict)
-                )
-                preferred = (g.get("preferredVersion") or {}).get("version")
-                return (str(preferred) if preferred else None), versions
-        return None, ()
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether `group/version` serves `plural`, from discovery (`GET /apis/<group>/<version>`,
+        which the built-in system:discovery role lets every authenticated client read)."""
+        try:
+            listing = self._raw(
+                f"discover {group}/{version}",
+                lambda **kw: self._custom.get_api_resources(group, version, **kw),
+            )
+        except NotFoundError:
+            return False
+        resources = listing.get("resources") or []
+        return any(isinstance(r, dict) and r.get("name") == plural for r in resources)
 
     # -- objects and /scale ----------------------------------------------------------------
     def get_object(self, ref: ResourceRef) -> dict[str, Any]:

@@ -8,9 +8,10 @@ exactly the endpoints the autoscaler uses, with real HTTP semantics for the real
   resourceVersion is not current gets 409; every write bumps a global resourceVersion and,
   on spec changes, `metadata.generation`;
 - `dryRun=All` validates and answers but does not persist;
-- discovery (`GET /apis`): every group it holds objects of, and the groups of `served`, whose
-  objects are stored once, at the first (storage, preferred) version, and read and written
-  through any served version (as a CRD with a conversion webhook); an unserved version is 404;
+- discovery of a group version (`GET /apis/<group>/<version>`: the APIResourceList of the
+  plurals it holds objects of), and multi-version groups (`served`): their objects are stored
+  once, at the first (storage) version, and read and written through any served version (as a
+  CRD with a conversion webhook); an unserved version is 404;
 - injectable faults (status code or delay, optionally a `Retry-After`) matched by method and
   path substring;
 - what the real server rejects: a PATCH whose Content-Type is not a merge patch (415), and a
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 _MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(?:Z|[+-]\d\d:\d\d)$")
 _PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+_GROUP_VERSION = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/?$")
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status))?$"
@@ -73,7 +75,9 @@ class Emulator:
 
     # -- seeding / inspection --------------------------------------------------------------
     def put(self, api: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Store an object (api = 'apps/v1', 'v1', 'group/version')."""
+        """Store an object (api = 'apps/v1', 'v1', 'group/version'; a `served` group's at its
+        storage version, whatever version it is given at)."""
+        api = self._storage(api)
         with self.lock:
             o = copy.deepcopy(obj)
             meta = o.setdefault("metadata", {})
@@ -85,7 +89,12 @@ class Emulator:
 
     def get(self, api: str, plural: str, ns: str, name: str) -> dict[str, Any]:
         with self.lock:
-            return copy.deepcopy(self.objects[(api, plural, ns, name)])
+            return copy.deepcopy(self.objects[(self._storage(api), plural, ns, name)])
+
+    def _storage(self, api: str) -> str:
+        group = api.split("/", 1)[0] if "/" in api else ""
+        versions = self.served.get(group)
+        return f"{group}/{versions[0]}" if versions else api
 
     def set_status(self, api: str, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
         with self.lock:
@@ -120,8 +129,10 @@ class Emulator:
                         ({"Retry-After": str(f.retry_after)} if f.retry_after is not None else {}),
                     )
                 break
-        if method == "GET" and path.rstrip("/") == "/apis":
-            return (*self._record(method, path, query, body, 200, self._discovery()), {})
+        listing = _GROUP_VERSION.match(path)
+        if method == "GET" and listing:
+            code, out = self._resources(listing["group"], listing["version"])
+            return (*self._record(method, path, query, body, code, out), {})
         m = _PATH.match(path)
         if not m:
             return (*self._record(method, path, query, body, 404, _status(404, "no such path")), {})
@@ -147,27 +158,19 @@ class Emulator:
             out = {**out, "apiVersion": f"{m['group']}/{m['version']}"}
         return (*self._record(method, path, query, body, code, out), {})
 
-    def _discovery(self) -> dict[str, Any]:
-        """APIGroupList: the `served` groups, then those of the stored objects."""
-        groups: dict[str, list[str]] = {g: list(v) for g, v in self.served.items()}
+    def _resources(self, group: str, version: str) -> tuple[int, Any]:
+        """APIResourceList of a group version: the plurals held there (404: none, or a version
+        a `served` group does not serve)."""
+        versions = self.served.get(group)
+        if versions is not None and version not in versions:
+            return 404, _status(404, "NotFound")
+        api = self._storage(f"{group}/{version}")
         with self.lock:
-            for api, *_ in self.objects:
-                if "/" in api:
-                    group, version = api.split("/", 1)
-                    if version not in groups.setdefault(group, []):
-                        groups[group].append(version)
-
-        def gv(group: str, version: str) -> dict[str, str]:
-            return {"groupVersion": f"{group}/{version}", "version": version}
-
-        return {
-            "kind": "APIGroupList",
-            "apiVersion": "v1",
-            "groups": [
-                {"name": g, "versions": [gv(g, v) for v in vs], "preferredVersion": gv(g, vs[0])}
-                for g, vs in groups.items()
-            ],
-        }
+            plurals = sorted({plural for a, plural, *_ in self.objects if a == api})
+        if not plurals:
+            return 404, _status(404, "NotFound")
+        resources = [{"name": p, "namespaced": True, "kind": "", "verbs": ["get", "patch"]} for p in plurals]
+        return 200, {"kind": "APIResourceList", "groupVersion": f"{group}/{version}", "resources": resources}
 
     def _record(self, method: str, path: str, query: Any, body: Any, code: int, out: Any) -> tuple[int, Any]:
         self.requests.append(Recorded(method, path, query, body, code))

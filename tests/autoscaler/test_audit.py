@@ -129,6 +129,7 @@ def test_sql_audit_round_trip_newest_first_and_filters(db_url: str) -> None:
             "detail": "gave up: 500",
             "attempts": 5,
             "dry_run": False,
+            "shared": False,
         }
         # the SQL form equals the in-memory JSON form, apart from the id
         assert {k: v for k, v in first.items() if k != "id"} == entry_json(entry(200.0, ok=False))

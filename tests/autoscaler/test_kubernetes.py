@@ -444,7 +444,8 @@ def llmisvc_v2(spec: dict[str, Any], status: dict[str, Any] | None = None) -> di
 
 
 def test_kserve_version_is_discovered(em: Emulator, api: KubernetesApi) -> None:
-    # a KServe serving both versions, v1alpha2 the storage (preferred) one: use it
+    # a KServe serving both versions, v1alpha2 the storage one: use it (the newest known; the
+    # group's discovery preferredVersion is InferenceService's v1beta1, so it is not asked)
     em.served["serving.kserve.io"] = ("v1alpha2", "v1alpha1")
     em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2({"replicas": 2, "prefill": {"replicas": 1}}))
     kind = {"kind": "LLMInferenceService", "name": "llama"}
@@ -452,7 +453,7 @@ def test_kserve_version_is_discovered(em: Emulator, api: KubernetesApi) -> None:
     assert target.status("llama", c.ROLE_DECODE).replicas == 2
     target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False)
     paths = [r.path for r in em.requests]
-    assert paths.count("/apis/") == 1  # discovered once
+    assert paths.count("/apis/serving.kserve.io/v1alpha2") == 1  # discovered once
     assert all("/v1alpha2/" in p for p in paths if "llminferenceservices" in p)
     assert em.get(KSERVE_V2, "llminferenceservices", NS, "llama")["spec"]["prefill"]["replicas"] == 3
     # a pinned version is used as it is, without discovery
@@ -467,23 +468,37 @@ def test_kserve_version_is_discovered(em: Emulator, api: KubernetesApi) -> None:
     assert em.get(KSERVE_V2, "llminferenceservices", NS, "llama")["spec"]["replicas"] == 4
 
 
-@pytest.mark.parametrize(
-    ("served", "message"),
-    [
-        (("v1beta1",), "serves v1beta1, none of the LLMInferenceService versions pd-observer knows"),
-        ((), "does not serve serving.kserve.io: is KServe installed"),
-    ],
-)
+@pytest.mark.parametrize("served", [("v1beta1",), ()])
 def test_kserve_version_unknown_is_permanent(
-    em: Emulator, api: KubernetesApi, served: tuple[str, ...], message: str
+    em: Emulator, api: KubernetesApi, served: tuple[str, ...]
 ) -> None:
-    if served:
+    if served:  # a KServe whose LLMInferenceService is at a version we do not know
         em.served["serving.kserve.io"] = served
+        em.put("serving.kserve.io/v1beta1", "llminferenceservices", llmisvc_v2({"replicas": 1}))
     kind = {"kind": "LLMInferenceService", "name": "llama"}
     target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
-    with pytest.raises(PermanentError, match=message):
+    with pytest.raises(PermanentError, match="at none of the versions pd-observer knows"):
         target.status("llama", c.ROLE_DECODE)
     assert em.writes() == []
+
+
+def test_kserve_version_is_discovered_again_after_an_upgrade(em: Emulator, api: KubernetesApi) -> None:
+    em.served["serving.kserve.io"] = ("v1alpha1",)
+    em.put("serving.kserve.io/v1alpha1", "llminferenceservices", llmisvc_v2({"replicas": 2}))
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    assert target.status("llama", c.ROLE_DECODE).replicas == 2
+    # KServe upgraded: v1alpha2 only. The version found answers 404 once, then is found again
+    em.objects = {
+        (("serving.kserve.io/v1alpha2", *k[1:]) if k[0] == "serving.kserve.io/v1alpha1" else k): v
+        for k, v in em.objects.items()
+    }
+    em.served["serving.kserve.io"] = ("v1alpha2",)
+    with pytest.raises(NotFoundError):
+        target.status("llama", c.ROLE_DECODE)
+    assert target.status("llama", c.ROLE_DECODE).replicas == 2
+    owner = [r for r in em.requests if "/llminferenceservices/" in r.path]
+    assert [r.path.split("/")[3] for r in owner[-2:]] == ["v1alpha1", "v1alpha2"]
 
 
 def test_kserve_scaling_section_is_refused(em: Emulator, api: KubernetesApi) -> None:
@@ -498,8 +513,19 @@ def test_kserve_scaling_section_is_refused(em: Emulator, api: KubernetesApi) -> 
         lambda: target.status("llama", c.ROLE_PREFILL),
         lambda: target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False),
     ):
-        with pytest.raises(PermanentError, match=r"spec.prefill.scaling is set, so KServe's autoscaler"):
+        with pytest.raises(PermanentError, match=r"spec.prefill.scaling is set \(condition"):
             call()
+    assert em.writes() == []
+    # inherited through spec.baseRefs: not on the object, but KServe reports its scaling
+    # condition; a replicas written next to it would fail KServe's merge of the service
+    conds = [{"type": "ScalingReady", "status": "True"}]
+    em.put(
+        KSERVE_V2, "llminferenceservices", llmisvc_v2({"baseRefs": [{"name": "wva"}]}, {"conditions": conds})
+    )
+    with pytest.raises(
+        PermanentError, match=r"spec.scaling is set through spec.baseRefs \(condition ScalingReady"
+    ):
+        target.scale("llama", c.ROLE_DECODE, 3, dry_run=False)
     assert em.writes() == []
 
 
@@ -533,10 +559,9 @@ def test_kserve_workloads_from_status(em: Emulator, api: KubernetesApi) -> None:
 
 def test_kserve_multinode_conditions(em: Emulator, api: KubernetesApi) -> None:
     # no workload to read: multi-node roles report WorkerWorkloadReady (decode) and
-    # PrefillWorkerWorkloadReady next to PrefillWorkloadReady (prefill); all present must be True
+    # PrefillWorkerWorkloadReady (prefill) instead of MainWorkloadReady / PrefillWorkloadReady
     conds = [
         {"type": "WorkerWorkloadReady", "status": "True"},
-        {"type": "PrefillWorkloadReady", "status": "True"},
         {"type": "PrefillWorkerWorkloadReady", "status": "False"},
     ]
     spec = {"replicas": 2, "prefill": {"replicas": 3}}

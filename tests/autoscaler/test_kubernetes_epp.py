@@ -332,11 +332,13 @@ def test_llmisvc_route_stays_within_rbac(em: Emulator, api: KubernetesApi) -> No
     target.set_weights("llama", {c.SCORER_QUEUE: 2.0}, now=NOW, dry_run=False)
     target.set_decider_threshold("llama", 64, now=NOW, dry_run=False)
     granted = rules()
-    # discovery (which version to use) is a non-resource URL every authenticated client may
-    # read (the built-in system:discovery role); the rest are the Role's
-    assert [r.path for r in em.requests[:1]] == ["/apis/"]
-    assert len(em.requests) == 6
-    for r in em.requests[1:]:
+    # discovery (which version to use: v1alpha2 is not served, v1alpha1 is) is a non-resource
+    # URL every authenticated client may read (the built-in system:discovery role); the rest
+    # are the Role's
+    discovery = [f"/apis/{KSERVE_GROUP}/v1alpha2", f"/apis/{KSERVE_GROUP}/v1alpha1"]
+    assert [r.path for r in em.requests[:2]] == discovery
+    assert len(em.requests) == 7
+    for r in em.requests[2:]:
         parts = r.path.strip("/").split("/")
         group = "" if parts[0] == "api" else parts[1]
         resource = parts[parts.index("namespaces") + 2]

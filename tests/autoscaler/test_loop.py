@@ -199,19 +199,19 @@ def test_the_epp_rollout_is_read_with_the_config_and_holds_the_write() -> None:
     assert audit.entries[-1].observation.epp_rolled_out is None
 
 
-def test_weights_and_decider_of_a_tick_are_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
-    # each EPP config write restarts the EPP: both levers changed in one tick go out together,
-    # and the one write is the outcome of both (so both cooldowns start)
+def both_levers(
+    monkeypatch: pytest.MonkeyPatch, weights: InMemoryWeightTarget
+) -> list[tuple[object, object]]:
+    """The policy changes both EPP levers of pool p this tick; the (weights, decider) of every
+    EPP write made are recorded in the list returned."""
     from autoscaler import loop
     from autoscaler.types import DeciderChange, Effects, PolicyState, ReasonCode, WeightChange
 
-    ctl, _, weights, _, audit = make(Mode.APPLY)
-    weights.deciders["p"] = 512
-    written: list[dict[str, object]] = []
+    written: list[tuple[object, object]] = []
     set_epp = weights.set_epp
 
     def spy(pool: str, **kw: object) -> str:
-        written.append({"pool": pool, **kw})
+        written.append((kw.get("weights"), kw.get("decider")))
         return set_epp(pool, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(weights, "set_epp", spy)
@@ -223,9 +223,60 @@ def test_weights_and_decider_of_a_tick_are_one_write(monkeypatch: pytest.MonkeyP
         decider_changes=(DeciderChange("p", 512, 4096, (ReasonCode.PREFILL_OVERFLOW,)),),
     )
     monkeypatch.setattr(loop, "decide", lambda *_: effects)
+    return written
+
+
+def test_weights_and_decider_of_a_tick_are_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each EPP config write restarts the EPP: both levers changed in one tick go out together,
+    # and the one write is the outcome of both (so both cooldowns start)
+    ctl, _, weights, _, audit = make(Mode.APPLY)
+    weights.deciders["p"] = 512
+    written = both_levers(monkeypatch, weights)
     report = ctl.tick()
-    assert [(w["weights"], w["decider"]) for w in written] == [({c.SCORER_PREFIX_CACHE: 3.0}, 4096)]
-    assert [(o.target, o.ok) for o in report.outcomes] == [("weights", True), ("decider", True)]
+    assert written == [({c.SCORER_PREFIX_CACHE: 3.0}, 4096)]
+    assert [(o.target, o.ok, o.shared) for o in report.outcomes] == [
+        ("weights", True, False),
+        ("decider", True, True),
+    ]
     assert weights.deciders["p"] == 4096
     assert weights.data["p"][c.SCORER_PREFIX_CACHE] == 3.0
     assert len(audit.entries) == 1
+
+
+def test_one_levers_permanent_error_does_not_hold_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the decider plugin is gone from the config: the write of both fails for good, and the
+    # weights then go out on their own
+    ctl, _, weights, _, _ = make(Mode.APPLY)
+    written = both_levers(monkeypatch, weights)
+    report = ctl.tick()
+    assert written == [
+        ({c.SCORER_PREFIX_CACHE: 3.0}, 4096),
+        ({c.SCORER_PREFIX_CACHE: 3.0}, None),
+        (None, 4096),
+    ]
+    assert [(o.target, o.ok) for o in report.outcomes] == [("weights", True), ("decider", False)]
+    assert weights.data["p"][c.SCORER_PREFIX_CACHE] == 3.0
+
+
+def test_a_failed_write_of_both_levers_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoscaler.metrics import AutoscalerCollector
+
+    ctl, _, weights, _, audit = make(Mode.APPLY)
+    weights.deciders["p"] = 512
+    written = both_levers(monkeypatch, weights)
+
+    def unavailable(pool: str, **kw: object) -> str:
+        written.append((kw.get("weights"), kw.get("decider")))
+        raise TemporaryError("503")
+
+    monkeypatch.setattr(weights, "set_epp", unavailable)
+    report = ctl.tick()
+    assert len(written) == 3  # one write of both, tried 3 times (RetryPolicy((1.0, 2.0)))
+    assert [(o.target, o.ok, o.shared) for o in report.outcomes] == [
+        ("weights", False, False),
+        ("decider", False, True),
+    ]
+    col = AutoscalerCollector()
+    col.record(audit.entries[-1])
+    (errors,) = [m for m in col.collect() if m.name == c.M_ACTUATION_ERRORS]
+    assert [s.value for s in errors.samples if s.name.endswith("_total")] == [1]
