@@ -557,6 +557,23 @@ def test_kserve_workloads_from_status(em: Emulator, api: KubernetesApi) -> None:
     assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 1, False)
 
 
+def test_kserve_multinode_workload_by_name(em: Emulator, api: KubernetesApi) -> None:
+    # no status.workloads (v1alpha1): a multi-node role's LeaderWorkerSet by its name
+    em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2({"replicas": 1, "prefill": {"replicas": 2}}))
+    lws = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": "llama-kserve-mn-prefill", "namespace": NS, "generation": 1},
+        "spec": {"replicas": 2},
+        "status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2},
+    }
+    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    prefill = target.status("llama", c.ROLE_PREFILL)
+    assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 1, False)
+
+
 def test_kserve_multinode_conditions(em: Emulator, api: KubernetesApi) -> None:
     # no workload to read: multi-node roles report WorkerWorkloadReady (decode) and
     # PrefillWorkerWorkloadReady (prefill) instead of MainWorkloadReady / PrefillWorkloadReady
