@@ -69,8 +69,8 @@ def parse_time(value: Any) -> float | None:
 
 class KServeVersion:
     """The LLMInferenceService API version to talk to: the newest of `KSERVE_VERSIONS` the API
-    server lists `llminferenceservices` under (discovery, once; again after `forget`, e.g. when
-    the object answers 404 after a KServe upgrade). A target's `version` pins it instead."""
+    server lists `llminferenceservices` under (discovery, once; again after `read` gets a 404,
+    e.g. after a KServe upgrade). A target's `version` pins it instead."""
 
     def __init__(self, api: KubernetesApi) -> None:
         self._api = api
