@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import socket
 import time
@@ -151,6 +152,21 @@ def _generation_current(obj: Mapping[str, Any]) -> bool:
     return gen is None or observed is None or _int(observed) >= _int(gen)
 
 
+def kserve_child_name(parent: str, suffix: str) -> str:
+    """The name KServe gives the object it generates for `parent` with `suffix` (knative's
+    `kmeta.ChildName`): `parent + suffix` when that fits a 63-character DNS label; otherwise the
+    parent cut to 31 - len(suffix) characters, then the MD5 hex of the whole parent (32), then
+    the suffix, so long names stay unique. Our suffixes are at most 18 characters; knative hashes
+    parent and suffix together for a suffix of 31 or more, which is not reproduced."""
+    if len(parent) + len(suffix) <= c.K8S_NAME_MAX:
+        return parent + suffix
+    keep = c.K8S_NAME_MAX - 32 - len(suffix)
+    if keep <= 0:
+        raise ValueError(f"suffix {suffix!r} too long for a hashed child name")
+    digest = hashlib.md5(parent.encode(), usedforsecurity=False).hexdigest()
+    return parent[:keep] + digest + suffix
+
+
 def lws_status(obj: Mapping[str, Any]) -> RoleStatus:
     """A LeaderWorkerSet's groups: its counts are omitempty too (missing = 0 groups)."""
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
@@ -239,7 +255,8 @@ class KubernetesScaleTarget:
     def _kserve_child(self, ref: ResourceRef, status: Mapping[str, Any], role: str) -> RoleStatus | None:
         """The status of the workload KServe generated for `role`: the one `status.workloads`
         names, else the Deployment `<name>-kserve[-prefill]`, else the LeaderWorkerSet
-        `<name>-kserve-mn[-prefill]`; None when there is none."""
+        `<name>-kserve-mn[-prefill]` (hashed as KServe does past 63 characters); None when there
+        is none."""
         ns = ref.namespace
         named = ((status.get("workloads") or {}).get(c.KSERVE_STATUS_WORKLOAD[role])) or {}
         kind, name = named.get("kind"), named.get("name")
@@ -247,8 +264,8 @@ class KubernetesScaleTarget:
             candidates = [(str(kind), str(name))]
         else:
             candidates = [
-                ("Deployment", ref.name + c.KSERVE_DEPLOYMENT_SUFFIX[role]),
-                ("LeaderWorkerSet", ref.name + c.KSERVE_LWS_SUFFIX[role]),
+                ("Deployment", kserve_child_name(ref.name, c.KSERVE_DEPLOYMENT_SUFFIX[role])),
+                ("LeaderWorkerSet", kserve_child_name(ref.name, c.KSERVE_LWS_SUFFIX[role])),
             ]
         for kind, name in candidates:
             try:

@@ -303,8 +303,9 @@ KSERVE_WORKLOAD_CONDITIONS: Final = {
 # where v1alpha2 reports each role's generated workload (kind, name): status.workloads.<key>
 KSERVE_STATUS_WORKLOAD: Final = {ROLE_PREFILL: "prefill", ROLE_DECODE: "primary"}
 # the workloads KServe generates, `<name>` + suffix (the fallback where the status does not name
-# them; a name over 63 characters is hashed by KServe and not found this way): single-node
-# Deployments and multi-node LeaderWorkerSets
+# them; a name over K8S_NAME_MAX characters is cut and hashed as KServe does, knative's
+# kmeta.ChildName): single-node Deployments and multi-node LeaderWorkerSets
+K8S_NAME_MAX: Final = 63  # a DNS-1123 label
 KSERVE_DEPLOYMENT_SUFFIX: Final = {ROLE_PREFILL: "-kserve-prefill", ROLE_DECODE: "-kserve"}
 KSERVE_LWS_SUFFIX: Final = {ROLE_PREFILL: "-kserve-mn-prefill", ROLE_DECODE: "-kserve-mn"}
 # a role's autoscaling section: with it KServe's autoscaler owns the role's replicas; the

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from autoscaler.connectors.kubernetes_api import KubernetesApi, ResourceRef
-from autoscaler.kubernetes import EppWeightTarget, KubernetesLease, KubernetesScaleTarget
+from autoscaler.kubernetes import (
+    EppWeightTarget,
+    KubernetesLease,
+    KubernetesScaleTarget,
+    kserve_child_name,
+)
 from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, call_with_retries
 from autoscaler.ports import (
     ManualClock,
@@ -569,6 +574,37 @@ def test_kserve_multinode_workload_by_name(em: Emulator, api: KubernetesApi) -> 
     }
     em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
     kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    prefill = target.status("llama", c.ROLE_PREFILL)
+    assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 1, False)
+
+
+def test_kserve_child_name() -> None:
+    # knative's kmeta.ChildName test vectors: short names are concatenated; a long parent is cut
+    # to 31 - len(suffix) characters, followed by the MD5 hex of the whole parent
+    assert kserve_child_name("asdf", "-deployment") == "asdf-deployment"
+    long = "f" * 63
+    assert kserve_child_name(long, "-deployment") == "f" * 20 + "105d7597f637e83cc711605ac3ea4957-deployment"
+    assert kserve_child_name(long, "-deploy") == "f" * 24 + "105d7597f637e83cc711605ac3ea4957-deploy"
+    exact = "a" * (63 - len("-kserve"))
+    assert kserve_child_name(exact, "-kserve") == exact + "-kserve"  # 63 fits
+    assert len(kserve_child_name(exact + "b", "-kserve")) == 63
+    with pytest.raises(ValueError, match="too long"):
+        kserve_child_name(long, "-" * 31)
+
+
+def test_kserve_long_name_workload_found(em: Emulator, api: KubernetesApi) -> None:
+    # a 60-character service name: KServe names its prefill Deployment with kmeta.ChildName
+    # (cut + hash), and the fallback finds it there, not at the plain concatenation
+    name = "llama-3-70b-instruct-disaggregated-prefill-decode-production"
+    svc = llmisvc_v2({"replicas": 1, "prefill": {"replicas": 2}})
+    svc["metadata"]["name"] = name
+    em.put(KSERVE_V2, "llminferenceservices", svc)
+    hashed = kserve_child_name(name, "-kserve-prefill")
+    assert len(hashed) == 63
+    assert hashed != name + "-kserve-prefill"
+    em.put("apps/v1", "deployments", deployment(hashed, 2, ready=1))
+    kind = {"kind": "LLMInferenceService", "name": name}
     target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
     prefill = target.status("llama", c.ROLE_PREFILL)
     assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 1, False)
