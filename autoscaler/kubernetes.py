@@ -15,7 +15,6 @@ import functools
 import hashlib
 import json
 import socket
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,7 +37,7 @@ from autoscaler.eppconfig import (
     read_decider_threshold,
     read_weights,
 )
-from autoscaler.loop import Controller, Mode, SystemClock
+from autoscaler.loop import Controller, Mode, SystemClock, elapsed_seconds
 from autoscaler.ports import (
     ActuationError,
     AuditSink,
@@ -531,7 +530,7 @@ class KubernetesLease:
         name: str,
         identity: str,
         duration_seconds: float,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = elapsed_seconds,
     ) -> None:
         self._api = api
         self._ns = namespace

@@ -46,15 +46,28 @@ class Mode(StrEnum):
     APPLY = "apply"
 
 
+# Elapsed time for leadership: CLOCK_BOOTTIME where there is one (Linux), which also counts
+# time the machine was suspended: a leader resumed after its lease ran out sees that it did,
+# where CLOCK_MONOTONIC (and client-go's clock) would not. Elsewhere `time.monotonic`.
+ELAPSED_CLOCK_ID: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def elapsed_seconds() -> float:
+    """Seconds on a clock that never jumps and counts suspend where the OS offers one."""
+    if ELAPSED_CLOCK_ID is not None:
+        return time.clock_gettime(ELAPSED_CLOCK_ID)
+    return time.monotonic()
+
+
 class SystemClock:
-    """The real Clock and Sleeper (wall and monotonic clocks, `time.sleep`): used only by the
-    running loop."""
+    """The real Clock and Sleeper (the wall clock, `elapsed_seconds` as the monotonic one,
+    `time.sleep`): used only by the running loop."""
 
     def now(self) -> float:
         return time.time()
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return elapsed_seconds()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

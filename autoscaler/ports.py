@@ -115,8 +115,9 @@ class Clock(Protocol):
         ...
 
     def monotonic(self) -> float:
-        """Seconds on a clock that never jumps (NTP steps, a set clock): for elapsed times,
-        such as how long ago the lease was renewed."""
+        """Seconds on a clock that never jumps (NTP steps, a set clock) and, where the OS
+        offers one, counts suspend: for elapsed times, such as how long ago the lease was
+        renewed."""
         ...
 
 

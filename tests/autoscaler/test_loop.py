@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import pytest
 
-from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, call_with_retries
+from autoscaler import loop
+from autoscaler.loop import Controller, LeadershipLost, Mode, RetryPolicy, SystemClock, call_with_retries
 from autoscaler.ports import (
     InMemoryLease,
     InMemoryScaleTarget,
@@ -280,3 +284,19 @@ def test_a_failed_write_of_both_levers_is_one_error(monkeypatch: pytest.MonkeyPa
     col.record(audit.entries[-1])
     (errors,) = [m for m in col.collect() if m.name == c.M_ACTUATION_ERRORS]
     assert [s.value for s in errors.samples if s.name.endswith("_total")] == [1]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="CLOCK_BOOTTIME is Linux's")
+def test_system_clock_elapsed_time_counts_suspend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # leadership's elapsed time is read from CLOCK_BOOTTIME (it counts suspend), not from
+    # CLOCK_MONOTONIC: a clock that moved on while the machine slept must be the one seen
+    assert loop.ELAPSED_CLOCK_ID == time.CLOCK_BOOTTIME
+    real = time.clock_gettime
+    asleep = 3600.0
+    monkeypatch.setattr(
+        time, "clock_gettime", lambda cid: real(cid) + (asleep if cid == time.CLOCK_BOOTTIME else 0.0)
+    )
+    assert SystemClock().monotonic() - time.monotonic() > asleep - 1.0
+    # without the clock (another OS) it is time.monotonic
+    monkeypatch.setattr(loop, "ELAPSED_CLOCK_ID", None)
+    assert abs(SystemClock().monotonic() - time.monotonic()) < 1.0
