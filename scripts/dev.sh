@@ -5,6 +5,9 @@
 #   scripts/dev.sh test [PYTEST ARGS...]   the full test suite
 #   scripts/dev.sh setup            install only
 #   scripts/dev.sh lint             ruff, mypy, import-linter
+#   scripts/dev.sh lock             re-resolve the newest allowed packages into constraints.txt
+# Python packages are installed at the versions in constraints.txt (the ones CI last passed
+# with), so a new upstream release cannot change a run; `lock` moves them forward.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${PD_OBSERVER_VENV:-.venv}"
@@ -31,18 +34,33 @@ setup() {
     "$PY" -m venv "$VENV"
   fi
   stamp="$VENV/.pd-observer-installed"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "[setup] installing Python packages (pip install -e .[dev])" >&2
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    echo "[setup] installing Python packages (pip install -e .[dev] -c constraints.txt)" >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    "$VENV/bin/python" -m pip install -q -e ".[dev]" -c constraints.txt
     touch "$stamp"
   fi
+}
+
+lock() {
+  # a throwaway venv with the newest versions pyproject.toml allows, frozen into constraints.txt
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  "$PY" -m venv "$tmp/venv"
+  "$tmp/venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$tmp/venv/bin/python" -m pip install -q ".[dev]"
+  {
+    echo "# Versions setup installs (scripts/dev.sh lock writes this file; run the tests after)."
+    "$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -v -i '^pd-observer'
+  } > constraints.txt
+  echo "[lock] wrote constraints.txt ($(grep -vc '^#' constraints.txt) packages)" >&2
 }
 
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
   setup) setup ;;
+  lock) lock ;;
   test)
     setup
     exec "$VENV/bin/python" -m pytest "$@"
@@ -59,7 +77,7 @@ case "$cmd" in
     exec "$VENV/bin/pd-observer" demo "$@"
     ;;
   *)
-    sed -n '2,9p' "$0"
+    sed -n '2,12p' "$0"
     exit 2
     ;;
 esac
