@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,22 @@ def test_unknown_scenario_and_bad_duration() -> None:
         build_scenario("nope", sink=MemorySink())
     with pytest.raises(ValueError, match="duration"):
         build_scenario("steady", sink=MemorySink(), duration=0)
+
+
+def test_prefill_burst_is_steady_until_its_onset() -> None:
+    # docs/performance.md ("Where the goal stands", A): a policy that sees only the past cannot
+    # tell steady from prefill-burst before the burst, because both send the same requests
+    # until then (each tenant's requests come from a stream seeded by its name)
+    def before(name: str, until: float) -> list[object]:
+        spec = SCENARIOS[name]
+        stream = spec.workload(spec.default_duration, 0, 512, None)
+        return list(itertools.takewhile(lambda r: r.arrival < until, stream))
+
+    burst = SCENARIOS["prefill-burst"]
+    onset = next(p.at for p in burst.phases if p.name == "prefill-burst") * burst.default_duration
+    assert onset == pytest.approx(100.0)
+    steady = before("steady", onset)
+    assert len(steady) > 400
+    assert before("prefill-burst", onset) == steady
+    # and they differ right after it
+    assert before("prefill-burst", onset + 10.0) != before("steady", onset + 10.0)
