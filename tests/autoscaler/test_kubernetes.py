@@ -69,6 +69,20 @@ def deployment(name: str, replicas: int, ready: int | None = None, **status: Any
     }
 
 
+def put_leaderworkerset(em: Emulator, name: str, replicas: int, status: dict[str, Any]) -> None:
+    em.put(
+        "leaderworkerset.x-k8s.io/v1",
+        "leaderworkersets",
+        {
+            "apiVersion": "leaderworkerset.x-k8s.io/v1",
+            "kind": "LeaderWorkerSet",
+            "metadata": {"name": name, "namespace": NS, "generation": 1},
+            "spec": {"replicas": replicas},
+            "status": status,
+        },
+    )
+
+
 def settings(
     prefill: dict[str, Any] | None = None, decode: dict[str, Any] | None = None, **kw: Any
 ) -> AutoscalerSettings:
@@ -297,13 +311,6 @@ def test_observe_mode_writes_nothing(em: Emulator, api: KubernetesApi) -> None:
 
 
 def test_leaderworkerset_and_custom_resource_scale(em: Emulator, api: KubernetesApi) -> None:
-    lws = {
-        "apiVersion": "leaderworkerset.x-k8s.io/v1",
-        "kind": "LeaderWorkerSet",
-        "metadata": {"name": "llama-prefill", "namespace": NS},
-        "spec": {"replicas": 2},
-        "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2},
-    }
     cr = {
         "apiVersion": "example.com/v1",
         "kind": "RoleScaler",
@@ -311,7 +318,7 @@ def test_leaderworkerset_and_custom_resource_scale(em: Emulator, api: Kubernetes
         "spec": {"replicas": 1},
         "status": {"replicas": 1},
     }
-    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    put_leaderworkerset(em, "llama-prefill", 2, {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2})
     em.put("example.com/v1", "rolescalers", cr)
     s = settings(
         prefill={"kind": "LeaderWorkerSet", "name": "llama-prefill"},
@@ -392,14 +399,8 @@ def test_omitted_status_counts_are_zero(em: Emulator, api: KubernetesApi) -> Non
     unobserved["status"] = {}  # created, not yet seen by its controller
     em.put("apps/v1", "deployments", unobserved)
     assert not target.status("llama", c.ROLE_DECODE).generation_current
-    lws = {
-        "apiVersion": "leaderworkerset.x-k8s.io/v1",
-        "kind": "LeaderWorkerSet",
-        "metadata": {"name": "llama-prefill", "namespace": NS},
-        "spec": {"replicas": 2},
-        "status": {"replicas": 2},  # two groups created, none ready or updated yet
-    }
-    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    # two groups created, none ready or updated yet
+    put_leaderworkerset(em, "llama-prefill", 2, {"replicas": 2})
     target = KubernetesScaleTarget(
         api, settings(prefill={"kind": "LeaderWorkerSet", "name": "llama-prefill"})
     )
@@ -546,14 +547,7 @@ def test_kserve_workloads_from_status(em: Emulator, api: KubernetesApi) -> None:
         KSERVE_V2, "llminferenceservices", llmisvc_v2({"prefill": {"replicas": 2}}, {"workloads": workloads})
     )
     em.put("apps/v1", "deployments", deployment("llama-main-x7", 1))
-    lws = {
-        "apiVersion": "leaderworkerset.x-k8s.io/v1",
-        "kind": "LeaderWorkerSet",
-        "metadata": {"name": "llama-pf", "namespace": NS, "generation": 1},
-        "spec": {"replicas": 2},
-        "status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2},
-    }
-    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    put_leaderworkerset(em, "llama-pf", 2, {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2})
     kind = {"kind": "LLMInferenceService", "name": "llama"}
     target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
     decode = target.status("llama", c.ROLE_DECODE)
@@ -565,14 +559,9 @@ def test_kserve_workloads_from_status(em: Emulator, api: KubernetesApi) -> None:
 def test_kserve_multinode_workload_by_name(em: Emulator, api: KubernetesApi) -> None:
     # no status.workloads (v1alpha1): a multi-node role's LeaderWorkerSet by its name
     em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2({"replicas": 1, "prefill": {"replicas": 2}}))
-    lws = {
-        "apiVersion": "leaderworkerset.x-k8s.io/v1",
-        "kind": "LeaderWorkerSet",
-        "metadata": {"name": "llama-kserve-mn-prefill", "namespace": NS, "generation": 1},
-        "spec": {"replicas": 2},
-        "status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2},
-    }
-    em.put("leaderworkerset.x-k8s.io/v1", "leaderworkersets", lws)
+    put_leaderworkerset(
+        em, "llama-kserve-mn-prefill", 2, {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}
+    )
     kind = {"kind": "LLMInferenceService", "name": "llama"}
     target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
     prefill = target.status("llama", c.ROLE_PREFILL)
