@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -151,19 +152,29 @@ def _generation_current(obj: Mapping[str, Any]) -> bool:
     return gen is None or observed is None or _int(observed) >= _int(gen)
 
 
+_MD5_HEX_LEN = 32
+_TRAILING_NON_ALNUM = re.compile(r"[^a-zA-Z0-9]+$")
+
+
 def kserve_child_name(parent: str, suffix: str) -> str:
     """The name KServe gives the object it generates for `parent` with `suffix` (knative's
     `kmeta.ChildName`): `parent + suffix` when that fits a 63-character DNS label; otherwise the
     parent cut to 31 - len(suffix) characters, then the MD5 hex of the whole parent (32), then
-    the suffix, so long names stay unique. Our suffixes are at most 18 characters; knative hashes
-    parent and suffix together for a suffix of 31 or more, which is not reproduced."""
+    the suffix, so long names stay unique. A suffix of 31 characters or more leaves no room for
+    that: then the parent cut to 31, the MD5 hex of parent + suffix, as much of the suffix as
+    still fits, and no trailing character that is not a letter or digit."""
     if len(parent) + len(suffix) <= c.K8S_NAME_MAX:
         return parent + suffix
-    keep = c.K8S_NAME_MAX - 32 - len(suffix)
-    if keep <= 0:
-        raise ValueError(f"suffix {suffix!r} too long for a hashed child name")
-    digest = hashlib.md5(parent.encode(), usedforsecurity=False).hexdigest()
-    return parent[:keep] + digest + suffix
+    keep = c.K8S_NAME_MAX - _MD5_HEX_LEN - len(suffix)
+    if keep > 0:
+        return parent[:keep] + _md5_hex(parent) + suffix
+    name = parent[: c.K8S_NAME_MAX - _MD5_HEX_LEN] + _md5_hex(parent + suffix)
+    name += suffix[: c.K8S_NAME_MAX - len(name)]
+    return _TRAILING_NON_ALNUM.sub("", name)
+
+
+def _md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 def lws_status(obj: Mapping[str, Any]) -> RoleStatus:

@@ -578,8 +578,13 @@ def test_kserve_child_name() -> None:
     exact = "a" * (63 - len("-kserve"))
     assert kserve_child_name(exact, "-kserve") == exact + "-kserve"  # 63 fits
     assert len(kserve_child_name(exact + "b", "-kserve")) == 63
-    with pytest.raises(ValueError, match="too long"):
-        kserve_child_name(long, "-" * 31)
+    # a suffix of 31 or more: parent cut to 31, MD5 hex of parent + suffix, as much suffix as
+    # fits, no trailing non-alphanumeric (knative's vectors again)
+    assert kserve_child_name(long, "f" * 63) == "f" * 31 + "0502661254f13c89973cb3a83e0cbec0"
+    assert kserve_child_name("a", "f" * 63) == "ab5cfd486935decbc0d305799f4ce4414" + "f" * 30
+    assert kserve_child_name("b" * 32, "f" * 32) == "b" * 31 + "329c7c81b9ab3ba71aa139066aa5625d"
+    want = "aaaa7a3f7966594e3f0849720eced8212c18" + "b---a" * 5 + "b"
+    assert kserve_child_name("aaaa", "b---a" * 20) == want
 
 
 def test_kserve_long_name_workload_found(em: Emulator, api: KubernetesApi) -> None:
