@@ -4,6 +4,8 @@ exactly the endpoints the autoscaler uses, with real HTTP semantics for the real
 - GET/PATCH (merge) of Deployments, StatefulSets and custom objects, and of their `/scale`
   subresource (autoscaling/v1 Scale built from `spec.replicas` / `status.replicas`);
 - GET/PUT ConfigMaps; GET/POST/PUT Leases;
+- GET of a collection (a List, filtered by `labelSelector`: `k=v`, `k==v`, `k!=v`, `k`, `!k`),
+  as the observer's pod discovery lists pods;
 - optimistic concurrency: a PATCH carrying `metadata.resourceVersion` or a PUT whose
   resourceVersion is not current gets 409; every write bumps a global resourceVersion and,
   on spec changes, `metadata.generation`;
@@ -150,6 +152,11 @@ class Emulator:
             if m["version"] not in versions:
                 return (*self._record(method, path, query, body, 404, _status(404, "NotFound")), {})
             api = f"{m['group']}/{versions[0]}"
+        if method == "GET" and not m["name"]:
+            selector = (query.get("labelSelector") or [""])[0]
+            with self.lock:
+                out = self._list(api, m["plural"], m["ns"], selector)
+            return (*self._record(method, path, query, body, 200, out), {})
         key = (api, m["plural"], m["ns"], m["name"] or "")
         dry = query.get("dryRun") == ["All"]
         with self.lock:
@@ -171,6 +178,21 @@ class Emulator:
             return 404, _status(404, "NotFound")
         resources = [{"name": p, "namespaced": True, "kind": "", "verbs": ["get", "patch"]} for p in plurals]
         return 200, {"kind": "APIResourceList", "groupVersion": f"{group}/{version}", "resources": resources}
+
+    def _list(self, api: str, plural: str, ns: str, selector: str) -> dict[str, Any]:
+        """A collection GET: the objects of `plural` in `ns` whose labels match `selector`."""
+        items = [
+            copy.deepcopy(o)
+            for (a, p, n, _), o in sorted(self.objects.items())
+            if (a, p, n) == (api, plural, ns)
+            and _selects(selector, (o.get("metadata") or {}).get("labels") or {})
+        ]
+        return {
+            "kind": "List",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(self.rv)},
+            "items": items,
+        }
 
     def _record(self, method: str, path: str, query: Any, body: Any, code: int, out: Any) -> tuple[int, Any]:
         self.requests.append(Recorded(method, path, query, body, code))
@@ -227,6 +249,24 @@ class Emulator:
         new["metadata"]["resourceVersion"] = str(self.rv)
         self.objects[key] = new
         return 200, (_scale_of(new) if sub == "scale" else copy.deepcopy(new))
+
+
+def _selects(selector: str, labels: dict[str, str]) -> bool:
+    """Whether `labels` match an equality-based label selector (comma = and)."""
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if "!=" in term:
+            k, v = (s.strip() for s in term.split("!=", 1))
+            ok = labels.get(k) != v
+        elif "=" in term:
+            k, v = (s.strip() for s in term.replace("==", "=").split("=", 1))
+            ok = labels.get(k) == v
+        elif term.startswith("!"):
+            ok = term[1:].strip() not in labels
+        else:
+            ok = term in labels
+        if not ok:
+            return False
+    return True
 
 
 def _merge(base: Any, patch: Any) -> Any:
