@@ -31,7 +31,7 @@ from observer.ingest.assemble import AssembleResult, TraceAssembler
 from observer.ingest.otlp import IngestError, encode_response
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import RequestRecord, SloSpec
-from observer.store import RecordStore
+from observer.store import RecordStore, StoreRejected
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,11 @@ class Pipeline:
             self.metrics.batches.labels("throttled").inc()
             raise Throttled(429, "ingest queue full, retry later") from None
         self.metrics.queue_depth.set(self._queue.qsize())
-        await job.future
+        try:
+            await job.future
+        except IngestError as exc:
+            self.metrics.batches.labels(_status_label(exc.status)).inc()
+            raise
         accepted = len(batch.engine)
         self.metrics.spans.labels("accepted").inc(accepted)
         self.metrics.spans.labels("rejected").inc(batch.rejected)
@@ -222,20 +226,40 @@ class Pipeline:
         while True:
             jobs = await self._group(queue, loop)
             try:
-                await loop.run_in_executor(self._writer_pool, self._write, [j.batch for j in jobs])
-            except Exception as exc:
-                log.exception("store write failed; batches answered 503")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(Throttled(503, f"store unavailable: {exc}"))
-            else:
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_result(len(job.batch.engine))
+                await self._write_jobs(jobs, loop)
             finally:
                 for _ in jobs:
                     queue.task_done()
                 self.metrics.queue_depth.set(queue.qsize())
+
+    async def _write_jobs(self, jobs: Sequence[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        """One transaction for the jobs' batches. When a transaction of several fails, each
+        batch is written again alone, so one batch the store refuses (or one that breaks it)
+        fails only its own request. A batch refused for its data is answered 400 (retrying it
+        cannot succeed); any other failure 503."""
+        try:
+            await loop.run_in_executor(self._writer_pool, self._write, [j.batch for j in jobs])
+        except Exception as exc:
+            if len(jobs) > 1:
+                log.warning(
+                    "grouped store write failed; writing its batches one by one",
+                    extra={"batches": len(jobs), "error": str(exc)},
+                )
+                for job in jobs:
+                    await self._write_jobs([job], loop)
+                return
+            if isinstance(exc, StoreRejected):
+                log.warning("store refused a batch; answered 400", extra={"error": str(exc)})
+                error: Exception = IngestError(f"the store refused this batch's data: {exc}")
+            else:
+                log.exception("store write failed; batch answered 503")
+                error = Throttled(503, f"store unavailable: {exc}")
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(error)
+        else:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_result(len(job.batch.engine))
 
     async def _group(self, queue: asyncio.Queue[_Job], loop: asyncio.AbstractEventLoop) -> list[_Job]:
         """The batches of the next transaction: wait for one, take every queued one, and while

@@ -12,7 +12,7 @@ from typing import Protocol
 from observer.model import EngineSpan, RequestRecord, SloSpec
 from observer.store.memory import MemoryStore
 from observer.store.repository import Store
-from observer.store.types import RollupRow, RollupWatermark
+from observer.store.types import RollupRow, RollupWatermark, StoreRejected
 
 
 class RecordStore(Protocol):
@@ -29,7 +29,8 @@ class RecordStore(Protocol):
         pending_released: Sequence[str] = (),
     ) -> list[RequestRecord]:
         """Atomically store new records (deduplicated by request_id), add and release pending
-        spans; return only the records that were not stored before."""
+        spans; return only the records that were not stored before. Raises StoreRejected when
+        the database refuses the data itself (nothing is written)."""
         ...
 
     def load_pending(self) -> list[EngineSpan]: ...
@@ -76,4 +77,4 @@ def _conforms(memory: MemoryStore, sql: Store) -> tuple[RecordStore, RecordStore
     return memory, sql
 
 
-__all__ = ["MemoryStore", "RecordStore", "RollupRow", "RollupWatermark", "Store"]
+__all__ = ["MemoryStore", "RecordStore", "RollupRow", "RollupWatermark", "Store", "StoreRejected"]

@@ -26,7 +26,14 @@ import migrations
 from observer.model import EngineSpan, RequestRecord, SloSpec
 from observer.store import codec
 from observer.store import schema as s
-from observer.store.types import DEFAULT_CHUNK, MINUTE, RollupRow, RollupWatermark, minute_floor
+from observer.store.types import (
+    DEFAULT_CHUNK,
+    MINUTE,
+    RollupRow,
+    RollupWatermark,
+    StoreRejected,
+    minute_floor,
+)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 65_536  # page cache per connection (PRAGMA cache_size=-KiB)
@@ -191,6 +198,17 @@ class Store:
         for r in records:
             unique.setdefault(r.request_id, r)
         released = list(dict.fromkeys(pending_released))
+        try:
+            new_ids = self._write_batch(unique, pending_added, released)
+        except (UnicodeError, self._engine.dialect.loaded_dbapi.DataError) as exc:
+            raise StoreRejected(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        if len(new_ids) == len(unique):
+            return list(unique.values())
+        return [r for r in unique.values() if r.request_id in new_ids]
+
+    def _write_batch(
+        self, unique: dict[str, RequestRecord], pending_added: Sequence[EngineSpan], released: list[str]
+    ) -> set[str]:
         new_ids: set[str] = set()
         with self._write() as conn:
             driver: Any = conn.connection.driver_connection
@@ -212,9 +230,7 @@ class Store:
                     cur.executemany(self._delete_pending_sql, [(sid,) for sid in released])
             finally:
                 cur.close()
-        if len(new_ids) == len(unique):
-            return list(unique.values())
-        return [r for r in unique.values() if r.request_id in new_ids]
+        return new_ids
 
     def _insert_records_sqlite(self, cur: Any, unique: dict[str, RequestRecord]) -> set[str]:
         # BEGIN IMMEDIATE holds SQLite's single write lock and `seq` is AUTOINCREMENT (always above

@@ -11,6 +11,12 @@ MINUTE = 60.0
 DEFAULT_CHUNK = 5000  # rows per chunk for streamed reads and retention deletes
 
 
+class StoreRejected(ValueError):
+    """The database refused a batch's data (a value it cannot hold: a string with NUL, a lone
+    surrogate, a value too long for its column...). Permanent: the same batch would be refused
+    again, unlike an unavailable database."""
+
+
 def minute_floor(t: float) -> float:
     """Start of the minute holding epoch time `t`."""
     return math.floor(t / MINUTE) * MINUTE

@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from observer import conventions as c
 from observer.config import load_settings
+from observer.ingest.otlp import IngestError
 from observer.ingest.resolve import ResolvedBatch
 from observer.model import EngineSpan, RequestRecord
 from observer.pipeline import Pipeline, Throttled
-from observer.store import MemoryStore
+from observer.store import MemoryStore, StoreRejected
 from tests.support.otel import Req, VllmSpans, encode
 
 
@@ -213,3 +214,49 @@ async def test_light_load_never_lingers() -> None:
     finally:
         await p.stop()
     assert store.transactions == [1, 1, 1]
+
+
+class PickyStore(CountingStore):
+    """Refuses any transaction holding a record of tenant `poison` (as a database refuses a value
+    it cannot hold), and fails any holding tenant `breaker` (an error of another kind)."""
+
+    def write_batch(
+        self,
+        records: Sequence[RequestRecord],
+        pending_added: Sequence[EngineSpan] = (),
+        pending_released: Sequence[str] = (),
+    ) -> list[RequestRecord]:
+        tenants = {r.tenant for r in records}
+        if "poison" in tenants:
+            self.transactions.append(-len(records))
+            raise StoreRejected("DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        if "breaker" in tenants:
+            self.transactions.append(-len(records))
+            raise OSError("connection reset")
+        return super().write_batch(records, pending_added, pending_released)
+
+
+async def test_a_batch_the_store_refuses_fails_alone_in_a_group_commit() -> None:
+    store = PickyStore()
+    p = grouping(store, wait_ms=5_000)
+    await p.start()
+    tenants = ["t0", "poison", "t1", "breaker", "t2"]
+    try:
+        outcomes = await asyncio.gather(
+            *(p.ingest(body(t), c.CT_PROTOBUF, None) for t in tenants), return_exceptions=True
+        )
+    finally:
+        await p.stop()
+    by_tenant = dict(zip(tenants, outcomes, strict=True))
+    # the five were one transaction, which failed; then each batch alone: three commit
+    assert store.transactions[0] == -5
+    assert sorted(store.transactions[1:]) == [-1, -1, 1, 1, 1]
+    assert all(getattr(by_tenant[t], "status", None) == 200 for t in ("t0", "t1", "t2"))
+    refused, broken = by_tenant["poison"], by_tenant["breaker"]
+    assert isinstance(refused, IngestError)
+    assert refused.status == 400
+    assert "NUL" in str(refused)
+    assert isinstance(broken, Throttled)
+    assert broken.status == 503
+    assert {s.tenant for s in p.aggregator.tenants(300, time.time())} == {"t0", "t1", "t2"}
+    assert store.count_records() == 3

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from observer.model import RequestRecord, TierTokens
-from observer.store import RecordStore, RollupRow
+from observer.store import RecordStore, RollupRow, Store, StoreRejected
 from observer.store.types import minute_floor
 
 from .factories import engine_span, random_records, record, slo
@@ -24,6 +24,19 @@ def test_write_batch_returns_only_new_records(store: RecordStore) -> None:
     mixed = [*batch[:5], *(record(i, T0 + i) for i in range(10, 13))]
     assert [r.request_id for r in store.write_batch(mixed)] == ["req-10", "req-11", "req-12"]
     assert store.count_records() == 13
+
+
+def test_data_the_database_cannot_hold_is_refused_as_such(sql_store: Store) -> None:
+    # what each database refuses outright: a lone surrogate (SQLite cannot encode it), NUL in a
+    # text field and a value longer than its column (PostgreSQL). StoreRejected (permanent),
+    # not a generic failure, and nothing of the batch is written.
+    bad = ["\ud800"] if sql_store.dialect == "sqlite" else ["x\x00y", "t" * 300]
+    for tenant in bad:
+        with pytest.raises(StoreRejected):
+            sql_store.write_batch([record(1, T0), record(2, T0, tenant=tenant)], [engine_span(9)])
+        assert sql_store.count_records() == 0
+        assert sql_store.load_pending() == []
+    assert sql_store.write_batch([record(1, T0)]) == [record(1, T0)]  # the store still works
 
 
 def test_write_batch_interleaved_old_and_new_keeps_input_order(store: RecordStore) -> None:
