@@ -33,10 +33,30 @@ class ServerSettings(_Section):
     host: str = Field("0.0.0.0", description="listen address")
     port: int = Field(8080, ge=0, le=65535, description="one port for OTLP ingest, API and /metrics")
     auth_token: str | None = Field(
-        None, description="Bearer token required on ingest and API when set; /healthz, /readyz stay open"
+        None,
+        description="Bearer token required on ingest, API, /metrics and /openapi.json when set "
+        "(then /docs and /redoc are not served); /healthz, /readyz stay open. Surrounding "
+        "whitespace is dropped; empty or with inner whitespace is refused",
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="cap on the compressed request body")
     max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0, description="cap after gunzip (413)")
+    max_inflight_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="request body bytes held at once over all requests (uploading or being "
+        "processed); a chunk past it is answered 429 with Retry-After",
+    )
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        if not v or any(ch.isspace() for ch in v):
+            raise ValueError("must be a non-empty token without whitespace (unset it to turn auth off)")
+        return v
+
     ingest_queue_size: int = Field(64, gt=0, description="OTLP batches waiting to be written; 429 past it")
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 429/503")
     decode_workers: int = Field(2, ge=1, description="threads decoding OTLP bodies off the event loop")
@@ -86,6 +106,7 @@ class AggregationSettings(_Section):
     fine_horizon_seconds: int = Field(300, gt=0, description="windows up to this use fine buckets")
     coarse_bucket_seconds: int = Field(60, gt=0, description="bucket width for longer windows")
     max_tenants: int = Field(1000, gt=0, description="tenants tracked individually; the rest fold to `other`")
+    max_models: int = Field(100, gt=0, description="models tracked individually; the rest fold to `other`")
     sketch_relative_accuracy: float = Field(
         0.005, gt=0, lt=0.05, description="quantile sketch relative accuracy"
     )
@@ -224,6 +245,8 @@ class Settings(BaseSettings):
             )
         if self.server.max_decompressed_bytes < self.server.max_body_bytes:
             raise ValueError("server.max_decompressed_bytes must be >= server.max_body_bytes")
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes:
+            raise ValueError("server.max_inflight_body_bytes must be >= server.max_body_bytes")
         return self
 
     def slo_specs(self) -> tuple[SloSpec, ...]:

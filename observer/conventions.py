@@ -30,7 +30,22 @@ ROLES: Final = (ROLE_PREFILL, ROLE_DECODE)
 UNKNOWN_TENANT: Final = "unknown"
 OTHER_TENANT: Final = "other"  # where tenants past the cardinality bound are folded
 UNKNOWN_MODEL: Final = "unknown"
+OTHER_MODEL: Final = "other"  # where models past the cardinality bound are folded
 UNKNOWN_POD: Final = "unknown"
+
+# Strings taken from spans (tenant, model, pod, request id) before they reach a record, the store
+# or a label (docs/ingest.md "Untrusted strings"): NUL (PostgreSQL text cannot hold it) and lone
+# surrogates (no UTF-8 form, for SQLite or the exposition) become VALUE_REPLACEMENT; a value
+# longer than MAX_VALUE_CHARS is cut to MAX_VALUE_CHARS characters ending with
+# VALUE_TRUNCATION_MARK and VALUE_HASH_CHARS hex digits of a hash of the whole value, so distinct
+# long values stay distinct.
+# 256 = the store's String(256) columns (PostgreSQL varchar counts characters) and covers every
+# real value: Kubernetes pod names are at most 253 characters, model ids (`org/name`, LoRA
+# adapter names) and tenant / request ids are far shorter.
+MAX_VALUE_CHARS: Final = 256
+VALUE_REPLACEMENT: Final = "\ufffd"
+VALUE_TRUNCATION_MARK: Final = "~"
+VALUE_HASH_CHARS: Final = 16  # BLAKE2b-64 of the value's UTF-8 bytes (surrogates passed through)
 
 # ---------------------------------------------------------------------------------------------
 # OpenTelemetry spans (field notes §3, DESIGN §4 span resolution defaults)
@@ -389,11 +404,14 @@ M_INGEST_BATCHES: Final = metric(
     "ingest_batches"
 )  # {status=ok|partial|bad_request|too_large|throttled|unauthorized|unsupported}
 M_TRACES_INCOMPLETE: Final = metric("traces_incomplete")  # P/D traces flushed without their partner
+M_INGEST_VALUES_REWRITTEN: Final = metric("ingest_values_rewritten")  # span strings made safe (sanitize)
 M_TENANTS_FOLDED: Final = metric("tenants_folded")  # records folded into `other`
+M_MODELS_FOLDED: Final = metric("models_folded")  # records whose model was folded into `other`
 # gauges
 M_INGEST_QUEUE_DEPTH: Final = metric("ingest_queue_depth")
 M_PENDING_TRACES: Final = metric("pending_traces")
 M_TRACKED_TENANTS: Final = metric("tracked_tenants")
+M_TRACKED_MODELS: Final = metric("tracked_models")
 M_PREFIX_HIT_RATE: Final = metric("prefix_hit_rate")  # {tenant, model, window}
 M_TIER_SHARE: Final = metric("cached_tier_share")  # {tenant, tier, window}
 M_LATENCY_QUANTILE: Final = metric("latency_seconds")  # {tenant, phase, quantile, window}
@@ -447,6 +465,12 @@ CT_PROTOBUF: Final = "application/x-protobuf"
 CT_JSON: Final = "application/json"
 CE_GZIP: Final = "gzip"  # Content-Encoding values accepted on ingest
 CE_IDENTITY: Final = "identity"
+# objects + arrays in one OTLP/JSON body (413 past it): json.loads materialises them all, so
+# this bounds its memory (~250 MB at worst); an OTLP/JSON span has ~20-40, so a batch of
+# 25,000+ spans fits (send protobuf, decoded without that cost, for more)
+MAX_JSON_CONTAINERS: Final = 1_000_000
+# request bodies of the query API (PUT /api/v1/slos); 413 past it
+MAX_API_BODY_BYTES: Final = 1024 * 1024
 OTLP_STATUS_ERROR: Final = 2  # OTLP Status.code ERROR
 ATTR_REQUEST_N: Final = "gen_ai.request.n"
 

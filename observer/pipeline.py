@@ -67,6 +67,7 @@ class IngestMetrics:
     spans: Counter
     batches: Counter
     incomplete: Counter
+    rewritten: Counter
     queue_depth: Gauge
     pending: Gauge
 
@@ -82,6 +83,12 @@ class IngestMetrics:
             incomplete=Counter(
                 c.M_TRACES_INCOMPLETE,
                 "P/D requests counted without their partner span (flushed on timeout or bound)",
+                registry=registry,
+            ),
+            rewritten=Counter(
+                c.M_INGEST_VALUES_REWRITTEN,
+                "span strings rewritten before use: NUL or lone surrogates replaced, or cut past "
+                "the length limit (docs/ingest.md, untrusted strings)",
                 registry=registry,
             ),
             queue_depth=Gauge(
@@ -214,6 +221,7 @@ class Pipeline:
         self.metrics.spans.labels("accepted").inc(accepted)
         self.metrics.spans.labels("rejected").inc(batch.rejected)
         self.metrics.spans.labels("ignored").inc(batch.ignored)
+        self.metrics.rewritten.inc(batch.rewritten)
         ct = _response_type(content_type)
         message = "; ".join(batch.errors[:5])
         self.metrics.batches.labels("partial" if batch.rejected else "ok").inc()

@@ -1,11 +1,13 @@
-"""Per-tenant outputs of the aggregator and the tenant-folding bound.
+"""Per-tenant outputs of the aggregator and the tenant- and model-folding bounds.
 
 Folding (docs/signals.md): at most ``max_tenants`` tenants hold an individual slot; a record of
 any other tenant is aggregated under ``conventions.OTHER_TENANT`` and counted as folded. A tenant
 keeps its slot (its folding decision is stable) while any of its data is inside the longest
 window; when all of it has aged out (its latest coarse bucket dropped) the slot is freed and the
 next new tenant may take it. A record older than the longest window never claims a slot. A tenant
-literally named ``other`` shares the ``other`` entry and takes no slot.
+literally named ``other`` shares the ``other`` entry and takes no slot. Models fold the same way,
+independently: at most ``max_models`` models hold a slot, the rest go under
+``conventions.OTHER_MODEL``.
 """
 
 from __future__ import annotations
@@ -104,51 +106,83 @@ class Totals:
     """Cumulative counters since process start, for Prometheus counters.
 
     `by_slo_tenant` maps (slo, tenant) to (requests judged, bad requests). `folded` counts records
-    whose tenant was folded into `other`.
+    whose tenant was folded into `other`, `models_folded` those whose model was.
     """
 
     by_tenant_model: Mapping[tuple[str, str], TenantModelTotals]
     by_slo_tenant: Mapping[tuple[str, str], tuple[int, int]]
     folded: int
+    models_folded: int = 0
 
 
-class TenantSlots:
-    """The tenant-folding bound: who holds an individual slot, and since which coarse bucket.
-
-    `last[t]` is the index of the latest coarse bucket holding data of tenant t.
+class LabelSlots:
+    """A folding bound on one label (tenant or model): who holds an individual slot, and since
+    which coarse bucket. `last[v]` is the index of the latest coarse bucket holding data of v;
+    values past `limit` fold into `fold` (which itself never takes a slot).
     """
 
-    __slots__ = ("last", "max_tenants")
+    __slots__ = ("fold", "last", "limit")
 
-    def __init__(self, max_tenants: int) -> None:
-        if max_tenants < 1:
-            raise ValueError("max_tenants must be >= 1")
-        self.max_tenants = max_tenants
+    def __init__(self, limit: int, fold: str) -> None:
+        if limit < 1:
+            raise ValueError("the slot limit must be >= 1")
+        self.limit = limit
+        self.fold = fold
         self.last: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.last)
 
-    def label(self, tenant: str, coarse_index: int, claim: bool) -> str | None:
-        """The label the tenant's record goes under; None means folded into `other`.
+    def label(self, value: str, coarse_index: int, claim: bool) -> str | None:
+        """The label the value's record goes under; None means folded into `fold`.
 
         `claim`: whether the record may take a free slot (False for records outside the window).
         """
-        last = self.last.get(tenant)
+        last = self.last.get(value)
         if last is not None:
             if coarse_index > last:
-                self.last[tenant] = coarse_index
-            return tenant
-        if tenant == c.OTHER_TENANT:
-            return tenant
-        if claim and len(self.last) < self.max_tenants:
-            self.last[tenant] = coarse_index
-            return tenant
+                self.last[value] = coarse_index
+            return value
+        if value == self.fold:
+            return value
+        if claim and len(self.last) < self.limit:
+            self.last[value] = coarse_index
+            return value
         return None
 
     def free_before(self, coarse_index: int) -> list[str]:
-        """Free the slots of tenants whose latest data is in a bucket before `coarse_index`."""
-        gone = [t for t, last in self.last.items() if last < coarse_index]
-        for t in gone:
-            del self.last[t]
+        """Free the slots of values whose latest data is in a bucket before `coarse_index`."""
+        gone = [v for v, last in self.last.items() if last < coarse_index]
+        for v in gone:
+            del self.last[v]
         return gone
+
+
+class TenantSlots(LabelSlots):
+    """The tenant-folding bound (`max_tenants` slots, the rest under `other`)."""
+
+    __slots__ = ()
+
+    def __init__(self, max_tenants: int) -> None:
+        if max_tenants < 1:
+            raise ValueError("max_tenants must be >= 1")
+        super().__init__(max_tenants, c.OTHER_TENANT)
+
+    @property
+    def max_tenants(self) -> int:
+        return self.limit
+
+
+class ModelSlots(LabelSlots):
+    """The model-folding bound (`max_models` slots, the rest under `other`)."""
+
+    __slots__ = ()
+
+    def __init__(self, max_models: int) -> None:
+        if max_models < 1:
+            raise ValueError("max_models must be >= 1")
+        super().__init__(max_models, c.OTHER_MODEL)
+
+    @property
+    def max_models(self) -> int:
+        return self.limit

@@ -13,9 +13,14 @@ How it works (docs/signals.md, "Windows, quantiles and SLOs"):
   of data whose coarse bucket start >= now - W (merged or still fine). The window edge therefore
   moves in steps of the bucket width: a query covers between W - width and W seconds of end times.
   Queries assume `now` does not go backwards relative to the last `add`/`expire`.
-* Each bucket holds, per (tenant label, model): requests, prompt/output tokens, cached tokens per
-  tier, errors, one quantile sketch per latency metric (only non-None values) and per-SLO
-  good/total counts. Memory is bounded by (tenants tracked + 1) x models x buckets.
+* Each bucket holds, per (tenant label, model label): requests, prompt/output tokens, cached
+  tokens per tier, errors, one quantile sketch per latency metric (only non-None values) and
+  per-SLO good/total counts. Tenants past `max_tenants` fold to `other`, models past `max_models`
+  to `other` (same rules, independently; observer/aggregate/tenants.py), and a slot is freed only
+  once all its data left the windows, so the live buckets hold at most
+  (max_tenants + 1) x (max_models + 1) cells each. The cumulative totals (the exported counters)
+  also keep recently freed tenants / models until pruned (`_prune_totals`): at most
+  3 x max_tenants + 1 tenant labels and 3 x max_models + 1 model labels.
 
 Pure: time is passed in; no I/O.
 """
@@ -30,6 +35,7 @@ from observer import conventions as c
 from observer.aggregate.sketch import QuantileSketch
 from observer.aggregate.tenants import (
     QUANTILE_LEVELS,
+    ModelSlots,
     Quantiles,
     SloStatus,
     TenantModelTotals,
@@ -46,7 +52,7 @@ _N_METRICS = len(c.LATENCY_METRICS)
 _latencies = attrgetter(*c.LATENCY_METRICS)
 _tiers = attrgetter(*c.TIERS)
 
-Key = tuple[str, str]  # (tenant label, model)
+Key = tuple[str, str]  # (tenant label, model label)
 _CompiledSlo = tuple[int, int, int, float, frozenset[str] | None]
 if _N_TIERS != 5:  # pragma: no cover - `_add` unrolls the tiers
     raise ImportError("observer.aggregate.windows assumes 5 KV tiers")
@@ -147,9 +153,12 @@ class Aggregator:
         self._next_expire = -math.inf
         self._last_expire = -math.inf
         self._slots = TenantSlots(settings.max_tenants)
+        self._model_slots = ModelSlots(settings.max_models)
         self._totals: dict[Key, _Total] = {}
         self._totals_tenants: set[str] = set()
+        self._totals_models: set[str] = set()
         self._folded = 0
+        self._models_folded = 0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -164,6 +173,15 @@ class Aggregator:
     @property
     def folded(self) -> int:
         return self._folded
+
+    @property
+    def tracked_models(self) -> int:
+        """Models holding an individual slot (`other` excluded)."""
+        return len(self._model_slots)
+
+    @property
+    def models_folded(self) -> int:
+        return self._models_folded
 
     # ------------------------------------------------------------------ ingest (hot path)
     def add(self, records: Iterable[RequestRecord], now: float) -> None:
@@ -195,6 +213,9 @@ class Aggregator:
         coarse = self._coarse
         last = self._slots.last
         max_tenants = self._slots.max_tenants
+        model_last = self._model_slots.last
+        max_models = self._model_slots.max_models
+        other_model = c.OTHER_MODEL
         compiled = self._compiled
         n_slo = len(compiled)
         tot = self._totals
@@ -223,7 +244,20 @@ class Aggregator:
                 label = other
                 if totals:
                     self._folded += 1
-            key = (label, r.model)
+            model = r.model  # the same folding rules as the tenant's, on their own slots
+            prev = model_last.get(model)
+            if prev is not None:
+                if ci > prev and in_window:
+                    model_last[model] = ci
+            elif model == other_model:
+                pass
+            elif in_window and len(model_last) < max_models:
+                model_last[model] = ci
+            else:
+                model = other_model
+                if totals:
+                    self._models_folded += 1
+            key = (label, model)
             err = r.error
             prompt = r.prompt_tokens
             output = r.output_tokens
@@ -235,6 +269,7 @@ class Aggregator:
                 if t is None:
                     t = tot[key] = _Total(n_slo)
                     self._totals_tenants.add(label)
+                    self._totals_models.add(model)
                 t.requests += 1
                 t.prompt += prompt
                 t.output += output
@@ -329,19 +364,28 @@ class Aggregator:
         for ci in [ci for ci in self._coarse if ci * coarse_w < min_start]:
             del self._coarse[ci]
         # first coarse index still kept: ceil(min_start / coarse_w)
-        self._slots.free_before(math.ceil(min_start / coarse_w))
+        first_kept = math.ceil(min_start / coarse_w)
+        self._slots.free_before(first_kept)
+        self._model_slots.free_before(first_kept)
         self._prune_totals()
         self._next_expire = (math.floor(now / fine_w) + 1) * fine_w
 
     def _prune_totals(self) -> None:
-        """Keep totals of at most 2 x max_tenants tenants: drop those of tenants without a slot."""
-        if len(self._totals_tenants) <= 2 * self._slots.max_tenants + 1:
-            return
-        keep = self._slots.last
-        drop = {t for t in self._totals_tenants if t not in keep and t != c.OTHER_TENANT}
-        for key in [k for k in self._totals if k[0] in drop]:
-            del self._totals[key]
-        self._totals_tenants -= drop
+        """Keep totals of at most 2 x max_tenants + 1 tenants (and 2 x max_models + 1 models) after
+        an expiry: past that, drop those of tenants (models) without a slot. Between two expiries
+        only slot holders and `other` add totals, hence the 3 x max + 1 bound of the module doc."""
+        if len(self._totals_tenants) > 2 * self._slots.max_tenants + 1:
+            keep = self._slots.last
+            drop = {t for t in self._totals_tenants if t not in keep and t != c.OTHER_TENANT}
+            for key in [k for k in self._totals if k[0] in drop]:
+                del self._totals[key]
+            self._totals_tenants -= drop
+        if len(self._totals_models) > 2 * self._model_slots.max_models + 1:
+            keep = self._model_slots.last
+            drop = {m for m in self._totals_models if m not in keep and m != c.OTHER_MODEL}
+            for key in [k for k in self._totals if k[1] in drop]:
+                del self._totals[key]
+            self._totals_models -= drop
 
     def set_slos(self, slos: Sequence[SloSpec], records: Iterable[RequestRecord], now: float) -> None:
         """Replace the SLO set and rebuild the windows from `records` (those of the last max window).
@@ -462,4 +506,9 @@ class Aggregator:
                     continue
                 prev_total, prev_bad = by_slo.get((spec.name, label), (0, 0))
                 by_slo[(spec.name, label)] = (prev_total + total, prev_bad + total - good)
-        return Totals(by_tenant_model=by_tm, by_slo_tenant=by_slo, folded=self._folded)
+        return Totals(
+            by_tenant_model=by_tm,
+            by_slo_tenant=by_slo,
+            folded=self._folded,
+            models_folded=self._models_folded,
+        )

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from google.rpc import status_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from observer import conventions as c
 from observer.api.metrics import AggregatorCollector
@@ -26,6 +27,68 @@ log = logging.getLogger(__name__)
 
 # Routers contributed by later components (pools, decisions, dashboards, alerts), added by wiring.
 ExtraRouters = Sequence[APIRouter]
+
+
+class BodyRefused(Exception):
+    """A request body refused before it was read whole: 413 (too large) or 429 (the server holds
+    too many bodies already; retry later)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InFlightBodies:
+    """Bytes of request bodies being received and processed, over all requests: each chunk is
+    taken from `limit` as it arrives and given back when its request is done, so slow or many
+    uploads cannot hold more than `limit` bytes of bodies (the event loop is the only user)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+@asynccontextmanager
+async def read_body(request: Request, limit: int, inflight: InFlightBodies) -> AsyncIterator[bytes]:
+    """The whole body, at most `limit` bytes (413 past it, as declared or as received), counted
+    against `inflight` until the `async with` block ends (429 when that is full)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyRefused(413, f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    taken = 0
+    try:
+        async for chunk in _stream(request):
+            if taken + len(chunk) > limit:
+                raise BodyRefused(413, f"request body larger than {limit} bytes")
+            if not inflight.take(len(chunk)):
+                raise BodyRefused(
+                    429, f"more than {inflight.limit} bytes of request bodies in flight, retry later"
+                )
+            taken += len(chunk)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        chunks.clear()
+        yield body
+    finally:
+        inflight.give(taken)
+
+
+async def _stream(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:  # gone before its body was whole: nothing to answer
+        raise BodyRefused(400, "client disconnected before the request body was complete") from None
 
 
 class SloBody(BaseModel):
@@ -92,14 +155,21 @@ def create_app(
             store.close()
             log.info("stopped")
 
+    # With a token, the OpenAPI document needs it too, and the interactive pages (which fetch
+    # it without one) are not served.
+    open_docs = token is None
     app = FastAPI(
         title="pd-observer",
         version="0.1.0",
         summary="Per-tenant cache, latency and SLO signals for disaggregated LLM serving",
         lifespan=lifespan,
+        docs_url="/docs" if open_docs else None,
+        redoc_url="/redoc" if open_docs else None,
+        openapi_url="/openapi.json" if open_docs else None,
     )
     app.state.pipeline = pipeline
     app.state.registry = registry
+    inflight = InFlightBodies(settings.server.max_inflight_body_bytes)
 
     def authorize(request: Request) -> None:
         if token is None:
@@ -126,27 +196,17 @@ def create_app(
     async def receive_traces(request: Request) -> Response:
         ctype = request.headers.get("content-type")
         cenc = request.headers.get("content-encoding")
-        limit = settings.server.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            pipeline.metrics.batches.labels("too_large").inc()
-            return _otlp_error(413, f"request body larger than {limit} bytes", ctype)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                pipeline.metrics.batches.labels("too_large").inc()
-                return _otlp_error(413, f"request body larger than {limit} bytes", ctype)
-            chunks.append(chunk)
+        retry = {"Retry-After": str(settings.server.retry_after_seconds)}
         try:
-            outcome = await pipeline.ingest(b"".join(chunks), ctype, cenc)
+            async with read_body(request, settings.server.max_body_bytes, inflight) as body:
+                outcome = await pipeline.ingest(body, ctype, cenc)
+        except BodyRefused as exc:
+            pipeline.metrics.batches.labels("too_large" if exc.status == 413 else "throttled").inc()
+            return _otlp_error(exc.status, str(exc), ctype, retry if exc.status == 429 else None)
         except IngestError as exc:
             return _otlp_error(exc.status, str(exc), ctype)
         except Throttled as exc:
-            return _otlp_error(
-                exc.status, str(exc), ctype, {"Retry-After": str(settings.server.retry_after_seconds)}
-            )
+            return _otlp_error(exc.status, str(exc), ctype, retry)
         return Response(outcome.body, status_code=outcome.status, media_type=outcome.content_type)
 
     # ------------------------------------------------------------------ query API
@@ -189,9 +249,12 @@ def create_app(
 
     @api.put("/slos", tags=["slos"], summary="Replace the SLO set; counters rebuilt from stored records")
     async def put_slos(request: Request) -> JSONResponse:
-        raw = await request.body()
         try:
-            body = SloBody.model_validate_json(raw)
+            async with read_body(request, c.MAX_API_BODY_BYTES, inflight) as raw:
+                body = SloBody.model_validate_json(raw)
+        except BodyRefused as exc:
+            retry = {"Retry-After": str(settings.server.retry_after_seconds)} if exc.status == 429 else None
+            raise HTTPException(exc.status, str(exc), headers=retry) from None
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
@@ -206,6 +269,12 @@ def create_app(
     app.include_router(api)
     for router in extra_routers:
         app.include_router(router, dependencies=auth)
+
+    if not open_docs:
+
+        @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+        def openapi() -> dict[str, Any]:
+            return app.openapi()
 
     # ------------------------------------------------------------------ ops
     @app.get("/metrics", dependencies=auth, tags=["ops"], summary="Prometheus exposition")

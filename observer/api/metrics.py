@@ -1,8 +1,10 @@
 """`collect()`-time Prometheus collector over the aggregator (DESIGN §4 exported metrics).
 
 Counters are cumulative since process start (Prometheus handles the reset on restart); gauges are
-computed from the windows at scrape time. Tenant labels are bounded by the aggregator's folding
-(at most `aggregation.max_tenants` + `other`).
+computed from the windows at scrape time. Tenant and model labels are bounded by the
+aggregator's folding (`aggregation.max_tenants` / `max_models`, the rest under `other`; the exact
+bound is in observer/aggregate/windows.py) and their values by ingest (observer/ingest/sanitize.py:
+at most `conventions.MAX_VALUE_CHARS` characters).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class AggregatorCollector(Collector):
             per_window = {w: p.aggregator.tenants(w, now) for w in windows}
             slos = list(p.aggregator.slos)
             tracked = p.aggregator.tracked_tenants
+            tracked_models = p.aggregator.tracked_models
 
         tm = [c.LABEL_TENANT, c.LABEL_MODEL]
         requests = CounterMetricFamily(c.M_REQUESTS, "Requests served, by tenant and model", labels=tm)
@@ -78,6 +81,14 @@ class AggregatorCollector(Collector):
         tracked_g = GaugeMetricFamily(c.M_TRACKED_TENANTS, "Tenants tracked individually")
         tracked_g.add_metric([], tracked)
         yield tracked_g
+        models_folded = CounterMetricFamily(
+            c.M_MODELS_FOLDED, "Requests whose model was folded into `other` (cardinality bound)"
+        )
+        models_folded.add_metric([], totals.models_folded)
+        yield models_folded
+        tracked_m = GaugeMetricFamily(c.M_TRACKED_MODELS, "Models tracked individually")
+        tracked_m.add_metric([], tracked_models)
+        yield tracked_m
 
         objective = GaugeMetricFamily(c.M_SLO_OBJECTIVE, "SLO objective", labels=[c.LABEL_SLO])
         for spec in slos:

@@ -1,7 +1,8 @@
 """Native protobuf decode + resolve for clean batches (`observer.ingest._otlpfast`, a C extension).
 
 `decode(data, max_spans, cfg)` gives what the Python protobuf path of `decode_and_resolve`
-gives (engine spans, hints, ignored count; a clean batch has no rejects), or None when the
+gives (engine spans, hints, ignored count, rewritten count: its strings go through the same
+`observer.ingest.sanitize` as the Python path's; a clean batch has no rejects), or None when the
 batch is not clean (malformed wire data, a span the Python path would reject, a value of an
 unexpected type on a key that matters, too many spans, ...): the caller then runs the Python
 path on the whole batch, so errors and partial-success counts are the Python path's. Also
@@ -31,6 +32,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, St
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from observer import conventions as c
+from observer.ingest.sanitize import sanitize
 from observer.model import EngineSpan, TierTokens, TraceHints
 
 if TYPE_CHECKING:
@@ -38,8 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DISABLE_ENV", "Resolved", "compiled", "decode", "path"]
 
-# (engine spans in span order, trace id -> hints, ignored span count): a ResolvedBatch without rejects
-Resolved: TypeAlias = tuple[tuple[EngineSpan, ...], dict[str, TraceHints], int]
+# (engine spans in span order, trace id -> hints, ignored span count, rewritten string count):
+# a ResolvedBatch without rejects
+Resolved: TypeAlias = tuple[tuple[EngineSpan, ...], dict[str, TraceHints], int, int]
 
 log = logging.getLogger(__name__)
 
@@ -200,5 +203,8 @@ def decode(data: bytes, max_spans: int, cfg: ResolveConfig) -> Resolved | None:
     native = compiled(cfg)
     if native is None:
         return None
-    out: Resolved | None = native.decode(data, max_spans)
-    return out
+    out: tuple[tuple[EngineSpan, ...], dict[str, TraceHints], int] | None = native.decode(data, max_spans)
+    if out is None:
+        return None
+    engine, hints, rewritten = sanitize(out[0], out[1])
+    return engine, hints, out[2], rewritten

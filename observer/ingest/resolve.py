@@ -5,6 +5,8 @@ numbers (numeric strings are accepted) else the span is rejected with BAD_VALUE;
 above the prompt count are rejected with BAD_VALUE (an inconsistent producer, reported back
 through partial_success rather than silently clamped); an engine span without a prompt token
 count is rejected with MISSING_TOKENS. Rejected engine spans still give their trace hints.
+Strings (tenant, model, pod, request id) are made safe by `observer.ingest.sanitize` on every
+path's result: NUL and lone surrogates replaced, long values cut with a hash suffix.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from observer import conventions as c
 from observer.config import IngestSettings
 from observer.ingest import fastpath, otlp
+from observer.ingest.sanitize import sanitize
 from observer.model import Attributes, AttrValue, EngineSpan, RejectReason, Span, TierTokens, TraceHints
 
 __all__ = ["ResolveConfig", "ResolvedBatch", "Resolver", "decode_and_resolve", "resolve_batch"]
@@ -66,6 +69,7 @@ class ResolvedBatch:
     rejected: int
     errors: tuple[str, ...]
     ignored: int  # neither engine spans nor carrying hints
+    rewritten: int = 0  # string values made safe by observer.ingest.sanitize (NUL, surrogates, length)
 
 
 class _BadSpan(Exception):
@@ -329,7 +333,8 @@ class Resolver:
             self.ignored += 1
 
     def result(self) -> ResolvedBatch:
-        return ResolvedBatch(tuple(self.engine), self.hints, self.rejected, tuple(self.errors), self.ignored)
+        engine, hints, rewritten = sanitize(tuple(self.engine), self.hints)
+        return ResolvedBatch(engine, hints, self.rejected, tuple(self.errors), self.ignored, rewritten)
 
 
 def resolve_batch(spans: Sequence[Span], cfg: ResolveConfig) -> ResolvedBatch:
@@ -371,7 +376,7 @@ def decode_and_resolve(
     data = otlp.unwrap_body(body, content_encoding, max_decompressed_bytes)
     fast = fastpath.decode(data, max_spans, cfg)
     if fast is not None:
-        return ResolvedBatch(fast[0], fast[1], 0, (), fast[2])
+        return ResolvedBatch(fast[0], fast[1], 0, (), fast[2], fast[3])
     rej = otlp.Rejects()
     r = Resolver(cfg)
     add, facts, attrs_of = r.add, r.facts, otlp.pb_attributes
@@ -398,4 +403,5 @@ def _merge_rejects(resolved: ResolvedBatch, rejected: int, errors: tuple[str, ..
         rejected=resolved.rejected + rejected,
         errors=errors + resolved.errors,
         ignored=resolved.ignored,
+        rewritten=resolved.rewritten,
     )

@@ -1,7 +1,8 @@
 """The aggregator's `add` before the hot-path rewrite (commit 1fc8c7b), kept verbatim as the oracle
 of test_equivalence.py and the A side of `benchmarks/pipeline_stages_bench.py --reference`.
 Only `_add` differs from `Aggregator`: the state (buckets, cells, totals, slots) is shared.
-Do not optimise this file."""
+Do not optimise this file. (Model folding, added later, is written here record by record with the
+same rules as the tenant's.)"""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class ReferenceAggregator(Aggregator):
         coarse = self._coarse
         last = self._slots.last
         max_tenants = self._slots.max_tenants
+        model_last = self._model_slots.last
+        max_models = self._model_slots.max_models
         compiled = _compile_reference(self.slos)
         n_slo = len(compiled)
         tot = self._totals
@@ -69,7 +72,22 @@ class ReferenceAggregator(Aggregator):
                 label = other
                 if totals:
                     self._folded += 1
-            key = (label, r.model)
+            model = r.model
+            mprev = model_last.get(model)
+            if mprev is not None:
+                model_label = model
+                if ci > mprev and in_window:
+                    model_last[model] = ci
+            elif model == c.OTHER_MODEL:
+                model_label = model
+            elif in_window and len(model_last) < max_models:
+                model_last[model] = ci
+                model_label = model
+            else:
+                model_label = c.OTHER_MODEL
+                if totals:
+                    self._models_folded += 1
+            key = (label, model_label)
             err = r.error
             cached = _tiers(r.cached)
 
@@ -90,6 +108,7 @@ class ReferenceAggregator(Aggregator):
                 if t is None:
                     t = tot[key] = _Total(n_slo)
                     self._totals_tenants.add(label)
+                    self._totals_models.add(model_label)
                 t.requests += 1
                 t.prompt += r.prompt_tokens
                 t.output += r.output_tokens

@@ -1,7 +1,8 @@
 """The inlined `Aggregator.add` gives exactly what the one-record-at-a-time code did.
 
 Oracle: `ReferenceAggregator` (reference.py), the aggregator's `_add` before the rewrite. Both
-are fed the same random stream (tenant folding beyond K, a literal `other` tenant, end times
+are fed the same random stream (tenant folding beyond K, model folding beyond M, a literal `other`
+tenant and model, end times
 across minute and hour boundaries, out of time order, in the future, older than the longest
 window, NaN/inf/negative/None latencies, errors, tenant-scoped SLOs, sketch bin collapse,
 `expire` and `set_slos`), and their whole state is compared: every bucket and cell in order,
@@ -60,7 +61,7 @@ def record(draw: st.DrawFn, now: float, n: int) -> RequestRecord:
         request_id=f"r{n}",
         trace_id=f"{n:032x}",
         tenant=tenant,
-        model=draw(st.sampled_from(("m1", "m2"))),
+        model=draw(st.sampled_from(("m1", "m2", "m3", c.OTHER_MODEL))),
         start_time=end - 1.0,
         end_time=end,
         prompt_tokens=draw(st.integers(0, 9000)),
@@ -127,8 +128,11 @@ def state(agg: Aggregator) -> Any:
         agg._frontier,
         totals,
         sorted(agg._totals_tenants),
+        sorted(agg._totals_models),
         list(agg._slots.last.items()),
+        list(agg._model_slots.last.items()),
         agg.folded,
+        agg.models_folded,
     )
 
 
@@ -156,15 +160,20 @@ def run(agg: Aggregator, ops: list[tuple[str, float, Any]], one_by_one: bool) ->
 @given(
     ops=stream(),
     max_tenants=st.integers(1, 4),
+    max_models=st.integers(1, 4),
     slos=st.sampled_from(SLO_SETS),
     accuracy=st.sampled_from((0.04, 0.005)),
 )
 def test_add_matches_the_reference_and_the_one_by_one_path(
-    ops: list[tuple[str, float, Any]], max_tenants: int, slos: tuple[SloSpec, ...], accuracy: float
+    ops: list[tuple[str, float, Any]],
+    max_tenants: int,
+    max_models: int,
+    slos: tuple[SloSpec, ...],
+    accuracy: float,
 ) -> None:
     # 64 bins at 4 % accuracy is ~2 decades: values over 1e-3..1e3 collapse the low bins
     settings_ = AggregationSettings(
-        max_tenants=max_tenants, sketch_max_bins=64, sketch_relative_accuracy=accuracy
+        max_tenants=max_tenants, max_models=max_models, sketch_max_bins=64, sketch_relative_accuracy=accuracy
     )
     expected = run(ReferenceAggregator(settings_, slos), ops, one_by_one=False)
     assert run(Aggregator(settings_, slos), ops, one_by_one=False) == expected

@@ -63,10 +63,11 @@ def test_old_records_do_not_claim_a_slot() -> None:
     agg = Aggregator(settings(1), ())
     agg.add([rec("old", 100.0)], 5000.0)  # older than the max window: totals only, folded
     assert agg.tracked_tenants == 0
+    assert agg.tracked_models == 0  # nor a model slot
     agg.add([rec("new", 4999.0)], 5000.0)
     assert agg.tracked_tenants == 1
     tot = agg.totals()
-    assert tot.by_tenant_model[(c.OTHER_TENANT, "m1")].requests == 1
+    assert tot.by_tenant_model[(c.OTHER_TENANT, c.OTHER_MODEL)].requests == 1
     assert tot.by_tenant_model[("new", "m1")].requests == 1
 
 

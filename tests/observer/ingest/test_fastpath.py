@@ -48,13 +48,18 @@ def reference(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -
     decoded = decode_traces(data, c.CT_PROTOBUF, None, BIG, max_spans)
     res = resolve_batch(decoded.spans, cfg)
     return ResolvedBatch(
-        res.engine, res.hints, res.rejected + decoded.rejected, decoded.errors + res.errors, res.ignored
+        res.engine,
+        res.hints,
+        res.rejected + decoded.rejected,
+        decoded.errors + res.errors,
+        res.ignored,
+        res.rewritten,
     )
 
 
 def fast(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch | None:
     out = fastpath.decode(data, max_spans, cfg)
-    return None if out is None else ResolvedBatch(out[0], out[1], 0, (), out[2])
+    return None if out is None else ResolvedBatch(out[0], out[1], 0, (), out[2], out[3])
 
 
 def bench_bodies(n: int) -> list[bytes]:

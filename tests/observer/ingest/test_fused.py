@@ -71,7 +71,12 @@ def _reference(body: bytes, ct: str, ce: str | None) -> ResolvedBatch:
     decoded = decode_traces(body, ct, ce, BIG, 10_000)
     res = resolve_batch(decoded.spans, CFG)
     return ResolvedBatch(
-        res.engine, res.hints, res.rejected + decoded.rejected, decoded.errors + res.errors, res.ignored
+        res.engine,
+        res.hints,
+        res.rejected + decoded.rejected,
+        decoded.errors + res.errors,
+        res.ignored,
+        res.rewritten,
     )
 
 
