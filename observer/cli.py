@@ -8,24 +8,46 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from observer import conventions as c
-from observer.config import ConfigError, Settings, load_settings
+from observer.config import ConfigError, Settings, load_settings, unknown_env_vars
+from observer.wiring.errors import CliError, UsageError  # CliError: also observer.cli.CliError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 1."""
+def section_parsers() -> dict[str, Callable[[Any], object]]:
+    """The model of every free-form section of `Settings`, validated whenever settings load
+    (whether or not the command reads the section), so a typo fails every command alike."""
+    from alerts.settings import AlertsSettings
+    from autoscaler.settings import AutoscalerSettings
+    from dashboards.settings import DashboardsSettings
+    from observer.signals.settings import SignalsSettings
+    from observer.sources.settings import SourcesSettings
+
+    return {
+        "sources": SourcesSettings.model_validate,
+        "signals": SignalsSettings.model_validate,
+        "alerts": AlertsSettings.model_validate,
+        "dashboards": DashboardsSettings.model_validate,
+        "autoscaler": AutoscalerSettings.model_validate,
+    }
 
 
 def _settings(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Settings:
-    return load_settings(args.config, overrides=overrides or {})
+    unknown = unknown_env_vars()
+    if unknown:
+        names = ", ".join(unknown)
+        print(f"pd-observer: warning: ignoring unknown environment variable(s): {names}", file=sys.stderr)
+    return load_settings(args.config, overrides=overrides or {}, sections=section_parsers())
 
 
 def _server_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,11 +70,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from observer import logs
     from observer.api.app import create_app
     from observer.signals.service import attach
-    from observer.store.repository import Store
+    from observer.wiring.database import check_url, open_store
 
     settings = _settings(args, _server_overrides(args))
+    check_url(settings.store.url)  # a bad URL is a usage error, before any log line
     logs.configure(settings.server.log_level)
-    store = Store.open(settings.store.url)
+    args.log_errors = True  # from here on a failure is one JSON error log line (see main)
+    store = open_store(settings.store.url)  # unreachable: one error line, exit 1
+    sock = _listen(settings.server.host, settings.server.port)  # before "ready" is logged
     signals = attach(settings)  # sources -> fleet signals: /api/v1/pools, gauges, tenant evidence
     # decisions API always; the control loop when autoscaler.enabled, fed by the signals engine
     routers, hooks = serve_hooks(settings, store.engine, signals_latest=lambda: signals.service.engine.latest)
@@ -71,8 +96,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limit_concurrency=None,
     )
     _tune_gc(settings.server.gc_gen0_threshold)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> Any:
+    """Bind and listen before the app starts (uvicorn would bind after the startup hooks, so a
+    taken port would fail after "ready" was logged)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    bound = sock.getsockname()
+    logging.getLogger("observer.cli").info("listening", extra={"host": bound[0], "port": bound[1]})
+    return sock
 
 
 def _tune_gc(gen0_threshold: int) -> None:
@@ -119,6 +164,7 @@ def cmd_dashboards_export(args: argparse.Namespace) -> int:
     from dashboards.export import export
 
     settings = _settings(args)
+    _output_dir(args.dir, "output directory")
     for path in export(args.dir, settings):
         print(path)
     return 0
@@ -128,6 +174,7 @@ def cmd_alerts_export(args: argparse.Namespace) -> int:
     from alerts.export import export
 
     settings = _settings(args)
+    _output_dir(args.dir, "output directory")
     paths = export(args.dir, settings)
     for path in paths:
         print(path)
@@ -135,13 +182,14 @@ def cmd_alerts_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from observer.store.repository import Store
+    from observer.wiring.database import database_errors, open_store, redact
 
     settings = _settings(args, _server_overrides(args))
-    store = Store.open(settings.store.url)
+    store = open_store(settings.store.url)
     try:
-        store.upgrade()
-        print(f"database at {_redact(settings.store.url)} is at revision {store.current_revision()}")
+        with database_errors(settings.store.url):
+            store.upgrade()
+            print(f"database at {redact(settings.store.url)} is at revision {store.current_revision()}")
     finally:
         store.close()
     return 0
@@ -157,8 +205,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     _settings(args)  # validates --config and PD_OBSERVER_* even though the twin needs none
     speed = 0.0 if args.fast else args.speed
-    if speed < 0:
-        raise CliError("--speed must be >= 0 (0 = as fast as possible)")
     try:
         res = run_simulate(
             args.scenario,
@@ -171,6 +217,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     except TwinError as exc:
         raise _twin_error(exc) from exc
+    if res.export_failed:
+        return EXIT_FAILURE  # the final line says how many spans were lost
     return 130 if res.stopped else 0
 
 
@@ -179,8 +227,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from observer.wiring.twin import TwinError
 
     _settings(args)
-    if args.speed < 0:
-        raise CliError("--speed must be >= 0 (0 = as fast as possible)")
+    if args.out is not None:
+        _output_dir(args.out, "--out")
     opts = DemoOptions(
         scenario=args.scenario,
         duration=args.duration,
@@ -209,7 +257,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.speed != 0:
-        raise CliError("replay runs as fast as possible: only --speed 0 is supported today")
+        raise UsageError("replay runs as fast as possible: only --speed 0 is supported today")
+    out = args.out or Path(f"replay-{Path(args.trace).stem}-seed{args.seed}.json")
+    _output_file(out, "--out")  # before the run: a replay can take minutes
     try:
         res = run_replay(
             args.trace,
@@ -227,7 +277,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{res.requests} requests, {res.spans} spans in {res.bodies} OTLP bodies, "
         f"{res.duration:.0f} simulated s in {res.wall_seconds:.1f} s wall"
     )
-    out = args.out or Path(f"replay-{Path(args.trace).stem}-seed{args.seed}.json")
     out.write_text(json.dumps(res.as_json(), indent=1, sort_keys=True), encoding="utf-8")
     if res.decisions is not None:
         print(f"autoscaler: {len(res.decisions)} decisions changed the fleet (apply mode on the twin)")
@@ -245,6 +294,9 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     if not settings.autoscaler.get("pools"):
         raise ConfigError("no pools configured: set autoscaler.pools in --config (see docs/autoscaler.md)")
     from autoscaler.ports import PermanentError
+    from observer.wiring.database import open_store
+
+    open_store(settings.store.url).close()  # the decisions' database: bad URL 2, unreachable 1
 
     try:
         return run_autoscale(
@@ -259,10 +311,22 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def _output_dir(path: Path, what: str) -> None:
+    """An output directory (created when missing) must not be an existing file."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is an existing file, not a directory")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{what} {path}: {parent} is not a directory")
 
-    return make_url(url).render_as_string(hide_password=True)
+
+def _output_file(path: Path, what: str) -> None:
+    """An output file goes into an existing directory and is not one itself."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory; give a file name")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {path}: the directory {parent} does not exist")
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -394,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=("observe", "dry-run", "apply"), help="override autoscaler.mode of the config"
     )
     auto.add_argument(
-        "--server", metavar="URL", help="Kubernetes API URL (default: in-cluster, then kubeconfig)"
+        "--server",
+        metavar="URL",
+        type=http_url,
+        help="Kubernetes API URL (default: in-cluster, then kubeconfig)",
     )
     auto.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: ~/.kube/config)")
     auto.add_argument("--identity", help="Lease holder identity (default: the hostname)")
@@ -428,15 +495,53 @@ def _add_export_command(
     exp.set_defaults(func=func)
 
 
-def positive(text: str) -> float:
-    """argparse type: a number > 0."""
+def _finite(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v
+
+
+def positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    v = _finite(text)
     if v <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return v
+
+
+def non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0 (a speed: 0 = as fast as possible)."""
+    v = _finite(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = as fast as possible)")
+    return v
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0..65535 (0 = any free port)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number 0..65535 (0 = any free port)")
+    return v
+
+
+def http_url(text: str) -> str:
+    """argparse type: an http:// or https:// URL with a host."""
+    try:
+        u = urlsplit(text)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a valid URL: {text!r} ({exc})") from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
+    return text
 
 
 def _count(text: str) -> int:
@@ -486,12 +591,18 @@ def _add_twin_commands(sub: Any) -> None:
     _common(sim)
     _twin_options(sim, "steady")
     sim.add_argument(
-        "--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)"
+        "--speed", type=non_negative, default=1.0, help="x real time; 0 = as fast as possible (default 1)"
     )
     sim.add_argument("--fast", action="store_true", help="as fast as possible (same as --speed 0)")
-    sim.add_argument("--otlp-endpoint", required=True, metavar="URL", help="OTLP/HTTP base or /v1/traces URL")
     sim.add_argument(
-        "--metrics-port", type=int, default=0, help="port for the twin's /metrics (default: any)"
+        "--otlp-endpoint",
+        required=True,
+        metavar="URL",
+        type=http_url,
+        help="OTLP/HTTP base or /v1/traces URL",
+    )
+    sim.add_argument(
+        "--metrics-port", type=port_number, default=0, help="port for the twin's /metrics (default: any)"
     )
     sim.add_argument("--token", help="bearer token sent with every OTLP export")
     sim.set_defaults(func=cmd_simulate)
@@ -517,10 +628,10 @@ def _add_twin_commands(sub: Any) -> None:
     _common(demo)
     _twin_options(demo, "story")
     demo.add_argument(
-        "--speed", type=float, default=20.0, help="x real time; 0 = as fast as possible (default 20)"
+        "--speed", type=non_negative, default=20.0, help="x real time; 0 = as fast as possible (default 20)"
     )
     demo.add_argument(
-        "--port", type=int, default=8080, help="service port; a free one when taken (default 8080)"
+        "--port", type=port_number, default=8080, help="service port; a free one when taken (default 8080)"
     )
     demo.add_argument("--out", type=Path, help="output folder (default ./pd-observer-demo-<timestamp>/)")
     demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus/Alertmanager")
@@ -556,7 +667,9 @@ def _add_twin_commands(sub: Any) -> None:
         default=8,
         help="tenant buckets for a Mooncake trace file (default 8; a named scenario has its own tenants)",
     )
-    rep.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible (the only mode today)")
+    rep.add_argument(
+        "--speed", type=non_negative, default=0.0, help="0 = as fast as possible (the only mode today)"
+    )
     rep.add_argument("--out", type=Path, help="JSON output (default replay-<trace>-seed<N>.json)")
     rep.add_argument(
         "--autoscaler",
@@ -566,6 +679,16 @@ def _add_twin_commands(sub: Any) -> None:
     rep.set_defaults(func=cmd_replay)
 
 
+def _fail(args: argparse.Namespace, exc: Exception, code: int) -> int:
+    """One line: `pd-observer: ...` on stderr, or one JSON error log line once the command logs
+    JSON (`serve` sets `args.log_errors` after configuring its logs)."""
+    if getattr(args, "log_errors", False):
+        logging.getLogger("observer.cli").error(str(exc), extra={"exit_code": code})
+    else:
+        print(f"pd-observer: {exc}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -573,11 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"pd-observer: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, exc, EXIT_USAGE)
     except CliError as exc:
-        print(f"pd-observer: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(args, exc, exc.exit_code)
     except KeyboardInterrupt:
         return 130
 

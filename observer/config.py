@@ -9,13 +9,15 @@ never at import.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from observer import conventions as c
 from observer.model import SloSpec
@@ -225,7 +227,8 @@ class Settings(BaseSettings):
     alerts: dict[str, Any] = Field(default_factory=dict)
     dashboards: dict[str, Any] = Field(default_factory=dict)
     autoscaler: dict[str, Any] = Field(default_factory=dict)
-    simulator: dict[str, Any] = Field(default_factory=dict)
+    # No `simulator` section: the twin is configured by its command-line flags, so an unknown
+    # top-level key (including `simulator:`) is refused like any other.
 
     @field_validator("slos")
     @classmethod
@@ -275,35 +278,126 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_error(err: ValidationError, origin: str) -> str:
+def _format_error(err: ValidationError, origin: str, section: str | None = None) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+    loc = ".".join(str(p) for p in ((section,) if section else ()) + tuple(first["loc"])) or "(root)"
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"invalid configuration{origin}: {loc}: {msg}{more}"
+
+
+# The free-form sections of `Settings` whose models live in other packages (or upper layers):
+# `load_settings(sections={"autoscaler": AutoscalerSettings.model_validate, ...})` validates them
+# with the core, so every section's error is the same one line naming the file and the field.
+SectionParser = Callable[[Any], object]
+
+# PD_OBSERVER_* variables read outside the settings model (not reported as unknown).
+OTHER_ENV_VARS: frozenset[str] = frozenset(
+    {
+        c.ENV_PREFIX + "NATIVE_DECODE",  # observer.ingest.fastpath: 0 forces the Python decoder
+        c.ENV_PREFIX + "MOONCAKE_DIR",  # simulator.mooncake: where the shared traces are
+        c.ENV_PREFIX + "TOKEN",  # the README's Collector example reads it for its Bearer header
+        c.ENV_PREFIX + "UPDATE_GOLDENS",  # tests: rewrite golden files
+        c.ENV_PREFIX + "VENV",  # scripts/dev.sh
+    }
+)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are YAML's own way of repeating keys
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: str | Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {path} is a directory, not a YAML file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(exc, "problem", None) or "")
+        if problem.startswith("duplicate key"):
+            raise ConfigError(f"config file {path}{where}: {problem}") from exc
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
+
+
+def _env_error(err: SettingsError, environ: Mapping[str, str]) -> str:
+    """One line naming the PD_OBSERVER_* variable whose value is not the JSON its field needs."""
+    m = re.search(r'field "([^"]+)"', str(err))
+    field = m.group(1) if m else ""
+    top = (c.ENV_PREFIX + field).upper()
+    names = sorted(k for k in environ if k.upper() == top or k.upper().startswith(top + "__"))
+    doc = getattr(err.__cause__, "doc", None)
+    bad = [k for k in names if environ[k] == doc] or names
+    name = bad[0] if bad else top
+    return (
+        f"invalid configuration in environment variable {name}: not valid JSON "
+        f"(lists and sections are JSON, e.g. {c.ENV_PREFIX}AGGREGATION__WINDOWS_SECONDS='[60,300]')"
+    )
+
+
+def unknown_env_vars(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`PD_OBSERVER_*` variables that neither the settings nor anything else reads, each with
+    a hint (e.g. `PD_OBSERVER_STORE_URL (did you mean PD_OBSERVER_STORE__URL?)`)."""
+    environ = os.environ if environ is None else environ
+    sections = [name.upper() for name in Settings.model_fields]
+    out = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(c.ENV_PREFIX) or upper in OTHER_ENV_VARS:
+            continue
+        rest = upper[len(c.ENV_PREFIX) :]
+        if any(rest == s or rest.startswith(s + "__") for s in sections):
+            continue
+        hint = next(
+            (
+                f" (did you mean {c.ENV_PREFIX}{s}__{rest[len(s) + 1 :]}?)"
+                for s in sections
+                if rest.startswith(s + "_")
+            ),
+            "",
+        )
+        out.append(key + hint)
+    return out
 
 
 def load_settings(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    sections: Mapping[str, SectionParser] | None = None,
 ) -> Settings:
     """Load settings from an optional YAML file, the environment and CLI overrides.
 
-    Raises ConfigError with one line naming the bad field.
+    `sections` validates free-form sections (name -> e.g. `Model.model_validate`) as part of
+    loading. Raises ConfigError with one line naming the bad field (or file, or variable).
     """
     data: dict[str, Any] = {}
     origin = ""
     if path is not None:
         origin = f" in {path}"
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
+        raw = _read_yaml(path)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -317,13 +411,21 @@ def load_settings(
         os.environ.clear()
         os.environ.update(env)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, origin)) from exc
+    except SettingsError as exc:
+        raise ConfigError(_env_error(exc, os.environ)) from exc
     finally:
         if saved is not None:
             os.environ.clear()
             os.environ.update(saved)
+    for name, parse in (sections or {}).items():
+        try:
+            parse(getattr(settings, name))
+        except ValidationError as exc:
+            raise ConfigError(_format_error(exc, origin, name)) from exc
+    return settings
 
 
 def settings_reference() -> str:

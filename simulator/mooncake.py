@@ -15,6 +15,7 @@ their prefix affinity, while tenant cardinality stays bounded.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from collections.abc import Iterator
@@ -74,8 +75,11 @@ def replay(
     if not path.is_file():
         raise FileNotFoundError(f"Mooncake trace not found: {path} (set {ENV_MOONCAKE_DIR})")
     name = path.stem.replace("_trace", "")
+    n = 0  # requests so far (blank lines are skipped, so not the line number)
     with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh):
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
             if limit is not None and n >= limit:
                 return
             try:
@@ -84,18 +88,24 @@ def replay(
                 hash_ids = [int(h) for h in row["hash_ids"]]
                 prompt, output = int(row["input_length"]), int(row["output_length"])
             except json.JSONDecodeError as exc:
-                raise TraceFormatError(f"{path} line {n + 1}: not JSON ({exc.msg})") from exc
+                raise TraceFormatError(f"{path} line {lineno}: not JSON ({exc.msg})") from exc
             except KeyError as exc:
-                raise TraceFormatError(f"{path} line {n + 1}: no field {exc.args[0]!r}") from exc
+                raise TraceFormatError(f"{path} line {lineno}: no field {exc.args[0]!r}") from exc
             except (TypeError, ValueError, AttributeError) as exc:
-                raise TraceFormatError(f"{path} line {n + 1}: {exc}") from exc
+                raise TraceFormatError(f"{path} line {lineno}: {exc}") from exc
+            for field, value in (("input_length", prompt), ("output_length", output)):
+                if value < 0:
+                    raise TraceFormatError(f"{path} line {lineno}: {field} is negative ({value})")
+            if not math.isfinite(arrival) or arrival < start:
+                raise TraceFormatError(f"{path} line {lineno}: timestamp must be a number of ms >= 0")
             if horizon is not None and arrival - start >= horizon:
                 return
             yield RequestSpec(
                 request_id=f"mc-{name}-{n:06d}",
                 tenant=tenant_of(hash_ids, tenants, shared_roots),
                 arrival=arrival,
-                prompt_tokens=max(1, prompt),
+                prompt_tokens=max(1, prompt),  # a 0 (the trace's minimum output is 1) is one token
                 output_tokens=max(1, output),
                 block_hashes=tuple(hash_ids),
             )
+            n += 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -60,6 +61,14 @@ class ScaleView:
     replicas: int  # spec.replicas of the Scale
     status_replicas: int  # status.replicas of the Scale
     resource_version: str
+
+
+def _one_line(exc: BaseException) -> str:
+    """A YAML error (an invalid kubeconfig) as `not valid YAML (line N)`; else the first line."""
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        return "not valid YAML" + (f" (line {mark.line + 1})" if mark is not None else "")
+    return " ".join((str(exc).splitlines() or [type(exc).__name__])[0].split())
 
 
 def classify(exc: BaseException, what: str) -> Exception:
@@ -128,11 +137,11 @@ class KubernetesApi:
                     k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                         config_file=kubeconfig, client_configuration=conf
                     )
-                except (k8s_config.ConfigException, OSError) as exc:
+                except (k8s_config.ConfigException, OSError, yaml.YAMLError) as exc:
                     where = kubeconfig or "~/.kube/config (or $KUBECONFIG)"
                     raise PermanentError(
                         f"no Kubernetes API to talk to: not in a cluster, and the kubeconfig {where} "
-                        f"could not be loaded ({exc}); give --kubeconfig FILE or --server URL"
+                        f"could not be loaded ({_one_line(exc)}); give --kubeconfig FILE or --server URL"
                     ) from exc
         conf.retries = False  # our loop retries, with backoff as data
         return cls(

@@ -26,13 +26,15 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 import httpx
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
 
 from observer import conventions as c
@@ -49,7 +51,7 @@ from observer.wiring.kvfeed import TwinKvEvents
 from observer.wiring.live import LiveView
 from observer.wiring.procs import PromStack, ServiceThread, WebhookRecorder, pick_port
 from observer.wiring.report import render_report
-from observer.wiring.twin import Policy, build_twin
+from observer.wiring.twin import Policy, build_twin, check_source
 from simulator.clock import run_paced
 from simulator.emit.fanout import Fanout, Recorder
 from simulator.emit.metrics import EPP_PATH, TARGETS_PATH, MetricsEmitter, MetricsServer
@@ -94,13 +96,62 @@ class DemoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def http_emitter(endpoint: str, token: str | None = None, *, delay_ms: int = 200) -> OtlpSpanEmitter:
-    """The twin's span emitter with the real SDK `OTLPSpanExporter` (HTTP/protobuf) to `endpoint`."""
+def http_exporter(endpoint: str, token: str | None = None) -> SpanExporter:
+    """The real SDK `OTLPSpanExporter` (HTTP/protobuf) to `endpoint`, with `token` as Bearer."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=10.0)
+    return OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=10.0)
+
+
+class CountingExporter(SpanExporter):
+    """Wraps an exporter and counts what it delivered and what it lost. The SDK exporter has
+    already retried a batch (429/5xx/connection errors, with backoff) when it reports failure,
+    so the first failed export is final: `on_failure` is called once, and every later batch is
+    counted as lost without being sent (a dead endpoint does not hold the run for minutes)."""
+
+    def __init__(self, inner: SpanExporter, on_failure: Callable[[], None] | None = None) -> None:
+        self.inner = inner
+        self.on_failure = on_failure
+        self.exported_spans = 0
+        self.failed_spans = 0
+        self.failed_exports = 0
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = SpanExportResult.FAILURE
+        if not self.failed_exports:
+            try:
+                result = self.inner.export(spans)
+            except Exception:  # an exporter bug loses the batch like a failed export does
+                result = SpanExportResult.FAILURE
+        with self._lock:
+            first = False
+            if result is SpanExportResult.SUCCESS:
+                self.exported_spans += len(spans)
+            else:
+                first = not self.failed_exports
+                self.failed_exports += 1
+                self.failed_spans += len(spans)
+        if first and self.on_failure is not None:
+            self.on_failure()
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def http_emitter(
+    endpoint: str, token: str | None = None, *, delay_ms: int = 200, exporter: SpanExporter | None = None
+) -> OtlpSpanEmitter:
+    """The twin's span emitter with the real SDK `OTLPSpanExporter` (HTTP/protobuf) to `endpoint`
+    (or `exporter`, e.g. a `CountingExporter` around `http_exporter(endpoint, token)`)."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = exporter if exporter is not None else http_exporter(endpoint, token)
     processor = BatchSpanProcessor(
         exporter, max_export_batch_size=512, schedule_delay_millis=delay_ms, max_queue_size=16_384
     )
@@ -352,6 +403,7 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     def say(text: str) -> None:
         print(text, file=out_stream, flush=True)
 
+    check_source(opts.scenario)  # a bad scenario or trace fails before anything is started
     out = (opts.out or default_out()).resolve()
     out.mkdir(parents=True, exist_ok=True)
     port = pick_port(opts.host, opts.port)
@@ -434,7 +486,8 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     stopped_early = False
     try:
         service.start()
-        say(f"pd-observer demo: scenario {twin.name}, {twin.duration:.0f} simulated s at {opts.speed:g}x")
+        pace = f"at {opts.speed:g}x" if opts.speed > 0 else "as fast as possible"
+        say(f"pd-observer demo: scenario {twin.name}, {twin.duration:.0f} simulated s {pace}")
         say(f"  service        {service_url}  (API {service_url}/api/v1/tenants, docs {service_url}/docs)")
         say(f"  twin metrics   {metrics_server.url}{TARGETS_PATH}")
         say(f"  output         {out}")

@@ -16,7 +16,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import Progress
 
-from observer.wiring.demo import _graceful, http_emitter, traces_endpoint
+from observer.wiring.demo import CountingExporter, _graceful, http_emitter, http_exporter, traces_endpoint
 from observer.wiring.twin import Policy, build_twin
 from simulator.clock import run_paced
 from simulator.emit.fanout import Fanout
@@ -30,6 +30,12 @@ class SimulateResult:
     sim_seconds: float
     wall_seconds: float
     stopped: bool
+    lost_spans: int = 0  # spans that did not reach the endpoint (failed export, dropped, unsent)
+    failed_exports: int = 0
+
+    @property
+    def export_failed(self) -> bool:
+        return self.lost_spans > 0 or self.failed_exports > 0
 
 
 def run_simulate(
@@ -47,7 +53,11 @@ def run_simulate(
 ) -> SimulateResult:
     out = stream or sys.stdout
     console = Console(file=out)
-    emitter = http_emitter(traces_endpoint(otlp_endpoint), token)
+    stop = threading.Event()
+    # The first export that fails after the SDK's retries stops the run: every later span
+    # would be lost too (a closed port, a wrong path, a missing token).
+    exports = CountingExporter(http_exporter(traces_endpoint(otlp_endpoint), token), on_failure=stop.set)
+    emitter = http_emitter(traces_endpoint(otlp_endpoint), token, exporter=exports)
     metrics = MetricsEmitter()
     fast = speed <= 0
     from simulator.scenarios import SCENARIOS
@@ -62,7 +72,6 @@ def run_simulate(
     start = time.time() - span if fast else time.time()
     twin = build_twin(scenario, sink=Fanout([emitter, metrics]), seed=seed, duration=duration, start=start)
     server = metrics.serve(metrics_host, metrics_port)
-    stop = threading.Event()
     wall0 = time.monotonic()
     print(
         f"pd-observer simulate: scenario {twin.name}, {twin.duration:.0f} simulated s "
@@ -95,16 +104,30 @@ def run_simulate(
         emitter.shutdown()  # flushes every span through the exporter
     finally:
         server.close()
+    failed = exports.failed_exports
     result = SimulateResult(
         requests=emitter.stats.requests,
         spans=emitter.stats.spans,
         sim_seconds=twin.now - twin.sim.start,
         wall_seconds=time.monotonic() - wall0,
-        stopped=stopped,
+        stopped=stopped and not failed,  # stopped by a signal, not by the failed export
+        lost_spans=max(0, emitter.stats.spans - exports.exported_spans),
+        failed_exports=failed,
     )
+    tail = " (stopped early)" if result.stopped else ""
+    if result.export_failed:
+        why = (
+            f"{failed} failed export{'' if failed == 1 else 's'}; the run stopped at the first"
+            if failed
+            else "dropped: the exporter's queue was full"
+        )
+        tail = (
+            f"; EXPORT FAILED: {result.lost_spans} of {result.spans} spans not delivered to "
+            f"{traces_endpoint(otlp_endpoint)} ({why})"
+        )
     print(
         f"done: {result.requests} requests, {result.spans} spans in {result.sim_seconds:.0f} simulated s "
-        f"({result.wall_seconds:.1f} s wall){' (stopped early)' if stopped else ''}",
+        f"({result.wall_seconds:.1f} s wall){tail}",
         file=out,
         flush=True,
     )

@@ -46,9 +46,8 @@ def build_twin(
     """
     if duration is not None and duration <= 0:
         raise TwinError("duration must be > 0")
+    last = check_source(source, tenants=tenants)
     if not is_trace(source):
-        if source not in scenario_names():
-            raise TwinError(f"unknown scenario {source!r}; expected one of {', '.join(scenario_names())}")
         try:
             return build_scenario(
                 source,
@@ -62,12 +61,7 @@ def build_twin(
         except FileNotFoundError as exc:
             raise TwinError(str(exc)) from exc
     path = Path(source)
-    if not path.is_file():
-        raise TwinError(f"trace file not found: {path}")
     if duration is None:
-        last = 0.0
-        for spec in mooncake.replay(str(path), tenants=tenants):
-            last = spec.arrival
         duration = math.ceil(last) + 120.0
     prof = load_profile("default")
     sim = Simulation(start)
@@ -80,3 +74,38 @@ def build_twin(
         raise TwinError(f"{path} is not a Mooncake JSONL trace: {exc}") from exc
     fleet.start_sampling()
     return Twin(name, sim, fleet, SimActuator(fleet), float(duration), ((name, start),))
+
+
+def check_source(source: str, *, tenants: int = 8) -> float:
+    """TwinError (one line) unless `source` is a scenario name or a readable Mooncake trace with
+    at least one request; the whole trace is read (a bad line fails before a run, not in it).
+    Returns the trace's last arrival offset (seconds; 0 for a scenario)."""
+    if not is_trace(source):
+        if source in scenario_names():
+            return 0.0
+        if Path(source).is_file():
+            raise TwinError(
+                f"{source}: a trace file must be a Mooncake-format JSON-lines file named *.jsonl "
+                f"(or give a scenario: {', '.join(scenario_names())})"
+            )
+        raise TwinError(f"unknown scenario {source!r}; expected one of {', '.join(scenario_names())}")
+    path = Path(source)
+    if not path.is_file():
+        raise TwinError(f"trace file not found: {path}")
+    return _check_trace(path, tenants)
+
+
+def _check_trace(path: Path, tenants: int) -> float:
+    """Read the whole trace once before the run (a bad line fails now, not mid-run); returns
+    the last arrival offset (seconds)."""
+    last, count = 0.0, 0
+    try:
+        for spec in mooncake.replay(str(path), tenants=tenants):
+            last, count = spec.arrival, count + 1
+    except mooncake.TraceFormatError as exc:
+        raise TwinError(str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise TwinError(f"{path} is not a Mooncake JSONL trace: not UTF-8 text (byte {exc.start})") from exc
+    if count == 0:
+        raise TwinError(f"{path} holds no requests (an empty trace)")
+    return last

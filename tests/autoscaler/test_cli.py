@@ -190,7 +190,7 @@ def test_bad_config_is_one_line_and_non_zero(tmp_path: Path, capsys: pytest.Capt
     bad.write_text(yaml.safe_dump({"autoscaler": {"pools": [{"name": "x"}]}}), encoding="utf-8")
     assert main(["autoscale", "--once", "--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pd-observer: invalid configuration: autoscaler.pools")
+    assert err.startswith(f"pd-observer: invalid configuration in {bad}: autoscaler.pools")
     assert "\n" not in err
 
 
@@ -276,3 +276,41 @@ def test_no_pools_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture
     cfg.write_text("autoscaler: {mode: observe}\n", encoding="utf-8")
     assert main(["autoscale", "--once", "--config", str(cfg)]) == 2
     assert "no pools configured" in capsys.readouterr().err
+
+
+def test_invalid_kubeconfig_is_the_same_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a cluster
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    bad = tmp_path / "badkc"
+    bad.write_text("apiVersion: v1\nclusters: [\n", encoding="utf-8")
+    args = ["autoscale", "--once", "--config", str(config(tmp_path, db)), "--kubeconfig", str(bad)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"pd-observer: no Kubernetes API to talk to: not in a cluster, and the kubeconfig {bad} could "
+        "not be loaded (not valid YAML (line 3)); give --kubeconfig FILE or --server URL"
+    )
+
+
+def test_server_that_is_not_a_url_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    with pytest.raises(SystemExit) as exc:
+        main(["autoscale", "--once", "--config", str(config(tmp_path, db)), "--server", "notaurl"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --server: not an http:// or https:// URL: 'notaurl'" in err
+    assert "FutureWarning" not in err
+
+
+def test_unreachable_database_is_one_line_before_the_tick(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("not SQLite\n" * 100, encoding="utf-8")
+    assert main(["autoscale", "--once", "--config", str(config(tmp_path, f"sqlite:///{not_a_db}"))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"pd-observer: cannot open the database at sqlite:///{not_a_db}: file is not a database"

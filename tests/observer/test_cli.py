@@ -108,3 +108,239 @@ def test_serve_gc_tuning_raises_gen0_threshold_and_zero_keeps_the_default() -> N
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# ---------------------------------------------------------------- every section, one mechanism
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ("sources:\n  bogus: 1\n", "sources.bogus"),
+        ("signals:\n  cascade:\n    ttft_ratio: -2\n", "signals.cascade.ttft_ratio"),
+        ("autoscaler:\n  enabeld: true\n", "autoscaler.enabeld"),  # not only when `enabled` is set
+        ("autoscaler:\n  mode: aply\n", "autoscaler.mode"),
+        ("alerts:\n  bogus: 1\n", "alerts.bogus"),
+        ("dashboards:\n  top_tenants: 0\n", "dashboards.top_tenants"),
+        ("simulator:\n  speed: 2\n", "simulator"),  # no such section: the twin takes flags
+    ],
+)
+# (`--db notaurl`: were the section not checked first, these would fail on the URL, not run)
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--db", "notaurl"], ["db", "upgrade", "--db", "notaurl"], ["alerts", "export", "out"]],
+)
+def test_every_section_is_validated_by_every_command_naming_the_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    section: str,
+    where: str,
+    command: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(section)
+    assert main([*command, "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pd-observer: invalid configuration in {cfg}: {where}: "), err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is a directory"),
+        (b"server:\n  host: \xff\xfe\n", "is not UTF-8 text"),
+        (b"store: {url: 'sqlite:///a.db'}\nserver: {}\nstore:\n  url: b\n", "line 3: duplicate key 'store'"),
+        (b"a: &x {p: 1}\nb:\n  <<: *x\n  p: 2\n", ": a: Extra inputs"),  # a merge is no duplicate
+    ],
+)
+def test_unreadable_config_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, message: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    if content is None:
+        cfg.mkdir()
+    else:
+        cfg.write_bytes(content)
+    assert main(["db", "upgrade", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(cfg) in err
+    assert message in err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PD_OBSERVER_AGGREGATION__WINDOWS_SECONDS", "60,300"),
+        ("PD_OBSERVER_AUTOSCALER", "{bad"),
+        ("PD_OBSERVER_SLOS", "[1"),
+    ],
+)
+def test_env_var_that_is_not_json_is_one_line_naming_it(tmp_path: Path, name: str, value: str) -> None:
+    import os
+
+    r = run("alerts", "export", str(tmp_path / "out"), env={**os.environ, name: value})
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"pd-observer: invalid configuration in environment variable {name}: not valid JSON "
+        "(lists and sections are JSON, e.g. PD_OBSERVER_AGGREGATION__WINDOWS_SECONDS='[60,300]')"
+    )
+
+
+def test_unknown_env_var_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "PD_OBSERVER_STORE_URL": "sqlite:///x.db", "PD_OBSERVER_MOONCAKE_DIR": "/x"}
+    r = run("alerts", "export", str(tmp_path / "out"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == (
+        "pd-observer: warning: ignoring unknown environment variable(s): "
+        "PD_OBSERVER_STORE_URL (did you mean PD_OBSERVER_STORE__URL?)"
+    )
+
+
+# ---------------------------------------------------------------------------- database URLs
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "invalid database URL 'notaurl': not a SQLAlchemy URL"),
+        ("mysql://u@h/db", "unsupported database 'mysql'"),
+        ("sqlite:///:memory:", "in-memory SQLite"),
+        ("postgresql+psycopg2://postgres@127.0.0.1/x", "database driver 'postgresql+psycopg2'"),
+    ],
+)
+def test_bad_database_url_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], url: str, message: str
+) -> None:
+    for command in (["db", "upgrade"], ["serve", "--port", "0"]):
+        assert main([*command, "--db", url]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pd-observer: ")
+        assert message in err
+        assert "\n" not in err
+
+
+def test_unreachable_database_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/x"
+    assert main(["db", "upgrade", "--db", url]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pd-observer: cannot open the database at {url}: connection failed")
+    assert "Connection refused" in err
+    assert "\n" not in err
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("hello, not SQLite\n" * 100)
+    assert main(["db", "upgrade", "--db", f"sqlite:///{not_a_db}"]) == 1
+    assert capsys.readouterr().err.strip().endswith(": file is not a database")
+
+
+@pytest.mark.postgres
+def test_missing_postgres_database_names_the_drivers_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+
+    from tests.support.procs import in_ci
+
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3").close()
+    except psycopg.OperationalError as exc:
+        (pytest.fail if in_ci() else pytest.skip)(f"PostgreSQL not reachable: {exc}".splitlines()[0])
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/pdo_no_such_database"
+    assert main(["db", "upgrade", "--db", url]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('database "pdo_no_such_database" does not exist')
+    assert "\n" not in err
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_serve_with_an_unreachable_database_logs_one_error_line_and_exits_1() -> None:
+    r = run("serve", "--port", "0", "--db", f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/x")
+    assert r.returncode == 1
+    logs = _json_lines(r.stderr)  # every line is JSON, no traceback
+    assert logs[-1]["level"] == "error"
+    assert str(logs[-1]["msg"]).startswith("cannot open the database at postgresql+psycopg://")
+    assert not any("exc" in line for line in logs)
+    assert not any(line["msg"] in ("ready", "listening") for line in logs)
+
+
+def test_serve_on_a_taken_port_fails_before_it_logs_ready(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run("serve", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'p.db'}")
+    assert r.returncode == 1
+    logs = _json_lines(r.stderr)
+    assert logs[-1]["level"] == "error"
+    assert logs[-1]["msg"] == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert not any(line["msg"] == "ready" for line in logs)
+
+
+# ----------------------------------------------------------------------- command-line values
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay", "steady", "--duration", "nan"],
+        ["simulate", "--fast", "--otlp-endpoint", "http://127.0.0.1:1", "--duration", "nan"],
+        ["simulate", "--otlp-endpoint", "http://127.0.0.1:1", "--speed", "-1"],
+        ["simulate", "--otlp-endpoint", "http://127.0.0.1:1", "--speed", "nan"],
+        ["simulate", "--otlp-endpoint", "http://127.0.0.1:1", "--metrics-port", "99999"],
+        ["simulate", "--otlp-endpoint", "http://127.0.0.1:1", "--metrics-port", "-1"],
+        ["simulate", "--otlp-endpoint", "notaurl"],
+        ["simulate", "--otlp-endpoint", "127.0.0.1:4318"],
+        ["demo", "--port", "99999"],
+        ["demo", "--speed", "-1"],
+        ["replay", "steady", "--speed", "-1"],
+        ["autoscale", "--once", "--server", "notaurl"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_bad_flag_values_are_usage_errors(
+    args: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_the_shared_number_types_refuse_non_finite_values(text: str) -> None:
+    import argparse
+
+    from observer.cli import non_negative, positive
+
+    for number in (positive, non_negative):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a finite number"):
+            number(text)
+
+
+def test_export_into_an_existing_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for command in (["alerts", "export"], ["dashboards", "export"]):
+        assert main([*command, str(afile)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"pd-observer: output directory {afile} is an existing file, not a directory"
+        )
+        assert main([*command, str(afile / "sub")]) == 2
+        assert f"{afile} is not a directory" in capsys.readouterr().err

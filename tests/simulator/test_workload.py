@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -81,3 +82,20 @@ def test_mooncake_tenant_rule_and_replay(tmp_path) -> None:  # type: ignore[no-u
         mooncake.trace_path("nope")
     with pytest.raises(FileNotFoundError):
         list(mooncake.replay("conversation", directory=tmp_path))
+
+
+def test_mooncake_skips_blank_lines_and_refuses_negative_lengths(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    row = '{"timestamp": %d, "input_length": %d, "output_length": %d, "hash_ids": [0, 1]}\n'
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n" + row % (0, 100, 5) + "   \n" + row % (10, 200, 6) + "\n\n")
+    reqs = list(mooncake.replay(str(trace)))
+    assert [(r.request_id, r.prompt_tokens) for r in reqs] == [("mc-t-000000", 100), ("mc-t-000001", 200)]
+    assert [r.request_id for r in mooncake.replay(str(trace), limit=1)] == ["mc-t-000000"]
+    for bad, message in [
+        (row % (10, -500, -3), "line 3: input_length is negative (-500)"),
+        (row % (10, 500, -3), "line 3: output_length is negative (-3)"),
+        (row % (-10, 500, 3), "line 3: timestamp must be a number of ms >= 0"),
+    ]:
+        trace.write_text(row % (0, 1, 1) + "\n" + bad)
+        with pytest.raises(mooncake.TraceFormatError, match=re.escape(message)):
+            list(mooncake.replay(str(trace)))

@@ -81,6 +81,7 @@ def test_demo_without_prometheus_fast(tmp_path: Path) -> None:
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "450 simulated s as fast as possible" in proc.stdout  # --speed 0, not "at 0x"
     data = json.loads((out / "data.json").read_text())
     assert data["prometheus"] == {}
     assert data["summary"]["requests"] > 0
@@ -128,6 +129,75 @@ def test_simulate_delivers_spans_to_a_running_service(
     assert all(t["prompt_tokens"] > 0 for t in tenants.values())
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_simulate_counts_failed_exports_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--scenario", "steady", "--duration", "5", "--fast"]
+    with serve_in_thread(tmp_path, overrides={"server": {"auth_token": "s3cret"}}) as svc:
+        for endpoint, token in (
+            (svc.url, []),  # 401: no token
+            (svc.url + "/nope/v1/traces", ["--token", "s3cret"]),  # 404
+            (f"http://127.0.0.1:{_closed_port()}", []),  # connection refused (after the SDK's retries)
+        ):
+            assert main([*args, "--otlp-endpoint", endpoint, *token]) == 1
+            last = capsys.readouterr().out.strip().splitlines()[-1]
+            m = re.fullmatch(
+                r"done: (\d+) requests, (\d+) spans in .*; EXPORT FAILED: (\d+) of (\d+) spans .*", last
+            )
+            assert m is not None, last
+            assert int(m.group(2)) == int(m.group(3)) == int(m.group(4)) > 0
+            assert "1 failed export; the run stopped at the first" in last
+        auth = {"Authorization": "Bearer s3cret"}
+        assert svc.get("/api/v1/tenants", params={"window": 300}, headers=auth).json()["tenants"] == []
+        assert main([*args, "--otlp-endpoint", svc.url, "--token", "s3cret"]) == 0
+        assert "EXPORT FAILED" not in capsys.readouterr().out
+
+
+def test_a_bad_trace_is_one_line_in_every_twin_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trunc = tmp_path / "trunc.jsonl"
+    good = '{"timestamp": 0, "input_length": 10, "output_length": 5, "hash_ids": [1]}\n'
+    trunc.write_text(good * 3 + good[:30])  # cut mid-line
+    for args in (
+        ["simulate", "--scenario", str(trunc), "--fast", "--otlp-endpoint", "http://127.0.0.1:1"],
+        ["demo", "--scenario", str(trunc), "--no-prometheus", "--port", "0", "--out", str(tmp_path / "d")],
+        ["replay", str(trunc)],
+    ):
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"pd-observer: {trunc} line 4: not JSON (Unterminated string starting at)"
+    assert not (tmp_path / "d").exists()  # the demo refused it before starting anything
+
+
+def test_replay_checks_out_before_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nodir" / "x.json"
+    assert main(["replay", "steady", "--out", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before the replay, not after it
+    assert err.strip() == f"pd-observer: --out {missing}: the directory {missing.parent} does not exist"
+    assert main(["replay", "steady", "--out", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"pd-observer: --out {tmp_path} is a directory; give a file name"
+    )
+    assert main(["replay", "steady", "--speed", "1"]) == 2
+    assert "only --speed 0" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["demo", "--out", str(afile), "--no-prometheus", "--port", "0"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"pd-observer: --out {afile} is an existing file, not a directory"
+    )
+
+
 def test_replay_prints_the_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "slice.jsonl"
     mc = Path(os.environ.get("PD_OBSERVER_MOONCAKE_DIR", ROOT.parent / "shared/data/mooncake"))
@@ -172,6 +242,14 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.Captur
     good = '{"timestamp": 0, "input_length": 10, "output_length": 5, "hash_ids": [1]}\n'
     for second, message in [
         ("not json\n", "bad.jsonl line 2: not JSON"),
+        (
+            '{"timestamp": 1, "input_length": -500, "output_length": -3, "hash_ids": [1]}\n',
+            "line 2: input_length is negative (-500)",
+        ),
+        (
+            '{"timestamp": 1, "input_length": 5, "output_length": -3, "hash_ids": [1]}\n',
+            "line 2: output_length is negative (-3)",
+        ),
         ('{"timestamp": 1, "input_length": "x", "output_length": 5, "hash_ids": [1]}\n', "line 2: invalid"),
         ('{"timestamp": 1, "output_length": 5, "hash_ids": [1]}\n', "line 2: no field 'input_length'"),
     ]:
@@ -180,6 +258,16 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.Captur
         err = capsys.readouterr().err.strip()
         assert message in err
         assert "\n" not in err
+    for name in ("t.json", "t.txt"):  # an existing file that is not .jsonl: not "unknown scenario"
+        (tmp_path / name).write_text(good)
+        assert main(["replay", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pd-observer: {tmp_path / name}: a trace file must be a Mooncake-format")
+        assert ".jsonl" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["replay", str(empty)]) == 1
+    assert capsys.readouterr().err.strip() == f"pd-observer: {empty} holds no requests (an empty trace)"
     # --autoscaler with pools the twin does not have: refused up front, naming the twin's
     cfg = tmp_path / "observer.yaml"
     cfg.write_text(
