@@ -24,6 +24,9 @@ from opentelemetry.trace import (
 )
 
 from observer import conventions as c
+from observer.config import IngestSettings
+from observer.ingest.otlp import decode_traces
+from observer.ingest.resolve import ResolveConfig, ResolvedBatch, resolve_batch
 
 NS = 1_000_000_000
 
@@ -117,3 +120,24 @@ def engine_attrs(
         attrs[c.ATTR_REQUEST_ID] = request_id
     attrs.update(extra or {})
     return attrs
+
+
+def two_step(
+    body: bytes,
+    content_type: str = c.CT_PROTOBUF,
+    content_encoding: str | None = None,
+    cfg: ResolveConfig | None = None,
+    max_spans: int = 1 << 20,
+) -> ResolvedBatch:
+    """`decode_traces` then `resolve_batch`, rejects merged: what `decode_and_resolve` (the fused
+    and native paths) must give."""
+    decoded = decode_traces(body, content_type, content_encoding, 1 << 24, max_spans)
+    res = resolve_batch(decoded.spans, cfg or ResolveConfig.from_settings(IngestSettings()))
+    return ResolvedBatch(
+        res.engine,
+        res.hints,
+        res.rejected + decoded.rejected,
+        decoded.errors + res.errors,
+        res.ignored,
+        res.rewritten,
+    )

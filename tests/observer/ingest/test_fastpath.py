@@ -22,11 +22,11 @@ from benchmarks.ingest.workload import WorkloadSpec, batches
 from observer import conventions as c
 from observer.config import IngestSettings
 from observer.ingest import fastpath
-from observer.ingest.otlp import BadRequest, decode_traces
-from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve, resolve_batch
+from observer.ingest.otlp import BadRequest
+from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import EngineSpan, TierTokens, TraceHints
 
-from .otlp_builders import SpanSpec, encode, engine_attrs
+from .otlp_builders import SpanSpec, encode, engine_attrs, two_step
 
 CFG = ResolveConfig.from_settings(IngestSettings())
 BIG = 1 << 24
@@ -45,16 +45,7 @@ if fastpath.compiled(CFG) is None:
 
 def reference(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch:
     """decode_traces + resolve_batch: what the Python fused path gives (tests/observer/ingest/test_fused)."""
-    decoded = decode_traces(data, c.CT_PROTOBUF, None, BIG, max_spans)
-    res = resolve_batch(decoded.spans, cfg)
-    return ResolvedBatch(
-        res.engine,
-        res.hints,
-        res.rejected + decoded.rejected,
-        decoded.errors + res.errors,
-        res.ignored,
-        res.rewritten,
-    )
+    return two_step(data, cfg=cfg, max_spans=max_spans)
 
 
 def fast(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch | None:

@@ -10,11 +10,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from observer import conventions as c
 from observer.config import IngestSettings
-from observer.ingest.otlp import BadRequest, PayloadTooLarge, UnsupportedMediaType, decode_traces
-from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve, resolve_batch
+from observer.ingest.otlp import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import RejectReason
 
-from .otlp_builders import SpanSpec, encode, engine_attrs, gz
+from .otlp_builders import SpanSpec, encode, engine_attrs, gz, two_step
 
 CFG = ResolveConfig.from_settings(IngestSettings())
 BIG = 1 << 24
@@ -68,16 +68,7 @@ def _specs() -> list[SpanSpec]:
 
 
 def _reference(body: bytes, ct: str, ce: str | None) -> ResolvedBatch:
-    decoded = decode_traces(body, ct, ce, BIG, 10_000)
-    res = resolve_batch(decoded.spans, CFG)
-    return ResolvedBatch(
-        res.engine,
-        res.hints,
-        res.rejected + decoded.rejected,
-        decoded.errors + res.errors,
-        res.ignored,
-        res.rewritten,
-    )
+    return two_step(body, ct, ce, CFG, max_spans=10_000)
 
 
 def _fused(body: bytes, ct: str, ce: str | None, max_spans: int = 10_000) -> ResolvedBatch:
