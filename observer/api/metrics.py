@@ -73,22 +73,19 @@ class AggregatorCollector(Collector):
             slo_err.add_metric([slo, tenant], bad)
         yield from (slo_req, slo_err)
 
-        folded = CounterMetricFamily(
-            c.M_TENANTS_FOLDED, "Requests whose tenant was folded into `other` (cardinality bound)"
-        )
-        folded.add_metric([], totals.folded)
-        yield folded
-        tracked_g = GaugeMetricFamily(c.M_TRACKED_TENANTS, "Tenants tracked individually")
-        tracked_g.add_metric([], tracked)
-        yield tracked_g
-        models_folded = CounterMetricFamily(
-            c.M_MODELS_FOLDED, "Requests whose model was folded into `other` (cardinality bound)"
-        )
-        models_folded.add_metric([], totals.models_folded)
-        yield models_folded
-        tracked_m = GaugeMetricFamily(c.M_TRACKED_MODELS, "Models tracked individually")
-        tracked_m.add_metric([], tracked_models)
-        yield tracked_m
+        # the cardinality bounds: per label, the records folded into `other` and the values tracked
+        for label, folded, tracked_now, (m_folded, m_tracked) in (
+            ("tenant", totals.folded, tracked, (c.M_TENANTS_FOLDED, c.M_TRACKED_TENANTS)),
+            ("model", totals.models_folded, tracked_models, (c.M_MODELS_FOLDED, c.M_TRACKED_MODELS)),
+        ):
+            counter = CounterMetricFamily(
+                m_folded, f"Requests whose {label} was folded into `other` (cardinality bound)"
+            )
+            counter.add_metric([], folded)
+            yield counter
+            gauge = GaugeMetricFamily(m_tracked, f"{label.capitalize()}s tracked individually")
+            gauge.add_metric([], tracked_now)
+            yield gauge
 
         objective = GaugeMetricFamily(c.M_SLO_OBJECTIVE, "SLO objective", labels=[c.LABEL_SLO])
         for spec in slos:
