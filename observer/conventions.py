@@ -466,8 +466,8 @@ CT_JSON: Final = "application/json"
 CE_GZIP: Final = "gzip"  # Content-Encoding values accepted on ingest
 CE_IDENTITY: Final = "identity"
 # objects + arrays in one OTLP/JSON body (413 past it): json.loads materialises them all, so
-# this bounds its memory (~250 MB at worst); an OTLP/JSON span has ~20-40, so a batch of
-# 25,000+ spans fits (send protobuf, decoded without that cost, for more)
+# this bounds its memory (a million dense objects: 72-191 MiB); a real span has 22, so ~44,000
+# spans fit, more than max_decompressed_bytes allows (benchmarks/ingest/json_cost.py)
 MAX_JSON_CONTAINERS: Final = 1_000_000
 # request bodies of the query API (PUT /api/v1/slos); 413 past it
 MAX_API_BODY_BYTES: Final = 1024 * 1024

@@ -435,7 +435,7 @@ def _json_span(sp: Any, resource: Mapping[str, AttrValue], rej: _Rejects) -> Spa
 
 
 def _decode_json(data: bytes, max_spans: int) -> DecodedBatch:
-    # json.loads builds every object and array at once, ~30x the bytes of a dense body of empty
+    # json.loads builds every object and array at once, ~25x the bytes of a dense body of empty
     # ones: count them first (a C-speed scan; braces inside strings count too, which only errs
     # towards refusing) so a small compressed body cannot cost gigabytes
     containers = data.count(b"{") + data.count(b"[")
