@@ -171,6 +171,10 @@ def create_app(
     app.state.registry = registry
     inflight = InFlightBodies(settings.server.max_inflight_body_bytes)
 
+    def retry_after(status: int) -> dict[str, str] | None:
+        """The Retry-After header of a retryable answer (429, 503), none for the others."""
+        return {"Retry-After": str(settings.server.retry_after_seconds)} if status in (429, 503) else None
+
     def authorize(request: Request) -> None:
         if token is None:
             return
@@ -196,17 +200,17 @@ def create_app(
     async def receive_traces(request: Request) -> Response:
         ctype = request.headers.get("content-type")
         cenc = request.headers.get("content-encoding")
-        retry = {"Retry-After": str(settings.server.retry_after_seconds)}
         try:
             async with read_body(request, settings.server.max_body_bytes, inflight) as body:
                 outcome = await pipeline.ingest(body, ctype, cenc)
         except BodyRefused as exc:
-            pipeline.metrics.batches.labels("too_large" if exc.status == 413 else "throttled").inc()
-            return _otlp_error(exc.status, str(exc), ctype, retry if exc.status == 429 else None)
+            label = {413: "too_large", 429: "throttled"}.get(exc.status, "bad_request")
+            pipeline.metrics.batches.labels(label).inc()
+            return _otlp_error(exc.status, str(exc), ctype, retry_after(exc.status))
         except IngestError as exc:
             return _otlp_error(exc.status, str(exc), ctype)
         except Throttled as exc:
-            return _otlp_error(exc.status, str(exc), ctype, retry)
+            return _otlp_error(exc.status, str(exc), ctype, retry_after(exc.status))
         return Response(outcome.body, status_code=outcome.status, media_type=outcome.content_type)
 
     # ------------------------------------------------------------------ query API
@@ -253,8 +257,7 @@ def create_app(
             async with read_body(request, c.MAX_API_BODY_BYTES, inflight) as raw:
                 body = SloBody.model_validate_json(raw)
         except BodyRefused as exc:
-            retry = {"Retry-After": str(settings.server.retry_after_seconds)} if exc.status == 429 else None
-            raise HTTPException(exc.status, str(exc), headers=retry) from None
+            raise HTTPException(exc.status, str(exc), headers=retry_after(exc.status)) from None
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
