@@ -333,7 +333,9 @@ def autoscaler_alerts(settings: AlertsSettings) -> RuleGroup:
         _signal(
             settings,
             c.ALERT_AUTOSCALER_THRASHING,
-            f"sum by ({c.LABEL_POOL}) (increase({_counter(c.M_DECISIONS)}[1h])) "
+            # changes of the desired replica counts, i.e. scaling decisions: the decisions
+            # counter also counts every tick's holds (`steady`, `cooldown`, ...)
+            f"sum by ({c.LABEL_POOL}) (changes({c.M_DESIRED_REPLICAS}[1h])) "
             f"> {s.thrashing_decisions_per_hour}",
             "",
             f"Autoscaler thrashing in pool {pool}",

@@ -11,12 +11,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from pydantic_settings.exceptions import SettingsError
 
 from observer import conventions as c
@@ -209,6 +215,11 @@ DEFAULT_SLOS: tuple[SloSettings, ...] = (
 )
 
 
+# The explicit overrides (CLI flags) of the `load_settings` call in progress: a settings source of
+# their own, ranked above the environment (`Settings.settings_customise_sources`).
+_OVERRIDES: ContextVar[Mapping[str, Any] | None] = ContextVar("pd_observer_settings_overrides", default=None)
+
+
 class Settings(BaseSettings):
     """All of pd-observer's knobs. Sections are optional in the YAML file."""
 
@@ -264,8 +275,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init kwargs carry the YAML file merged with CLI overrides; env beats the file.
-        return (env_settings, init_settings)
+        # init kwargs carry the YAML file merged with CLI overrides; env beats the file, and the
+        # overrides (`load_settings(overrides=...)`, i.e. command-line flags) beat env.
+        overrides = InitSettingsSource(settings_cls, init_kwargs=dict(_OVERRIDES.get() or {}))
+        return (overrides, env_settings, init_settings)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -410,6 +423,7 @@ def load_settings(
         saved = dict(os.environ)
         os.environ.clear()
         os.environ.update(env)
+    token = _OVERRIDES.set(overrides)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -417,6 +431,7 @@ def load_settings(
     except SettingsError as exc:
         raise ConfigError(_env_error(exc, os.environ)) from exc
     finally:
+        _OVERRIDES.reset(token)
         if saved is not None:
             os.environ.clear()
             os.environ.update(saved)

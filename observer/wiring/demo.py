@@ -394,6 +394,28 @@ def default_out(now: float | None = None) -> Path:
     return Path(f"pd-observer-demo-{stamp}")
 
 
+DEMO_RECEIVER = "demo"
+
+
+def demo_settings(config: Path | None, *, host: str, port: int, db: Path, webhook: str) -> Settings:
+    """The demo service's settings: `--config` (and PD_OBSERVER_*) with the demo's address and
+    SQLite file, and every alert routed to the demo's webhook: the `alerts` section's receivers
+    and teams are replaced, not merged (`load_settings` merges an override into the file's
+    mapping), so a config naming real pagers never notifies them from the demo."""
+    base = load_settings(
+        config, overrides={"server": {"host": host, "port": port}, "store": {"url": f"sqlite:///{db}"}}
+    )
+    alerts = {
+        **base.alerts,
+        "receivers": {DEMO_RECEIVER: {"webhook_url": webhook}},
+        "default_receiver": DEMO_RECEIVER,
+        "page_receiver": DEMO_RECEIVER,
+        "ticket_receiver": DEMO_RECEIVER,
+        "teams": {},
+    }
+    return base.model_copy(update={"alerts": alerts})
+
+
 def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     """Run the demo end to end; returns where the report went. See the module docstring."""
     import sys
@@ -408,19 +430,9 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
     port = pick_port(opts.host, opts.port)
     webhook = WebhookRecorder(opts.host)
-    base = load_settings(opts.config)
-    overrides: dict[str, Any] = {
-        "server": {"host": opts.host, "port": port},
-        "store": {"url": f"sqlite:///{out / 'pd-observer.db'}"},
-        "alerts": {
-            **base.alerts,
-            "receivers": {"demo": {"webhook_url": webhook.url}},
-            "page_receiver": "demo",
-            "ticket_receiver": "demo",
-            "teams": {},
-        },
-    }
-    settings = load_settings(opts.config, overrides=overrides)
+    settings = demo_settings(
+        opts.config, host=opts.host, port=port, db=out / "pd-observer.db", webhook=webhook.url
+    )
     slo = _ttft_slo(settings)
 
     recorder = Recorder(bucket_seconds=10.0, max_requests=1000)

@@ -129,6 +129,7 @@ def burn_test(rules: RuleSet) -> dict[str, Any]:
 
 def signals_test(rules: RuleSet) -> dict[str, Any]:
     pool_a, pool_b = {c.LABEL_POOL: "pool-a"}, {c.LABEL_POOL: "pool-b"}
+    flapping = " ".join("3" if i % 2 == 0 else "4" for i in range(36))
     series = [
         _series(c.M_CASCADE, {c.LABEL_TENANT: "acme"}, "0x4 1x30"),
         _series(c.M_CASCADE, {c.LABEL_TENANT: "globex"}, "0x35"),
@@ -159,10 +160,14 @@ def signals_test(rules: RuleSet) -> dict[str, Any]:
         _series(c.M_SOURCE_AGE, {c.LABEL_SOURCE: "traces"}, "500x35"),
         _series(c.M_DESIRED_REPLICAS, {**pool_a, "role": c.ROLE_PREFILL}, "4x35"),
         _series(c.M_CURRENT_REPLICAS, {**pool_a, "role": c.ROLE_PREFILL}, "2x35"),
-        _series(c.M_DESIRED_REPLICAS, {**pool_a, "role": c.ROLE_DECODE}, "3x35"),
-        _series(c.M_CURRENT_REPLICAS, {**pool_a, "role": c.ROLE_DECODE}, "3x35"),
+        # pool-a's decode flaps 3 <-> 4 every minute (each applied): thrashing
+        _series(c.M_DESIRED_REPLICAS, {**pool_a, "role": c.ROLE_DECODE}, flapping),
+        _series(c.M_CURRENT_REPLICAS, {**pool_a, "role": c.ROLE_DECODE}, flapping),
         _series(c.M_DECISIONS + TOTAL, {**pool_a, "reason": "scale_up"}, "0+1x35"),
-        _series(c.M_DECISIONS + TOTAL, {**pool_b, "reason": "scale_up"}, "0+0.1x35"),
+        # pool-b is stable: its loop records a `steady` hold every tick, no scaling decision
+        _series(c.M_DESIRED_REPLICAS, {**pool_b, "role": c.ROLE_DECODE}, "2x35"),
+        _series(c.M_CURRENT_REPLICAS, {**pool_b, "role": c.ROLE_DECODE}, "2x35"),
+        _series(c.M_DECISIONS + TOTAL, {**pool_b, "reason": "steady"}, "0+4x35"),
         _series(c.M_ACTUATION_ERRORS + TOTAL, pool_a, "0x19 1x15"),
         _series(c.M_ACTUATION_ERRORS + TOTAL, pool_b, "0x35"),
     ]

@@ -78,6 +78,19 @@ def test_env_var_overrides_the_file(tmp_path: Path) -> None:
     assert "server.port" in r.stderr
 
 
+def test_a_flag_beats_the_env_var_and_the_file(tmp_path: Path) -> None:
+    # docs/configuration.md: flags first, then PD_OBSERVER_* variables, then the --config file
+    import os
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store:\n  url: sqlite:///{tmp_path / 'file.db'}\n")
+    env = {**os.environ, "PD_OBSERVER_STORE__URL": f"sqlite:///{tmp_path / 'env.db'}"}
+    r = run("db", "upgrade", "--config", str(cfg), "--db", f"sqlite:///{tmp_path / 'flag.db'}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "flag.db" in r.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["flag.db"]
+
+
 def test_db_upgrade_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "pdo.db"
     r = run("db", "upgrade", "--db", f"sqlite:///{db}")

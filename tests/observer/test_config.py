@@ -20,12 +20,24 @@ def test_defaults_load_and_match_the_contract() -> None:
     assert {x.name for x in s.slos} == {"ttft-2s", "itl-100ms", "availability"}
 
 
-def test_env_beats_file_and_overrides_beat_nothing_else(tmp_path: Path) -> None:
+def test_env_beats_the_file(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("server:\n  port: 9000\n  ingest_queue_size: 7\n")
     s = load_settings(f, env={"PD_OBSERVER_SERVER__PORT": "9100"})
     assert s.server.port == 9100
     assert s.server.ingest_queue_size == 7
+
+
+def test_overrides_beat_env_which_beats_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("server:\n  port: 9000\n  host: 10.0.0.1\n  ingest_queue_size: 7\n")
+    env = {"PD_OBSERVER_SERVER__PORT": "9100", "PD_OBSERVER_SERVER__HOST": "10.0.0.2"}
+    s = load_settings(f, overrides={"server": {"port": 9200}}, env=env)
+    assert s.server.port == 9200  # the flag
+    assert s.server.host == "10.0.0.2"  # the env var (no flag)
+    assert s.server.ingest_queue_size == 7  # the file (neither)
+    # an override applies to this call only
+    assert load_settings(f, env=env).server.port == 9100
 
 
 @pytest.mark.parametrize(
