@@ -46,6 +46,18 @@ MAX_VALUE_CHARS: Final = 256
 VALUE_REPLACEMENT: Final = "\ufffd"
 VALUE_TRUNCATION_MARK: Final = "~"
 VALUE_HASH_CHARS: Final = 16  # BLAKE2b-64 of the value's UTF-8 bytes (surrogates passed through)
+# The same rule applies to the strings metric sources read (docs/sources.md "Untrusted strings"):
+# label values of Prometheus answers and scraped expositions, KV-event topics, discovered pod names.
+
+# Client text quoted back in OTLP answers (docs/ingest.md "Untrusted strings"): a reject reason
+# quotes at most REASON_VALUE_CHARS characters of a client value (a span name, an attribute
+# value) as a Python repr, then MESSAGE_ELLIPSIS; a whole reason (with an exception's text) is cut
+# to MAX_REASON_CHARS, and partial_success.error_message or an error status' message to
+# MAX_ERROR_MESSAGE_CHARS, each ending with MESSAGE_ELLIPSIS when cut.
+REASON_VALUE_CHARS: Final = 100
+MAX_REASON_CHARS: Final = 300
+MAX_ERROR_MESSAGE_CHARS: Final = 2048
+MESSAGE_ELLIPSIS: Final = "\u2026"  # …
 
 # ---------------------------------------------------------------------------------------------
 # OpenTelemetry spans (field notes §3, DESIGN §4 span resolution defaults)
@@ -349,6 +361,8 @@ VLLM_GENERATION_LEGACY: Final = "legacy"  # vLLM <= 0.11 names
 SOURCE_PROMETHEUS: Final = "prometheus"
 SOURCE_SCRAPE: Final = "scrape"
 SOURCE_KV_EVENTS: Final = "kv_events"
+# Kubernetes pod discovery: only a `source` label value of M_SOURCE_VALUES_REWRITTEN (not a metric source)
+SOURCE_DISCOVERY: Final = "kubernetes_discovery"
 K8S_LABEL_INSTANCE: Final = "app.kubernetes.io/instance"  # helm release: our default pool label
 
 # Labels and values the twin's emitters put on vLLM/EPP metrics (field notes §1, §2, §4).
@@ -405,6 +419,7 @@ M_INGEST_BATCHES: Final = metric(
 )  # {status=ok|partial|bad_request|too_large|throttled|unauthorized|unsupported}
 M_TRACES_INCOMPLETE: Final = metric("traces_incomplete")  # P/D traces flushed without their partner
 M_INGEST_VALUES_REWRITTEN: Final = metric("ingest_values_rewritten")  # span strings made safe (sanitize)
+M_SOURCE_VALUES_REWRITTEN: Final = metric("source_values_rewritten")  # {source} source strings made safe
 M_TENANTS_FOLDED: Final = metric("tenants_folded")  # records folded into `other`
 M_MODELS_FOLDED: Final = metric("models_folded")  # records whose model was folded into `other`
 # gauges

@@ -28,7 +28,7 @@ from observer.aggregate import Aggregator
 from observer.config import Settings
 from observer.ingest import fastpath
 from observer.ingest.assemble import AssembleResult, TraceAssembler
-from observer.ingest.otlp import IngestError, encode_response
+from observer.ingest.otlp import IngestError, encode_response, error_message
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import RequestRecord, SloSpec
 from observer.store import RecordStore, StoreRejected
@@ -223,7 +223,7 @@ class Pipeline:
         self.metrics.spans.labels("ignored").inc(batch.ignored)
         self.metrics.rewritten.inc(batch.rewritten)
         ct = _response_type(content_type)
-        message = "; ".join(batch.errors[:5])
+        message = error_message(batch.errors)
         self.metrics.batches.labels("partial" if batch.rejected else "ok").inc()
         return IngestOutcome(200, encode_response(batch.rejected, message, ct), ct, accepted, batch.rejected)
 

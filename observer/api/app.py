@@ -19,6 +19,7 @@ from observer import conventions as c
 from observer.api.metrics import AggregatorCollector
 from observer.config import Settings, SloSettings
 from observer.ingest.otlp import IngestError
+from observer.ingest.sanitize import clip
 from observer.model import RequestRecord
 from observer.pipeline import Pipeline, Throttled
 from observer.store import RecordStore
@@ -318,7 +319,9 @@ def _to_settings(spec: Any) -> SloSettings:
 def _otlp_error(
     status: int, message: str, content_type: str | None, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """OTLP error responses carry a google.rpc.Status-like body in the request's encoding."""
+    """OTLP error responses carry a google.rpc.Status-like body in the request's encoding. The
+    message may quote client text (an exception about a value): cut to MAX_ERROR_MESSAGE_CHARS."""
+    message = clip(message, c.MAX_ERROR_MESSAGE_CHARS)
     if content_type and content_type.split(";")[0].strip().lower() == c.CT_JSON:
         return Response(
             json.dumps({"code": status, "message": message}),

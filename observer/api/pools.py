@@ -3,21 +3,24 @@
 Everything here reads the engine's latest `FleetSignals` snapshot (taken by the signals service
 every interval); nothing is computed at request or scrape time. Each signal carries its evidence.
 Gauges follow alerts/generate.py: cascade, starvation and pressure are 1 when firing, 0 when not,
-and absent when unknown (an unknown signal is never reported as a zero).
+and absent when unknown (an unknown signal is never reported as a zero). Pod, pool and role label
+values come from the sources, made safe where they were read (observer/sources/untrusted.py) and
+bounded in number by `signals.max_pods`; the sources' rewrite counts are exported here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from observer import conventions as c
 from observer.signals.engine import FleetSignals, PodSignals, PoolSignals, SignalEngine, TenantSignals
 from observer.signals.types import CascadeSignal, Freshness
+from observer.sources.untrusted import ValueCleaner
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -169,15 +172,29 @@ def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
 
 
 class SignalsCollector(Collector):
-    """`collect()`-time gauges from the engine's latest snapshot (names in conventions)."""
+    """`collect()`-time gauges from the engine's latest snapshot (names in conventions), and the
+    counts of the sources' `cleaners` (exported from the start, before any snapshot)."""
 
-    def __init__(self, engine: SignalEngine) -> None:
+    def __init__(self, engine: SignalEngine, cleaners: Sequence[ValueCleaner] = ()) -> None:
         self._engine = engine
+        self._cleaners = tuple(cleaners)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
+        if self._cleaners:
+            rewritten = CounterMetricFamily(
+                c.M_SOURCE_VALUES_REWRITTEN,
+                "Strings read from a source (label values, pod names, KV topics) made safe",
+                labels=[c.LABEL_SOURCE],
+            )
+            by_source: dict[str, int] = {}
+            for cl in self._cleaners:
+                by_source[cl.source] = by_source.get(cl.source, 0) + cl.count
+            for source, n in sorted(by_source.items()):
+                rewritten.add_metric([source], n)
+            yield rewritten
         fs = self._engine.latest
         if fs is None:
             return

@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as PbStatus
 
 from observer import conventions as c
+from observer.ingest.sanitize import clip, excerpt
 from observer.model import AttrValue, RejectReason, Span
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "UnsupportedMediaType",
     "decode_traces",
     "encode_response",
+    "error_message",
     "media_type",
     "parse_and_walk",
 ]
@@ -79,7 +81,8 @@ class DecodedBatch:
 
 
 class _Rejects:
-    """Counts rejected spans and keeps the first few reasons."""
+    """Counts rejected spans and keeps the first few reasons, each cut to `MAX_REASON_CHARS`
+    (a reason may carry an exception's text about a client value)."""
 
     __slots__ = ("count", "errors")
 
@@ -90,7 +93,7 @@ class _Rejects:
     def add(self, reason: str) -> None:
         self.count += 1
         if len(self.errors) < MAX_ERRORS:
-            self.errors.append(reason)
+            self.errors.append(clip(reason, c.MAX_REASON_CHARS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def _pb_valid(req: Any, rej: _Rejects) -> Iterator[tuple[bytes, bytes, bytes, An
                     or sid == _ZERO_SPAN
                     or (pid and len(pid) != 8)
                 ):
-                    rej.add(f"{RejectReason.BAD_IDS.value} (span {sp.name!r})")
+                    rej.add(f"{RejectReason.BAD_IDS.value} (span {excerpt(sp.name)})")
                     continue
                 if sp.end_time_unix_nano < sp.start_time_unix_nano:
                     rej.add(f"{RejectReason.BAD_TIMES.value} (span {sid.hex()})")
@@ -407,7 +410,7 @@ def _json_span(sp: Any, resource: Mapping[str, AttrValue], rej: _Rejects) -> Spa
     zero_parent = isinstance(raw_pid, str) and not raw_pid.strip("0")
     pid = "" if zero_parent else _hex_id(raw_pid, 16)
     if tid is None or sid is None or pid is None:
-        rej.add(f"{RejectReason.BAD_IDS.value} (span {name!r})")
+        rej.add(f"{RejectReason.BAD_IDS.value} (span {excerpt(name)})")
         return None
     try:
         start = _json_int(_get(sp, "startTimeUnixNano", "start_time_unix_nano") or 0)
@@ -487,6 +490,13 @@ def _decode_json(data: bytes, max_spans: int) -> DecodedBatch:
 # ---------------------------------------------------------------------------------------------
 # Response
 # ---------------------------------------------------------------------------------------------
+
+
+def error_message(errors: Sequence[str]) -> str:
+    """`partial_success.error_message` from a batch's reject reasons: the first `MAX_ERRORS`
+    joined with `; `, at most `MAX_ERROR_MESSAGE_CHARS` characters (docs/ingest.md "Untrusted
+    strings")."""
+    return clip("; ".join(errors[:MAX_ERRORS]), c.MAX_ERROR_MESSAGE_CHARS)
 
 
 def encode_response(rejected: int, message: str, content_type: str) -> bytes:

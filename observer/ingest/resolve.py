@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from observer import conventions as c
 from observer.config import IngestSettings
 from observer.ingest import fastpath, otlp
-from observer.ingest.sanitize import sanitize
+from observer.ingest.sanitize import clip, excerpt, sanitize
 from observer.model import Attributes, AttrValue, EngineSpan, RejectReason, Span, TierTokens, TraceHints
 
 __all__ = ["ResolveConfig", "ResolvedBatch", "Resolver", "decode_and_resolve", "resolve_batch"]
@@ -101,15 +101,15 @@ def _number(key: str, v: AttrValue) -> float:
         x = float(v)  # type: ignore[arg-type]
         if x >= 0 and x != math.inf:  # NaN fails `>=`
             return x
-        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
     if isinstance(v, bool) or v is None or isinstance(v, tuple):
-        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
     try:
         x = float(v)
     except ValueError:
-        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}") from None
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}") from None
     if not math.isfinite(x) or x < 0:
-        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
     return x
 
 
@@ -121,7 +121,7 @@ def _token(attrs: Attributes, key: str) -> int | None:
         return v
     x = _number(key, v)  # type: ignore[arg-type]
     if not x.is_integer():
-        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={v!r}")
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
     return int(x)
 
 
@@ -325,7 +325,7 @@ class Resolver:
             except _BadSpan as exc:
                 self.rejected += 1
                 if len(self.errors) < MAX_ERRORS:
-                    self.errors.append(f"{exc} (span {span_id})")
+                    self.errors.append(clip(f"{exc} (span {span_id})", c.MAX_REASON_CHARS))
         hint = _hints(trace_id, name, attrs, rf, tenant, model, cfg, is_engine)
         if hint is not None:
             self.hints[trace_id] = merge_hints(self.hints.get(trace_id), hint)

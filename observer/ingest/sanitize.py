@@ -10,7 +10,13 @@ value, so two distinct long values stay distinct (up to a 64-bit hash collision)
 
 `sanitize` applies it to one resolved batch; both decode paths (the Python resolver and the
 native fast path) call it on their result, so the rule lives here only. Clean values (the normal
-case) are returned as they are, and a clean batch comes back unchanged and uncopied.
+case) are returned as they are, and a clean batch comes back unchanged and uncopied. The metric
+sources apply the same `clean_value` to the strings they read (observer/sources/untrusted.py).
+
+Client text quoted back in an answer (reject reasons, partial_success.error_message, error
+statuses) is message text, not a value: `excerpt` quotes at most `conventions.REASON_VALUE_CHARS`
+characters of a client value, and `clip` cuts a whole message with an ellipsis (no hash: a
+message is read, never matched) and replaces NUL and lone surrogates as `clean_value` does.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 
 from observer import conventions as c
 from observer.model import EngineSpan, TraceHints
 
-__all__ = ["clean_value", "sanitize"]
+__all__ = ["clean_value", "clip", "excerpt", "sanitize"]
 
 _MAX = c.MAX_VALUE_CHARS
 _KEEP = _MAX - len(c.VALUE_TRUNCATION_MARK) - c.VALUE_HASH_CHARS  # characters kept of a long value
@@ -50,6 +57,38 @@ def clean_value(s: str) -> str:
         return out
     digest = hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=c.VALUE_HASH_CHARS // 2)
     return out[:_KEEP] + c.VALUE_TRUNCATION_MARK + digest.hexdigest()
+
+
+_QUOTE = c.REASON_VALUE_CHARS
+_ELLIPSIS = c.MESSAGE_ELLIPSIS
+_REPR = reprlib.Repr()  # bounded repr of a non-string client value (JSON arrays/objects, tuples)
+_REPR.maxlevel = 2
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = _QUOTE
+
+
+def clip(text: str, limit: int) -> str:
+    """Message text made safe to answer with: NUL and lone surrogates replaced (as `clean_value`
+    does), cut to `limit` characters ending with `conventions.MESSAGE_ELLIPSIS` when longer.
+    `text` itself (the same object) when it needs neither."""
+    if len(text) > limit:
+        text = text[: max(0, limit - len(_ELLIPSIS))] + _ELLIPSIS
+    if (text.isascii() and "\x00" not in text) or _BAD.search(text) is None:
+        return text
+    return _BAD.sub(c.VALUE_REPLACEMENT, text)
+
+
+def excerpt(v: object) -> str:
+    """A client value quoted in a reject reason: the `repr` of at most `REASON_VALUE_CHARS`
+    characters of a string, followed by `MESSAGE_ELLIPSIS` when it was longer; a bounded repr of
+    any other value. Costs O(REASON_VALUE_CHARS) however large `v` is; a repr escapes NUL and
+    surrogates, so the result is clean."""
+    if isinstance(v, str):
+        return repr(v) if len(v) <= _QUOTE else repr(v[:_QUOTE]) + _ELLIPSIS
+    try:
+        text = _REPR.repr(v)
+    except ValueError:  # an int past sys.get_int_max_str_digits
+        text = f"<{type(v).__name__}>"
+    return clip(text, _QUOTE + len(_ELLIPSIS))
 
 
 def _all_clean(engine: Sequence[EngineSpan], hints: Mapping[str, TraceHints]) -> bool:

@@ -38,6 +38,7 @@ from observer.sources.prometheus import PrometheusSource
 from observer.sources.samples import EppTarget, FleetSnapshot, PodTarget
 from observer.sources.scrape import ScrapeSource
 from observer.sources.settings import SourcesSettings
+from observer.sources.untrusted import ValueCleaner
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -84,8 +85,16 @@ def build_source(
     return None
 
 
+def _cleaners(*parts: object) -> tuple[ValueCleaner, ...]:
+    """The `ValueCleaner` of each part that reads untrusted strings (sources, discovery, KV)."""
+    return tuple(cl for p in parts if isinstance(cl := getattr(p, "cleaner", None), ValueCleaner))
+
+
 class SignalService:
-    """One tick = discover + read the source + read the KV index + engine.tick(now)."""
+    """One tick = discover + read the source + read the KV index + engine.tick(now).
+
+    `cleaners`: the string cleaners of the source, the KV consumer and `discovery` (when given),
+    whose counts are `pd_observer_source_values_rewritten_total{source}`."""
 
     def __init__(
         self,
@@ -95,12 +104,14 @@ class SignalService:
         kv_index: KvTierIndex | None = None,
         kv_consumer: KvEventsConsumer | None = None,
         clock: Clock = time.time,
+        discovery: PodDiscovery | None = None,
     ) -> None:
         self.engine = engine
         self.source = source
         self.kv_index = kv_index
         self.kv_consumer = kv_consumer
         self.clock = clock
+        self.cleaners = _cleaners(discovery, source, kv_consumer)
         self.ticks = 0
         self.last_tick_seconds: float | None = None  # wall time the last tick took
 
@@ -123,7 +134,9 @@ class SignalService:
                 if t.kv_events_endpoint
             ]
             consumer = KvEventsConsumer(pubs, index, clock=clock, replay_timeout_ms=kv.replay_timeout_ms)
-        return cls(SignalEngine(sig), source, kv_index=index, kv_consumer=consumer, clock=clock)
+        return cls(
+            SignalEngine(sig), source, kv_index=index, kv_consumer=consumer, clock=clock, discovery=discovery
+        )
 
     def run_once(self, now: float | None = None) -> FleetSignals:
         """Blocking (source I/O): read everything, then tick. `now` from the caller's clock."""
@@ -202,7 +215,7 @@ def attach(
 ) -> SignalsAttachment:
     """Wire the fleet signals into an app. `background=False`: no loop (tick with run_once)."""
     svc = service or SignalService.from_settings(settings, clock=clock or time.time)
-    collector = SignalsCollector(svc.engine)
+    collector = SignalsCollector(svc.engine, svc.cleaners)
     sig = SignalsSettings.model_validate(settings.signals)
 
     def on_startup(pipeline: Pipeline) -> None:

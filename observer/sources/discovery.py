@@ -1,5 +1,9 @@
 """Pod discovery over the Kubernetes API (plain HTTP with httpx: only the autoscaler's connector
 may import `kubernetes`). Roles and pools come from pod labels, never from pod names.
+
+The PodList is read as untrusted JSON: names, namespaces and pool labels go through `clean_value`
+(observer/sources/untrusted.py) in `pod_target`, and a field of the wrong type is absent, never
+`str()`-ed into a name or an exception in the signals engine.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from typing import Any
 import httpx
 
 from observer import conventions as c
-from observer.sources.samples import PodTarget
+from observer.sources.samples import VALID_ROLES, PodTarget
+from observer.sources.untrusted import Clean, ValueCleaner, clean_value, text_or_none
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-VALID_ROLES = (c.ROLE_PREFILL, c.ROLE_DECODE, c.ROLE_BOTH)
 
 
 class DiscoveryError(Exception):
@@ -39,25 +43,36 @@ class KubernetesDiscoveryConfig:
     timeout_seconds: float = 5.0
 
 
-def pod_target(item: Mapping[str, Any], cfg: KubernetesDiscoveryConfig) -> PodTarget | None:
-    """Pure: one PodList item -> a target (None when it has no IP yet)."""
-    meta = item.get("metadata") or {}
-    status = item.get("status") or {}
-    labels: Mapping[str, str] = meta.get("labels") or {}
+def _object(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def pod_target(
+    item: Mapping[str, Any], cfg: KubernetesDiscoveryConfig, clean: Clean = clean_value
+) -> PodTarget | None:
+    """Pure: one PodList item -> a target (None when it has no IP yet, or no name). Strings that
+    become names go through `clean`."""
+    meta = _object(item.get("metadata"))
+    status = _object(item.get("status"))
+    labels = _object(meta.get("labels"))
     ip = status.get("podIP")
-    if not ip or status.get("phase") not in (None, "Running"):
+    if not isinstance(ip, str) or not ip or status.get("phase") not in (None, "Running"):
+        return None
+    name = text_or_none(meta.get("name"), clean)
+    if not name:
         return None
     role = labels.get(cfg.role_label)
+    conditions = status.get("conditions")
     ready = any(
-        cond.get("type") == "Ready" and cond.get("status") == "True"
-        for cond in status.get("conditions") or ()
+        isinstance(cond, Mapping) and cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in (conditions if isinstance(conditions, list) else ())
     )
     host = f"[{ip}]" if ":" in ip else ip
     return PodTarget(
-        pod=str(meta.get("name", "")),
+        pod=name,
         role=role if role in VALID_ROLES else None,
-        pool=labels.get(cfg.pool_label, cfg.default_pool),
-        namespace=str(meta.get("namespace", cfg.namespace)),
+        pool=text_or_none(labels.get(cfg.pool_label), clean) or cfg.default_pool,
+        namespace=text_or_none(meta.get("namespace"), clean) or cfg.namespace,
         metrics_url=f"http://{host}:{cfg.metrics_port}{cfg.metrics_path}",
         kv_events_endpoint=f"tcp://{host}:{cfg.kv_events_port}" if cfg.kv_events_port else None,
         kv_replay_endpoint=f"tcp://{host}:{cfg.kv_replay_port}" if cfg.kv_replay_port else None,
@@ -70,6 +85,7 @@ class KubernetesDiscovery:
 
     def __init__(self, config: KubernetesDiscoveryConfig, client: httpx.Client | None = None) -> None:
         self.config = config
+        self.cleaner = ValueCleaner(c.SOURCE_DISCOVERY)  # pod names, namespaces, pool labels
         verify: bool | str = True
         if config.ca_file is not None and config.ca_file.exists():
             verify = str(config.ca_file)
@@ -97,5 +113,8 @@ class KubernetesDiscovery:
             body = r.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise DiscoveryError(f"listing pods in {cfg.namespace}: {exc}") from exc
-        targets = (pod_target(item, cfg) for item in body.get("items") or ())
+        items = body.get("items") if isinstance(body, dict) else ()
+        if not isinstance(items, list | None):
+            raise DiscoveryError(f"listing pods in {cfg.namespace}: the answer is not a PodList")
+        targets = (pod_target(i, cfg, self.cleaner) for i in items or () if isinstance(i, Mapping))
         return tuple(sorted((t for t in targets if t is not None), key=lambda t: t.pod))

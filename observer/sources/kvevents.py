@@ -8,7 +8,13 @@ answers `(b"", seq, payload)` per buffered batch and ends with an empty payload.
 
 Memory is bounded: at most `max_blocks_per_pod` block hashes tracked per pod (oldest dropped
 first, the pod then reports `truncated=True` and its counts are lower bounds), at most
-`max_pods` pods, and rate buckets only over `rate_window_seconds`.
+`max_pods` pods, rate buckets only over `rate_window_seconds`, and the consumer's last sequence
+number for at most `max_topics` topics.
+
+A publisher is untrusted: the pod and model of a topic go through `clean_value`
+(observer/sources/untrusted.py), and a batch that is not the expected shape (a non-list of
+events, unhashable block hashes, a non-number timestamp, ...) is one `decode_errors`, never an
+exception in the consumer thread.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import msgpack
 import zmq
 
 from observer import conventions as c
+from observer.sources.untrusted import Clean, ValueCleaner, clean_value
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +89,13 @@ def decode_event(raw: Any) -> KvEventRecord | None:
         kind = kind.decode()
     if kind not in (c.KV_EVENT_BLOCK_STORED, c.KV_EVENT_BLOCK_REMOVED, c.KV_EVENT_ALL_CLEARED):
         return None
-    return KvEventRecord(str(kind), tuple(_hashable(h) for h in hashes), _medium(medium))
+    block_hashes = tuple(_hashable(h) for h in hashes)  # TypeError: not a sequence
+    hash(block_hashes)  # TypeError: a hash that cannot key the index (a map)
+    return KvEventRecord(str(kind), block_hashes, _medium(medium))
 
 
 def decode_batch(payload: bytes) -> KvBatch:
-    """A msgpack event batch. Raises ValueError when it is not one."""
+    """A msgpack event batch. Raises ValueError when it is not one, whatever the payload holds."""
     try:
         raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several types
@@ -97,17 +106,20 @@ def decode_batch(payload: bytes) -> KvBatch:
         ts, events, rank = raw[0], raw[1], (raw[2] if len(raw) > 2 else None)
     else:
         raise ValueError("batch is neither [ts, events, rank] nor a map")
-    decoded = tuple(e for e in (decode_event(x) for x in events or ()) if e is not None)
-    return KvBatch(float(ts or 0.0), decoded, int(rank) if isinstance(rank, int) else None)
+    try:
+        decoded = tuple(e for e in (decode_event(x) for x in events or ()) if e is not None)
+        return KvBatch(float(ts or 0.0), decoded, int(rank) if isinstance(rank, int) else None)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"malformed batch: {type(exc).__name__}") from exc
 
 
-def parse_topic(topic: bytes) -> tuple[str, str] | None:
-    """`kv@<pod>@<model>` -> (pod, model); the model may itself contain `@`."""
+def parse_topic(topic: bytes, clean: Clean = clean_value) -> tuple[str, str] | None:
+    """`kv@<pod>@<model>` -> (pod, model), both through `clean`; the model may itself contain `@`."""
     text = topic.decode(errors="replace")
     if not text.startswith(c.KV_TOPIC_PREFIX):
         return None
     pod, _, model = text[len(c.KV_TOPIC_PREFIX) :].partition(c.KV_TOPIC_SEPARATOR)
-    return (pod, model) if pod else None
+    return (clean(pod), clean(model)) if pod else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +307,8 @@ class KvEventsConsumer:
     Publishers may also come and go while it runs (pods scaled up/down): `add_publisher` /
     `remove_publisher` are thread-safe and take effect within one poll (`poll_ms`); at most
     `max_publishers` are subscribed at once (further ones are refused and counted).
+    `last_seq` is keyed by the topic's (pod, model) as cleaned, at most `max_topics` of them
+    (the oldest forgotten first: its next batch is taken as a first one, no gap counted).
     """
 
     def __init__(
@@ -307,8 +321,11 @@ class KvEventsConsumer:
         replay_timeout_ms: int = 500,
         topic_prefix: str = c.KV_TOPIC_PREFIX,
         max_publishers: int = 1024,
+        max_topics: int = 4096,
     ) -> None:
         self.publishers = tuple(publishers)
+        self.max_topics = max_topics
+        self.cleaner = ValueCleaner(c.SOURCE_KV_EVENTS)  # pods and models of the topics
         self.max_publishers = max_publishers
         self.refused_publishers = 0
         self._changes: deque[tuple[bool, KvPublisher]] = deque()
@@ -321,7 +338,7 @@ class KvEventsConsumer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_seq: dict[bytes, int] = {}
+        self.last_seq: dict[tuple[str, str], int] = {}  # (pod, model) -> last sequence number
         self.decode_errors = 0
 
     def start(self) -> None:
@@ -405,12 +422,12 @@ class KvEventsConsumer:
             self.decode_errors += 1
             return
         topic, seq_bytes, payload = frames
-        who = parse_topic(topic)
+        who = parse_topic(topic, self.cleaner)
         if who is None:
             return
         pod, model = who
         seq = int.from_bytes(seq_bytes, "big")
-        last = self.last_seq.get(topic)
+        last = self.last_seq.get(who)
         if last is not None and seq <= last:
             return  # duplicate or already replayed
         if last is not None and seq > last + 1:
@@ -418,7 +435,9 @@ class KvEventsConsumer:
             recovered = self._replay(ctx, pub, (pod, model), last + 1, seq) if pub.replay_endpoint else 0
             self.index.record_gap(pod, model, missed - recovered, recovered)
         self._apply(pod, model, payload)
-        self.last_seq[topic] = seq
+        self.last_seq[who] = seq
+        if len(self.last_seq) > self.max_topics:
+            del self.last_seq[next(iter(self.last_seq))]
 
     def _apply(self, pod: str, model: str, payload: bytes) -> None:
         try:

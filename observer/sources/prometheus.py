@@ -2,7 +2,9 @@
 
 Detects which name generation the fleet exposes and uses it. A failing Prometheus gives a
 snapshot with `ok=False` and every value unknown; a pod whose newest sample is older than
-`stale_after_seconds` is unknown too.
+`stale_after_seconds` is unknown too. Answers are untrusted (a pod can put anything in its labels,
+and Prometheus keeps it): every label value of every row is made safe in `query`
+(`clean_rows`, observer/sources/untrusted.py) before pod, model, role or pool names are read.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from observer import conventions as c
 from observer.sources import promql
 from observer.sources.names import VLLM_SOURCE_LABEL, VllmNames, counter, detect_epp, detect_vllm
 from observer.sources.names import all_candidate_names as _candidates
-from observer.sources.samples import FleetSnapshot, PodSample, PodTarget, PoolSample, unknown_pods
+from observer.sources.samples import (
+    VALID_ROLES,
+    FleetSnapshot,
+    PodSample,
+    PodTarget,
+    PoolSample,
+    unknown_pods,
+)
+from observer.sources.untrusted import Clean, ValueCleaner, clean_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,36 @@ def _value(item: Mapping[str, Any]) -> float | None:
     return None if math.isnan(v) or math.isinf(v) else v
 
 
+def clean_rows(rows: list[dict[str, Any]], clean: Clean = clean_value) -> list[dict[str, Any]]:
+    """Instant-query rows with every label value passed through `clean`; a label whose value is
+    not a string (never from Prometheus itself) is dropped, a row without a `metric` object gets
+    an empty one. `rows` itself (the same list) when every value is already clean."""
+    out: list[dict[str, Any]] | None = None
+    for i, row in enumerate(rows):
+        metric = row.get("metric") if isinstance(row, dict) else None
+        fixed = _clean_labels(metric, clean) if isinstance(metric, dict) else {}
+        if fixed is not metric:
+            if out is None:
+                out = list(rows[:i])
+            out.append({**row, "metric": fixed} if isinstance(row, dict) else {"metric": fixed})
+        elif out is not None:
+            out.append(row)
+    return rows if out is None else out
+
+
+def _clean_labels(metric: dict[str, Any], clean: Clean) -> dict[str, Any]:
+    """`metric` itself when every value is a clean string (checked without counting; the common
+    short ASCII value inline), else a copy of its string values through `clean` (which counts
+    each rewrite once)."""
+    limit = c.MAX_VALUE_CHARS
+    for v in metric.values():
+        if type(v) is str and v.isascii() and len(v) <= limit and "\x00" not in v:
+            continue
+        if not isinstance(v, str) or clean_value(v) is not v:
+            return {k: clean(v) for k, v in metric.items() if isinstance(v, str)}
+    return metric
+
+
 class PrometheusSource:
     """A MetricSource over the Prometheus HTTP API."""
 
@@ -66,6 +106,7 @@ class PrometheusSource:
     ) -> None:
         self.config = config
         self._targets = targets
+        self.cleaner = ValueCleaner(self.name)  # label values of the answers
         headers = dict(config.headers)
         if config.bearer_token:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
@@ -87,8 +128,9 @@ class PrometheusSource:
         return {self.config.namespace_label: self.config.namespace} if self.config.namespace else {}
 
     def query(self, q: str) -> list[dict[str, Any]]:
+        """An instant query's rows, label values made safe (`clean_rows`)."""
         result: list[dict[str, Any]] = self._client.custom_query(q)
-        return result
+        return clean_rows(result, self.cleaner)
 
     def present_names(self) -> set[str]:
         """Which candidate metric names exist (generation detection)."""
@@ -188,6 +230,7 @@ class PrometheusSource:
             t = known.get(pod)
             m = meta.get(pod, {})
             role = t.role if t else (m.get(cfg.role_label) if cfg.role_label else None)
+            role = role if role in VALID_ROLES else None  # like discovery: a known role or none
             pool = (
                 t.pool
                 if t

@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from observer import conventions as c
+
+VALID_ROLES = (c.ROLE_PREFILL, c.ROLE_DECODE, c.ROLE_BOTH)  # a pod's role label: one of these, or none
+
 
 @dataclass(frozen=True, slots=True)
 class PodTarget:

@@ -2,7 +2,8 @@
 
 For setups without Prometheus; the embedded default of the demo. Rates come from successive
 scrapes of the same pod (`counter_rate`, counter resets handled); the first scrape of a pod has
-unknown rates. A pod that cannot be scraped is unknown (None), never zero.
+unknown rates. A pod that cannot be scraped is unknown (None), never zero. A pod's exposition is
+untrusted: every label value is made safe as it is parsed (observer/sources/untrusted.py).
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ from prometheus_client.parser import text_string_to_metric_families
 from observer import conventions as c
 from observer.sources.names import VLLM_SOURCE_LABEL, VllmNames, counter, detect_epp, detect_vllm
 from observer.sources.samples import EppTarget, FleetSnapshot, PodSample, PodTarget, PoolSample
+from observer.sources.untrusted import Clean, ValueCleaner, clean_value
 
 Labels = Mapping[str, str]
 Parsed = Mapping[str, tuple[tuple[Labels, float], ...]]  # sample name -> (labels, value)...
 
 
-def parse_exposition(text: str) -> Parsed:
-    """Sample name -> its (labels, value) pairs. Raises ValueError on malformed text."""
+def parse_exposition(text: str, clean: Clean = clean_value) -> Parsed:
+    """Sample name -> its (labels, value) pairs, every label value made safe by `clean`
+    (`clean_value`, or a counting `ValueCleaner`: the pod is untrusted). The common short ASCII
+    value is checked inline: the cost is within the parse's run-to-run spread (docs/sources.md).
+    Raises ValueError on malformed text."""
     out: dict[str, list[tuple[Labels, float]]] = {}
+    limit = c.MAX_VALUE_CHARS
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+            labels = {
+                k: v if v.isascii() and len(v) <= limit and "\x00" not in v else clean(v)
+                for k, v in s.labels.items()
+            }
+            out.setdefault(s.name, []).append((labels, float(s.value)))
     return {k: tuple(v) for k, v in out.items()}
 
 
@@ -158,6 +168,7 @@ class ScrapeSource:
         client: httpx.Client | None = None,
     ) -> None:
         self.config = config or ScrapeSourceConfig()
+        self.cleaner = ValueCleaner(self.name)  # label values of the scraped expositions
         self._targets = targets
         self._epps = tuple(epps)
         self._client = client or httpx.Client(
@@ -173,7 +184,7 @@ class ScrapeSource:
         try:
             r = self._client.get(url)
             r.raise_for_status()
-            return parse_exposition(r.text)
+            return parse_exposition(r.text, self.cleaner)
         except (httpx.HTTPError, ValueError) as exc:
             return f"{url}: {type(exc).__name__}: {exc}"[:300]
 

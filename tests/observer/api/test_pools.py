@@ -1,9 +1,15 @@
 """GET /api/v1/pools, the tenant `signals` key and the fleet-signal gauges, through the real app
-(lifespan, startup hook, background loop on the wall clock) with an in-memory metric source."""
+(lifespan, startup hook, background loop on the wall clock) with an in-memory metric source, and
+with a Prometheus-compatible API answering hostile label values."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +22,7 @@ from observer.signals.service import SignalService, attach
 from observer.signals.settings import SignalsSettings
 from observer.sources.ports import InMemorySource
 from observer.sources.samples import FleetSnapshot, PodSample
+from observer.sources.untrusted import clean_value
 from observer.store.memory import MemoryStore
 from tests.support.otel import Req, VllmSpans, encode
 
@@ -161,3 +168,66 @@ def test_no_snapshot_yet() -> None:
             "pools": [],
         }
         assert c.M_SOURCE_UP not in client.get("/metrics").text  # absent -> the absent() alert
+
+
+@contextmanager
+def prometheus_api(pods: list[str]) -> Iterator[str]:
+    """A Prometheus-compatible HTTP API answering every instant query with one HBM-gauge series
+    per pod, valued `now` (a fresh `timestamp()` too). `pods` are JSON text: `\\ud800` escapes
+    stay escapes, which `json.loads` turns into lone surrogates."""
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            now = time.time()
+            row = json.dumps(
+                {"metric": {"__name__": c.VLLM_KV_USAGE, "pod": "@POD@"}, "value": [now, str(now)]}
+            )
+            rows = [json.loads(row.replace("@POD@", pod)) for pod in pods]
+            body = json.dumps(
+                {"status": "success", "data": {"resultType": "vector", "result": rows}}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_hostile_pod_names_from_a_source_keep_metrics_and_pools_working() -> None:
+    """A lone surrogate in a pod label made GET /metrics and /api/v1/pools answer 500 (the
+    exposition cannot encode it: every metric was lost, ingest's too), and three 300 KB pod names
+    made /metrics 4.5 MB. Cleaned where the source reads them, the pods keep bounded names and
+    the rewrites are counted in pd_observer_source_values_rewritten_total{source}."""
+    long = ["p" * 300_000 + str(i) for i in range(3)]
+    with prometheus_api(["vllm-\\ud800", *long]) as url:
+        settings = Settings(sources={"metrics": "prometheus", "prometheus": {"url": url, "retries": 0}})
+        att = attach(settings, background=False)
+        app = create_app(settings, MemoryStore(), extra_routers=att.routers, on_startup=att.on_startup)
+        with TestClient(app) as client:
+            rewritten = (c.M_SOURCE_VALUES_REWRITTEN + "_total", ((c.LABEL_SOURCE, c.SOURCE_PROMETHEUS),))
+            assert _metrics(client.get("/metrics").text)[rewritten] == 0.0  # exported from the start
+            att.service.run_once(time.time())
+            r = client.get("/metrics")
+            assert r.status_code == 200
+            assert len(r.content) < 100_000
+            m = _metrics(r.text)
+            pods = {dict(labels)[c.LABEL_POD] for name, labels in m if name == c.M_POD_TIER_USAGE}
+            expected = {f"vllm-{c.VALUE_REPLACEMENT}", *(clean_value(p) for p in long)}
+            assert pods == expected
+            assert m[rewritten] > 0
+            pools = client.get("/api/v1/pools")
+            assert pools.status_code == 200
+            (pool,) = pools.json()["pools"]
+            assert {p["pod"] for p in pool["pods"]} == expected
+            assert json.loads(pools.content)  # encodable, parseable

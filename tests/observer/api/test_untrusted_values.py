@@ -1,6 +1,7 @@
 """Hostile strings and label cardinality through the real service (uvicorn in a thread, real
 OTLP exporter, SQLite and PostgreSQL stores): NUL and lone surrogates are stored and exported,
-long values give bounded labels, and model folding bounds the /metrics series."""
+long values give bounded labels, and model folding bounds the /metrics series. Client text quoted
+back in OTLP answers (reject reasons, error statuses) stays short, through the real app."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace.export import SpanExportResult
 from prometheus_client.parser import text_string_to_metric_families
 
 from observer import conventions as c
+from observer.api.app import create_app
+from observer.config import Settings
+from observer.model import RejectReason
+from observer.store.memory import MemoryStore
 from tests.observer.store.conftest import fresh_pg_database
 from tests.support.otel import Req, VllmSpans, export
 from tests.support.server import Running, serve_in_thread
@@ -135,3 +146,96 @@ def test_model_folding_bounds_the_metrics_series(tmp_path: Path) -> None:
     assert by_name[c.M_MODELS_FOLDED + "_total"] == [({}, 1997.0)]
     assert by_name[c.M_TRACKED_MODELS] == [({}, 3.0)]
     assert by_name[c.M_TENANTS_FOLDED + "_total"] == [({}, 1995.0)]
+
+
+# --------------------------------------------------------------------------- client text in answers
+
+HUGE_NAME = "llm_request-" + "n" * (4 << 20)  # 4 MiB: 5 spans made a 20 MB answer
+QUOTED = repr(HUGE_NAME[: c.REASON_VALUE_CHARS]) + c.MESSAGE_ELLIPSIS
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    settings = Settings(server={"max_body_bytes": 64 << 20, "max_decompressed_bytes": 64 << 20})
+    with TestClient(create_app(settings, MemoryStore())) as test_client:
+        yield test_client
+
+
+def _json_body(spans: list[dict[str, object]], resource: list[dict[str, object]] | None = None) -> bytes:
+    rs = {"resource": {"attributes": resource or []}, "scopeSpans": [{"spans": spans}]}
+    return json.dumps({"resourceSpans": [rs]}).encode()
+
+
+def _engine_json(span_id: str, **extra: object) -> dict[str, object]:
+    now = int(time.time() * 1e9)
+    attrs = [{"key": c.ATTR_PROMPT_TOKENS, "value": {"intValue": "10"}}]
+    return {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": span_id,
+        "name": c.SPAN_VLLM_REQUEST,
+        "startTimeUnixNano": str(now - 10**9),
+        "endTimeUnixNano": str(now),
+        "attributes": attrs,
+        **extra,
+    }
+
+
+def test_a_huge_span_name_gives_a_small_informative_json_answer(client: TestClient) -> None:
+    bad = [_engine_json("not-hex", name=HUGE_NAME) for _ in range(5)]  # invalid span ids
+    r = client.post(c.OTLP_TRACES_PATH, content=_json_body(bad), headers={"Content-Type": c.CT_JSON})
+    assert r.status_code == 200
+    assert len(r.content) < 2_000
+    partial = r.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "5"
+    message = partial["errorMessage"]
+    assert message.startswith(f"{RejectReason.BAD_IDS.value} (span {QUOTED})")
+    assert message.count(QUOTED) == 5
+
+
+def test_a_huge_span_name_gives_a_small_informative_protobuf_answer(client: TestClient) -> None:
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add()
+    for _ in range(5):
+        sp = spans.spans.add()
+        sp.name, sp.trace_id, sp.span_id = HUGE_NAME, bytes(16), b"\x01" * 8  # all-zero trace id
+    r = client.post(
+        c.OTLP_TRACES_PATH, content=req.SerializeToString(), headers={"Content-Type": c.CT_PROTOBUF}
+    )
+    assert r.status_code == 200
+    assert len(r.content) < 2_000
+    resp = ExportTraceServiceResponse.FromString(r.content)
+    assert resp.partial_success.rejected_spans == 5
+    assert resp.partial_success.error_message.startswith(f"{RejectReason.BAD_IDS.value} (span {QUOTED})")
+
+
+def test_huge_client_values_give_short_reasons_and_error_statuses(client: TestClient) -> None:
+    big = "7x" * (2 << 20)
+    tokens = [{"key": c.ATTR_PROMPT_TOKENS, "value": {"stringValue": big}}]
+    spans = [
+        _engine_json("eee19b7ec3c1b174", attributes=tokens),  # resolve: not a token count
+        _engine_json("eee19b7ec3c1b175", attributes=[{"key": "x", "value": {"doubleValue": big}}]),
+        _engine_json("eee19b7ec3c1b176"),  # a good one: accepted
+    ]
+    r = client.post(c.OTLP_TRACES_PATH, content=_json_body(spans), headers={"Content-Type": c.CT_JSON})
+    assert r.status_code == 200
+    assert len(r.content) < 1_000
+    partial = r.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "2"
+    reasons = partial["errorMessage"].split("; ")
+    quoted = f"{c.ATTR_PROMPT_TOKENS}={big[: c.REASON_VALUE_CHARS]!r}{c.MESSAGE_ELLIPSIS}"
+    assert any(quoted in x for x in reasons)
+    assert all(len(x) <= c.MAX_REASON_CHARS for x in reasons)
+    # a 400 whose message quotes a client value (float()'s text about a resource attribute)
+    resource = [{"key": "x", "value": {"doubleValue": big}}]
+    body = _json_body([_engine_json("eee19b7ec3c1b177")], resource)
+    r = client.post(c.OTLP_TRACES_PATH, content=body, headers={"Content-Type": c.CT_JSON})
+    assert r.status_code == 400
+    assert len(r.json()["message"]) == c.MAX_ERROR_MESSAGE_CHARS
+    assert r.json()["message"].startswith("invalid resource attributes: could not convert string to float")
+    # a protobuf error status quoting a client header (415: the unsupported Content-Encoding)
+    headers = {"Content-Type": c.CT_PROTOBUF, "Content-Encoding": "br" + "r" * 60_000}
+    r = client.post(c.OTLP_TRACES_PATH, content=b"", headers=headers)
+    assert r.status_code == 415
+    message = status_pb2.Status.FromString(r.content).message
+    assert len(message) == c.MAX_ERROR_MESSAGE_CHARS
+    assert message.startswith("unsupported Content-Encoding 'brrr")

@@ -1,5 +1,6 @@
 """Untrusted strings from spans (observer.ingest.sanitize): NUL and lone surrogates replaced, long
-values cut with a hash suffix, the same on every decode path (native, Python fused, generic)."""
+values cut with a hash suffix, the same on every decode path (native, Python fused, generic); and
+client text quoted back in answers (`clip`, `excerpt`) kept short and encodable."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from observer.config import IngestSettings
 from observer.ingest import fastpath
 from observer.ingest.otlp import decode_traces
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve, resolve_batch
-from observer.ingest.sanitize import clean_value, sanitize
+from observer.ingest.sanitize import clean_value, clip, excerpt, sanitize
 from observer.model import EngineSpan, TraceHints
 
 from .otlp_builders import EPP_RES, SpanSpec, encode, engine_attrs
@@ -235,3 +236,44 @@ def test_the_limit_fits_the_store_columns_that_hold_span_strings() -> None:
         schema.rollups_minute.c.model,
     ]
     assert all(getattr(col.type, "length", 0) >= MAX for col in columns)
+
+
+# --------------------------------------------------------------------------- client text in answers
+
+QUOTE = c.REASON_VALUE_CHARS
+ELLIPSIS = c.MESSAGE_ELLIPSIS
+
+
+def test_excerpt_quotes_the_start_of_a_long_value_with_an_ellipsis() -> None:
+    assert excerpt("llm_request") == "'llm_request'"
+    long = "llm_request-" + "n" * (10 << 20)
+    out = excerpt(long)
+    assert out == repr(long[:QUOTE]) + ELLIPSIS
+    assert out.startswith("'llm_request-nnn")
+    # NUL and surrogates come back escaped by the repr: the text is encodable and NUL-free
+    assert excerpt("a\x00\ud800") == "'a\\x00\\ud800'"
+    # other values: a bounded repr, however large
+    assert excerpt(3.5) == "3.5"
+    huge_list = list(range(2_000_000))
+    assert excerpt(huge_list).startswith("[0, 1, 2")
+    assert len(excerpt(huge_list)) <= QUOTE + 1
+    assert len(excerpt({"k": "v" * (1 << 20)})) <= QUOTE + 1
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()) | HOSTILE, max_size=400))
+def test_excerpt_is_short_and_encodable(s: str) -> None:
+    out = excerpt(s)
+    out.encode("utf-8")
+    assert "\x00" not in out
+    assert len(out) <= len(repr(s[:QUOTE])) + 1
+
+
+def test_clip_cuts_messages_and_replaces_unencodable_characters() -> None:
+    ok = "bad ids (span 'x')"
+    assert clip(ok, 300) is ok
+    cut = clip("r" * 10_000, 300)
+    assert len(cut) == 300
+    assert cut.endswith(ELLIPSIS)
+    assert cut.startswith("r" * 299)
+    assert clip("a\x00b\ud800", 300) == f"a{R}b{R}"
+    assert clip("é\udfff" * 1000, 50) == ("é" + R) * 24 + "é" + ELLIPSIS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from observer import conventions as c
 from observer.sources.discovery import DiscoveryError, KubernetesDiscovery, KubernetesDiscoveryConfig
+from observer.sources.untrusted import clean_value
 
 
 def _pod(
@@ -40,8 +42,9 @@ PODS = {
 }
 
 
-@pytest.fixture
-def api() -> Iterator[tuple[str, list[dict[str, str]]]]:
+@contextmanager
+def pod_api(body: bytes) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """An API server answering `body` to a pod list of namespace `llm`, 403 elsewhere."""
     seen: list[dict[str, str]] = []
 
     class H(BaseHTTPRequestHandler):
@@ -51,7 +54,6 @@ def api() -> Iterator[tuple[str, list[dict[str, str]]]]:
                 self.send_response(403)
                 self.end_headers()
                 return
-            body = json.dumps(PODS).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -64,9 +66,17 @@ def api() -> Iterator[tuple[str, list[dict[str, str]]]]:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", seen
-    srv.shutdown()
-    srv.server_close()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    with pod_api(json.dumps(PODS).encode()) as served:
+        yield served
 
 
 def test_lists_pods_by_label_with_token_and_roles_from_labels(
@@ -98,3 +108,44 @@ def test_api_error_raises(api: tuple[str, list[dict[str, str]]]) -> None:
     cfg = KubernetesDiscoveryConfig(api_url=url, namespace="other", token_file=None, ca_file=None)
     with pytest.raises(DiscoveryError):
         KubernetesDiscovery(cfg).pods()
+
+
+def test_hostile_pod_list_gives_safe_names_and_no_exception() -> None:
+    """What a broken API (or emulator) may answer: a lone surrogate (JSON `\\ud800`) and a 300 KB
+    pod name, a non-string pool label, labels that are not an object, pods without a usable name.
+    Names are cleaned as spans' are (they were: a lone surrogate that made /metrics answer 500,
+    and 300 KB labels), wrong types are absent, and each rewrite is counted."""
+    long = "p" * 300_000
+    items = [
+        _pod("vllm-@SURROGATE@", {c.K8S_LABEL_ROLE: "decode", c.K8S_LABEL_INSTANCE: "ms"}),
+        _pod(long, {c.K8S_LABEL_ROLE: "prefill", c.K8S_LABEL_INSTANCE: ["not", "a", "string"]}),
+        {**_pod("labels-list", {}), "metadata": {"name": "labels-list", "labels": ["x"]}},
+        {**_pod("x", {}), "metadata": {"name": 42}},  # no string name: skipped
+        {**_pod("x", {}), "metadata": None},
+        "not an object",
+    ]
+    body = json.dumps({"kind": "PodList", "items": items}).replace("@SURROGATE@", "\\ud800").encode()
+    assert b'"vllm-\\ud800"' in body
+    with pod_api(body) as (url, _):
+        discovery = KubernetesDiscovery(
+            KubernetesDiscoveryConfig(api_url=url, namespace="llm", token_file=None, ca_file=None)
+        )
+        pods = discovery.pods()
+    by = {p.pod: p for p in pods}
+    assert set(by) == {f"vllm-{c.VALUE_REPLACEMENT}", clean_value(long), "labels-list"}
+    assert len(clean_value(long)) == c.MAX_VALUE_CHARS
+    for p in pods:
+        p.pod.encode("utf-8")  # no lone surrogate left
+    assert by[f"vllm-{c.VALUE_REPLACEMENT}"].pool == "ms"
+    assert by[clean_value(long)].pool == "default"  # a non-string label is absent
+    assert by[clean_value(long)].role == c.ROLE_PREFILL
+    assert by["labels-list"].pool == "default"
+    assert discovery.cleaner.count == 2
+
+
+def test_an_answer_that_is_not_a_pod_list_is_a_discovery_error() -> None:
+    for body in (b"[1, 2]", b'{"items": 5}'):
+        with pod_api(body) as (url, _):
+            cfg = KubernetesDiscoveryConfig(api_url=url, namespace="llm", token_file=None, ca_file=None)
+            with pytest.raises(DiscoveryError, match="not a PodList"):
+                KubernetesDiscovery(cfg).pods()

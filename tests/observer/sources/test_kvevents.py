@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import msgpack
+import pytest
 import zmq
 
 from observer import conventions as c
@@ -20,9 +21,11 @@ from observer.sources.kvevents import (
     decode_batch,
     parse_topic,
 )
+from observer.sources.untrusted import ValueCleaner, clean_value
 from tests.support.procs import free_port
 
 TOPIC = b"kv@decode-0@llama@8b"
+WHO = ("decode-0", "llama@8b")  # the consumer's last_seq key for TOPIC
 
 
 def _map_stored(hashes: list[int], medium: str) -> dict[str, object]:
@@ -149,14 +152,14 @@ def _run(with_replay: bool) -> tuple[KvTierIndex, KvEventsConsumer]:
         warm = msgpack.packb([0.0, [], 0])
         fake.buffer.append((0, warm))
         deadline = time.monotonic() + 5
-        while TOPIC not in consumer.last_seq:  # slow joiner: repeat seq 0 until subscribed
+        while WHO not in consumer.last_seq:  # slow joiner: repeat seq 0 until subscribed
             assert time.monotonic() < deadline
             fake.pub.send_multipart((TOPIC, (0).to_bytes(8, "big"), warm))
             time.sleep(0.02)
         fake.publish(1, msgpack.packb([1.0, [_map_stored([10, 11, 12], "GPU")], 0]))  # map encoding
         fake.publish(2, msgpack.packb([2.0, [_arr_stored([13], "GPU")], 0]), send=False)  # lost on PUB
         fake.publish(3, msgpack.packb([3.0, [["BlockRemoved", [10], "GPU"], _arr_stored([10], "CPU")], 0]))
-        _wait(lambda: consumer.last_seq.get(TOPIC) == 3)
+        _wait(lambda: consumer.last_seq.get(WHO) == 3)
         assert fake.replay_requests == ([2] if with_replay else [])
     finally:
         consumer.stop()
@@ -182,3 +185,87 @@ def test_gap_without_replay_is_counted_lost() -> None:
     assert s is not None
     assert s.blocks_by_tier[c.TIER_HBM] == 2
     assert (s.gaps, s.replayed) == (1, 0)
+
+
+# --------------------------------------------------------------------------- untrusted publishers
+
+
+def test_topic_pod_and_model_are_made_safe_and_counted() -> None:
+    cleaner = ValueCleaner(c.SOURCE_KV_EVENTS)
+    pod = "p" * 1_000_000 + "\x00"
+    who = parse_topic(b"kv@" + pod.encode() + b"@llama\x00@8b", cleaner)
+    assert who == (clean_value(pod), "llama" + c.VALUE_REPLACEMENT + "@8b")
+    assert len(who[0]) == c.MAX_VALUE_CHARS
+    assert cleaner.count == 2
+    assert parse_topic(TOPIC, cleaner) == WHO
+    assert cleaner.count == 2  # a clean topic rewrites nothing
+
+
+MALFORMED = {
+    "events not a list": [0.0, 5, 0],
+    "timestamp not a number": [[1], [], 0],
+    "a map as a block hash": [0.0, [{"type": "BlockStored", "block_hashes": [{"a": 1}]}], 0],
+    "block_hashes not a list": [0.0, [{"type": "BlockStored", "block_hashes": 7}], 0],
+    "array event with hashes not a list": [0.0, [["BlockRemoved", 7, "GPU"]], 0],
+    "medium bytes not UTF-8": [0.0, [{"type": "BlockStored", "block_hashes": [1], "medium": b"\xff"}], 0],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MALFORMED))
+def test_a_malformed_batch_is_a_value_error(shape: str) -> None:
+    with pytest.raises(ValueError, match="malformed batch"):
+        decode_batch(msgpack.packb(MALFORMED[shape]))
+
+
+def test_a_hostile_publisher_cannot_stop_the_consumer_nor_grow_its_memory() -> None:
+    """Over real ZMQ: each malformed batch is one decode error and the thread goes on (each of
+    them used to end it, and every later event of every publisher was lost); topics flooding in
+    keep at most `max_topics` sequence entries (it was one per topic, unbounded)."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    idx = KvTierIndex(max_pods=8)
+    consumer = KvEventsConsumer(
+        [KvPublisher(f"tcp://127.0.0.1:{port}")], idx, clock=lambda: 50.0, poll_ms=10, max_topics=16
+    )
+    consumer.start()
+
+    def send(topic: bytes, seq: int, payload: bytes) -> None:
+        pub.send_multipart((topic, seq.to_bytes(8, "big"), payload))
+
+    def stored(h: int) -> bytes:
+        return msgpack.packb([0.0, [_map_stored([h], "GPU")], 0])
+
+    try:
+        deadline = time.monotonic() + 5
+        while WHO not in consumer.last_seq:  # slow joiner
+            assert time.monotonic() < deadline
+            send(TOPIC, 0, stored(0))
+            time.sleep(0.02)
+        for seq, shape in enumerate(sorted(MALFORMED), start=1):
+            send(TOPIC, seq, msgpack.packb(MALFORMED[shape]))
+        base = len(MALFORMED) + 1
+        for i in range(3):
+            send(TOPIC, base + i, stored(100 + i))
+        _wait(lambda: consumer.last_seq.get(WHO) == base + 2)
+        assert consumer.decode_errors == len(MALFORMED)
+        s = idx.snapshot(50.0).pod("decode-0")
+        assert s is not None
+        assert s.blocks_by_tier[c.TIER_HBM] == 4  # 0 and the three after the malformed ones
+
+        flood = 200
+        for i in range(flood):
+            send(b"kv@flood-%d@" % i + b"m" * 300, 1, stored(i))
+        send(b"kv@" + b"q" * 100_000 + b"\x00@model", 1, stored(1))
+        _wait(lambda: consumer.cleaner.count == flood + 1)  # the 200 long models, the long pod
+        assert len(consumer.last_seq) <= 16
+        assert all(
+            len(pod) <= c.MAX_VALUE_CHARS and len(model) <= c.MAX_VALUE_CHARS
+            for pod, model in consumer.last_seq
+        )
+        assert len(idx.snapshot(50.0).pods) == 8  # the index's own bound
+    finally:
+        consumer.stop()
+        pub.close(0)
+        ctx.term()

@@ -11,6 +11,7 @@ from observer import conventions as c
 from observer.sources import promql
 from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
 from observer.sources.samples import PodTarget
+from observer.sources.untrusted import clean_value
 from tests.observer.sources.exposition_server import Pages, fixture, serve
 from tests.support.procs import Prometheus, free_port, run_prometheus
 
@@ -24,6 +25,12 @@ FLEETS = {
     "ns-mixed2": ("vllm_v1", "epp_inference_model"),
 }
 WEIRD = 'a"} or vector(1) or up{pod="\\x\nnew\tline\x01'
+# A pod exposing hostile labels on its HBM gauge (Prometheus keeps them: no length limit by
+# default, NUL allowed): a 300 KB pod name, a 100 KB model ending with NUL, an unknown role.
+HOSTILE_NS = "ns-hostile"
+HOSTILE_POD = "p" * 300_000
+HOSTILE_MODEL = "m" * 100_000 + "\x00"
+HOSTILE_ROLE = "r" * 1000
 
 
 def _exposition_escape(v: str) -> str:
@@ -48,6 +55,14 @@ def _config(addr: str) -> str:
         )
     jobs.append(
         f"""
+  - job_name: {HOSTILE_NS}
+    metrics_path: /{HOSTILE_NS}
+    static_configs:
+      - targets: ['{addr}']
+        labels: {{namespace: {HOSTILE_NS}}}"""
+    )
+    jobs.append(
+        f"""
   - job_name: escaping
     metrics_path: /escaping
     static_configs:
@@ -62,6 +77,11 @@ def prom() -> Iterator[Prometheus]:
     for ns, (vllm, epp) in FLEETS.items():
         pages.bodies[f"/{ns}/{vllm}"] = fixture(vllm)
         pages.bodies[f"/{ns}/{epp}"] = fixture(epp)
+    pages.bodies[f"/{HOSTILE_NS}"] = fixture("vllm_v1").replace(
+        'vllm:kv_cache_usage_perc{engine="0",model_name="llama-3-8b"}',
+        f'vllm:kv_cache_usage_perc{{engine="0",model_name="{HOSTILE_MODEL}",pod="{HOSTILE_POD}",'
+        f'llm_d_role="{HOSTILE_ROLE}"}}',
+    )
     pages.bodies["/escaping"] = (
         "# TYPE esc_probe gauge\n"
         f'esc_probe{{pod="{_exposition_escape(WEIRD)}"}} 1\n'
@@ -73,6 +93,7 @@ def prom() -> Iterator[Prometheus]:
         for ns in FLEETS:
             p.wait_for(f'rate(vllm:num_preemptions_total{{namespace="{ns}"}}[10s])')
         p.wait_for("esc_probe")
+        p.wait_for(f'vllm:kv_cache_usage_perc{{namespace="{HOSTILE_NS}"}}')
         yield p
 
 
@@ -156,3 +177,26 @@ def test_tenant_query_escapes_tenant(prom: Prometheus) -> None:
     src = _source(prom, "ns-v1")
     assert src.tenant_request_rate("llm_d_epp", "tenant-a") == 0.0
     assert src.tenant_request_rate("llm_d_epp", 'tenant-a"} or vector(7) or x{a="') is None
+
+
+def test_hostile_label_values_from_prometheus_are_made_safe_and_counted(prom: Prometheus) -> None:
+    """Prometheus stores and returns what a pod exposes: the pod seen only in Prometheus gets the
+    bounded, hashed name and model a span would give (they were 300 KB and 100 KB), its unknown
+    role is dropped, and every rewritten label value is counted."""
+    src = _source(prom, HOSTILE_NS, role_label="llm_d_role")
+    raw = prom.query(f'vllm:kv_cache_usage_perc{{namespace="{HOSTILE_NS}"}}')
+    assert [r["metric"]["pod"] for r in raw] == [HOSTILE_POD]  # what Prometheus answers
+    snap = src.read(time.time())
+    assert snap.ok, snap.error
+    pods = {p.pod: p for p in snap.pods}
+    assert set(pods) == {f"{HOSTILE_NS}-decode-0", clean_value(HOSTILE_POD)}
+    hostile = pods[clean_value(HOSTILE_POD)]
+    assert len(hostile.pod) == c.MAX_VALUE_CHARS
+    assert hostile.model == clean_value(HOSTILE_MODEL)
+    assert "\x00" not in hostile.model
+    assert hostile.role is None  # not prefill | decode | prefill-decode
+    assert hostile.kv_usage == pytest.approx(0.42)
+    assert src.cleaner.count > 0
+    clean_fleet = _source(prom, "ns-v1")
+    assert clean_fleet.read(time.time()).ok
+    assert clean_fleet.cleaner.count == 0  # a clean fleet rewrites nothing

@@ -6,7 +6,8 @@ import pytest
 
 from observer import conventions as c
 from observer.sources.samples import EppTarget, PodTarget
-from observer.sources.scrape import ScrapeSource, counter_rate
+from observer.sources.scrape import ScrapeSource, counter_rate, parse_exposition
+from observer.sources.untrusted import ValueCleaner, clean_value
 from tests.observer.sources.exposition_server import Pages, fixture, serve
 
 EPPS = ("epp_llm_d_epp", "epp_inference_objective", "epp_inference_model")
@@ -90,3 +91,45 @@ def test_all_targets_failing_is_a_failed_source() -> None:
         assert "404" in snap.error
         assert snap.pods[0].kv_usage is None
         src.close()
+
+
+def test_hostile_exposition_label_values_are_made_safe_and_counted() -> None:
+    """A pod can expose anything: here a 1 MB `model_name` ending with NUL on every sample. The
+    sample's model is the bounded, hashed form a span would give (was: the 1 MB value), and each
+    rewritten label value is counted."""
+    big = "m" * 1_000_000 + "\x00"
+    body = fixture("vllm_v1").replace('model_name="llama-3-8b"', f'model_name="{big}"')
+    pages = Pages()
+    pages.bodies["/hostile"] = body
+    pages.bodies["/clean"] = fixture("vllm_v1")
+    with serve(pages) as addr:
+        pods = (
+            PodTarget("p-hostile", c.ROLE_DECODE, "pool-a", metrics_url=f"http://{addr}/hostile"),
+            PodTarget("p-clean", c.ROLE_DECODE, "pool-a", metrics_url=f"http://{addr}/clean"),
+        )
+        src = ScrapeSource(lambda: pods)
+        snap = src.read(1000.0)
+        src.close()
+    hostile, clean = snap.pod("p-hostile"), snap.pod("p-clean")
+    assert hostile is not None
+    assert clean is not None
+    assert hostile.model == clean_value(big)
+    assert len(hostile.model) == c.MAX_VALUE_CHARS
+    assert hostile.model.startswith("m" * 200)
+    assert hostile.kv_usage == clean.kv_usage == 0.42  # the values are read as before
+    assert clean.model == "llama-3-8b"
+    rewritten = body.count(big)  # every sample of the hostile pod carrying the model label
+    assert rewritten > 10
+    assert src.cleaner.count == rewritten
+
+
+def test_parse_exposition_keeps_clean_label_values_as_they_are() -> None:
+    counted = ValueCleaner(c.SOURCE_SCRAPE)
+    parsed = parse_exposition(fixture("vllm_v1"), counted)
+    assert counted.count == 0
+    assert {
+        lab[c.VLLM_LABEL_MODEL] for rows in parsed.values() for lab, _ in rows if c.VLLM_LABEL_MODEL in lab
+    } == {"llama-3-8b"}
+    nul = parse_exposition('# TYPE g gauge\ng{pod="a\x00b"} 1\n', counted)
+    assert nul["g"] == (({"pod": "a" + c.VALUE_REPLACEMENT + "b"}, 1.0),)
+    assert counted.count == 1
