@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from autoscaler.ports import (
     AuditEntry,
     AuditSink,
     Clock,
+    Interruptible,
     LeaseLock,
     ObservationSource,
     Outcome,
@@ -60,8 +62,12 @@ def elapsed_seconds() -> float:
 
 
 class SystemClock:
-    """The real Clock and Sleeper (the wall clock, `elapsed_seconds` as the monotonic one,
-    `time.sleep`): used only by the running loop."""
+    """The real Clock and Sleeper (the wall clock, `elapsed_seconds` as the monotonic one, real
+    sleeps): used only by the running loop. `interrupt()` (from another thread: the loop is
+    stopping) ends the sleep in progress and every later one at once."""
+
+    def __init__(self) -> None:
+        self._interrupted = threading.Event()
 
     def now(self) -> float:
         return time.time()
@@ -70,7 +76,10 @@ class SystemClock:
         return elapsed_seconds()
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+        self._interrupted.wait(seconds)
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
 
 
 class LeadershipLost(Exception):
@@ -85,6 +94,18 @@ RENEW_DEADLINE_SHARE = 2 / 3
 RENEW_BEFORE_ACT_SHARE = 1 / 3
 
 
+# The outcome of an action a stopping loop did not send (SIGTERM arrived during its tick).
+NOT_SENT_STOPPING = "not sent: the loop is stopping"
+
+
+class NotRetried(TemporaryError):
+    """A temporary error a stopping loop did not retry, after `attempts` attempts."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     backoff_seconds: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # attempts = len + 1
@@ -96,10 +117,17 @@ class RetryPolicy:
         return len(self.backoff_seconds) + 1
 
 
-def call_with_retries(op: Callable[[], T], policy: RetryPolicy, sleeper: Sleeper) -> tuple[T, int]:
+def call_with_retries(
+    op: Callable[[], T],
+    policy: RetryPolicy,
+    sleeper: Sleeper,
+    *,
+    stopping: Callable[[], bool] | None = None,
+) -> tuple[T, int]:
     """Run `op`; on TemporaryError sleep the next backoff (or the server's Retry-After, up to
     `max_retry_after_seconds`, when longer) and retry. Returns (result, attempts). Raises the
-    last TemporaryError when the sequence is exhausted, PermanentError at once."""
+    last TemporaryError when the sequence is exhausted, PermanentError at once, and a
+    TemporaryError saying so instead of retrying once `stopping()` is true."""
     delays = iter(policy.backoff_seconds)
     attempt = 0
     while True:
@@ -112,8 +140,11 @@ def call_with_retries(op: Callable[[], T], policy: RetryPolicy, sleeper: Sleeper
                 raise
             if exc.retry_after_seconds is not None:
                 delay = max(delay, min(exc.retry_after_seconds, policy.max_retry_after_seconds))
-            log.info("temporary error (attempt %d), retrying in %.2fs: %s", attempt, delay, exc)
-            sleeper.sleep(delay)
+            if stopping is None or not stopping():
+                log.info("temporary error (attempt %d), retrying in %.2fs: %s", attempt, delay, exc)
+                sleeper.sleep(delay)
+            if stopping is not None and stopping():
+                raise NotRetried(f"not retried, the loop is stopping: {exc}", attempts=attempt) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +230,11 @@ class Controller:
         self.state = PolicyState()
         self._was_leader = False
         self._renewed_at = 0.0  # monotonic time of the last successful renewal (when the leader)
+        self._stop = threading.Event()
 
     # -- helpers ---------------------------------------------------------------------------
     def _retrying(self, op: Callable[[], T]) -> tuple[T, int]:
-        return call_with_retries(op, self._retry, self._sleeper)
+        return call_with_retries(op, self._retry, self._sleeper, stopping=self._stop.is_set)
 
     def _observe(self, pool: str, now: float) -> PoolObservation:
         obs = self._source.observe(pool, now)
@@ -245,10 +277,15 @@ class Controller:
     def _attempt(
         self, pool: str, target: str, op: Callable[[], str], dry: bool
     ) -> tuple[Outcome, PermanentError | None]:
-        """`_call`, also giving the permanent error when that is how it failed."""
+        """`_call`, also giving the permanent error when that is how it failed. Once the loop
+        is stopping, an action not sent yet is not sent (its outcome says so)."""
+        if self._stop.is_set():
+            return Outcome(pool, target, False, NOT_SENT_STOPPING, 0, dry), None
         try:
             detail, n = self._retrying(op)
             return Outcome(pool, target, True, detail, n, dry), None
+        except NotRetried as exc:
+            return Outcome(pool, target, False, f"gave up: {exc}", exc.attempts, dry), None
         except TemporaryError as exc:
             return Outcome(pool, target, False, f"gave up: {exc}", self._retry.attempts, dry), None
         except PermanentError as exc:
@@ -354,6 +391,7 @@ class Controller:
         if (
             lease is not None
             and self.mode != Mode.OBSERVE
+            and not self._stop.is_set()  # stopping: nothing will be sent, the lease is given up
             and self._clock.monotonic() - self._renewed_at > lease.duration_seconds * RENEW_BEFORE_ACT_SHARE
         ):
             leader, error = self._lead(lease)  # a slow tick: renew again before writing
@@ -377,6 +415,20 @@ class Controller:
             )
         return TickReport(now, True, effects, tuple(outcomes))
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the loop to stop; from any thread (not a signal handler: it takes a lock). The
+        tick in flight finishes without retrying and without sending an action it has not sent
+        yet (audited as `not sent`), the sleep in progress ends, and `run` releases the lease
+        and returns. The request in flight, if any, is not cut: the API server may have applied
+        it already, and its outcome is audited."""
+        self._stop.set()
+        if isinstance(self._sleeper, Interruptible):
+            self._sleeper.interrupt()
+
     def release(self) -> None:
         """Give the lease up if this instance leads (a clean stop: a standby takes over at
         once instead of waiting the lease out). Never raises."""
@@ -385,15 +437,15 @@ class Controller:
             self._lease.release(self._clock.now())
 
     def run(self, *, max_ticks: int | None = None) -> Sequence[TickReport]:
-        """Tick every `interval_seconds` until `max_ticks` (forever when None). Releases the
-        lease on the way out; LeadershipLost propagates (the CLI exits non-zero)."""
+        """Tick every `interval_seconds` until `max_ticks` (forever when None) or `stop()`.
+        Releases the lease on the way out; LeadershipLost propagates (the CLI exits non-zero)."""
         reports: collections.deque[TickReport] = collections.deque(maxlen=max_ticks or 100)
         ticks = 0
         try:
-            while max_ticks is None or ticks < max_ticks:
+            while (max_ticks is None or ticks < max_ticks) and not self._stop.is_set():
                 reports.append(self.tick())
                 ticks += 1
-                if max_ticks is not None and ticks >= max_ticks:
+                if (max_ticks is not None and ticks >= max_ticks) or self._stop.is_set():
                     break
                 self._sleeper.sleep(self.interval_seconds)
         except LeadershipLost:

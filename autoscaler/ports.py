@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from autoscaler.types import (
     DeciderChange,
@@ -123,6 +123,14 @@ class Clock(Protocol):
 
 class Sleeper(Protocol):
     def sleep(self, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A Sleeper whose sleeps a stopping loop can end early (the real clock; a manual clock's
+    sleeps end at once anyway)."""
+
+    def interrupt(self) -> None: ...
 
 
 class ObservationSource(Protocol):

@@ -10,11 +10,15 @@ directly (a `Pipeline.listeners` entry); signals come from the fleet-signals eng
 given (`signals_latest=lambda: engine.latest`), else from the records; the decisions API and the
 metrics collector are mounted on the service. A lost lease stops the control loop (logged at
 error level; the observer keeps serving).
+
+Both stop on SIGTERM the same way (`Controller.stop`): the tick in flight finishes without
+retrying or sending anything new, then the Lease is released (docs/autoscaler.md, "Stopping").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -39,7 +43,7 @@ from autoscaler.arrival import (
     pods_of_snapshot,
 )
 from autoscaler.audit import FanoutAudit, MemoryAuditLog, SqlAuditLog, entry_json
-from autoscaler.loop import Controller, LeadershipLost, TickReport
+from autoscaler.loop import Controller, LeadershipLost
 from autoscaler.metrics import AutoscalerCollector
 from autoscaler.observe import (
     EngineSignals,
@@ -56,7 +60,7 @@ from autoscaler.ports import ActuationError, AuditEntry, AuditSink, ScaleTarget
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.types import PolicyState, PoolState, Recommendation
 from observer import conventions as c
-from observer.config import Settings
+from observer.config import SHUTDOWN_EXIT_MARGIN_SECONDS, Settings
 from observer.model import RequestRecord
 
 if TYPE_CHECKING:
@@ -221,7 +225,13 @@ def run_autoscale(
     max_ticks: int | None = None,
 ) -> int:
     """The `pd-observer autoscale` command. Returns the exit code (1: leadership lost, or with
-    `once`, the lease could not be read or written)."""
+    `once`, the lease could not be read or written; 1 also when a stop did not finish in time).
+
+    On the main thread the loop runs in a worker thread and SIGTERM / SIGINT stop it cleanly
+    (`Controller.stop`: the tick in flight finishes without retrying or sending anything new,
+    then the lease is released, so a standby takes over at once); a second signal, or a stop
+    that takes longer than `server.shutdown_grace_seconds` + `SHUTDOWN_EXIT_MARGIN_SECONDS`, exits at
+    once with status 1."""
     from autoscaler.kubernetes import build_controller
     from autoscaler.settings import from_settings
     from observer.store.repository import Store
@@ -242,11 +252,8 @@ def run_autoscale(
     )
     source = PollingSource(StoreRecordFeed(store, window), inner)
 
-    printed: list[AuditEntry] = []
-
     class _Print:
         def record(self, entry: AuditEntry) -> None:
-            printed.append(entry)
             out(json.dumps(entry_json(entry), sort_keys=True))
 
     ctl, api = build_controller(
@@ -258,50 +265,90 @@ def run_autoscale(
         kubeconfig=kubeconfig,
         identity=identity,
     )
-    previous = _stop_on_sigterm()
-    try:
-        # --once is the first tick of a freshly started loop: the same warm-start hold
-        warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=asettings.warm_start_hold_seconds)
-        if once:
-            rep = ctl.tick()
-            ctl.release()  # a one-shot run does not keep the loop's lease
-            if rep.lease_error is not None:  # not a standby: this instance cannot reach the lease
-                out(json.dumps({"leader": False, "detail": rep.lease_error}))
-                return 1
-            if not rep.leader:
-                out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
+
+    def body() -> int:
+        try:
+            # --once is the first tick of a freshly started loop: the same warm-start hold
+            warm_start(ctl, ctl_scale(ctl), time.time(), hold_seconds=asettings.warm_start_hold_seconds)
+            if once:
+                rep = ctl.tick()
+                ctl.release()  # a one-shot run does not keep the loop's lease
+                if rep.lease_error is not None:  # not a standby: this instance cannot reach the lease
+                    out(json.dumps({"leader": False, "detail": rep.lease_error}))
+                    return 1
+                if not rep.leader:
+                    out(json.dumps({"leader": False, "detail": "another instance holds the lease"}))
+                return 0
+            ctl.run(max_ticks=max_ticks)  # releases the lease on the way out, a stop included
             return 0
-        ctl.run(max_ticks=max_ticks)  # releases the lease on the way out, SIGTERM included
-        return 0
-    except LeadershipLost as exc:
-        log.error("leadership lost: %s", exc)
-        out(json.dumps({"leader": False, "detail": f"leadership lost: {exc}"}))
-        return 1
-    except Terminated:
-        log.info("stopped by SIGTERM; the lease is released")
-        return 0
+        except LeadershipLost as exc:
+            log.error("leadership lost: %s", exc)
+            out(json.dumps({"leader": False, "detail": f"leadership lost: {exc}"}))
+            return 1
+
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            return body()  # no signals to handle off the main thread
+        return _run_stoppable(ctl, body, grace_seconds=settings.server.shutdown_grace_seconds)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         api.close()
         store.close()
 
 
 class Terminated(BaseException):
-    """SIGTERM (how Kubernetes stops a pod): unwinds the loop like Ctrl-C, so the lease is
-    released and a standby takes over at once."""
+    """A second SIGTERM / SIGINT while stopping: exit now, without waiting for the loop."""
 
 
-def _stop_on_sigterm() -> Any:
-    """Turn SIGTERM into `Terminated` while the loop runs; returns the previous handler (None
-    off the main thread, where signals cannot be handled)."""
+def _run_stoppable(ctl: Controller, body: Callable[[], int], *, grace_seconds: float) -> int:
+    """Run `body` in a worker thread; SIGTERM / SIGINT stop `ctl` (the handler only records
+    the signal: `Controller.stop` takes a lock, so it is called from this thread, not from the
+    handler), a second signal raises `Terminated` here. Returns `body`'s exit code, or 1 when
+    the stop was forced or did not finish within the grace."""
+    result: list[int] = []
+    requested: list[str] = []
+
+    def work() -> None:
+        try:
+            result.append(body())
+        except Exception:
+            log.exception("the autoscaler loop failed")
+            result.append(1)
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
+        if requested:
+            raise Terminated()
+        requested.append(signal.Signals(signum).name)
 
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    worker = threading.Thread(target=work, name="autoscaler-loop", daemon=True)
+    deadline: float | None = None
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+            if requested and deadline is None:
+                log.info(
+                    "shutdown requested: finishing the tick in flight, then releasing the lease",
+                    extra={"signal": requested[0], "grace_seconds": grace_seconds},
+                )
+                deadline = time.monotonic() + grace_seconds + SHUTDOWN_EXIT_MARGIN_SECONDS
+                ctl.stop()
+            if deadline is not None and time.monotonic() > deadline and worker.is_alive():
+                log.error(
+                    "the autoscaler did not stop within the shutdown grace; exiting without it",
+                    extra={"signal": requested[0], "exit_code": 1},
+                )
+                return 1
+    except Terminated:
+        log.error("second signal: exiting at once", extra={"exit_code": 1})
+        return 1
+    finally:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+    code = result[0] if result else 1
+    if requested:
+        log.info("stopped", extra={"signal": requested[0], "exit_code": code})
+    return code
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,30 +402,84 @@ def attach(
             ctl, _api = build_controller(asettings, source=source, audit=audit)
         warm_start(ctl, ctl_scale(ctl), pipeline.clock(), hold_seconds=asettings.warm_start_hold_seconds)
         if background:
-            task = asyncio.get_running_loop().create_task(run_in_background(ctl), name="autoscaler")
-            pipeline.add_task(task)
+            bg = BackgroundLoop(ctl)
+            bg.task = asyncio.get_running_loop().create_task(bg.run(), name="autoscaler")
+            pipeline.add_task(bg.task)
+            pipeline.stop_hooks.append(bg.stop)
 
     return AutoscalerAttachment((decisions_router(log_),), (on_startup,), collector, window)
 
 
+class BackgroundLoop:
+    """The control loop inside `serve`: one tick every interval, off the event loop (a tick
+    blocks on the API server). `stop` (a `Pipeline.stop_hooks` entry, run from the first
+    SIGTERM on) lets the tick in flight finish — no retry, no action not yet sent (audited as
+    not sent) — then releases the lease, so a standby takes over at once; a lost lease ends
+    the loop (logged at error level; the observer keeps serving); other errors are logged and
+    the next tick tries again."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self.task: asyncio.Task[None] | None = None
+        self._ticking = False
+        self._released = False
+        self._wake: asyncio.Event | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        try:
+            while not self.ctl.stopping:
+                started = time.monotonic()
+                self._ticking = True
+                try:
+                    await loop.run_in_executor(None, self.ctl.tick)
+                except LeadershipLost as exc:
+                    log.error("autoscaler leadership lost; the control loop stops: %s", exc)
+                    return
+                except Exception:
+                    log.exception("autoscaler tick failed; will retry")
+                finally:
+                    self._ticking = False
+                delay = max(0.0, self.ctl.interval_seconds - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+        except asyncio.CancelledError:
+            # cancelled without `stop` (or past its grace): no action not yet sent is sent;
+            # the lease is handed over now unless a tick is still running in its thread
+            self.ctl.stop()
+            if not self._ticking:
+                self._release()
+            elif not self._released:
+                log.warning("autoscaler stopped during a tick; its lease is left to expire")
+            raise
+        await loop.run_in_executor(None, self._release)
+
+    def _release(self) -> None:
+        self.ctl.release()
+        self._released = True
+
+    async def stop(self, deadline: float) -> None:
+        """Stop by `deadline` (the event loop's clock): the tick in flight finishes, then the
+        lease is released; past the deadline the lease is released anyway."""
+        self.ctl.stop()
+        if self._wake is not None:
+            self._wake.set()
+        if self.task is None or self.task.done():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            log.error(
+                "the autoscaler tick in flight did not finish within the shutdown grace; releasing the lease"
+            )
+            await loop.run_in_executor(None, self._release)
+
+
 async def run_in_background(ctl: Controller) -> None:
-    """Tick every interval off the event loop; stops on a lost lease (logged), survives errors."""
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            started = time.monotonic()
-            try:
-                rep: TickReport = await loop.run_in_executor(None, ctl.tick)
-                del rep
-            except LeadershipLost as exc:
-                log.error("autoscaler leadership lost; the control loop stops: %s", exc)
-                return
-            except (ActuationError, Exception):
-                log.exception("autoscaler tick failed; will retry")
-            await asyncio.sleep(max(0.0, ctl.interval_seconds - (time.monotonic() - started)))
-    except asyncio.CancelledError:  # the service shuts down: hand the lease over now
-        ctl.release()
-        raise
+    """`BackgroundLoop(ctl).run()` (cancel the task to stop it)."""
+    await BackgroundLoop(ctl).run()
 
 
 def serve_hooks(

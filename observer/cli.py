@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from observer.api.app import create_app
     from observer.signals.service import attach
     from observer.wiring.database import check_url, open_store
+    from observer.wiring.shutdown import GracefulServer, serve_until_stopped
 
     settings = _settings(args, _server_overrides(args))
     check_url(settings.store.url)  # a bad URL is a usage error, before any log line
@@ -87,17 +88,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         extra_routers=[*extra_routers(settings), *signals.routers, *routers],
         on_startup=[*signals.on_startup, *hooks],
     )
+    grace = settings.server.shutdown_grace_seconds
     config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds) or None,
+        # the pipeline answers the batches it could not write by the grace (503); uvicorn cuts
+        # what is left a second later
+        timeout_graceful_shutdown=math.ceil(grace) + 1,
         limit_concurrency=None,
     )
+    pipeline = app.state.pipeline
+    server = GracefulServer(config, grace_seconds=grace, on_signal=pipeline.request_stop)
     _tune_gc(settings.server.gc_gen0_threshold)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    return serve_until_stopped(server, [sock], clean=lambda: bool(pipeline.clean_stop))
 
 
 def _listen(host: str, port: int) -> Any:
@@ -297,6 +302,10 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     from observer.wiring.database import open_store
 
     open_store(settings.store.url).close()  # the decisions' database: bad URL 2, unreachable 1
+    if not args.once:  # the running loop (a pod) logs JSON lines on stderr, as `serve` does
+        from observer import logs
+
+        logs.configure(settings.server.log_level)
 
     try:
         return run_autoscale(

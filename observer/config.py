@@ -37,6 +37,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# After `server.shutdown_grace_seconds`, the time a stopping `serve` or `autoscale` has left for
+# its last steps (the exit log); a process still running then exits at once, status 1.
+SHUTDOWN_EXIT_MARGIN_SECONDS = 2.0
+
+
 class ServerSettings(_Section):
     host: str = Field("0.0.0.0", description="listen address")
     port: int = Field(8080, ge=0, le=65535, description="one port for OTLP ingest, API and /metrics")
@@ -66,9 +71,24 @@ class ServerSettings(_Section):
         return v
 
     ingest_queue_size: int = Field(64, gt=0, description="OTLP batches waiting to be written; 429 past it")
+    max_queued_spans: int = Field(
+        131072,
+        gt=0,
+        description=(
+            "engine spans decoded and waiting to be written, over all queued batches (what bounds "
+            "their memory, ~1 KB each, and their wait for the writer); a batch past it is answered "
+            "429 with Retry-After, except into an empty queue"
+        ),
+    )
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 429/503")
     decode_workers: int = Field(2, ge=1, description="threads decoding OTLP bodies off the event loop")
-    shutdown_grace_seconds: float = Field(10.0, ge=0, description="time to drain accepted batches on SIGTERM")
+    shutdown_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="on SIGTERM: time to write the batches already accepted (those left are "
+        "answered 503) and to stop the autoscaler (its lease released); the process exits by "
+        "this + 2 s, so keep it 2 s under the pod's terminationGracePeriodSeconds",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="JSON log level")
     gc_gen0_threshold: int = Field(
         50_000,
@@ -160,6 +180,15 @@ class StoreSettings(_Section):
         description=(
             "engine spans (each gives at most one record) per transaction above which the writer "
             "stops adding batches to a group"
+        ),
+    )
+    write_timeout_seconds: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "an OTLP batch not committed within this is answered 503 with Retry-After (a copy "
+            "written meanwhile is not counted twice), and /readyz is 503 while a write runs longer; "
+            "0: no limit"
         ),
     )
 

@@ -424,6 +424,7 @@ M_TENANTS_FOLDED: Final = metric("tenants_folded")  # records folded into `other
 M_MODELS_FOLDED: Final = metric("models_folded")  # records whose model was folded into `other`
 # gauges
 M_INGEST_QUEUE_DEPTH: Final = metric("ingest_queue_depth")
+M_INGEST_QUEUED_SPANS: Final = metric("ingest_queued_spans")
 M_PENDING_TRACES: Final = metric("pending_traces")
 M_TRACKED_TENANTS: Final = metric("tracked_tenants")
 M_TRACKED_MODELS: Final = metric("tracked_models")

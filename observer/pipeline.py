@@ -5,7 +5,15 @@
 
 A batch is answered 200 only after the transaction holding its records (and the P/D halves still
 waiting for a partner) has committed, so a kill -9 never loses an acknowledged batch: on restart the
-pending halves are restored and the windows are rebuilt from the stored records.
+pending halves are restored and the windows are rebuilt from the stored records. A batch that is
+not committed in time (`store.write_timeout_seconds`, or the shutdown grace) is answered 503 with
+Retry-After: the client sends it again, and a copy that was committed meanwhile is not counted
+twice (records are deduplicated by request id).
+
+Shutdown (`begin_stop`, from the first SIGTERM; `stop`, from the service's lifespan): not ready,
+new batches refused (503), accepted ones still written until `server.shutdown_grace_seconds`
+after the signal, when the ones left are answered 503; the components' `stop_hooks` run from
+the signal on, with the same deadline.
 
 All mutable state (assembler, aggregator) is touched by the single writer thread or under `lock`.
 """
@@ -16,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +63,7 @@ class IngestOutcome:
     rejected: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     batch: ResolvedBatch
     future: asyncio.Future[int]
@@ -69,6 +77,7 @@ class IngestMetrics:
     incomplete: Counter
     rewritten: Counter
     queue_depth: Gauge
+    queued_spans: Gauge
     pending: Gauge
 
     @classmethod
@@ -94,6 +103,11 @@ class IngestMetrics:
             queue_depth=Gauge(
                 c.M_INGEST_QUEUE_DEPTH, "OTLP batches waiting to be written", registry=registry
             ),
+            queued_spans=Gauge(
+                c.M_INGEST_QUEUED_SPANS,
+                "engine spans of the batches waiting to be written (server.max_queued_spans bounds it)",
+                registry=registry,
+            ),
             pending=Gauge(c.M_PENDING_TRACES, "P/D traces waiting for their partner span", registry=registry),
         )
 
@@ -112,6 +126,9 @@ class Pipeline:
     listeners: list[Callable[[Sequence[RequestRecord], float], None]] = field(default_factory=list)
     # Extra keys merged into each tenant entry of the API, by tenant (e.g. the fleet signals).
     tenant_extras: list[Callable[[str], Mapping[str, Any]]] = field(default_factory=list)
+    # Called on the event loop when the shutdown begins, with its deadline (`loop.time()`):
+    # each component stops by then (e.g. the autoscaler finishes its tick, releases its lease).
+    stop_hooks: list[Callable[[float], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -125,10 +142,25 @@ class Pipeline:
         # Group commit (event-loop state only): batches being decoded, and a wake-up for the
         # writer when one was queued or finished decoding.
         self._decoding = 0
+        self._queued_spans = 0  # engine spans queued and not yet written (server.max_queued_spans)
+        self._typical_spans = 0.0  # moving average of the engine spans per decoded batch
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.ready = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Shutdown: batches whose request waits for their commit; the drain deadline (loop
+        # time); whether it passed; the stop hooks' tasks.
+        self._waiting: set[_Job] = set()
+        self._deadline: float | None = None
+        self._drain_over = False
+        self._hook_tasks: list[asyncio.Task[None]] = []
+        self.abandoned = 0  # batches answered 503 at shutdown, not written in time
+        self.clean_stop = True  # every accepted batch written and every component stopped in time
+        # Store health (readiness): the last write's failure (None after a success), and since
+        # when (monotonic) the write in progress has been running.
+        self.store_error: str | None = None
+        self._writing_since: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
@@ -145,6 +177,7 @@ class Pipeline:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         fastpath.compiled(self.resolve_cfg)  # logs, at start, which decode path runs
         await loop.run_in_executor(self._writer_pool, self.recover)
         self._queue = asyncio.Queue(self.settings.server.ingest_queue_size)
@@ -158,21 +191,105 @@ class Pipeline:
         """A background task owned by a component (e.g. fleet signals); cancelled by `stop`."""
         self._tasks.append(task)
 
-    async def stop(self) -> None:
-        """Stop taking batches, drain the queue (every accepted batch is written), then stop."""
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body of /readyz): not while starting or stopping, nor while the store is
+        unavailable (the last write failed; a probe transaction every housekeeping tick finds
+        out when it is back) or unresponsive (a write has been running longer than
+        `store.write_timeout_seconds`)."""
+        if self._stopping:
+            return False, {"status": "stopping"}
+        if not self.ready:
+            return False, {"status": "starting"}
+        if self.store_error is not None:
+            return False, {"status": "store_unavailable", "detail": self.store_error}
+        since, limit = self._writing_since, self.settings.store.write_timeout_seconds
+        if since is not None and limit and time.monotonic() - since > limit:
+            return False, {
+                "status": "store_unresponsive",
+                "detail": f"a store write has been running for {time.monotonic() - since:.0f} s",
+            }
+        return True, {"status": "ready", "pending_traces": self.assembler.pending_count}
+
+    def request_stop(self, reason: str) -> None:
+        """Begin the shutdown from any thread (a signal handler: it only schedules `begin_stop`
+        on the event loop)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.begin_stop, reason)
+
+    def begin_stop(self, reason: str = "") -> None:
+        """On the event loop, once: not ready, new batches refused (503); accepted ones are
+        still written until the deadline (`server.shutdown_grace_seconds` from now), when the
+        ones left are answered 503; the stop hooks start now, with that deadline."""
+        if self._stopping:
+            return
         self._stopping = True
         self.ready = False
+        loop = asyncio.get_running_loop()
+        grace = self.settings.server.shutdown_grace_seconds
+        self._deadline = loop.time() + grace
+        loop.call_at(self._deadline, self._abandon_waiting)
+        log.info(
+            "shutdown requested",
+            extra={
+                "reason": reason or "stop",
+                "grace_seconds": grace,
+                "batches_in_flight": len(self._waiting),
+            },
+        )
+        self._hook_tasks = [loop.create_task(hook(self._deadline)) for hook in self.stop_hooks]
+
+    def _abandon_waiting(self) -> None:
+        """The drain deadline: the batches still waiting for their commit are answered 503
+        (their clients send them again, to another replica; a copy written meanwhile is not
+        counted twice)."""
+        self._drain_over = True
+        waiting = [j for j in self._waiting if not j.future.done()]
+        if not waiting:
+            return
+        self.abandoned += len(waiting)
+        self.clean_stop = False
+        log.warning(
+            "shutdown grace elapsed: batches not yet written are answered 503 (their clients retry)",
+            extra={"batches": len(waiting)},
+        )
+        for job in waiting:
+            self.metrics.batches.labels("throttled").inc()
+            job.future.set_exception(_stopping_error())
+
+    async def stop(self) -> None:
+        """Stop taking batches, drain the queue until the deadline (every accepted batch is
+        written or, past it, answered 503), let the stop hooks finish, then stop."""
+        self.begin_stop()
+        loop = asyncio.get_running_loop()
+        assert self._deadline is not None
         if self._queue is not None:
-            grace = self.settings.server.shutdown_grace_seconds
             try:
-                await asyncio.wait_for(self._queue.join(), timeout=grace)
+                await asyncio.wait_for(self._queue.join(), timeout=max(0.0, self._deadline - loop.time()))
             except TimeoutError:
+                self.clean_stop = False
                 log.warning("shutdown grace elapsed with batches still queued")
+        self._abandon_waiting()
+        if self._hook_tasks:
+            _, late = await asyncio.wait(self._hook_tasks, timeout=max(0.0, self._deadline - loop.time()))
+            if late:
+                self.clean_stop = False
+                log.error(
+                    "components still stopping at the end of the shutdown grace", extra={"tasks": len(late)}
+                )
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._decode_pool.shutdown(wait=True)
-        self._writer_pool.shutdown(wait=True)
+        await asyncio.gather(*self._tasks, *self._hook_tasks, return_exceptions=True)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        # the writer thread may be inside a write (a store that hangs): do not wait past the
+        # deadline for it (the process then exits without it: see `clean_stop`)
+        idle = loop.run_in_executor(self._writer_pool, lambda: None)
+        try:
+            await asyncio.wait_for(idle, timeout=max(0.0, self._deadline - loop.time()))
+        except TimeoutError:
+            self.clean_stop = False
+            log.error("a store write is still running at the end of the shutdown grace")
+        self._writer_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ ingest
     def decode(self, body: bytes, content_type: str | None, content_encoding: str | None) -> ResolvedBatch:
@@ -197,26 +314,42 @@ class Pipeline:
         self._decoding += 1
         try:
             batch = await loop.run_in_executor(
-                self._decode_pool, self.decode, body, content_type, content_encoding
+                self._decode_pool, self._decode_if_room, body, content_type, content_encoding
             )
         except IngestError as exc:
             self.metrics.batches.labels(_status_label(exc.status)).inc()
             raise
+        except Throttled:
+            self.metrics.batches.labels("throttled").inc()
+            raise
         finally:
             self._decoding -= 1
             self._arrived.set()  # queued below, or failed: a lingering writer re-checks either way
+        if self._drain_over:
+            self.metrics.batches.labels("throttled").inc()
+            raise _stopping_error()
         job = _Job(batch=batch, future=loop.create_future(), loop=loop)
+        job.future.add_done_callback(_retrieve)
+        spans = len(batch.engine)
+        self._typical_spans += (spans - self._typical_spans) * _TYPICAL_WEIGHT
+        if self._queued_spans and self._queued_spans + spans > self.settings.server.max_queued_spans:
+            self.metrics.batches.labels("throttled").inc()
+            raise _queue_full(self.settings.server.max_queued_spans)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             self.metrics.batches.labels("throttled").inc()
             raise Throttled(429, "ingest queue full, retry later") from None
+        self._queued(spans)
         self.metrics.queue_depth.set(self._queue.qsize())
+        self._waiting.add(job)
         try:
-            await job.future
+            await self._committed(job)
         except IngestError as exc:
             self.metrics.batches.labels(_status_label(exc.status)).inc()
             raise
+        finally:
+            self._waiting.discard(job)
         accepted = len(batch.engine)
         self.metrics.spans.labels("accepted").inc(accepted)
         self.metrics.spans.labels("rejected").inc(batch.rejected)
@@ -226,6 +359,33 @@ class Pipeline:
         message = error_message(batch.errors)
         self.metrics.batches.labels("partial" if batch.rejected else "ok").inc()
         return IngestOutcome(200, encode_response(batch.rejected, message, ct), ct, accepted, batch.rejected)
+
+    def _decode_if_room(
+        self, body: bytes, content_type: str | None, content_encoding: str | None
+    ) -> ResolvedBatch:
+        """Decode thread, when a worker takes the batch: refuse it (429) before decoding when
+        the queue has no room for a batch of the recent size (`server.max_queued_spans`), so an
+        overloaded server does not spend its CPU decoding batches it would then refuse. The exact
+        check, with the batch's own size, follows the decode (`ingest`)."""
+        limit, queued = self.settings.server.max_queued_spans, self._queued_spans
+        if queued and queued + self._typical_spans > limit:
+            raise _queue_full(limit)
+        return self.decode(body, content_type, content_encoding)
+
+    async def _committed(self, job: _Job) -> None:
+        """Wait for the job's commit, at most `store.write_timeout_seconds` (0: no limit); past
+        it, a 503 (the write goes on: a copy the client sends again is not counted twice)."""
+        limit = self.settings.store.write_timeout_seconds
+        if not limit:
+            await job.future
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(job.future), limit)
+        except TimeoutError:
+            self.metrics.batches.labels("throttled").inc()
+            raise Throttled(
+                503, f"the store did not commit this batch within {limit:g} s; retry later"
+            ) from None
 
     async def _writer(self) -> None:
         assert self._queue is not None
@@ -238,16 +398,24 @@ class Pipeline:
             finally:
                 for _ in jobs:
                     queue.task_done()
+                self._queued(-sum(len(j.batch.engine) for j in jobs))
                 self.metrics.queue_depth.set(queue.qsize())
+
+    def _queued(self, spans: int) -> None:
+        """Engine spans of the batches accepted into the queue and not yet written (event loop)."""
+        self._queued_spans += spans
+        self.metrics.queued_spans.set(self._queued_spans)
 
     async def _write_jobs(self, jobs: Sequence[_Job], loop: asyncio.AbstractEventLoop) -> None:
         """One transaction for the jobs' batches. When a transaction of several fails, each
         batch is written again alone, so one batch the store refuses (or one that breaks it)
         fails only its own request. A batch refused for its data is answered 400 (retrying it
         cannot succeed); any other failure 503."""
+        self._writing_since = time.monotonic()
         try:
             await loop.run_in_executor(self._writer_pool, self._write, [j.batch for j in jobs])
         except Exception as exc:
+            self._writing_since = None
             if len(jobs) > 1:
                 log.warning(
                     "grouped store write failed; writing its batches one by one",
@@ -262,9 +430,14 @@ class Pipeline:
             else:
                 log.exception("store write failed; batch answered 503")
                 error = Throttled(503, f"store unavailable: {exc}")
+                self.store_error = _one_line(exc)
             if not jobs[0].future.done():
                 jobs[0].future.set_exception(error)
         else:
+            self._writing_since = None
+            if self.store_error is not None:
+                log.info("store available again")
+            self.store_error = None
             for job in jobs:
                 if not job.future.done():
                     job.future.set_result(len(job.batch.engine))
@@ -346,12 +519,25 @@ class Pipeline:
             await asyncio.sleep(tick)
             now = time.monotonic()
             maintain = now - last_maint >= maint_every
+            if self.store_error is not None:
+                await self._probe_store(loop)
             try:
                 await loop.run_in_executor(self._writer_pool, self._expire_and_maintain, maintain)
                 if maintain:
                     last_maint = now
             except Exception:
                 log.exception("housekeeping failed; will retry")
+
+    async def _probe_store(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a failed write: an empty write transaction; its success makes the service ready
+        again even when no batch arrives (an unready pod gets none)."""
+        try:
+            await loop.run_in_executor(self._writer_pool, self.store.write_batch, [])
+        except Exception as exc:
+            self.store_error = _one_line(exc)
+            return
+        log.info("store available again")
+        self.store_error = None
 
     # ------------------------------------------------------------------ SLOs
     def replace_slos(self, slos: Sequence[SloSpec]) -> None:
@@ -364,6 +550,28 @@ class Pipeline:
 
     def get_record(self, request_id: str) -> RequestRecord | None:
         return self.store.get_record(request_id)
+
+
+_TYPICAL_WEIGHT = 0.25  # weight of the newest batch in the moving average of batch sizes
+
+
+def _queue_full(limit: int) -> Throttled:
+    return Throttled(429, f"more than {limit} spans waiting to be written, retry later")
+
+
+def _stopping_error() -> Throttled:
+    return Throttled(503, "pd-observer is stopping and did not write this batch; retry (another replica)")
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    """Mark a job's exception as seen: its request may have gone (timed out, disconnected)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join((str(exc).splitlines() or [""])[0].split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _status_label(status: int) -> str:

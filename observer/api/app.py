@@ -291,9 +291,9 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: recovered from the store and accepting data")
     def readyz() -> JSONResponse:
-        if not pipeline.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ready", "pending_traces": pipeline.assembler.pending_count})
+        # 503 while starting, stopping, or while the store fails or hangs (docs/configuration.md)
+        ready, body = pipeline.readiness()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
 

@@ -14,6 +14,10 @@ exactly the endpoints the autoscaler uses, with real HTTP semantics for the real
   plurals it holds objects of), and multi-version groups (`served`): their objects are stored
   once, at the first (storage) version, and read and written through any served version (as a
   CRD with a conversion webhook); an unserved version is 404;
+- per-version schemas where versions differ (`VERSION_STATUS_FIELDS`): an object answered at a
+  version shows only the status fields that version has (KServe's LLMInferenceService
+  v1alpha1 has no `status.workloads`, `router` or `appliedConfigs`), as the conversion webhook
+  and the CRD's schema pruning leave it; the stored object keeps them;
 - injectable faults (status code or delay, optionally a `Retry-After`) matched by method and
   path substring;
 - what the real server rejects: a PATCH whose Content-Type is not a merge patch (415), and a
@@ -39,6 +43,16 @@ from urllib.parse import parse_qs, urlsplit
 _MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(?:Z|[+-]\d\d:\d\d)$")
 _PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 _GROUP_VERSION = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/?$")
+# The status fields of a resource at a version whose schema lacks some of its storage version's
+# (from KServe's source, `pkg/apis/serving/v1alpha1/llm_inference_service_conversion.go`: a
+# v1alpha1 status is `URL` + knative `duckv1.Status` (observedGeneration, conditions,
+# annotations) + `duckv1.AddressStatus` (address, addresses); v1alpha2 adds `router`,
+# `workloads` and `appliedConfigs`, which a v1alpha1 view drops).
+VERSION_STATUS_FIELDS: dict[tuple[str, str, str], frozenset[str]] = {
+    ("serving.kserve.io", "v1alpha1", "llminferenceservices"): frozenset(
+        {"url", "observedGeneration", "conditions", "annotations", "address", "addresses"}
+    ),
+}
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status))?$"
@@ -100,7 +114,7 @@ class Emulator:
 
     def set_status(self, api: str, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
         with self.lock:
-            self.objects[(api, plural, ns, name)].setdefault("status", {}).update(status)
+            self.objects[(self._storage(api), plural, ns, name)].setdefault("status", {}).update(status)
 
     def writes(self, method: str | None = None, contains: str = "") -> list[Recorded]:
         return [
@@ -152,17 +166,21 @@ class Emulator:
             if m["version"] not in versions:
                 return (*self._record(method, path, query, body, 404, _status(404, "NotFound")), {})
             api = f"{m['group']}/{versions[0]}"
+        view = (m["group"] or "", m["version"] or m["core"] or "", m["plural"])
         if method == "GET" and not m["name"]:
             selector = (query.get("labelSelector") or [""])[0]
             with self.lock:
                 out = self._list(api, m["plural"], m["ns"], selector)
+            out["items"] = [_as_version(item, view) for item in out["items"]]
             return (*self._record(method, path, query, body, 200, out), {})
         key = (api, m["plural"], m["ns"], m["name"] or "")
         dry = query.get("dryRun") == ["All"]
         with self.lock:
             code, out = self._dispatch(method, key, m["sub"], body, dry)
-        if versions and isinstance(out, dict) and out.get("kind") not in ("Status", "Scale"):
-            out = {**out, "apiVersion": f"{m['group']}/{m['version']}"}
+        if isinstance(out, dict) and out.get("kind") not in ("Status", "Scale"):
+            if versions:
+                out = {**out, "apiVersion": f"{m['group']}/{m['version']}"}
+            out = _as_version(out, view)
         return (*self._record(method, path, query, body, code, out), {})
 
     def _resources(self, group: str, version: str) -> tuple[int, Any]:
@@ -249,6 +267,17 @@ class Emulator:
         new["metadata"]["resourceVersion"] = str(self.rv)
         self.objects[key] = new
         return 200, (_scale_of(new) if sub == "scale" else copy.deepcopy(new))
+
+
+def _as_version(obj: dict[str, Any], view: tuple[str, str, str]) -> dict[str, Any]:
+    """`obj` as `view` = (group, version, plural) shows it: without the status fields that
+    version of the resource does not have (`VERSION_STATUS_FIELDS`); a copy, the stored object
+    is untouched."""
+    fields = VERSION_STATUS_FIELDS.get(view)
+    status = obj.get("status")
+    if fields is None or not isinstance(status, dict):
+        return obj
+    return {**obj, "status": {k: v for k, v in status.items() if k in fields}}
 
 
 def _selects(selector: str, labels: dict[str, str]) -> bool:

@@ -556,6 +556,49 @@ def test_kserve_workloads_from_status(em: Emulator, api: KubernetesApi) -> None:
     assert (prefill.replicas, prefill.ready, prefill.stable) == (2, 1, False)
 
 
+def test_kserve_v1alpha1_view_has_only_v1alpha1_status(em: Emulator, api: KubernetesApi) -> None:
+    # a KServe serving both versions stores v1alpha2; its v1alpha1 view has the v1alpha1 status
+    # (url, knative's observedGeneration/conditions, addresses) and no status.workloads, router
+    # or appliedConfigs. The connector works from either: through v1alpha2 it reads the workload
+    # status.workloads names, through v1alpha1 it falls back to the role's conditions
+    em.served["serving.kserve.io"] = ("v1alpha2", "v1alpha1")
+    status = {
+        "url": "http://llama.llm.svc",
+        "addresses": [{"url": "http://llama.llm.svc"}],
+        "conditions": [{"type": "MainWorkloadReady", "status": "True"}],
+        "workloads": {"primary": {"apiGroup": "apps", "kind": "Deployment", "name": "llama-main-x7"}},
+        "router": {"gateway": {"name": "gw"}},
+        "appliedConfigs": [{"name": "kserve-config-llm-template", "namespace": "kserve", "source": "Preset"}],
+    }
+    em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2({"replicas": 3}, status))
+    em.put("apps/v1", "deployments", deployment("llama-main-x7", 3, ready=1))
+
+    def read(version: str) -> dict[str, Any]:
+        ref = ResourceRef(
+            "LLMInferenceService", NS, "llama", "serving.kserve.io", version, "llminferenceservices"
+        )
+        return api.get_object(ref)
+
+    v1 = read("v1alpha1")
+    assert v1["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert set(v1["status"]) == {"url", "addresses", "conditions", "observedGeneration"}
+    assert {"workloads", "router", "appliedConfigs"} <= set(read("v1alpha2")["status"])
+    assert "workloads" in em.get(KSERVE_V2, "llminferenceservices", NS, "llama")["status"]  # stored
+
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    newest = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind)).status("llama", c.ROLE_DECODE)
+    assert (newest.replicas, newest.ready, newest.stable) == (3, 1, False)  # the named Deployment
+    pinned = {**kind, "version": "v1alpha1"}
+    old = KubernetesScaleTarget(api, settings(prefill=pinned, decode=pinned)).status("llama", c.ROLE_DECODE)
+    assert (old.replicas, old.ready) == (3, 3)  # no workload named: MainWorkloadReady True
+    # a write through v1alpha1 keeps the stored v1alpha2 status
+    KubernetesScaleTarget(api, settings(prefill=pinned, decode=pinned)).scale(
+        "llama", c.ROLE_DECODE, 4, dry_run=False
+    )
+    stored = em.get(KSERVE_V2, "llminferenceservices", NS, "llama")
+    assert (stored["spec"]["replicas"], stored["status"]["workloads"]) == (4, status["workloads"])
+
+
 def test_kserve_multinode_workload_by_name(em: Emulator, api: KubernetesApi) -> None:
     # no status.workloads (v1alpha1): a multi-node role's LeaderWorkerSet by its name
     em.put(KSERVE_V2, "llminferenceservices", llmisvc_v2({"replicas": 1, "prefill": {"replicas": 2}}))

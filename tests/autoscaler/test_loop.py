@@ -161,6 +161,46 @@ def test_the_loop_inside_serve_releases_the_lease_when_the_service_stops() -> No
     assert store.holder is None
 
 
+def test_a_stop_during_a_tick_retries_nothing_sends_nothing_new_and_audits_it() -> None:
+    from autoscaler.loop import NOT_SENT_STOPPING
+
+    store = LeaseRecordStore()
+    ctl, scale, _, clock, audit = make(Mode.APPLY, lease=InMemoryLease(store, "a", 60.0))
+    sent: list[str] = []
+
+    def stopped_in_flight(pool: str, role: str, replicas: int, *, dry_run: bool) -> str:
+        sent.append(role)
+        ctl.stop()  # SIGTERM arrives while this request is in flight; it then fails
+        raise TemporaryError("HTTP 503")
+
+    scale.scale = stopped_in_flight  # type: ignore[method-assign]
+    reports = ctl.run()  # one tick, then the loop ends: no retry sleep, no interval sleep
+    assert len(reports) == 1
+    assert clock.slept == []
+    assert len(sent) == 1
+    (entry,) = audit.entries
+    first, *rest = entry.outcomes
+    assert (first.target, first.ok, first.attempts) == (sent[0], False, 1)
+    assert first.detail.startswith("gave up: not retried, the loop is stopping: HTTP 503")
+    assert rest, "the tick had more to do (the other role, the scorer weights)"
+    assert all((o.ok, o.detail, o.attempts) == (False, NOT_SENT_STOPPING, 0) for o in rest)
+    assert store.holder is None  # released on the way out
+
+
+def test_the_real_clock_sleep_ends_when_interrupted() -> None:
+    import threading
+    import time
+
+    from autoscaler.loop import SystemClock
+
+    clock = SystemClock()
+    threading.Timer(0.1, clock.interrupt).start()
+    t0 = time.monotonic()
+    clock.sleep(30)
+    clock.sleep(30)  # and every later one
+    assert time.monotonic() - t0 < 5
+
+
 def test_cooldown_only_follows_real_changes() -> None:
     from dataclasses import replace
 

@@ -55,6 +55,14 @@ def make(store: MemoryStore, queue: int = 1) -> Pipeline:
     return Pipeline(settings=settings, store=store, registry=CollectorRegistry())
 
 
+def many(tenant: str, n: int) -> bytes:
+    """One batch of `n` aggregated requests (n engine spans) of `tenant`."""
+    sp = VllmSpans()
+    for i in range(n):
+        sp.aggregated(Req(tenant, prompt=10, output=2, start=time.time() - 1, request_id=f"req-{tenant}-{i}"))
+    return encode(sp.take())
+
+
 async def test_full_queue_answers_429_and_accepted_batches_are_all_written() -> None:
     store = GatedStore()
     p = make(store, queue=1)
@@ -78,6 +86,66 @@ async def test_full_queue_answers_429_and_accepted_batches_are_all_written() -> 
     with pytest.raises(Throttled) as exc:
         await p.ingest(body("d"), c.CT_PROTOBUF, None)
     assert exc.value.status == 503
+
+
+class CountingDecodes(Pipeline):
+    """Counts the bodies actually decoded."""
+
+    decoded = 0
+
+    def decode(self, body: bytes, content_type: str | None, content_encoding: str | None) -> ResolvedBatch:
+        self.decoded += 1
+        return super().decode(body, content_type, content_encoding)
+
+
+async def test_queued_spans_are_bounded_whatever_the_batch_count() -> None:
+    """server.max_queued_spans bounds the decoded spans waiting for the writer (their memory and
+    their wait) where the batch count alone would not: a batch that would pass it gets 429 with
+    the queue far from full; one larger than the bound is still taken into an empty queue; the
+    bound is given back as batches are written; and while the queue has no room for a batch of
+    the recent size, a batch is refused before it is decoded (no CPU spent on it)."""
+    store = GatedStore()
+    settings = load_settings(
+        None,
+        overrides={
+            "server": {"ingest_queue_size": 64, "max_queued_spans": 20},
+            "store": {"write_batch_max": 1},
+        },
+        env={},
+    )
+    p = CountingDecodes(settings=settings, store=store, registry=CollectorRegistry())
+    reading = p.registry.get_sample_value
+    await p.start()
+    try:
+        big = asyncio.create_task(p.ingest(many("big", 24), c.CT_PROTOBUF, None))  # > bound, empty queue
+        await asyncio.sleep(0.2)
+        assert reading(c.M_INGEST_QUEUED_SPANS) == 24
+        assert p.decoded == 1
+        with pytest.raises(Throttled) as exc:
+            await p.ingest(many("small", 1), c.CT_PROTOBUF, None)
+        assert exc.value.status == 429
+        assert "spans waiting to be written" in str(exc.value)
+        assert p.decoded == 1  # refused before decoding
+        store.gate.set()
+        assert (await big).status == 200
+        assert reading(c.M_INGEST_QUEUED_SPANS) == 0
+        store.gate.clear()
+        first = asyncio.create_task(p.ingest(many("a", 10), c.CT_PROTOBUF, None))
+        await asyncio.sleep(0.2)
+        with pytest.raises(Throttled):
+            await p.ingest(many("b", 12), c.CT_PROTOBUF, None)  # decoded: 10 + 12 > 20
+        assert p.decoded == 3
+        fits = asyncio.create_task(p.ingest(many("c", 8), c.CT_PROTOBUF, None))  # 10 + 8 <= 20
+        await asyncio.sleep(0.2)
+        assert reading(c.M_INGEST_QUEUED_SPANS) == 18
+        store.gate.set()
+        assert (await first).status == 200
+        assert (await fits).status == 200
+        assert reading(c.M_INGEST_QUEUED_SPANS) == 0
+        assert {s.tenant for s in p.aggregator.tenants(300, time.time())} == {"big", "a", "c"}
+    finally:
+        store.gate.set()
+        await p.stop()
 
 
 async def test_a_failed_commit_is_never_acknowledged_and_state_stays_consistent() -> None:

@@ -1,0 +1,194 @@
+"""The control loop stopped as Kubernetes stops its pod (SIGTERM), as real processes:
+`pd-observer autoscale` and `pd-observer serve` with `autoscaler.enabled`, the real `kubernetes`
+client against the API emulator over HTTP. A SIGTERM during a tick lets the request in flight
+finish (the API server may apply it whatever the client does), sends nothing new, audits the
+tick, and releases the Lease, so a standby takes over at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from autoscaler.audit import SqlAuditLog
+from autoscaler.loop import NOT_SENT_STOPPING
+from observer import conventions as c
+from tests.autoscaler.k8s_emulator import Fault, RunningEmulator
+from tests.autoscaler.test_cli import LEASE, NS, config, seed, setup
+from tests.support.otel import Req, VllmSpans, encode, gzipped
+from tests.support.procs import free_port, wait_http
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+SCALE_DOWN = "/deployments/llama-decode/scale"  # a tick's first action (scale-downs go first)
+
+
+@pytest.fixture
+def server() -> Any:
+    srv = RunningEmulator()
+    yield srv
+    srv.close()
+
+
+def kubeconfig(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    cluster = {"name": "emulator", "cluster": {"server": url}}
+    context = {"name": "emulator", "context": {"cluster": "emulator", "user": "me"}}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulator",
+                "clusters": [cluster],
+                "contexts": [context],
+                "users": [{"name": "me", "user": {}}],
+            }
+        )
+    )
+    return path
+
+
+def env_for(tmp_path: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}  # not in a cluster
+    return {**env, "KUBECONFIG": str(kubeconfig(tmp_path, url))}
+
+
+def heavy_load_config(tmp_path: Path, db: str, **extra: Any) -> Path:
+    """Prefill 2 -> 4 and decode 2 -> 1 on the first tick (no warm-start hold), in apply mode."""
+    seed(db, prompt=40_000)
+    return config(
+        tmp_path,
+        db,
+        mode="apply",
+        interval_seconds=1,
+        warm_start_hold_seconds=0,
+        retry={"backoff_seconds": [0.5, 1, 2], "request_timeout_seconds": 10},
+        **extra,
+    )
+
+
+def wait_in_flight(fault: Fault, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while fault.times > 0:  # taken when the request arrives, before its delay
+        assert proc.poll() is None, "exited before the request"
+        assert time.monotonic() < deadline, "the request never came"
+        time.sleep(0.02)
+    time.sleep(0.3)
+
+
+def check_the_tick_was_finished_and_audited(server: RunningEmulator, db: str, released_after: int) -> None:
+    em = server.emulator
+    # the request in flight was applied (and audited as such); the next one was never sent
+    assert em.get("apps/v1", "deployments", NS, "llama-decode")["spec"]["replicas"] == 1
+    assert em.get("apps/v1", "deployments", NS, "llama-prefill")["spec"]["replicas"] == 2
+    assert not em.writes("PATCH", "/deployments/llama-prefill/scale")
+    log = SqlAuditLog.open(db)
+    try:
+        row = log.decisions(pool="llama")[0]  # the newest: the tick the signal came in
+    finally:
+        log.close()
+    outcomes = {o["target"]: o for o in row["outcomes"]}
+    assert outcomes["decode"]["ok"] is True
+    assert "2 -> 1" in outcomes["decode"]["detail"]
+    assert (outcomes["prefill"]["ok"], outcomes["prefill"]["detail"]) == (False, NOT_SENT_STOPPING)
+    # the lease was given up after the tick's last request: a standby takes over at once
+    assert em.get(*LEASE)["spec"].get("holderIdentity") is None
+    writes = [r for r in em.requests[released_after:] if r.method in ("PATCH", "PUT", "POST")]
+    assert writes[-1].path.endswith("/leases/pd-observer-autoscaler")
+    assert writes[-1].body["spec"]["holderIdentity"] is None
+
+
+def test_autoscale_sigterm_finishes_the_request_in_flight_audits_and_releases(
+    server: RunningEmulator, tmp_path: Path
+) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    cfg = heavy_load_config(tmp_path, db)
+    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=2.0)
+    em.faults.append(fault)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer.cli", "autoscale", "--config", str(cfg), "--server", server.url],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_in_flight(fault, proc)
+        n = len(em.requests)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    check_the_tick_was_finished_and_audited(server, db, n)
+    (printed,) = [json.loads(x) for x in out.splitlines() if x.startswith("{")]  # the tick, printed
+    assert {o["target"] for o in printed["outcomes"]} == {"decode", "prefill"}
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    assert {"msg": "stopped", "signal": "SIGTERM", "exit_code": 0}.items() <= lines[-1].items()
+
+
+def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_lease(
+    server: RunningEmulator, tmp_path: Path
+) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    port = free_port()
+    cfg = heavy_load_config(tmp_path, db, enabled=True)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["server"] = {"host": "127.0.0.1", "port": port}
+    cfg.write_text(yaml.safe_dump(raw))
+    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=2.0)
+    em.faults.append(fault)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer.cli", "serve", "--config", str(cfg)],
+        cwd=ROOT,
+        env=env_for(tmp_path, server.url),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=60)
+        # the demand `seed` put in the store, as spans: `serve` reads the records it commits
+        sp = VllmSpans()
+        now = time.time()
+        for i in range(120):
+            sp.aggregated(
+                Req("t", prompt=40_000, output=3, start=now - 61 + i / 2), pod=f"llama-decode-{i % 2}"
+            )
+        body = gzipped(encode(sp.take()))
+        headers = {"content-type": c.CT_PROTOBUF, "content-encoding": "gzip"}
+        r = httpx.post(
+            f"http://127.0.0.1:{port}{c.OTLP_TRACES_PATH}", content=body, headers=headers, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        wait_in_flight(fault, proc)
+        n = len(em.requests)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert elapsed < 10  # server.shutdown_grace_seconds
+    check_the_tick_was_finished_and_audited(server, db, n)
+    assert json.loads(text.splitlines()[-1])["msg"] == "exiting"
