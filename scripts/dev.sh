@@ -51,7 +51,8 @@ lock() {
   "$tmp/venv/bin/python" -m pip install -q ".[dev]"
   {
     echo "# Versions setup installs (scripts/dev.sh lock writes this file; run the tests after)."
-    "$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -v -i '^pd-observer'
+    # --all keeps setuptools and wheel (dev dependencies: the build backend); pip is not pinned
+    "$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -i -E '^(pd-observer|pip)=='
   } > constraints.txt
   echo "[lock] wrote constraints.txt ($(grep -vc '^#' constraints.txt) packages)" >&2
 }

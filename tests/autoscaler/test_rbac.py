@@ -35,6 +35,7 @@ from tests.autoscaler.test_kubernetes_epp import DECIDER_YAML, llmisvc
 ROOT = Path(__file__).resolve().parents[2]
 RBAC = ROOT / "deploy" / "rbac.yaml"
 OBSERVER_RBAC = ROOT / "deploy" / "rbac-observer.yaml"
+DEPLOYED = ROOT / "deploy" / "observer.yaml"  # its ConfigMap holds the deployed autoscaler config
 DOCS = ROOT / "docs" / "autoscaler.md"
 NOW = 1_700_000_000.0
 
@@ -82,11 +83,29 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
 
 
+def service_accounts() -> set[tuple[str, str]]:
+    """(namespace, name) of every ServiceAccount the deploy/ manifests define (the workloads'
+    files, deploy/observer.yaml and deploy/autoscaler.yaml)."""
+    return {
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for path in sorted((ROOT / "deploy").glob("*.yaml"))
+        for d in documents(path)
+        if d["kind"] == "ServiceAccount"
+    }
+
+
+def subjects(path: Path) -> set[tuple[str, str]]:
+    """(namespace, name) of the service accounts the manifest's one RoleBinding binds."""
+    (binding,) = [d for d in documents(path) if d["kind"] == "RoleBinding"]
+    assert all(s["kind"] == "ServiceAccount" for s in binding["subjects"]), binding["subjects"]
+    return {(s["namespace"], s["name"]) for s in binding["subjects"]}
+
+
 def role(path: Path) -> Role:
-    """The one Role of a manifest, bound to the one ServiceAccount it defines."""
+    """The one Role of a manifest, bound by its one RoleBinding to service accounts that
+    deploy/ defines."""
     docs = documents(path)
     (r,) = [d for d in docs if d["kind"] == "Role"]
-    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
     assert binding["metadata"]["namespace"] == r["metadata"]["namespace"]
     assert binding["roleRef"] == {
@@ -94,9 +113,8 @@ def role(path: Path) -> Role:
         "kind": "Role",
         "name": r["metadata"]["name"],
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
-    ]
+    missing = subjects(path) - service_accounts()
+    assert not missing, f"{path.name} binds service accounts no deploy/ manifest defines: {missing}"
     return Role(
         r["metadata"]["name"],
         r["metadata"]["namespace"],
@@ -167,9 +185,13 @@ def requests(em: Emulator) -> list[Request]:
 
 # -- the documented example configs, run against the emulator ---------------------------------
 def example_configs() -> list[AutoscalerSettings]:
+    """The `autoscaler:` examples of docs/autoscaler.md, then the one of deploy/observer.yaml's
+    ConfigMap (the config the deployed `autoscale` runs with)."""
     blocks = re.findall(r"```yaml\n(autoscaler:\n.*?)```", DOCS.read_text(encoding="utf-8"), re.S)
     assert len(blocks) >= 3
-    return [parse(yaml.safe_load(b)["autoscaler"]) for b in blocks]
+    (cm,) = [d for d in documents(DEPLOYED) if d["kind"] == "ConfigMap"]
+    deployed = yaml.safe_load(cm["data"]["observer.yaml"])["autoscaler"]
+    return [*(parse(yaml.safe_load(b)["autoscaler"]) for b in blocks), parse(deployed)]
 
 
 def _seed_target(em: Emulator, target: TargetSettings, ns: str) -> None:
