@@ -271,7 +271,7 @@ def decisions_annotation() -> db.AnnotationQuery:
         q.decisions_annotation(),
         "blue",
         "Scaling decision",
-        f"pool {q.LG_POOL}: {q.LG_REASON}",
+        f"pool {q.LG_POOL}: {q.LG_ROLE} replicas changed",
     )
 
 

@@ -463,10 +463,10 @@ def decisions_by_reason() -> Query:
 
 
 def decisions_annotation() -> str:
-    """One marker per scaling decision (any reason), titled by pool and reason."""
-    return (
-        f"sum by ({by(c.LABEL_POOL, c.LABEL_REASON)}) (changes({sel(counter(c.M_DECISIONS), P)}[{RATE}])) > 0"
-    )
+    """One marker where a pool's desired replicas of a role changed (a scaling decision), titled
+    by pool and role. Not the decisions counter: every tick adds a reason to it, holds
+    (`steady`, `cooldown`, ...) included, which would mark every tick."""
+    return f"max by ({by(c.LABEL_POOL, c.LABEL_ROLE)}) (changes({sel(c.M_DESIRED_REPLICAS, P)}[{RATE}])) > 0"
 
 
 def scorer_weights() -> Query:

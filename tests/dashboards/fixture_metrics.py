@@ -108,7 +108,11 @@ class _Fleet(Collector):
         gauge(c.M_SOURCE_UP, [(x, 1.0) for x in srcs])
         gauge(c.M_SOURCE_AGE, [(x, 5.0) for x in srcs])
         pr = [{c.LABEL_POOL: POOL, c.LABEL_ROLE: r} for r in c.ROLES]
-        gauge(c.M_DESIRED_REPLICAS, [(x, 3.0) for x in pr])
+        # prefill's desired count moves every scrape (scaling decisions), decode's never: the
+        # decisions counter below grows every scrape either way, as every tick's holds do
+        gauge(
+            c.M_DESIRED_REPLICAS, [(x, 3.0 + (n % 2 if x[c.LABEL_ROLE] == c.ROLE_PREFILL else 0)) for x in pr]
+        )
         gauge(c.M_CURRENT_REPLICAS, [(x, 2.0) for x in pr])
         counter(c.M_DECISIONS, [({c.LABEL_POOL: POOL, c.LABEL_REASON: "prefill_queue"}, 1)])
         counter(c.M_ACTUATION_ERRORS, [({c.LABEL_POOL: POOL}, 1)])

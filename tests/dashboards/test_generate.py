@@ -125,7 +125,7 @@ def test_annotations_mark_cascades_and_decisions(dashboard_dicts: dict[str, dict
     kv = dashboard_dicts[c.DASHBOARD_UID_KV_TIERS]["annotations"]["list"]
     assert any(c.M_CASCADE in a["expr"] for a in kv)
     auto = dashboard_dicts[c.DASHBOARD_UID_AUTOSCALER]["annotations"]["list"]
-    assert any(c.M_DECISIONS in a["expr"] and "{{reason}}" in a["textFormat"] for a in auto)
+    assert any(c.M_DESIRED_REPLICAS in a["expr"] and "{{role}}" in a["textFormat"] for a in auto)
 
 
 def test_settings_change_the_output(golden_settings: Settings) -> None:

@@ -86,3 +86,14 @@ def test_selected_values_filter_series(prometheus: Prometheus, dashboard_dicts: 
     # hit rate by tier: 100 cached tokens per tier per 1000 prompt tokens
     assert {r["metric"][c.LABEL_TIER] for r in result} == set(c.KNOWN_TIERS)
     assert all(abs(float(r["value"][1]) - 0.1) < 1e-9 for r in result)
+
+
+def test_decision_annotations_mark_replica_changes_not_every_tick(prometheus: Prometheus) -> None:
+    """The autoscaler's annotation marks where a role's desired replicas changed (prefill in the
+    fixture), not every tick: the decisions counter grows at every scrape for both roles' pool,
+    as every tick's holds (`steady`, `cooldown`) make it do."""
+    from dashboards import queries as q
+
+    assert prometheus.query(f"increase({c.M_DECISIONS}{c.COUNTER_SUFFIX}[1m]) > 0")  # ticks counted
+    result = prometheus.query(substitute(q.decisions_annotation()))
+    assert {r["metric"][c.LABEL_ROLE] for r in result} == {c.ROLE_PREFILL}

@@ -257,7 +257,20 @@ def _monitor(e2e: E2E, stop: threading.Event) -> None:
                 with httpx.Client(timeout=10.0) as client:
                     for ex in e2e.exprs:
                         q = substitute(ex.expr)
-                        snap[q] = client.get(f"{e2e.prometheus.url}/api/v1/query", params={"query": q}).json()
+                        if ex.where.startswith("annotation"):
+                            # Grafana runs an annotation query over the dashboard's time range
+                            # (the last hour here): a marker anywhere in the run so far counts
+                            now = time.time()
+                            params: dict[str, str | float] = {
+                                "query": q,
+                                "start": now - 3600,
+                                "end": now,
+                                "step": "2s",
+                            }
+                            url = f"{e2e.prometheus.url}/api/v1/query_range"
+                        else:
+                            params, url = {"query": q}, f"{e2e.prometheus.url}/api/v1/query"
+                        snap[q] = client.get(url, params=params).json()
                 # the alert's state is its last rule evaluation, the snapshot reads the newest
                 # samples: when the cascade gauge has just dropped back, the cascade annotation
                 # query is empty although the alert still shows. Take it again next poll.
