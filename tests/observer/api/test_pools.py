@@ -5,11 +5,9 @@ with a Prometheus-compatible API answering hostile label values."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +22,7 @@ from observer.sources.ports import InMemorySource
 from observer.sources.samples import FleetSnapshot, PodSample
 from observer.sources.untrusted import clean_value
 from observer.store.memory import MemoryStore
+from tests.support.jsonapi import Seen, serve_json
 from tests.support.otel import Req, VllmSpans, encode
 
 POOL = "pool-a"
@@ -176,32 +175,16 @@ def prometheus_api(pods: list[str]) -> Iterator[str]:
     per pod, valued `now` (a fresh `timestamp()` too). `pods` are JSON text: `\\ud800` escapes
     stay escapes, which `json.loads` turns into lone surrogates."""
 
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            now = time.time()
-            row = json.dumps(
-                {"metric": {"__name__": c.VLLM_KV_USAGE, "pod": "@POD@"}, "value": [now, str(now)]}
-            )
-            rows = [json.loads(row.replace("@POD@", pod)) for pod in pods]
-            body = json.dumps(
-                {"status": "success", "data": {"resultType": "vector", "result": rows}}
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(_: Seen) -> tuple[int, bytes]:
+        now = time.time()
+        row = json.dumps({"metric": {"__name__": c.VLLM_KV_USAGE, "pod": "@POD@"}, "value": [now, str(now)]})
+        rows = [json.loads(row.replace("@POD@", pod)) for pod in pods]
+        return 200, json.dumps(
+            {"status": "success", "data": {"resultType": "vector", "result": rows}}
+        ).encode()
 
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve_json(answer) as (url, _):
+        yield url
 
 
 def test_hostile_pod_names_from_a_source_keep_metrics_and_pools_working() -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import pytest
 from observer import conventions as c
 from observer.sources.discovery import DiscoveryError, KubernetesDiscovery, KubernetesDiscoveryConfig
 from observer.sources.untrusted import clean_value
+from tests.support.jsonapi import Seen, serve_json
 
 
 def _pod(
@@ -43,44 +42,24 @@ PODS = {
 
 
 @contextmanager
-def pod_api(body: bytes) -> Iterator[tuple[str, list[dict[str, str]]]]:
+def pod_api(body: bytes) -> Iterator[tuple[str, list[Seen]]]:
     """An API server answering `body` to a pod list of namespace `llm`, 403 elsewhere."""
-    seen: list[dict[str, str]] = []
 
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append({"path": self.path, "auth": self.headers.get("Authorization", "")})
-            if not self.path.startswith("/api/v1/namespaces/llm/pods"):
-                self.send_response(403)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(req: Seen) -> tuple[int, bytes]:
+        return (200, body) if req.path.startswith("/api/v1/namespaces/llm/pods") else (403, b"{}")
 
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", seen
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve_json(answer) as served:
+        yield served
 
 
 @pytest.fixture
-def api() -> Iterator[tuple[str, list[dict[str, str]]]]:
+def api() -> Iterator[tuple[str, list[Seen]]]:
     with pod_api(json.dumps(PODS).encode()) as served:
         yield served
 
 
 def test_lists_pods_by_label_with_token_and_roles_from_labels(
-    api: tuple[str, list[dict[str, str]]], tmp_path: Path
+    api: tuple[str, list[Seen]], tmp_path: Path
 ) -> None:
     url, seen = api
     token = tmp_path / "token"
@@ -99,11 +78,11 @@ def test_lists_pods_by_label_with_token_and_roles_from_labels(
     assert by["odd"].pool == "default"
     assert by["odd"].metrics_url == "http://[fd00::1]:8000/metrics"
     assert by["ms-x"].kv_events_endpoint == "tcp://10.0.0.2:5557"
-    assert seen[0]["auth"] == "Bearer s3cret"
-    assert "labelSelector=llm-d.ai%2Finference-serving%3Dtrue" in seen[0]["path"]
+    assert seen[0].auth == "Bearer s3cret"
+    assert "labelSelector=llm-d.ai%2Finference-serving%3Dtrue" in seen[0].path
 
 
-def test_api_error_raises(api: tuple[str, list[dict[str, str]]]) -> None:
+def test_api_error_raises(api: tuple[str, list[Seen]]) -> None:
     url, _ = api
     cfg = KubernetesDiscoveryConfig(api_url=url, namespace="other", token_file=None, ca_file=None)
     with pytest.raises(DiscoveryError):
