@@ -22,7 +22,7 @@ from observer.sources.ports import InMemorySource
 from observer.sources.samples import FleetSnapshot, PodSample
 from observer.sources.untrusted import clean_value
 from observer.store.memory import MemoryStore
-from tests.support.jsonapi import Seen, serve_json
+from tests.support.httpstub import Seen, serve_http
 from tests.support.otel import Req, VllmSpans, encode
 
 POOL = "pool-a"
@@ -183,7 +183,7 @@ def prometheus_api(pods: list[str]) -> Iterator[str]:
             {"status": "success", "data": {"resultType": "vector", "result": rows}}
         ).encode()
 
-    with serve_json(answer) as (url, _):
+    with serve_http(answer) as (url, _):
         yield url
 
 

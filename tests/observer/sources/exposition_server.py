@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.support.httpstub import Seen, serve_http
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "exposition"
 
@@ -25,31 +26,15 @@ class Pages:
 
 @contextmanager
 def serve(pages: Pages) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with pages.lock:
-                known = self.path in pages.bodies
-                body = pages.bodies.get(self.path)
-            if not known or body is None:
-                self.send_response(404 if not known else 500)
-                self.end_headers()
-                return
-            data = body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    """Yields `127.0.0.1:PORT`: a known path answers its page, an unknown one 404, None 500."""
 
-        def log_message(self, format: str, *args: object) -> None:
-            return
+    def answer(req: Seen) -> tuple[int, bytes]:
+        with pages.lock:
+            known = req.path in pages.bodies
+            body = pages.bodies.get(req.path)
+        if not known or body is None:
+            return (404 if not known else 500), b""
+        return 200, body.encode()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
+        yield url.removeprefix("http://")

@@ -13,7 +13,7 @@ import pytest
 from observer import conventions as c
 from observer.sources.discovery import DiscoveryError, KubernetesDiscovery, KubernetesDiscoveryConfig
 from observer.sources.untrusted import clean_value
-from tests.support.jsonapi import Seen, serve_json
+from tests.support.httpstub import Seen, serve_http
 
 
 def _pod(
@@ -48,7 +48,7 @@ def pod_api(body: bytes) -> Iterator[tuple[str, list[Seen]]]:
     def answer(req: Seen) -> tuple[int, bytes]:
         return (200, body) if req.path.startswith("/api/v1/namespaces/llm/pods") else (403, b"{}")
 
-    with serve_json(answer) as served:
+    with serve_http(answer) as served:
         yield served
 
 

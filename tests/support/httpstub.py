@@ -1,4 +1,4 @@
-"""A loopback HTTP API for tests: every GET is answered by a function of the request."""
+"""A loopback HTTP server for tests: every GET is answered by a function of the request."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ class Seen:
 
 
 @contextmanager
-def serve_json(answer: Callable[[Seen], tuple[int, bytes]]) -> Iterator[tuple[str, list[Seen]]]:
+def serve_http(
+    answer: Callable[[Seen], tuple[int, bytes]], content_type: str = "application/json"
+) -> Iterator[tuple[str, list[Seen]]]:
     """Yields the base URL (`http://127.0.0.1:PORT`) and the requests seen so far; each GET is
-    answered `answer(request)`: (status, JSON body)."""
+    answered `answer(request)`: (status, body), with `content_type`."""
     seen: list[Seen] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -29,7 +31,7 @@ def serve_json(answer: Callable[[Seen], tuple[int, bytes]]) -> Iterator[tuple[st
             seen.append(req)
             status, body = answer(req)
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
