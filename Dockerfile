@@ -9,7 +9,8 @@
 # runAsUser of deploy/observer.yaml and deploy/autoscaler.yaml). The image writes nothing at
 # run time except what the store needs: use PostgreSQL (store.url), or mount a volume for a
 # SQLite file. tests/deploy/test_manifests.py checks this file against pyproject.toml and the
-# manifests, and runs the same two steps (wheel, then an offline install) outside Docker.
+# manifests, and builds pd-observer's wheel (without its dependencies) and runs it from outside
+# the checkout; `docker build` itself is not run by the tests.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \

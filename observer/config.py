@@ -76,7 +76,7 @@ class ServerSettings(_Section):
         gt=0,
         description=(
             "engine spans decoded and waiting to be written, over all queued batches (what bounds "
-            "their memory, ~1 KB each, and their wait for the writer); a batch past it is answered "
+            "their memory and their wait for the writer); a batch past it is answered "
             "429 with Retry-After, except into an empty queue"
         ),
     )
