@@ -284,10 +284,9 @@ class Controller:
         try:
             detail, n = self._retrying(op)
             return Outcome(pool, target, True, detail, n, dry), None
-        except NotRetried as exc:
-            return Outcome(pool, target, False, f"gave up: {exc}", exc.attempts, dry), None
         except TemporaryError as exc:
-            return Outcome(pool, target, False, f"gave up: {exc}", self._retry.attempts, dry), None
+            attempts = exc.attempts if isinstance(exc, NotRetried) else self._retry.attempts
+            return Outcome(pool, target, False, f"gave up: {exc}", attempts, dry), None
         except PermanentError as exc:
             return Outcome(pool, target, False, f"permanent: {exc}", 1, dry), exc
 

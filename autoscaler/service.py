@@ -477,11 +477,6 @@ class BackgroundLoop:
             await loop.run_in_executor(None, self._release)
 
 
-async def run_in_background(ctl: Controller) -> None:
-    """`BackgroundLoop(ctl).run()` (cancel the task to stop it)."""
-    await BackgroundLoop(ctl).run()
-
-
 def serve_hooks(
     settings: Settings,
     engine: Engine,

@@ -144,13 +144,13 @@ def test_run_releases_the_lease() -> None:
 def test_the_loop_inside_serve_releases_the_lease_when_the_service_stops() -> None:
     import asyncio
 
-    from autoscaler.service import run_in_background
+    from autoscaler.service import BackgroundLoop
 
     store = LeaseRecordStore()
     ctl, _, _, _, _ = make(Mode.OBSERVE, lease=InMemoryLease(store, "a", 15.0), interval_seconds=0.01)
 
     async def serve_then_stop() -> None:
-        task = asyncio.create_task(run_in_background(ctl))
+        task = asyncio.create_task(BackgroundLoop(ctl).run())
         while store.holder != "a":
             await asyncio.sleep(0.005)
         task.cancel()  # what the service's shutdown does to its tasks
