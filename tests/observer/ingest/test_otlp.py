@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import time
 import tracemalloc
 import zlib
 from typing import Any
@@ -26,7 +25,6 @@ from observer.ingest.otlp import (
     UnsupportedMediaType,
     decode_traces,
     encode_response,
-    parse_and_walk,
 )
 from observer.model import RejectReason
 
@@ -346,36 +344,3 @@ def test_encode_response_protobuf_and_json() -> None:
     # the JSON answer is valid OTLP/JSON for the protobuf JSON mapping too
     parsed = json_format.Parse(encode_response(2, "bad ids", c.CT_JSON), ExportTraceServiceResponse())
     assert parsed.partial_success.rejected_spans == 2
-
-
-def _bench_body(n: int) -> bytes:
-    specs = [
-        SpanSpec(
-            c.SPAN_VLLM_REQUEST,
-            0x1000 + i,
-            T0 + i,
-            T0 + i + 1,
-            engine_attrs(100 + i, 20, request_id=f"r{i}", extra={c.ATTR_TENANT_ID: f"t{i % 7}"}),
-            PREFILL_RES,
-        )
-        for i in range(n)
-    ]
-    return encode(specs)
-
-
-def test_decode_throughput_is_at_least_a_third_of_the_parse_and_walk_ceiling() -> None:
-    body = _bench_body(2000)
-    assert parse_and_walk(body) == 2000
-
-    def best(fn: Any) -> float:
-        times = []
-        for _ in range(7):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    ceiling = best(lambda: parse_and_walk(body))
-    ours = best(lambda: decode_traces(body, c.CT_PROTOBUF, None, BIG, 10_000))
-    # measured ~0.56 on the dev machine; the bar here is lower to stay stable on shared CI cores
-    assert ceiling / ours >= 0.33, f"decode_traces is {ceiling / ours:.2f} of the ceiling"
