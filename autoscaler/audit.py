@@ -199,9 +199,9 @@ class SqlAuditLog:
 
     @classmethod
     def open(cls, url: str, **kwargs: Any) -> SqlAuditLog:
-        from observer.store.repository import normalize_url
+        from observer.store.repository import open_engine
 
-        return cls(sa.create_engine(normalize_url(url), pool_pre_ping=True), **kwargs)
+        return cls(open_engine(url), **kwargs)
 
     def record(self, entry: AuditEntry) -> None:
         row = {

@@ -40,6 +40,18 @@ SQLITE_CACHE_KIB = 65_536  # page cache per connection (PRAGMA cache_size=-KiB)
 SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000  # PRAGMA wal_autocheckpoint (SQLite's default: 1000)
 _WRITE_OPTION = "pd_observer_write"
 
+# libpq connection parameters set on every PostgreSQL connection unless the URL's query sets
+# them (`?connect_timeout=30`), so that a database that stops answering fails in bounded time
+# instead of holding a thread until the operating system gives up (docs/storage.md):
+PG_CONNECT_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 10,  # s to connect, TLS and authentication included (libpq: none)
+    "keepalives": 1,  # probe idle connections...
+    "keepalives_idle": 30,  # ...after 30 s idle (Linux: 2 h)
+    "keepalives_interval": 10,  # ...every 10 s (Linux: 75 s)
+    "keepalives_count": 3,  # ...and drop the connection after 3 unanswered (Linux: 9)
+    "tcp_user_timeout": 30_000,  # ms sent data may stay unacknowledged (Linux: ~15 min)
+}
+
 
 def normalize_url(url: str) -> str:
     """`postgresql://` / `postgres://` get the installed psycopg 3 driver; others pass through."""
@@ -90,6 +102,34 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def open_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
+    """The engine for a store URL, as every pd-observer database user opens it. SQLite: the parent
+    directory is created and `SQLITE_PRAGMAS` applied; in-memory SQLite is not supported (use
+    MemoryStore). PostgreSQL (`postgresql+psycopg://user@host:port/db`): `PG_CONNECT_DEFAULTS`
+    unless the URL sets them, and connections checked before use."""
+    url = normalize_url(url)
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ValueError("in-memory SQLite is not supported by Store; use MemoryStore")
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, echo=echo, pool_size=pool_size, connect_args={"check_same_thread": False}
+        )
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if u.get_backend_name() == "postgresql":
+        return sa.create_engine(
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            pool_pre_ping=True,
+            connect_args={k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in u.query},
+        )
+    raise ValueError(f"unsupported database {u.get_backend_name()!r}: use sqlite or postgresql")
+
+
 class Store:
     """The SQL implementation of `observer.store.RecordStore`. Create with `Store.open(url)`."""
 
@@ -120,27 +160,8 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5, echo: bool = False) -> Store:
-        """Create the engine. SQLite: the parent directory is created; in-memory SQLite is not
-        supported (use MemoryStore). PostgreSQL: `postgresql+psycopg://user@host:port/db`."""
-        url = normalize_url(url)
-        u = make_url(url)
-        if u.get_backend_name() == "sqlite":
-            if not u.database or u.database == ":memory:":
-                raise ValueError("in-memory SQLite is not supported by Store; use MemoryStore")
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(
-                url,
-                echo=echo,
-                pool_size=pool_size,
-                connect_args={"check_same_thread": False},
-            )
-            sa.event.listen(engine, "connect", _sqlite_on_connect)
-            sa.event.listen(engine, "begin", _sqlite_on_begin)
-        elif u.get_backend_name() == "postgresql":
-            engine = sa.create_engine(url, echo=echo, pool_size=pool_size, pool_pre_ping=True)
-        else:
-            raise ValueError(f"unsupported database {u.get_backend_name()!r}: use sqlite or postgresql")
-        return cls(engine)
+        """Create the engine (`open_engine`)."""
+        return cls(open_engine(url, pool_size=pool_size, echo=echo))
 
     def close(self) -> None:
         self._engine.dispose()
