@@ -420,6 +420,12 @@ M_INGEST_BATCHES: Final = metric(
 M_TRACES_INCOMPLETE: Final = metric("traces_incomplete")  # P/D traces flushed without their partner
 M_INGEST_VALUES_REWRITTEN: Final = metric("ingest_values_rewritten")  # span strings made safe (sanitize)
 M_SOURCE_VALUES_REWRITTEN: Final = metric("source_values_rewritten")  # {source} source strings made safe
+M_KV_EVENTS_DROPPED: Final = metric("kv_events_dropped")  # {reason} KV-event batches not applied
+# reasons of M_KV_EVENTS_DROPPED
+KV_DROP_MALFORMED: Final = "malformed"  # not the expected shape
+KV_DROP_TOPIC_LIMIT: Final = "topic_limit"  # a topic beyond its publisher's max_topics_per_publisher
+KV_DROP_POD_LIMIT: Final = "pod_limit"  # a new pod with the index's max_pods slots taken
+KV_DROP_REASONS: Final = (KV_DROP_MALFORMED, KV_DROP_TOPIC_LIMIT, KV_DROP_POD_LIMIT)
 M_TENANTS_FOLDED: Final = metric("tenants_folded")  # records folded into `other`
 M_MODELS_FOLDED: Final = metric("models_folded")  # records whose model was folded into `other`
 # gauges

@@ -10,7 +10,7 @@ bounded in number by `signals.max_pods`; the sources' rewrite counts are exporte
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
@@ -175,9 +175,15 @@ class SignalsCollector(Collector):
     """`collect()`-time gauges from the engine's latest snapshot (names in conventions), and the
     counts of the sources' `cleaners` (exported from the start, before any snapshot)."""
 
-    def __init__(self, engine: SignalEngine, cleaners: Sequence[ValueCleaner] = ()) -> None:
+    def __init__(
+        self,
+        engine: SignalEngine,
+        cleaners: Sequence[ValueCleaner] = (),
+        kv_dropped: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self._engine = engine
         self._cleaners = tuple(cleaners)
+        self._kv_dropped = kv_dropped  # the KV-event consumer's `dropped`, when one runs
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -195,6 +201,13 @@ class SignalsCollector(Collector):
             for source, n in sorted(by_source.items()):
                 rewritten.add_metric([source], n)
             yield rewritten
+        if self._kv_dropped is not None:
+            dropped = CounterMetricFamily(
+                c.M_KV_EVENTS_DROPPED, "KV-event batches not applied, by reason", labels=[c.LABEL_REASON]
+            )
+            for reason, n in sorted(self._kv_dropped().items()):
+                dropped.add_metric([reason], n)
+            yield dropped
         fs = self._engine.latest
         if fs is None:
             return

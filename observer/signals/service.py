@@ -50,15 +50,18 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
-class _CachedDiscovery:
-    """Keeps the last good pod list when discovery fails (DiscoveryError)."""
+class CachedDiscovery:
+    """The fleet as discovered at the start of the tick: `refresh()` once per tick (the last good
+    list is kept when discovery fails, DiscoveryError); `pods()` is that list, for the source
+    and the KV subscriptions alike."""
 
     def __init__(self, inner: PodDiscovery) -> None:
         self._inner = inner
+        self.cleaner = getattr(inner, "cleaner", None)  # a Kubernetes discovery's, for the counts
         self.last: tuple[PodTarget, ...] = ()
         self.error: str | None = None
 
-    def pods(self) -> tuple[PodTarget, ...]:
+    def refresh(self) -> tuple[PodTarget, ...]:
         try:
             self.last = self._inner.pods()
             self.error = None
@@ -66,6 +69,15 @@ class _CachedDiscovery:
             self.error = str(exc)[:300]
             log.warning("pod discovery failed; keeping the previous list", extra={"error": self.error})
         return self.last
+
+    def pods(self) -> tuple[PodTarget, ...]:
+        return self.last
+
+
+def kv_publishers(configured: Sequence[KvPublisher], pods: Sequence[PodTarget]) -> tuple[KvPublisher, ...]:
+    """The publishers to subscribe to: the configured ones and each discovered pod's endpoint."""
+    found = (KvPublisher(t.kv_events_endpoint, t.kv_replay_endpoint) for t in pods if t.kv_events_endpoint)
+    return tuple(dict.fromkeys((*configured, *found)))
 
 
 def build_discovery(sources: SourcesSettings) -> tuple[PodDiscovery, tuple[EppTarget, ...]]:
@@ -93,8 +105,11 @@ def _cleaners(*parts: object) -> tuple[ValueCleaner, ...]:
 class SignalService:
     """One tick = discover + read the source + read the KV index + engine.tick(now).
 
-    `cleaners`: the string cleaners of the source, the KV consumer and `discovery` (when given),
-    whose counts are `pd_observer_source_values_rewritten_total{source}`."""
+    `fleet`: the discovery, refreshed at the start of each tick; the KV consumer is then
+    subscribed to exactly `kv_configured` plus the discovered pods' endpoints (`kv_publishers`),
+    so it follows scale-ups, restarts and scale-downs. `cleaners`: the string cleaners of the
+    source, the KV consumer and the discovery, whose counts are
+    `pd_observer_source_values_rewritten_total{source}`."""
 
     def __init__(
         self,
@@ -104,14 +119,17 @@ class SignalService:
         kv_index: KvTierIndex | None = None,
         kv_consumer: KvEventsConsumer | None = None,
         clock: Clock = time.time,
-        discovery: PodDiscovery | None = None,
+        fleet: CachedDiscovery | None = None,
+        kv_configured: Sequence[KvPublisher] = (),
     ) -> None:
         self.engine = engine
         self.source = source
         self.kv_index = kv_index
         self.kv_consumer = kv_consumer
         self.clock = clock
-        self.cleaners = _cleaners(discovery, source, kv_consumer)
+        self.fleet = fleet
+        self.kv_configured = tuple(kv_configured)
+        self.cleaners = _cleaners(fleet, source, kv_consumer)
         self.ticks = 0
         self.last_tick_seconds: float | None = None  # wall time the last tick took
 
@@ -120,28 +138,39 @@ class SignalService:
         sig = SignalsSettings.model_validate(settings.signals)
         src = SourcesSettings.model_validate(settings.sources)
         discovery, epps = build_discovery(src)
-        cached = _CachedDiscovery(discovery)
-        source = build_source(src, cached, epps)
+        fleet = CachedDiscovery(discovery)
+        source = build_source(src, fleet, epps)
         index: KvTierIndex | None = None
         consumer: KvEventsConsumer | None = None
         kv = src.kv_events
+        configured = tuple(KvPublisher(p.endpoint, p.replay_endpoint) for p in kv.publishers)
         if kv.enabled:
             index = KvTierIndex(kv.max_blocks_per_pod, kv.max_pods, kv.rate_window_seconds)
-            pubs = [KvPublisher(p.endpoint, p.replay_endpoint) for p in kv.publishers]
-            pubs += [
-                KvPublisher(t.kv_events_endpoint, t.kv_replay_endpoint)
-                for t in cached.pods()
-                if t.kv_events_endpoint
-            ]
-            consumer = KvEventsConsumer(pubs, index, clock=clock, replay_timeout_ms=kv.replay_timeout_ms)
+            consumer = KvEventsConsumer(
+                kv_publishers(configured, fleet.refresh()),
+                index,
+                clock=clock,
+                replay_timeout_ms=kv.replay_timeout_ms,
+                max_topics_per_publisher=kv.max_topics_per_publisher,
+            )
         return cls(
-            SignalEngine(sig), source, kv_index=index, kv_consumer=consumer, clock=clock, discovery=discovery
+            SignalEngine(sig),
+            source,
+            kv_index=index,
+            kv_consumer=consumer,
+            clock=clock,
+            fleet=fleet,
+            kv_configured=configured,
         )
 
     def run_once(self, now: float | None = None) -> FleetSignals:
         """Blocking (source I/O): read everything, then tick. `now` from the caller's clock."""
         t = self.clock() if now is None else now
         started = time.perf_counter()
+        if self.fleet is not None:
+            pods = self.fleet.refresh()
+            if self.kv_consumer is not None:
+                self.kv_consumer.sync(kv_publishers(self.kv_configured, pods))
         if self.source is not None:
             try:
                 snap = self.source.read(t)
@@ -215,7 +244,8 @@ def attach(
 ) -> SignalsAttachment:
     """Wire the fleet signals into an app. `background=False`: no loop (tick with run_once)."""
     svc = service or SignalService.from_settings(settings, clock=clock or time.time)
-    collector = SignalsCollector(svc.engine, svc.cleaners)
+    kv_dropped = svc.kv_consumer.dropped if svc.kv_consumer is not None else None
+    collector = SignalsCollector(svc.engine, svc.cleaners, kv_dropped)
     sig = SignalsSettings.model_validate(settings.signals)
 
     def on_startup(pipeline: Pipeline) -> None:

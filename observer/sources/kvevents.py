@@ -8,8 +8,13 @@ answers `(b"", seq, payload)` per buffered batch and ends with an empty payload.
 
 Memory is bounded: at most `max_blocks_per_pod` block hashes tracked per pod (oldest dropped
 first, the pod then reports `truncated=True` and its counts are lower bounds), at most
-`max_pods` pods, rate buckets only over `rate_window_seconds`, and the consumer's last sequence
-number for at most `max_topics` topics.
+`max_pods` pods, rate buckets only over `rate_window_seconds`, the consumer's last sequence
+number for at most `max_topics` topics, and at most `max_topics_per_publisher` topics per
+publisher.
+
+A batch numbered at or below its topic's last one is an engine that restarted (PUB/SUB does not
+deliver twice; vLLM numbers from 0 in each process): the pod's blocks are forgotten and its
+batches applied from there.
 
 A publisher is untrusted: the pod and model of a topic go through `clean_value`
 (observer/sources/untrusted.py), and a batch that is not the expected shape (a non-list of
@@ -23,7 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,6 +314,9 @@ class KvEventsConsumer:
     `max_publishers` are subscribed at once (further ones are refused and counted).
     `last_seq` is keyed by the topic's (pod, model) as cleaned, at most `max_topics` of them
     (the oldest forgotten first: its next batch is taken as a first one, no gap counted).
+    One publisher (one vLLM engine) reports at most `max_topics_per_publisher` distinct topics:
+    a batch on a further one is dropped and counted in `refused_topics`, so that a misconfigured
+    or hostile publisher cannot take the index's `max_pods` slots from the rest of the fleet.
     """
 
     def __init__(
@@ -322,9 +330,14 @@ class KvEventsConsumer:
         topic_prefix: str = c.KV_TOPIC_PREFIX,
         max_publishers: int = 1024,
         max_topics: int = 4096,
+        max_topics_per_publisher: int = 8,
     ) -> None:
         self.publishers = tuple(publishers)
         self.max_topics = max_topics
+        self.max_topics_per_publisher = max_topics_per_publisher
+        self.refused_topics = 0
+        self.restarts = 0  # topics whose sequence started again (the publisher restarted)
+        self._topics_of: dict[KvPublisher, set[tuple[str, str]]] = {}  # the consumer thread's
         self.cleaner = ValueCleaner(c.SOURCE_KV_EVENTS)  # pods and models of the topics
         self.max_publishers = max_publishers
         self.refused_publishers = 0
@@ -361,13 +374,33 @@ class KvEventsConsumer:
             self._changes.append((True, publisher))
             return True
 
+    def sync(self, publishers: Iterable[KvPublisher]) -> None:
+        """Subscribe to exactly `publishers` (the fleet as discovered now): the new ones are
+        added (within `max_publishers`), the ones missing removed."""
+        want = tuple(dict.fromkeys(publishers))
+        for pub in [p for p in self.publishers if p not in want]:
+            self.remove_publisher(pub)
+        for pub in want:
+            if pub not in self.publishers:
+                self.add_publisher(pub)
+
     def remove_publisher(self, publisher: KvPublisher) -> None:
-        """Unsubscribe from a publisher (e.g. its pod is gone); the index keeps what it learnt."""
+        """Unsubscribe from a publisher (its pod is gone). The pods of its topics are forgotten:
+        sequence and index (a new pod reusing the name starts afresh), unless another publisher
+        still reports them."""
         with self._changes_lock:
             if publisher not in self.publishers:
                 return
             self.publishers = tuple(p for p in self.publishers if p != publisher)
             self._changes.append((False, publisher))
+
+    def dropped(self) -> dict[str, int]:
+        """Batches not applied so far, by reason (`conventions.KV_DROP_REASONS`)."""
+        return {
+            c.KV_DROP_MALFORMED: self.decode_errors,
+            c.KV_DROP_TOPIC_LIMIT: self.refused_topics,
+            c.KV_DROP_POD_LIMIT: self.index.dropped_pods,
+        }
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -404,6 +437,7 @@ class KvEventsConsumer:
                     if added:
                         subscribe(pub)
                         continue
+                    self._forget_topics(self._topics_of.pop(pub, set()))
                     for sock in [k for k, v in subs.items() if v == pub]:
                         poller.unregister(sock)
                         del subs[sock]
@@ -417,6 +451,13 @@ class KvEventsConsumer:
                 s.close(linger=0)
             ctx.term()
 
+    def _forget_topics(self, topics: set[tuple[str, str]]) -> None:
+        still = {t for ts in self._topics_of.values() for t in ts}
+        for who in topics - still:
+            self.last_seq.pop(who, None)
+            if not any(pod == who[0] for pod, _ in still):
+                self.index.forget(who[0])
+
     def _on_message(self, ctx: zmq.Context[Any], pub: KvPublisher, frames: list[bytes]) -> None:
         if len(frames) != 3:
             self.decode_errors += 1
@@ -425,11 +466,21 @@ class KvEventsConsumer:
         who = parse_topic(topic, self.cleaner)
         if who is None:
             return
+        topics = self._topics_of.setdefault(pub, set())
+        if who not in topics:
+            if len(topics) >= self.max_topics_per_publisher:
+                self.refused_topics += 1
+                return
+            topics.add(who)
         pod, model = who
         seq = int.from_bytes(seq_bytes, "big")
         last = self.last_seq.get(who)
         if last is not None and seq <= last:
-            return  # duplicate or already replayed
+            # PUB/SUB never delivers a batch twice (replays are applied apart): the engine
+            # restarted and numbers from 0 again, with an empty cache. Its old blocks go.
+            self.restarts += 1
+            self.index.forget(pod)
+            last = None
         if last is not None and seq > last + 1:
             missed = seq - last - 1
             recovered = self._replay(ctx, pub, (pod, model), last + 1, seq) if pub.replay_endpoint else 0

@@ -122,6 +122,9 @@ class KvEventsSettings(_Section):
     max_pods: int = Field(1024, ge=1)
     rate_window_seconds: float = Field(60.0, gt=0)
     replay_timeout_ms: int = Field(500, ge=1)
+    max_topics_per_publisher: int = Field(
+        8, ge=1, description="distinct kv@<pod>@<model> topics one publisher may report; more are dropped"
+    )
 
 
 class SourcesSettings(_Section):

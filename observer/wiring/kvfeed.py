@@ -43,14 +43,10 @@ class TwinKvEvents:
 
     def sync(self) -> None:
         """Subscribe to pods that appeared, unsubscribe from pods that are gone."""
-        current = self.publisher.endpoints()
-        for pod, ep in current.items():
-            if pod not in self._subscribed:
-                pub = KvPublisher(ep.pub, ep.replay)
-                if self.consumer.add_publisher(pub):
-                    self._subscribed[pod] = pub
-        for pod in [p for p in self._subscribed if p not in current]:
-            self.consumer.remove_publisher(self._subscribed.pop(pod))
+        current = {pod: KvPublisher(ep.pub, ep.replay) for pod, ep in self.publisher.endpoints().items()}
+        self.consumer.sync(current.values())
+        subscribed = set(self.consumer.publishers)
+        self._subscribed = {pod: pub for pod, pub in current.items() if pub in subscribed}
 
     @property
     def subscribed(self) -> tuple[str, ...]:

@@ -214,3 +214,65 @@ def test_hostile_pod_names_from_a_source_keep_metrics_and_pools_working() -> Non
             (pool,) = pools.json()["pools"]
             assert {p["pod"] for p in pool["pods"]} == expected
             assert json.loads(pools.content)  # encodable, parseable
+
+
+def test_kv_event_batches_not_applied_are_counted_by_reason() -> None:
+    """Over real ZMQ into `serve`'s wiring: a malformed batch and topics beyond the publisher's
+    `max_topics_per_publisher` were dropped with no trace outside the process; they are counted
+    in pd_observer_kv_events_dropped_total{reason}, every reason exported from 0."""
+    import msgpack
+    import zmq
+
+    from tests.support.procs import free_port
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    settings = Settings(
+        sources={
+            "metrics": "none",
+            "kv_events": {
+                "enabled": True,
+                "publishers": [{"endpoint": f"tcp://127.0.0.1:{port}"}],
+                "max_topics_per_publisher": 2,
+            },
+        }
+    )
+    att = attach(settings, background=False)
+    app = create_app(settings, MemoryStore(), extra_routers=att.routers, on_startup=att.on_startup)
+
+    def dropped(client: TestClient) -> dict[str, float]:
+        m = _metrics(client.get("/metrics").text)
+        name = c.M_KV_EVENTS_DROPPED + "_total"
+        return {dict(labels)[c.LABEL_REASON]: v for (n, labels), v in m.items() if n == name}
+
+    def send(topic: bytes, payload: bytes) -> None:
+        pub.send_multipart((topic, (1).to_bytes(8, "big"), payload))
+
+    consumer = att.service.kv_consumer
+    assert consumer is not None
+    try:
+        with TestClient(app) as client:
+            att.service.start()
+            assert dropped(client) == dict.fromkeys(c.KV_DROP_REASONS, 0.0)
+            ok = msgpack.packb([0.0, [], 0])
+            deadline = time.monotonic() + 5
+            while ("p0", "m") not in consumer.last_seq:  # slow joiner
+                assert time.monotonic() < deadline
+                send(b"kv@p0@m", ok)
+                time.sleep(0.02)
+            send(b"kv@p1@m", msgpack.packb({"ts": "not a time", "events": []}))  # malformed
+            for i in range(2, 6):  # p2..p5: beyond the 2 topics of this publisher
+                send(b"kv@p%d@m" % i, ok)
+            while dropped(client) != {
+                c.KV_DROP_MALFORMED: 1.0,
+                c.KV_DROP_TOPIC_LIMIT: 4.0,
+                c.KV_DROP_POD_LIMIT: 0.0,
+            }:
+                assert time.monotonic() < deadline + 5, dropped(client)
+                time.sleep(0.05)
+    finally:
+        att.service.stop()
+        pub.close(0)
+        ctx.term()

@@ -227,7 +227,12 @@ def test_a_hostile_publisher_cannot_stop_the_consumer_nor_grow_its_memory() -> N
     pub.bind(f"tcp://127.0.0.1:{port}")
     idx = KvTierIndex(max_pods=8)
     consumer = KvEventsConsumer(
-        [KvPublisher(f"tcp://127.0.0.1:{port}")], idx, clock=lambda: 50.0, poll_ms=10, max_topics=16
+        [KvPublisher(f"tcp://127.0.0.1:{port}")],
+        idx,
+        clock=lambda: 50.0,
+        poll_ms=10,
+        max_topics=16,
+        max_topics_per_publisher=1000,  # this test is about max_topics; the next one about this
     )
     consumer.start()
 
@@ -268,4 +273,55 @@ def test_a_hostile_publisher_cannot_stop_the_consumer_nor_grow_its_memory() -> N
     finally:
         consumer.stop()
         pub.close(0)
+        ctx.term()
+
+
+def test_one_publisher_cannot_take_the_pod_slots_of_the_others() -> None:
+    """Over real ZMQ: a publisher announcing many topics (pods) gets `max_topics_per_publisher`
+    of them into the index, the rest are refused and counted; another publisher's pod still
+    gets in; a removed publisher's topics no longer count against it."""
+    ctx = zmq.Context()
+    socks, pubs = [], []
+    for _ in range(2):
+        sock = ctx.socket(zmq.PUB)
+        port = free_port()
+        sock.bind(f"tcp://127.0.0.1:{port}")
+        socks.append(sock)
+        pubs.append(KvPublisher(f"tcp://127.0.0.1:{port}"))
+    hostile, honest = socks
+    idx = KvTierIndex(max_pods=8)
+    consumer = KvEventsConsumer(pubs, idx, clock=lambda: 50.0, poll_ms=10, max_topics_per_publisher=3)
+    consumer.start()
+
+    def stored(h: int) -> bytes:
+        return msgpack.packb([0.0, [_map_stored([h], "GPU")], 0])
+
+    try:
+        deadline = time.monotonic() + 5
+        while ("flood-0", "m") not in consumer.last_seq:  # slow joiner
+            assert time.monotonic() < deadline
+            hostile.send_multipart((b"kv@flood-0@m", (1).to_bytes(8, "big"), stored(0)))
+            time.sleep(0.02)
+        for i in range(1, 40):
+            hostile.send_multipart((b"kv@flood-%d@m" % i, (1).to_bytes(8, "big"), stored(i)))
+        _wait(lambda: consumer.refused_topics == 40 - 3)
+        while ("decode-7", "m") not in consumer.last_seq:  # the honest pod still gets a slot
+            assert time.monotonic() < deadline + 5
+            honest.send_multipart((b"kv@decode-7@m", (1).to_bytes(8, "big"), stored(7)))
+            time.sleep(0.02)
+        pods = {p.pod for p in idx.snapshot(50.0).pods}
+        assert pods == {"flood-0", "flood-1", "flood-2", "decode-7"}
+        assert idx.dropped_pods == 0
+
+        consumer.remove_publisher(pubs[0])  # its pod went away; a new publisher at that address
+        consumer.add_publisher(pubs[0])  # starts with no topics counted against it
+        deadline = time.monotonic() + 5
+        while ("flood-9", "m") not in consumer.last_seq:
+            assert time.monotonic() < deadline
+            hostile.send_multipart((b"kv@flood-9@m", (1).to_bytes(8, "big"), stored(9)))
+            time.sleep(0.02)
+    finally:
+        consumer.stop()
+        for sock in socks:
+            sock.close(0)
         ctx.term()
