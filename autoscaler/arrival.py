@@ -32,9 +32,10 @@ from autoscaler.counters import CounterState, Series, accumulate
 from autoscaler.observe import DecodeGauges, QueueReading
 from observer import conventions as c
 from observer.sources import promql
+from observer.sources.capped import DEFAULT_MAX_PAGE_BYTES, get_text
 from observer.sources.names import detect_epp
 from observer.sources.samples import EppTarget, FleetSnapshot
-from observer.sources.scrape import Parsed, parse_exposition
+from observer.sources.scrape import MAX_BODY_SETTING, Parsed, parse_exposition
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,19 @@ class CounterReader(Protocol):
 
 class ScrapeCounters:
     """GET each configured EPP's /metrics. A pool with any EPP unreadable is unknown (a partial
-    sum would look like a reset)."""
+    sum would look like a reset). Configured like the scrape source (`sources.scrape`): its
+    `timeout_seconds` and `max_body_bytes` (a page past it is an unreadable EPP)."""
 
     def __init__(
-        self, epps: Sequence[EppTarget], *, timeout_seconds: float = 2.0, client: httpx.Client | None = None
+        self,
+        epps: Sequence[EppTarget],
+        *,
+        timeout_seconds: float = 2.0,
+        max_body_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+        client: httpx.Client | None = None,
     ):
         self.epps = tuple(epps)
+        self.max_body_bytes = max_body_bytes
         self._client = client or httpx.Client(timeout=timeout_seconds)
 
     def close(self) -> None:
@@ -152,9 +160,10 @@ class ScrapeCounters:
         for i, e in enumerate(self.epps):
             series: Series | None
             try:
-                r = self._client.get(e.metrics_url)
-                r.raise_for_status()
-                series = epp_series(parse_exposition(r.text), e.pool)
+                text = get_text(
+                    self._client, e.metrics_url, max_bytes=self.max_body_bytes, setting=MAX_BODY_SETTING
+                )
+                series = epp_series(parse_exposition(text), e.pool)
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("EPP counter read failed", extra={"url": e.metrics_url, "error": str(exc)[:200]})
                 series = None

@@ -127,7 +127,9 @@ def arrival_feed(
         counters = PrometheusCounters(prom.query, pools, namespace=ns)
     elif src.discovery == "static" and src.static.epps:
         counters = ScrapeCounters(
-            [e.target() for e in src.static.epps], timeout_seconds=src.scrape.timeout_seconds
+            [e.target() for e in src.static.epps],
+            timeout_seconds=src.scrape.timeout_seconds,
+            max_body_bytes=src.scrape.max_body_bytes,
         )
     pods: Callable[[float], PodsReading | None]
     if signals_latest is not None:

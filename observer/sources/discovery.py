@@ -3,11 +3,13 @@ may import `kubernetes`). Roles and pools come from pod labels, never from pod n
 
 The PodList is read as untrusted JSON: names, namespaces and pool labels go through `clean_value`
 (observer/sources/untrusted.py) in `pod_target`, and a field of the wrong type is absent, never
-`str()`-ed into a name or an exception in the signals engine.
+`str()`-ed into a name or an exception in the signals engine. The answer is read under
+`max_body_bytes` (observer/sources/capped.py): past it the listing fails (`DiscoveryError`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,12 @@ from typing import Any
 import httpx
 
 from observer import conventions as c
+from observer.sources.capped import DEFAULT_MAX_API_BYTES, get_text
 from observer.sources.samples import VALID_ROLES, PodTarget
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value, text_or_none
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MAX_BODY_SETTING = "sources.kubernetes.max_body_bytes"  # named by a ResponseTooLarge
 
 
 class DiscoveryError(Exception):
@@ -41,6 +45,7 @@ class KubernetesDiscoveryConfig:
     token_file: Path | None = SA_DIR / "token"
     ca_file: Path | None = SA_DIR / "ca.crt"
     timeout_seconds: float = 5.0
+    max_body_bytes: int = DEFAULT_MAX_API_BYTES  # the PodList answer, received and decoded
 
 
 def _object(v: Any) -> Mapping[str, Any]:
@@ -108,9 +113,15 @@ class KubernetesDiscovery:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            r = self._client.get(url, params={"labelSelector": cfg.label_selector}, headers=headers)
-            r.raise_for_status()
-            body = r.json()
+            text = get_text(
+                self._client,
+                url,
+                max_bytes=cfg.max_body_bytes,
+                setting=MAX_BODY_SETTING,
+                params={"labelSelector": cfg.label_selector},
+                headers=headers,
+            )
+            body = json.loads(text)
         except (httpx.HTTPError, ValueError) as exc:
             raise DiscoveryError(f"listing pods in {cfg.namespace}: {exc}") from exc
         items = body.get("items") if isinstance(body, dict) else ()

@@ -4,7 +4,9 @@ Detects which name generation the fleet exposes and uses it. A failing Prometheu
 snapshot with `ok=False` and every value unknown; a pod whose newest sample is older than
 `stale_after_seconds` is unknown too. Answers are untrusted (a pod can put anything in its labels,
 and Prometheus keeps it): every label value of every row is made safe in `query`
-(`clean_rows`, observer/sources/untrusted.py) before pod, model, role or pool names are read.
+(`clean_rows`, observer/sources/untrusted.py) before pod, model, role or pool names are read,
+and each answer is read under `max_body_bytes` (observer/sources/capped.py): past it the read
+fails like any failed query.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib3.util.retry import Retry
 
 from observer import conventions as c
 from observer.sources import promql
+from observer.sources.capped import DEFAULT_MAX_API_BYTES, capped_session
 from observer.sources.names import VLLM_SOURCE_LABEL, VllmNames, counter, detect_epp, detect_vllm
 from observer.sources.names import all_candidate_names as _candidates
 from observer.sources.samples import (
@@ -32,6 +35,8 @@ from observer.sources.samples import (
     unknown_pods,
 )
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value
+
+MAX_BODY_SETTING = "sources.prometheus.max_body_bytes"  # named by a ResponseTooLarge
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class PrometheusSourceConfig:
     role_label: str | None = None  # when series carry the role (pods not found by discovery)
     pool_label: str | None = None
     default_pool: str = "default"
+    max_body_bytes: int = DEFAULT_MAX_API_BYTES  # per query answer, received and decoded
 
 
 Query = Callable[[str], list[dict[str, Any]]]
@@ -121,6 +127,7 @@ class PrometheusSource:
             headers=headers or None,
             retry=retry,
             timeout=config.timeout_seconds,
+            session=capped_session(config.max_body_bytes, MAX_BODY_SETTING),
         )
 
     # -- queries ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 For setups without Prometheus; the embedded default of the demo. Rates come from successive
 scrapes of the same pod (`counter_rate`, counter resets handled); the first scrape of a pod has
 unknown rates. A pod that cannot be scraped is unknown (None), never zero. A pod's exposition is
-untrusted: every label value is made safe as it is parsed (observer/sources/untrusted.py).
+untrusted: every label value is made safe as it is parsed (observer/sources/untrusted.py), and a
+page is read under `max_body_bytes` (observer/sources/capped.py): past it the pod's read fails.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from observer import conventions as c
+from observer.sources.capped import DEFAULT_MAX_PAGE_BYTES, get_text
 from observer.sources.names import VLLM_SOURCE_LABEL, VllmNames, counter, detect_epp, detect_vllm
 from observer.sources.samples import EppTarget, FleetSnapshot, PodSample, PodTarget, PoolSample
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value
 
+MAX_BODY_SETTING = "sources.scrape.max_body_bytes"  # named by a ResponseTooLarge
 Labels = Mapping[str, str]
 Parsed = Mapping[str, tuple[tuple[Labels, float], ...]]  # sample name -> (labels, value)...
 
@@ -153,6 +156,7 @@ class ScrapeSourceConfig:
     timeout_seconds: float = 2.0
     max_workers: int = 8
     headers: Mapping[str, str] = field(default_factory=dict)
+    max_body_bytes: int = DEFAULT_MAX_PAGE_BYTES  # per /metrics page, received and decoded
 
 
 class ScrapeSource:
@@ -182,9 +186,8 @@ class ScrapeSource:
 
     def _fetch(self, url: str) -> Parsed | str:
         try:
-            r = self._client.get(url)
-            r.raise_for_status()
-            return parse_exposition(r.text, self.cleaner)
+            text = get_text(self._client, url, max_bytes=self.config.max_body_bytes, setting=MAX_BODY_SETTING)
+            return parse_exposition(text, self.cleaner)
         except (httpx.HTTPError, ValueError) as exc:
             return f"{url}: {type(exc).__name__}: {exc}"[:300]
 

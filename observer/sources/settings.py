@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from observer import conventions as c
+from observer.sources.capped import DEFAULT_MAX_API_BYTES, DEFAULT_MAX_PAGE_BYTES
 from observer.sources.discovery import SA_DIR, KubernetesDiscoveryConfig
 from observer.sources.prometheus import PrometheusSourceConfig
 from observer.sources.samples import EppTarget, PodTarget
@@ -72,6 +73,9 @@ class KubernetesDiscoverySettings(_Section):
     token_file: Path | None = SA_DIR / "token"
     ca_file: Path | None = SA_DIR / "ca.crt"
     timeout_seconds: float = Field(5.0, gt=0)
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_API_BYTES, ge=1, description="cap on the PodList answer (received and decoded)"
+    )
 
     def config(self) -> KubernetesDiscoveryConfig:
         return KubernetesDiscoveryConfig(**self.model_dump())
@@ -92,6 +96,9 @@ class PrometheusSettings(_Section):
     role_label: str | None = None
     pool_label: str | None = None
     default_pool: str = "default"
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_API_BYTES, ge=1, description="cap on each query answer (received and decoded)"
+    )
 
     def config(self) -> PrometheusSourceConfig:
         return PrometheusSourceConfig(**self.model_dump())
@@ -101,10 +108,16 @@ class ScrapeSettings(_Section):
     timeout_seconds: float = Field(2.0, gt=0)
     max_workers: int = Field(8, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_PAGE_BYTES, ge=1, description="cap on each /metrics page, also the autoscaler's EPP reads"
+    )
 
     def config(self) -> ScrapeSourceConfig:
         return ScrapeSourceConfig(
-            timeout_seconds=self.timeout_seconds, max_workers=self.max_workers, headers=dict(self.headers)
+            timeout_seconds=self.timeout_seconds,
+            max_workers=self.max_workers,
+            headers=dict(self.headers),
+            max_body_bytes=self.max_body_bytes,
         )
 
 

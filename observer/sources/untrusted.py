@@ -10,6 +10,8 @@ a hash suffix. Every source gives a pod name the same form a span gives it, so j
 
 Each boundary takes a `Clean` function; the sources pass a `ValueCleaner`, which counts the values
 it rewrote for `pd_observer_source_values_rewritten_total{source}`.
+
+The size of the HTTP answers they come in is capped where they are read (observer/sources/capped.py).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ through the service on the twin's metrics over real HTTP, and through a real Pro
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -45,7 +46,7 @@ from observer.signals import service as signals_service
 from observer.signals.engine import PodSignals
 from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
 from observer.sources.samples import EppTarget, FleetSnapshot, PodSample
-from observer.sources.scrape import parse_exposition
+from observer.sources.scrape import MAX_BODY_SETTING, parse_exposition
 from observer.store import Store
 from observer.store.memory import MemoryStore
 from simulator.emit.fanout import Fanout
@@ -53,7 +54,10 @@ from simulator.emit.metrics import MetricsEmitter, MetricsServer
 from simulator.emit.otlp import OtlpSpanEmitter
 from simulator.scenarios import Twin, build_scenario
 from tests.autoscaler.test_observe import rec
+from tests.observer.sources.exposition_server import fixture
 from tests.observer.store.conftest import sqlite_url
+from tests.support.httpstub import Answer, Seen, serve_http
+from tests.support.oversize import AT_CAP, CASES, Oversize, exposition_pad
 from tests.support.procs import Prometheus, run_prometheus
 
 P, D, B = c.ROLE_PREFILL, c.ROLE_DECODE, c.ROLE_BOTH
@@ -233,7 +237,10 @@ def test_arrival_feed_from_settings_picks_the_configured_sources() -> None:
     assert engine.decode_gauges("llama", 110.0).kv_usage == {"llama-d1": 0.6}
     assert engine("llama", 110.0).arrived_total is None
     scrape = Settings(
-        sources={"static": {"epps": [{"pool": "llama", "metrics_url": "http://127.0.0.1:1/metrics"}]}},
+        sources={
+            "static": {"epps": [{"pool": "llama", "metrics_url": "http://127.0.0.1:1/metrics"}]},
+            "scrape": {"max_body_bytes": 12345},
+        },
         signals={"stale_after_seconds": 30},
         autoscaler=pools,
     )
@@ -241,6 +248,7 @@ def test_arrival_feed_from_settings_picks_the_configured_sources() -> None:
     assert feed is not None
     assert feed.stale_after_seconds == 30
     assert isinstance(feed._counters, ScrapeCounters)
+    assert feed._counters.max_body_bytes == 12345  # the scrape source's cap
     # nothing answers on port 1: the counter is unknown, not zero
     assert feed("llama", 1.0) == QueueReading()
     prom = Settings(sources={"metrics": "prometheus"}, autoscaler=pools)
@@ -465,6 +473,42 @@ def test_scrape_counters_report_an_unreachable_epp_as_unknown() -> None:
             client=client,
         )
         assert reader.read(0.0) == {"a": None}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES)
+def test_scrape_counters_report_an_epp_page_past_max_body_bytes_as_unknown(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An EPP page over `max_body_bytes` (declared, endless, or gzip inflating past it): that
+    pool's counter is unknown and the warning names the cap; the other pool is read. A page of
+    exactly the cap is read."""
+    page = fixture("epp_llm_d_epp").encode()
+    big = Oversize(64 * 1024, page, exposition_pad)
+
+    def answer(req: Seen) -> Answer:
+        return big.reply(case) if req.path == "/big" else (200, page)
+
+    with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
+        reader = ScrapeCounters(
+            [EppTarget("a", f"{url}/big"), EppTarget("b", f"{url}/ok")], max_body_bytes=big.cap
+        )
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="autoscaler.arrival"):
+            got = reader.read(0.0)
+        elapsed = time.monotonic() - start
+        reader.close()
+    assert got["b"]
+    if case == AT_CAP:
+        assert got["a"] is not None
+        assert sum(got["a"].values()) == sum(got["b"].values())
+        return
+    assert got["a"] is None
+    errors = [
+        str(getattr(r, "error", "")) for r in caplog.records if r.getMessage() == "EPP counter read failed"
+    ]
+    assert len(errors) == 1
+    big.refused(case, errors[0], MAX_BODY_SETTING, elapsed)
 
 
 def test_standalone_autoscale_reads_the_metric_source_itself() -> None:

@@ -1,11 +1,15 @@
-"""A loopback HTTP server for tests: every GET is answered by a function of the request."""
+"""A loopback HTTP server for tests: every GET is answered by a function of the request.
+
+An answer is `(status, body)`, or a `Reply` with headers and possibly a streamed body (sent
+chunked, without Content-Length: `Endless` is one that does not end).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -17,24 +21,75 @@ class Seen:
     auth: str  # the Authorization header, "" when absent
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An answer with extra headers; a body that is not bytes is sent chunked (HTTP/1.1, one
+    chunk per item, no Content-Length) until it ends or the client goes away."""
+
+    status: int
+    body: bytes | Iterable[bytes]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Endless:
+    """A body without end for `Reply`: `first`, then `chunk` again and again. A safety stop at
+    `limit` bytes keeps a client that reads without bound from eating the test machine's memory:
+    `exhausted` tells that the client read that far (it should have stopped long before)."""
+
+    def __init__(self, chunk: bytes, first: bytes = b"", limit: int = 256 * 2**20) -> None:
+        self.first, self.chunk, self.limit = first, chunk, limit
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.sent = len(self.first)
+        yield self.first
+        while self.sent < self.limit:
+            self.sent += len(self.chunk)
+            yield self.chunk
+
+    @property
+    def exhausted(self) -> bool:
+        return self.sent >= self.limit
+
+
+Answer = tuple[int, bytes] | Reply
+
+
 @contextmanager
 def serve_http(
-    answer: Callable[[Seen], tuple[int, bytes]], content_type: str = "application/json"
+    answer: Callable[[Seen], Answer], content_type: str = "application/json"
 ) -> Iterator[tuple[str, list[Seen]]]:
     """Yields the base URL (`http://127.0.0.1:PORT`) and the requests seen so far; each GET is
-    answered `answer(request)`: (status, body), with `content_type`."""
+    answered `answer(request)`: (status, body) or a `Reply`, with `content_type`."""
     seen: list[Seen] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             req = Seen(self.path, self.headers.get("Authorization", ""))
             seen.append(req)
-            status, body = answer(req)
-            self.send_response(status)
+            got = answer(req)
+            reply = got if isinstance(got, Reply) else Reply(*got)
+            if not isinstance(reply.body, bytes):
+                self.protocol_version = "HTTP/1.1"  # chunked needs it; the connection still closes
+            self.send_response(reply.status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            for k, v in reply.headers.items():
+                self.send_header(k, v)
+            if isinstance(reply.body, bytes):
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                for chunk in reply.body:
+                    if chunk:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the client stopped reading and closed the connection
+                return
 
         def log_message(self, format: str, *args: object) -> None:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,9 +12,15 @@ from typing import Any
 import pytest
 
 from observer import conventions as c
-from observer.sources.discovery import DiscoveryError, KubernetesDiscovery, KubernetesDiscoveryConfig
+from observer.sources.discovery import (
+    MAX_BODY_SETTING,
+    DiscoveryError,
+    KubernetesDiscovery,
+    KubernetesDiscoveryConfig,
+)
 from observer.sources.untrusted import clean_value
-from tests.support.httpstub import Seen, serve_http
+from tests.support.httpstub import Answer, Seen, serve_http
+from tests.support.oversize import AT_CAP, CASES, Oversize, json_pad
 
 
 def _pod(
@@ -128,3 +135,32 @@ def test_an_answer_that_is_not_a_pod_list_is_a_discovery_error() -> None:
             cfg = KubernetesDiscoveryConfig(api_url=url, namespace="llm", token_file=None, ca_file=None)
             with pytest.raises(DiscoveryError, match="not a PodList"):
                 KubernetesDiscovery(cfg).pods()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES)
+def test_a_pod_list_past_max_body_bytes_is_a_discovery_error(case: str) -> None:
+    """A PodList answer over `max_body_bytes` (declared, endless, or gzip inflating past it) is a
+    DiscoveryError naming the cap (the caller keeps its previous pods); exactly the cap is read."""
+    big = Oversize(64 * 1024, json.dumps(PODS).encode(), json_pad)
+
+    def answer(req: Seen) -> Answer:
+        return big.reply(case)
+
+    with serve_http(answer) as (url, _):
+        cfg = KubernetesDiscoveryConfig(
+            api_url=url, namespace="llm", token_file=None, ca_file=None, max_body_bytes=big.cap
+        )
+        discovery = KubernetesDiscovery(cfg)
+        start = time.monotonic()
+        try:
+            pods, error = discovery.pods(), None
+        except DiscoveryError as exc:
+            pods, error = (), str(exc)
+        elapsed = time.monotonic() - start
+        discovery.close()
+    if case == AT_CAP:
+        assert error is None
+        assert [p.pod for p in pods] == ["ms-decode-abc", "ms-x", "odd"]
+        return
+    big.refused(case, error, MAX_BODY_SETTING, elapsed)

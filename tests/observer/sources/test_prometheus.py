@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -9,10 +10,12 @@ import pytest
 
 from observer import conventions as c
 from observer.sources import promql
-from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
+from observer.sources.prometheus import MAX_BODY_SETTING, PrometheusSource, PrometheusSourceConfig
 from observer.sources.samples import PodTarget
 from observer.sources.untrusted import clean_value
 from tests.observer.sources.exposition_server import Pages, fixture, serve
+from tests.support.httpstub import Answer, Seen, serve_http
+from tests.support.oversize import AT_CAP, CASES, Oversize, json_pad
 from tests.support.procs import Prometheus, free_port, run_prometheus
 
 pytestmark = pytest.mark.prometheus
@@ -200,3 +203,35 @@ def test_hostile_label_values_from_prometheus_are_made_safe_and_counted(prom: Pr
     clean_fleet = _source(prom, "ns-v1")
     assert clean_fleet.read(time.time()).ok
     assert clean_fleet.cleaner.count == 0  # a clean fleet rewrites nothing
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES)
+def test_an_answer_past_max_body_bytes_is_a_failed_read(case: str) -> None:
+    """A Prometheus-compatible API (no Prometheus needed) whose answer is over `max_body_bytes`
+    (declared, endless, or gzip inflating past it): the read fails like any failed query (`ok`
+    false, every pod unknown, the cap named in `error`); an answer of exactly the cap is read."""
+    row = {"metric": {"__name__": "up", "pod": "p0"}, "value": [1000.0, "1"]}
+    valid = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [row]}})
+    big = Oversize(64 * 1024, valid.encode(), json_pad)
+
+    def answer(req: Seen) -> Answer:
+        return big.reply(case) if req.path.startswith("/api/v1/query?") else (404, b"")
+
+    target = PodTarget(pod="p0", role=c.ROLE_PREFILL, pool="pool-a")
+    with serve_http(answer) as (url, seen):
+        cfg = PrometheusSourceConfig(url=url, retries=0, timeout_seconds=5, max_body_bytes=big.cap)
+        src = PrometheusSource(cfg, targets=lambda: (target,))
+        start = time.monotonic()
+        snap = src.read(1000.0)
+        elapsed = time.monotonic() - start
+        rows = src.query("up") if case == AT_CAP else None
+    assert seen
+    if case == AT_CAP:
+        assert snap.ok, snap.error
+        assert rows == [row]
+        return
+    assert not snap.ok
+    assert snap.pods[0].pod == "p0"
+    assert snap.pods[0].kv_usage is None
+    big.refused(case, snap.error, MAX_BODY_SETTING, elapsed)

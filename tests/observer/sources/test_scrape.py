@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from observer import conventions as c
 from observer.sources.samples import EppTarget, PodTarget
-from observer.sources.scrape import ScrapeSource, counter_rate, parse_exposition
+from observer.sources.scrape import (
+    MAX_BODY_SETTING,
+    ScrapeSource,
+    ScrapeSourceConfig,
+    counter_rate,
+    parse_exposition,
+)
 from observer.sources.untrusted import ValueCleaner, clean_value
 from tests.observer.sources.exposition_server import Pages, fixture, serve
+from tests.support.httpstub import Answer, Seen, serve_http
+from tests.support.oversize import AT_CAP, CASES, Oversize, exposition_pad
 
 EPPS = ("epp_llm_d_epp", "epp_inference_objective", "epp_inference_model")
 
@@ -133,3 +143,45 @@ def test_parse_exposition_keeps_clean_label_values_as_they_are() -> None:
     nul = parse_exposition('# TYPE g gauge\ng{pod="a\x00b"} 1\n', counted)
     assert nul["g"] == (({"pod": "a" + c.VALUE_REPLACEMENT + "b"}, 1.0),)
     assert counted.count == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES)
+def test_a_page_past_max_body_bytes_fails_that_pod_only(case: str) -> None:
+    """A pod's page over `max_body_bytes` (declared, endless, or gzip inflating past it) is that
+    pod's failed read: unknown, in `stale_pods`, the cap named in `error`; the other pod and the
+    EPP are read. A page of exactly the cap is read as usual."""
+    big = Oversize(64 * 1024, fixture("vllm_v1").encode(), exposition_pad)
+    pages = {"/ok": fixture("vllm_v1").encode(), "/epp": fixture("epp_llm_d_epp").encode()}
+
+    def answer(req: Seen) -> Answer:
+        return big.reply(case) if req.path == "/big" else (200, pages[req.path])
+
+    with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
+        pods = (
+            PodTarget("p-big", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/big"),
+            PodTarget("p-ok", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/ok"),
+        )
+        src = ScrapeSource(
+            lambda: pods,
+            epps=(EppTarget("pool-a", f"{url}/epp"),),
+            config=ScrapeSourceConfig(max_body_bytes=big.cap),
+        )
+        start = time.monotonic()
+        snap = src.read(1000.0)
+        elapsed = time.monotonic() - start
+        src.close()
+    assert snap.ok
+    ok, pool = snap.pod("p-ok"), snap.pools[0]
+    assert ok is not None
+    assert ok.kv_usage is not None
+    assert pool.queue_size is not None
+    hit = snap.pod("p-big")
+    assert hit is not None
+    if case == AT_CAP:
+        assert snap.stale_pods == ()
+        assert hit.kv_usage == ok.kv_usage
+        return
+    assert snap.stale_pods == ("p-big",)
+    assert hit.kv_usage is None
+    big.refused(case, snap.error, MAX_BODY_SETTING, elapsed)
