@@ -323,6 +323,7 @@ def _run_stoppable(ctl: Controller, body: Callable[[], int], *, grace_seconds: f
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     worker = threading.Thread(target=work, name="autoscaler-loop", daemon=True)
+    grace_end: float | None = None
     deadline: float | None = None
     try:
         worker.start()
@@ -333,8 +334,18 @@ def _run_stoppable(ctl: Controller, body: Callable[[], int], *, grace_seconds: f
                     "shutdown requested: finishing the tick in flight, then releasing the lease",
                     extra={"signal": requested[0], "grace_seconds": grace_seconds},
                 )
-                deadline = time.monotonic() + grace_seconds + SHUTDOWN_EXIT_MARGIN_SECONDS
+                grace_end = time.monotonic() + grace_seconds
+                deadline = grace_end + SHUTDOWN_EXIT_MARGIN_SECONDS
                 ctl.stop()
+            if grace_end is not None and time.monotonic() > grace_end and worker.is_alive():
+                # as `serve` does: the lease is handed over anyway (within the exit margin, best
+                # effort), so a standby need not wait it out behind a hung request
+                log.error(
+                    "the autoscaler tick in flight did not finish within the shutdown grace; "
+                    "releasing the lease"
+                )
+                threading.Thread(target=ctl.release, name="lease-release", daemon=True).start()
+                grace_end = None
             if deadline is not None and time.monotonic() > deadline and worker.is_alive():
                 log.error(
                     "the autoscaler did not stop within the shutdown grace; exiting without it",

@@ -141,6 +141,48 @@ def test_autoscale_sigterm_finishes_the_request_in_flight_audits_and_releases(
     assert {"msg": "stopped", "signal": "SIGTERM", "exit_code": 0}.items() <= lines[-1].items()
 
 
+def test_autoscale_past_the_grace_hands_the_lease_over_and_exits_1(
+    server: RunningEmulator, tmp_path: Path
+) -> None:
+    """A request hanging past `server.shutdown_grace_seconds`: the process still exits within
+    the grace plus the exit margin (status 1), and the lease is released at the grace, as
+    `serve` does, so a standby need not wait out `leaseDurationSeconds` (it was left before)."""
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    cfg = heavy_load_config(tmp_path, db)
+    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=30.0)  # hangs well past the grace
+    em.faults.append(fault)
+    env = {**os.environ, "PD_OBSERVER_SERVER__SHUTDOWN_GRACE_SECONDS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer.cli", "autoscale", "--config", str(cfg), "--server", server.url],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_in_flight(fault, proc)
+        assert em.get(*LEASE)["spec"].get("holderIdentity")  # held while the tick runs
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err[-3000:]
+    assert 1 <= elapsed < 1 + 2 + 1  # the grace, then at most the exit margin (and the start-up)
+    assert em.get(*LEASE)["spec"].get("holderIdentity") is None
+    assert em.get(*LEASE)["spec"]["leaseDurationSeconds"] == 1
+    msgs = [json.loads(x)["msg"] for x in err.splitlines() if x.startswith("{")]
+    assert (
+        "the autoscaler tick in flight did not finish within the shutdown grace; releasing the lease" in msgs
+    )
+
+
 def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_lease(
     server: RunningEmulator, tmp_path: Path
 ) -> None:
