@@ -403,7 +403,11 @@ class RecordSignals:
       the engine's does;
     - cascade baselines fold one window per `window_seconds` after `warmup_seconds`; fleet load
       counts tenants seen for longer than `new_tenant_grace_seconds` (a new heavy tenant is the
-      evictor, not a load change).
+      evictor, not a load change);
+    - bounded per pool as the engine is (`max_tenants`, 1000): baselines not refreshed for 10
+      windows are dropped and at most `max_tenants` kept; past 2 x `max_tenants` first-seen
+      times, only the current window's tenants are kept (under tenant churn, new tenants still
+      become established and count in the fleet load).
     Load imbalance is left unknown (it needs per-pod metrics).
     """
 
@@ -422,7 +426,7 @@ class RecordSignals:
     _cascade: dict[str, CascadeState] = field(default_factory=dict)
     _baseline_at: dict[str, float] = field(default_factory=dict)
     _started: dict[str, float] = field(default_factory=dict)
-    _first_seen: dict[str, float] = field(default_factory=dict)
+    _first_seen: dict[str, Mapping[str, float]] = field(default_factory=dict)  # pool -> tenant -> time
 
     def signals(
         self, pool: str, now: float, records: Sequence[RequestRecord], decode_replicas: int | None
@@ -477,11 +481,13 @@ class RecordSignals:
     def _cascade_tick(
         self, pool: str, now: float, records: Sequence[RequestRecord], span: float
     ) -> tuple[str, ...] | None:
+        seen: dict[str, float] = {}
         for r in records:
-            if r.tenant not in self._first_seen and len(self._first_seen) < self.max_tenants:
-                self._first_seen[r.tenant] = r.end_time
+            seen.setdefault(r.tenant, r.end_time)
+        first_seen = casc.note_first_seen(self._first_seen.get(pool, {}), seen, self.max_tenants)
+        self._first_seen[pool] = first_seen
         cutoff = now - self.new_tenant_grace_seconds
-        established = [r for r in records if self._first_seen.get(r.tenant, now) <= cutoff]
+        established = [r for r in records if first_seen.get(r.tenant, now) <= cutoff]
         load = len(established) / span if records else None
         obs = casc.CascadeObservation(residency.tenant_windows(records), load)
         state = self._cascade.get(pool, CascadeState())
@@ -491,6 +497,10 @@ class RecordSignals:
         if due and now - self._started[pool] >= self.warmup_seconds:
             self._cascade[pool] = casc.update(state, obs, now, self.cascade_cfg)
             self._baseline_at[pool] = now
+        if pool in self._cascade:
+            self._cascade[pool] = casc.prune_baselines(
+                self._cascade[pool], now, self.window_seconds, self.max_tenants
+            )
         if all(s.unknown for s in sig) and sig:
             return None
         return tuple(s.tenant for s in sig if s.firing)

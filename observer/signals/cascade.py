@@ -3,6 +3,8 @@
 Pure: `update(state, observation, now, config) -> state` keeps EWMA baselines over quiet
 windows; `evaluate(state, observation, config) -> signals`. Input: `CascadeObservation` =
 per-tenant `TenantWindow`s (hits by tier, by pod, TTFT p90) and the fleet load of the window.
+`prune_baselines` and `note_first_seen` bound the state a long-running caller keeps (the signals
+engine and the autoscaler's `RecordSignals` share them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from observer.signals.types import (
     TenantBaseline,
     TenantWindow,
 )
+
+# A tenant's baseline keeps a pod it has no hits on in the window only while its decayed HBM
+# occupancy there is above this (occupancies are shares, 0..1), so a gone pod (rollouts and
+# scale-ups give new pod names) leaves after at most log(1e-3)/log(1 - alpha) updates of the
+# baseline: 31 with alpha 0.2. Memory and time stay O(pods in use), not O(pods ever seen). A
+# dropped pod counts as occupancy 0; that is 100x below `evictor_min_rise` (0.1).
+POD_OCCUPANCY_EPSILON = 1e-3
+
+# Baselines not refreshed for this many windows are forgotten (`prune_baselines`).
+BASELINE_MAX_AGE_WINDOWS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +140,16 @@ def update(state: CascadeState, obs: CascadeObservation, now: float, cfg: Cascad
         if base is None:
             tenants[t.tenant] = TenantBaseline(share, t.ttft_p90, mine, 1, now)
             continue
-        pods = set(base.pod_hbm_occupancy) | set(mine)
+        occupancy = {p: _ewma(base.pod_hbm_occupancy.get(p, 0.0), v, cfg.alpha) for p, v in mine.items()}
+        for p, old in base.pod_hbm_occupancy.items():  # pods without hits this window decay ...
+            if p not in mine:
+                decayed = _ewma(old, 0.0, cfg.alpha)
+                if decayed > POD_OCCUPANCY_EPSILON:  # ... and leave once negligible (bounded)
+                    occupancy[p] = decayed
         tenants[t.tenant] = TenantBaseline(
             hbm_share=_ewma(base.hbm_share, share, cfg.alpha),
             ttft_p90=_ewma(base.ttft_p90, t.ttft_p90, cfg.alpha),
-            pod_hbm_occupancy={
-                p: _ewma(base.pod_hbm_occupancy.get(p, 0.0), mine.get(p, 0.0), cfg.alpha) for p in pods
-            },
+            pod_hbm_occupancy=occupancy,
             windows=base.windows + 1,
             updated_at=now,
         )
@@ -142,3 +157,31 @@ def update(state: CascadeState, obs: CascadeObservation, now: float, cfg: Cascad
     if obs.fleet_load is not None and not any(s.firing for s in signals.values()):
         load = obs.fleet_load if load is None else _ewma(load, obs.fleet_load, cfg.alpha)
     return CascadeState(tenants=tenants, fleet_load=load, fleet_windows=state.fleet_windows + 1)
+
+
+def prune_baselines(state: CascadeState, now: float, window_seconds: float, max_tenants: int) -> CascadeState:
+    """Forget baselines not refreshed for `BASELINE_MAX_AGE_WINDOWS` windows of `window_seconds`,
+    then keep at most `max_tenants` (the most recently refreshed). `state` itself when unchanged."""
+    horizon = now - BASELINE_MAX_AGE_WINDOWS * window_seconds
+    kept = {k: b for k, b in state.tenants.items() if b.updated_at >= horizon}
+    if len(kept) > max_tenants:
+        kept = dict(sorted(kept.items(), key=lambda kv: -kv[1].updated_at)[:max_tenants])
+    if len(kept) == len(state.tenants):
+        return state
+    return CascadeState(tenants=kept, fleet_load=state.fleet_load, fleet_windows=state.fleet_windows)
+
+
+def note_first_seen(
+    known: Mapping[str, float], seen: Mapping[str, float], max_tenants: int
+) -> Mapping[str, float]:
+    """Tenant -> when first seen (for the fleet load's grace period of newcomers): `seen` maps the
+    current window's tenants to the time to record should they be new. Bounded: once more than
+    2 x `max_tenants` tenants are known, only the window's tenants are kept (a tenant that comes
+    back later is a newcomer again). `known` itself (not copied) when no tenant is new."""
+    new = {t: at for t, at in seen.items() if t not in known}
+    if not new:
+        return known
+    out = {**known, **new}
+    if len(out) > 2 * max_tenants:
+        out = {t: v for t, v in out.items() if t in seen}
+    return out

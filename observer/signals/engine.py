@@ -154,7 +154,7 @@ class SignalEngine:
         self._starvation = StarvationState()
         self.latest: FleetSignals | None = None
         self.started_at: float | None = None  # first tick
-        self._first_seen: dict[str, float] = {}  # tenant -> first record time (bounded)
+        self._first_seen: Mapping[str, float] = {}  # tenant -> first record time (bounded)
         self._baseline_at: float | None = None  # last window folded into the cascade baselines
         self._episode_evictors: dict[str, tuple[Evictor, ...]] = {}  # firing tenant -> evictors named
         self._pod_pool: dict[str, str] = {}  # last known pool of each pod (records of a blind source)
@@ -301,14 +301,7 @@ class SignalEngine:
 
     def _prune_baselines(self, state: CascadeState, now: float) -> CascadeState:
         """Forget baselines not refreshed for 10 windows, and cap their number."""
-        horizon = now - 10 * self.settings.window_seconds
-        kept = {k: b for k, b in state.tenants.items() if b.updated_at >= horizon}
-        if len(kept) > self.settings.max_tenants:
-            newest = sorted(kept.items(), key=lambda kv: -kv[1].updated_at)[: self.settings.max_tenants]
-            kept = dict(newest)
-        if len(kept) == len(state.tenants):
-            return state
-        return CascadeState(tenants=kept, fleet_load=state.fleet_load, fleet_windows=state.fleet_windows)
+        return casc.prune_baselines(state, now, self.settings.window_seconds, self.settings.max_tenants)
 
     def _judged_state(self, now: float) -> CascadeState:
         """The state the cascade is judged on: a tenant seen for less than the grace period has no
@@ -371,12 +364,10 @@ class SignalEngine:
         # established at once. Later ones are newcomers for `new_tenant_grace_seconds`.
         assert self.started_at is not None
         warming = now - self.started_at < self.settings.cascade.baseline_warmup_seconds
+        seen: dict[str, float] = {}
         for r in window:
-            if r.tenant not in self._first_seen:
-                self._first_seen[r.tenant] = -math.inf if warming else min(r.end_time, now)
-        if len(self._first_seen) > 2 * self.settings.max_tenants:
-            live = {r.tenant for r in window}
-            self._first_seen = {t: v for t, v in self._first_seen.items() if t in live}
+            seen.setdefault(r.tenant, -math.inf if warming else min(r.end_time, now))
+        self._first_seen = casc.note_first_seen(self._first_seen, seen, self.settings.max_tenants)
 
     def _fleet_load(
         self, window: Sequence[RequestRecord], samples: Sequence[PodSample], span: float, now: float
