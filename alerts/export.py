@@ -1,11 +1,13 @@
 """Export: the whole pipeline (load → validate → generate → render) for the CLI and the API.
 
-- `export(dir, settings)` backs `pd-observer alerts export DIR`;
-- `rules_for_api(settings)` backs `GET /api/v1/alerts/rules`.
+- `export(dir, settings)` backs `pd-observer alerts export DIR`: the SLOs of the config (`slos:`);
+- `rules_for_api(settings, slos)` backs `GET /api/v1/alerts/rules`: the service passes its stored
+  SLO set (the one `PUT /api/v1/slos` edits), which wins over the config once seeded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from alerts.settings import AlertsSettings, parse_alerts_settings
 from alerts.spec import WindowSet, load_window_set, slos_from_settings
 from alerts.validate import Issue, check
 from observer.config import Settings
+from observer.model import SloSpec
 
 RULES_FILE = "pd-observer-rules.yaml"
 PROMETHEUS_RULE_FILE = "pd-observer-prometheusrule.yaml"
@@ -38,11 +41,12 @@ class Built:
     warnings: tuple[Issue, ...]
 
 
-def build(settings: Settings) -> Built:
-    """Load, validate and generate. Raises observer.config.ConfigError on bad definitions."""
+def build(settings: Settings, slos: Sequence[SloSpec] | None = None) -> Built:
+    """Load, validate and generate for `slos` (None: the config's `slos:`). Raises
+    observer.config.ConfigError on bad definitions."""
     alerts = parse_alerts_settings(settings)
     windows = load_window_set(alerts.window_set)
-    specs = slos_from_settings(settings)
+    specs = tuple(slos) if slos is not None else slos_from_settings(settings)
     warnings = check(specs, windows)
     return Built(
         alerts=alerts,
@@ -80,9 +84,10 @@ def export(directory: str | Path, settings: Settings) -> list[Path]:
     return paths
 
 
-def rules_for_api(settings: Settings) -> dict[str, Any]:
-    """Body of `GET /api/v1/alerts/rules`: the rule groups, the window set and the routing."""
-    b = build(settings)
+def rules_for_api(settings: Settings, slos: Sequence[SloSpec] | None = None) -> dict[str, Any]:
+    """Body of `GET /api/v1/alerts/rules`: the rule groups, the window set and the routing, for
+    `slos` (the service's stored set; None: the config's `slos:`)."""
+    b = build(settings, slos)
     return {
         "window_set": b.windows.name,
         **rules_dict(b.rules),

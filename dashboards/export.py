@@ -1,12 +1,16 @@
 """Export: the whole pipeline (settings → generate → render) for the CLI and the HTTP API.
 
-- `export(dir, settings)` backs `pd-observer dashboards export DIR`;
-- `dashboards_index(settings)` backs `GET /api/v1/dashboards`;
-- `dashboard_json(uid, settings)` backs `GET /api/v1/dashboards/{uid}` (None -> 404).
+- `export(dir, settings)` backs `pd-observer dashboards export DIR`: the SLOs of the config;
+- `dashboards_index(settings, slos)` backs `GET /api/v1/dashboards`;
+- `dashboard_json(uid, settings, slos)` backs `GET /api/v1/dashboards/{uid}` (None -> 404).
+
+The service passes its stored SLO set (the one `PUT /api/v1/slos` edits) as `slos`; None means
+the config's `slos:`. The SLOs only draw the latency thresholds on the TTFT/ITL panels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from dashboards.render import (
 )
 from dashboards.settings import parse_dashboards_settings
 from observer.config import Settings, load_settings
+from observer.model import SloSpec
 
 PROVISIONING_FILE = "provisioning/dashboards/pd-observer.yaml"
 CONFIGMAPS_FILE = "pd-observer-dashboards-configmaps.yaml"
@@ -29,8 +34,9 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else load_settings(env={})
 
 
-def _generated(settings: Settings) -> tuple[Generated, ...]:
-    return generate_dashboards(parse_dashboards_settings(settings), settings.slo_specs())
+def _generated(settings: Settings, slos: Sequence[SloSpec] | None = None) -> tuple[Generated, ...]:
+    specs = tuple(slos) if slos is not None else settings.slo_specs()
+    return generate_dashboards(parse_dashboards_settings(settings), specs)
 
 
 def render_all(settings: Settings) -> dict[str, str]:
@@ -55,10 +61,12 @@ def export(directory: str | Path, settings: Settings) -> list[Path]:
     return paths
 
 
-def dashboards_index(settings: Settings | None = None) -> list[dict[str, Any]]:
+def dashboards_index(
+    settings: Settings | None = None, slos: Sequence[SloSpec] | None = None
+) -> list[dict[str, Any]]:
     """Body of `GET /api/v1/dashboards`: uid, title, tags and panel count of each dashboard."""
     out = []
-    for g in _generated(_settings(settings)):
+    for g in _generated(_settings(settings), slos):
         data = dashboard_dict(g.model)
         out.append(
             {
@@ -71,9 +79,11 @@ def dashboards_index(settings: Settings | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def dashboard_json(uid: str, settings: Settings | None = None) -> dict[str, Any] | None:
+def dashboard_json(
+    uid: str, settings: Settings | None = None, slos: Sequence[SloSpec] | None = None
+) -> dict[str, Any] | None:
     """Body of `GET /api/v1/dashboards/{uid}`: the Grafana dashboard JSON, or None if unknown."""
-    for g in _generated(_settings(settings)):
+    for g in _generated(_settings(settings), slos):
         if g.uid == uid:
             return dashboard_dict(g.model)
     return None

@@ -137,32 +137,19 @@ def _tune_gc(gen0_threshold: int) -> None:
 
 
 def extra_routers(settings: Settings) -> list[Any]:
-    """API routes owned by the upper layers (alerts, dashboards), mounted by the composition root."""
-    from fastapi import APIRouter, HTTPException
-
+    """API routes owned by the upper layers (alerts, dashboards), mounted by the composition root.
+    They generate from the service's stored SLO set (observer/api/generated.py), not the config's."""
     from alerts.export import rules_for_api
     from dashboards.export import dashboard_json, dashboards_index
+    from observer.api.generated import generated_router
 
-    router = APIRouter(prefix="/api/v1")
-
-    @router.get(
-        "/alerts/rules", tags=["alerts"], summary="Generated Prometheus rules and Alertmanager routing"
-    )
-    def alert_rules() -> dict[str, Any]:
-        return rules_for_api(settings)
-
-    @router.get("/dashboards", tags=["dashboards"], summary="The generated Grafana dashboards")
-    def dashboards() -> dict[str, Any]:
-        return {"dashboards": dashboards_index(settings)}
-
-    @router.get("/dashboards/{uid}", tags=["dashboards"], summary="One dashboard's Grafana JSON model")
-    def dashboard(uid: str) -> dict[str, Any]:
-        model = dashboard_json(uid, settings)
-        if model is None:
-            raise HTTPException(404, f"no dashboard with uid {uid!r}")
-        return model
-
-    return [router]
+    return [
+        generated_router(
+            rules=lambda slos: rules_for_api(settings, slos),
+            index=lambda slos: dashboards_index(settings, slos),
+            dashboard=lambda uid, slos: dashboard_json(uid, settings, slos),
+        )
+    ]
 
 
 def cmd_dashboards_export(args: argparse.Namespace) -> int:

@@ -168,11 +168,11 @@ class Pipeline:
         now = self.clock()
         self.store.upgrade()
         slos = self.store.seed_slos(list(self.settings.slo_specs()))
-        since = now - self.settings.aggregation.max_window_seconds
         with self.lock:
             self.assembler.restore(self.store.load_pending(), now)
-            self.aggregator.set_slos(slos, self.store.records_since(since), now)
+            self._apply_slos(slos, now)
             self.metrics.pending.set(self.assembler.pending_count)
+        since = now - self.settings.aggregation.max_window_seconds
         log.info("recovered", extra={"pending": self.assembler.pending_count, "since": since})
 
     async def start(self) -> None:
@@ -510,9 +510,15 @@ class Pipeline:
             self.store.rollup(now - 60)
             self.store.apply_retention(now, st.record_retention_seconds, st.rollup_retention_seconds)
 
+    @property
+    def housekeeping_tick_seconds(self) -> float:
+        """Period of the housekeeping loop: P/D flush and window expiry, store probe, SLO sync
+        (`sync_slos`); min(5 s, `ingest.pending_timeout_seconds` / 2)."""
+        return min(HOUSEKEEPING_TICK_SECONDS, self.settings.ingest.pending_timeout_seconds / 2)
+
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
-        tick = min(5.0, self.settings.ingest.pending_timeout_seconds / 2)
+        tick = self.housekeeping_tick_seconds
         maint_every = self.settings.store.maintenance_interval_seconds
         last_maint = 0.0
         while True:
@@ -527,6 +533,13 @@ class Pipeline:
                     last_maint = now
             except Exception:
                 log.exception("housekeeping failed; will retry")
+            if self.store_error is None:  # an unavailable store: the probe above comes first
+                try:
+                    await loop.run_in_executor(self._writer_pool, self.sync_slos)
+                except Exception as exc:
+                    log.warning(
+                        "reading the stored SLO set failed; will retry", extra={"error": _one_line(exc)}
+                    )
 
     async def _probe_store(self, loop: asyncio.AbstractEventLoop) -> None:
         """After a failed write: an empty write transaction; its success makes the service ready
@@ -540,18 +553,50 @@ class Pipeline:
         self.store_error = None
 
     # ------------------------------------------------------------------ SLOs
+    # The stored set wins (docs/storage.md, "SLOs: who wins"). It takes effect here through
+    # `_apply_slos` only: at startup (`recover`), on a PUT to this replica (`replace_slos`), and
+    # within one housekeeping tick of a PUT to another replica sharing the store (`sync_slos`).
     def replace_slos(self, slos: Sequence[SloSpec]) -> None:
-        """Store the new SLO set and rebuild the SLO counters exactly from stored records."""
-        now = self.clock()
-        since = now - self.settings.aggregation.max_window_seconds
+        """PUT /api/v1/slos: store the new SLO set, then apply it here (`_apply_slos`)."""
         with self.lock:
             self.store.replace_slos(list(slos))
-            self.aggregator.set_slos(list(slos), self.store.records_since(since), now)
+            self._apply_slos(slos, self.clock())
+
+    def sync_slos(self) -> bool:
+        """Housekeeping: apply the stored SLO set when it differs from the one judged here (a PUT
+        to another replica sharing the store). Costs one read of the small `slos` table per tick;
+        the rebuild (`_apply_slos`) runs only on a change. Returns whether the set changed."""
+        with self.lock:  # serialized with a local PUT: a stale read is never applied after it
+            stored = self.store.list_slos()
+            if tuple(stored) == self.aggregator.slos:
+                return False
+            self._apply_slos(stored, self.clock())
+        log.info(
+            "applied the stored SLO set (changed by another replica)",
+            extra={"slos": [s.name for s in stored]},
+        )
+        return True
+
+    def _apply_slos(self, slos: Sequence[SloSpec], now: float) -> None:
+        """Under `lock`: make `slos` the set judged and exported here. The windows are rebuilt
+        exactly from the stored records of the longest window; the cumulative `slo_*` counters of
+        unchanged SLOs go on, those of new or redefined SLOs restart at zero (a counter reset for
+        Prometheus), those of removed SLOs are dropped (`Aggregator.set_slos`)."""
+        since = now - self.settings.aggregation.max_window_seconds
+        self.aggregator.set_slos(list(slos), self.store.records_since(since), now)
+
+    def slos(self) -> list[SloSpec]:
+        """The stored SLO set: what `GET /api/v1/slos` answers and what the served alert rules
+        and dashboards are generated from (blocking: one store read)."""
+        return self.store.list_slos()
 
     def get_record(self, request_id: str) -> RequestRecord | None:
         return self.store.get_record(request_id)
 
 
+# Upper bound of the housekeeping period (`Pipeline.housekeeping_tick_seconds`), hence of the delay
+# before a PUT /api/v1/slos on one replica is judged and exported by the others.
+HOUSEKEEPING_TICK_SECONDS = 5.0
 _TYPICAL_WEIGHT = 0.25  # weight of the newest batch in the moving average of batch sizes
 
 

@@ -249,7 +249,7 @@ def create_app(
 
     @api.get("/slos", tags=["slos"], summary="The SLO set")
     def get_slos() -> dict[str, Any]:
-        specs = pipeline.store.list_slos()
+        specs = pipeline.slos()
         return {"slos": [_slo_json(_to_settings(s)) for s in specs]}
 
     @api.put("/slos", tags=["slos"], summary="Replace the SLO set; counters rebuilt from stored records")
