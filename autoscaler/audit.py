@@ -14,25 +14,28 @@ the outcome of each API call — stored in the `decisions` table (migration 0002
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autoscaler.ports import AuditEntry, AuditSink
-from autoscaler.types import Demand, PoolObservation, Signals
+from autoscaler.ports import AuditEntry, AuditSink, LeverChanges, Recalled, recall_from
+from autoscaler.types import DeciderChange, Demand, PoolObservation, ReasonCode, Signals, WeightChange
 from observer.store.schema import decisions as T
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+RECALL_ROWS = 200  # rows `SqlAuditLog.recall` reads: the lever changes of days (each is rate-limited)
+T_ = TypeVar("T_")
 
 
 def _num(x: float | None) -> float | None:
@@ -118,12 +121,18 @@ def changes_json(e: AuditEntry) -> dict[str, Any]:
                 "scorer": w.scorer,
                 "before": w.current,
                 "after": w.desired,
+                "baseline": w.baseline,
                 "reasons": [r.value for r in w.reasons],
             }
             for w in e.weight_changes
         ],
         "decider": [
-            {"before": x.current, "after": x.desired, "reasons": [r.value for r in x.reasons]}
+            {
+                "before": x.current,
+                "after": x.desired,
+                "baseline": x.baseline,
+                "reasons": [r.value for r in x.reasons],
+            }
             for x in e.decider_changes
         ],
         "holds": [{"role": h.role, "reason": h.reason.value, "detail": h.detail} for h in e.holds],
@@ -265,6 +274,19 @@ class SqlAuditLog:
             )
         return out
 
+    def recall(self, pool: str, *, rows: int = RECALL_ROWS) -> Recalled:
+        """`LeverMemory`: from the newest `rows` of `pool` that changed an EPP lever."""
+        levers = sa.or_(T.c.changes.like('%"decider": [{%'), T.c.changes.like('%"weights": [{%'))
+        q = (
+            sa.select(T.c.changes)
+            .where(T.c.pool == pool, levers)
+            .order_by(T.c.at.desc(), T.c.id.desc())
+            .limit(rows)
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(q).scalars().all()
+        return recall_from(lever_changes_of(pool, json.loads(text)) for text in found)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -308,6 +330,38 @@ class FanoutAudit:
                 s.record(entry)
             except Exception:
                 log.exception("audit sink %s failed", type(s).__name__)
+
+
+def lever_changes_of(pool: str, changes: Mapping[str, Any]) -> LeverChanges:
+    """The decider and weight changes of an audited `changes` object (`changes_json`); an
+    item that does not parse is left out."""
+    deciders: list[DeciderChange] = []
+    weights: list[WeightChange] = []
+    for x in changes.get("decider") or ():
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            before, after, baseline = int(x["before"]), int(x["after"]), _opt(int, x.get("baseline"))
+            deciders.append(DeciderChange(pool, before, after, _reasons(x), baseline))
+    for x in changes.get("weights") or ():
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            weights.append(
+                WeightChange(
+                    pool,
+                    str(x["scorer"]),
+                    float(x["before"]),
+                    float(x["after"]),
+                    _reasons(x),
+                    _opt(float, x.get("baseline")),
+                )
+            )
+    return deciders, weights
+
+
+def _reasons(x: Mapping[str, Any]) -> tuple[ReasonCode, ...]:
+    return tuple(ReasonCode(r) for r in x.get("reasons", ()))
+
+
+def _opt(kind: Callable[[Any], T_], v: Any) -> T_ | None:
+    return None if v is None else kind(v)
 
 
 def summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, int]:

@@ -43,6 +43,7 @@ from autoscaler.ports import (
     ActuationError,
     AuditSink,
     ConflictError,
+    LeverMemory,
     NotFoundError,
     ObservationSource,
     PermanentError,
@@ -626,11 +627,13 @@ def build_controller(
     host: str | None = None,
     kubeconfig: str | None = None,
     identity: str | None = None,
+    memory: LeverMemory | None = None,
 ) -> tuple[Controller, KubernetesApi]:
     """Wire a Controller to the Kubernetes API (in-cluster, kubeconfig, or `host`).
 
     `mode` overrides settings.mode (e.g. `--dry-run`); the Lease identity defaults to the
-    hostname (the pod name), read here at runtime. Close the returned API when done.
+    hostname (the pod name), read here at runtime; `memory` (the audit log) is what a new
+    leader recalls of the EPP levers. Close the returned API when done.
     """
     api = KubernetesApi.connect(
         field_manager=settings.field_manager,
@@ -664,5 +667,6 @@ def build_controller(
         lease=lease,
         retry=settings.retry_policy(),
         interval_seconds=settings.interval_seconds,
+        memory=memory,
     )
     return ctl, api

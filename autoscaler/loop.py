@@ -27,6 +27,7 @@ from autoscaler.ports import (
     Clock,
     Interruptible,
     LeaseLock,
+    LeverMemory,
     ObservationSource,
     Outcome,
     PermanentError,
@@ -35,7 +36,7 @@ from autoscaler.ports import (
     TemporaryError,
     WeightTarget,
 )
-from autoscaler.types import Config, Effects, PolicyState, PoolObservation, RoleStatus, TickInput
+from autoscaler.types import Config, Effects, PolicyState, PoolObservation, PoolState, RoleStatus, TickInput
 from observer import conventions as c
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ class Controller:
         lease: LeaseLock | None = None,
         retry: RetryPolicy = RetryPolicy(),
         interval_seconds: float = 15.0,
+        memory: LeverMemory | None = None,
     ) -> None:
         self.config = config
         self.mode = mode
@@ -228,6 +230,8 @@ class Controller:
         self._retry = retry
         self.interval_seconds = interval_seconds
         self.state = PolicyState()
+        self._memory = memory
+        self._recalled = False  # since this instance (re)took the lead
         self._was_leader = False
         self._renewed_at = 0.0  # monotonic time of the last successful renewal (when the leader)
         self._stop = threading.Event()
@@ -374,6 +378,34 @@ class Controller:
             log.warning("%s", error)
         return leader, error
 
+    def _recall(self) -> None:
+        """On taking the lead: each pool's last EPP lever changes, by whichever instance, so a
+        threshold or a weight its predecessor raised is brought back to the operator's value,
+        not kept as theirs (`policy._operators`)."""
+        if self._memory is None:
+            return
+        pools = dict(self.state.pools)
+        for pool in self.config.pools:
+            try:
+                got = self._memory.recall(pool)
+            except Exception as exc:  # the database: the policy then takes the first reading
+                log.warning("cannot recall the EPP lever changes of %s: %s", pool, exc)
+                continue
+            st = pools.get(pool, PoolState())
+            if got.decider is not None:
+                x = got.decider
+                st = replace(st, decider_baseline=x.baseline, decider_written=(x.current, x.desired))
+            base = {s: w.baseline for s, w in got.weights.items() if w.baseline is not None}
+            if base:  # (`Recalled` keeps only changes with a baseline)
+                written = {s: (w.current, w.desired) for s, w in got.weights.items() if s in base}
+                st = replace(
+                    st,
+                    weight_baseline={**st.weight_baseline, **base},
+                    weight_written={**st.weight_written, **written},
+                )
+            pools[pool] = st
+        self.state = PolicyState(pools)
+
     # -- public ----------------------------------------------------------------------------
     def tick(self) -> TickReport:
         """One tick. Raises LeadershipLost when this leader lost its lease."""
@@ -381,8 +413,12 @@ class Controller:
         if self._lease is not None:
             leader, error = self._lead(self._lease)
             if not leader:
+                self._recalled = False  # another instance may act meanwhile
                 return TickReport(now, False, None, (), lease_error=error)
             now = self._clock.now()  # after any retries
+        if not self._recalled:
+            self._recall()
+            self._recalled = True
         observations = tuple(self._observe(p, now) for p in self.config.pools)
         before = self.state
         effects = decide(TickInput(now, observations, before), self.config)

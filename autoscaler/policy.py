@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TypeVar
 
 from autoscaler import capacity as cap
 from autoscaler import guardrails as g
@@ -44,6 +45,7 @@ from autoscaler.types import (
 from observer import conventions as c
 
 R = ReasonCode
+V = TypeVar("V", int, float)  # a lever value: the decider threshold, a scorer weight
 
 
 def decide(inp: TickInput, cfg: Config) -> Effects:
@@ -645,8 +647,8 @@ def _decider(
     pool = obs.pool
     baseline = dc.baseline_tokens
     if baseline is None:
-        baseline = st.decider_baseline if st.decider_baseline is not None else cur
-        st = replace(st, decider_baseline=baseline)
+        baseline, written = _operators(st.decider_baseline, st.decider_written, cur)
+        st = replace(st, decider_baseline=baseline, decider_written=written)
     demand = obs.demand
     assert demand is not None
     assert st.capacity is not None
@@ -708,8 +710,9 @@ def _decider(
     if held is not None:
         why = f"nonCachedTokens {cur} -> {desired} ({','.join(reasons)})"
         return [], [Hold(pool, None, held, why)], max(cur, desired) > baseline or restoring, st
-    change = DeciderChange(pool, cur, desired, reasons)
-    return [change], [], desired > baseline or cur > baseline, replace(st, last_decider_change=now)
+    change = DeciderChange(pool, cur, desired, reasons, baseline)
+    st = replace(st, last_decider_change=now, decider_written=(cur, desired))
+    return [change], [], desired > baseline or cur > baseline, st
 
 
 def _epp_rolling(obs: PoolObservation) -> ReasonCode | None:
@@ -721,6 +724,10 @@ def _epp_rolling(obs: PoolObservation) -> ReasonCode | None:
 def _weights(
     obs: PoolObservation, cfg: PoolConfig, st: PoolState, now: float, signals_known: bool
 ) -> tuple[list[WeightChange], list[Hold], PoolState]:
+    """Raise a scorer's weight by `step` while its signal fires (cascade → prefix-cache;
+    imbalance → queue and kv-utilization); once it has been quiet `relax_after_seconds`, step
+    it back toward the operator's weight (first read, or set since by someone else: see
+    `_operators`). Within bounds, rate-limited, and held while the EPP rolls out."""
     pool = obs.pool
     wc = cfg.weights
     sig = obs.signals
@@ -732,13 +739,24 @@ def _weights(
     if signals_known and sig.load_imbalance:
         for s in (c.SCORER_QUEUE, c.SCORER_KV_UTILIZATION):
             bumps.setdefault(s, []).append(R.LOAD_IMBALANCE)
+    baselines, written, bumped = dict(st.weight_baseline), dict(st.weight_written), dict(st.weight_bumped)
     targets: dict[str, tuple[float, tuple[ReasonCode, ...]]] = {}
     for scorer, bounds in wc.bounds.items():
         if scorer not in obs.weights:
             continue
         cur = obs.weights[scorer]
-        new = cur + wc.step if scorer in bumps else cur
+        baselines[scorer], last = _operators(baselines.get(scorer), written.get(scorer), cur)
+        if last is None:
+            written.pop(scorer, None)
+        rest = g.clamp_weight(baselines[scorer], bounds)
         why = tuple(bumps.get(scorer, ()))
+        new = cur
+        if scorer in bumps:
+            new, bumped[scorer] = cur + wc.step, now
+        elif signals_known and wc.relax_after_seconds is not None and cur > rest:
+            quiet_since = bumped.setdefault(scorer, now)  # a raise found on taking the lead: from now
+            if now - quiet_since >= wc.relax_after_seconds:
+                new, why = max(rest, cur - wc.step), (R.WEIGHT_RELAXED,)
         clamped = g.clamp_weight(new, bounds)
         if clamped != new and cur == g.clamp_weight(cur, bounds) and scorer in bumps:
             why = (*why, R.WEIGHT_AT_BOUND)
@@ -746,11 +764,12 @@ def _weights(
             why = (*why, R.WEIGHT_OUT_OF_BOUNDS)
         if clamped != cur or scorer in bumps:
             targets[scorer] = (clamped, why)
+    st = replace(st, weight_baseline=baselines, weight_written=dict(written), weight_bumped=bumped)
     holds: list[Hold] = []
     if not signals_known:
         holds.append(Hold(pool, None, R.STALE_DATA, "signals stale: no reactive moves"))
     changes = [
-        WeightChange(pool, s, obs.weights[s], v, why)
+        WeightChange(pool, s, obs.weights[s], v, why, baselines[s])
         for s, (v, why) in targets.items()
         if v != obs.weights[s]
     ]
@@ -762,5 +781,16 @@ def _weights(
         holds.append(Hold(pool, None, held, ", ".join(x.scorer for x in changes)))
         return [], holds, st
     if changes:
-        st = replace(st, last_weight_change=now)
+        written.update({x.scorer: (x.current, x.desired) for x in changes})
+        st = replace(st, last_weight_change=now, weight_written=written)
     return changes, holds, st
+
+
+def _operators(known: V | None, written: tuple[V, V] | None, cur: V) -> tuple[V, tuple[V, V] | None]:
+    """A lever's value to come back to (the operator's) and (from, to) of the last change this
+    controller decided or recalled, after reading `cur`. The first reading is the operator's; so
+    is a value set since by someone else — neither side of the last change (a change not applied
+    leaves its `from`, one applied its `to`). Pure."""
+    if known is None or (cur != known and (written is None or cur not in written)):
+        return cur, None
+    return known, written

@@ -8,7 +8,7 @@ Adapters raise `TemporaryError` (worth retrying: 409 conflict, 429, 5xx, timeout
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -176,6 +176,42 @@ class AuditSink(Protocol):
     def record(self, entry: AuditEntry) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A pool's newest EPP lever changes (by any instance, in any mode), each with the
+    operator's value it was relative to (`baseline`); changes audited before that field
+    existed are left out."""
+
+    decider: DeciderChange | None = None
+    weights: Mapping[str, WeightChange] = field(default_factory=dict)  # scorer -> its newest
+
+
+@runtime_checkable
+class LeverMemory(Protocol):
+    """What outlives a controller: a controller that takes the lead recalls the levers'
+    last changes, so a threshold or a weight its predecessor raised is brought back to the
+    operator's value, not taken for it."""
+
+    def recall(self, pool: str) -> Recalled: ...
+
+
+LeverChanges = tuple[Sequence[DeciderChange], Sequence[WeightChange]]
+
+
+def recall_from(ticks: Iterable[LeverChanges]) -> Recalled:
+    """`Recalled` from one pool's audited ticks, newest first. Pure."""
+    decider: DeciderChange | None = None
+    weights: dict[str, WeightChange] = {}
+    found_decider = False
+    for deciders, weight_changes in ticks:
+        if deciders and not found_decider:
+            found_decider, x = True, deciders[-1]
+            decider = x if x.baseline is not None else None
+        for w in reversed(weight_changes):
+            weights.setdefault(w.scorer, w)
+    return Recalled(decider, {k: w for k, w in weights.items() if w.baseline is not None})
+
+
 # ---------------------------------------------------------------------------------------------
 # In-memory adapters
 # ---------------------------------------------------------------------------------------------
@@ -323,3 +359,8 @@ class MemoryAuditSink:
 
     def record(self, entry: AuditEntry) -> None:
         self.entries.append(entry)
+
+    def recall(self, pool: str) -> Recalled:
+        return recall_from(
+            (e.decider_changes, e.weight_changes) for e in reversed(self.entries) if e.pool == pool
+        )

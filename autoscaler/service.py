@@ -56,7 +56,7 @@ from autoscaler.observe import (
     SignalsProvider,
     pool_by_pod_prefix,
 )
-from autoscaler.ports import ActuationError, AuditEntry, AuditSink, ScaleTarget
+from autoscaler.ports import ActuationError, AuditEntry, AuditSink, LeverMemory, ScaleTarget
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.types import PolicyState, PoolState, Recommendation
 from observer import conventions as c
@@ -266,6 +266,7 @@ def run_autoscale(
         host=host,
         kubeconfig=kubeconfig,
         identity=identity,
+        memory=audit_log,
     )
 
     def body() -> int:
@@ -412,7 +413,8 @@ def attach(
         else:
             from autoscaler.kubernetes import build_controller
 
-            ctl, _api = build_controller(asettings, source=source, audit=audit)
+            memory = log_ if isinstance(log_, LeverMemory) else None
+            ctl, _api = build_controller(asettings, source=source, audit=audit, memory=memory)
         warm_start(ctl, ctl_scale(ctl), pipeline.clock(), hold_seconds=asettings.warm_start_hold_seconds)
         if background:
             bg = BackgroundLoop(ctl)

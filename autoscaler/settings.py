@@ -121,6 +121,14 @@ class WeightSettings(_Model):
     )
     step: float = Field(1.0, gt=0)
     min_interval_seconds: float = Field(900.0, ge=0, description="each change costs an EPP restart")
+    relax_after_seconds: float | None = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "a weight raised by the policy steps back toward the operator's (one step per change) "
+            "once its signal has been quiet this long; null: raised weights stay"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> WeightSettings:
@@ -136,7 +144,12 @@ class DeciderSettings(_Model):
 
     enabled: bool = Field(True, description="raise the threshold to bridge a prefill cold start")
     baseline_tokens: int | None = Field(
-        None, ge=1, description="the threshold to restore; null = the value first read from the EPP config"
+        None,
+        ge=1,
+        description=(
+            "the threshold to restore; null = the operator's: the value first read from the EPP config, "
+            "or set there since by someone else, recalled from the audit log by a new leader"
+        ),
     )
     max_tokens: int = Field(131_072, ge=1, description="never raise the threshold above this")
     max_decode_share: float = Field(
@@ -274,6 +287,7 @@ class PoolSettings(_Model):
                 bounds=dict(self.weights.bounds),
                 step=self.weights.step,
                 min_interval_seconds=self.weights.min_interval_seconds,
+                relax_after_seconds=self.weights.relax_after_seconds,
             ),
             decider=self.decider.to_config(),
         )

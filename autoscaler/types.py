@@ -46,6 +46,7 @@ class ReasonCode(StrEnum):
     WEIGHT_RATE_LIMITED = "weight_rate_limited"
     WEIGHT_AT_BOUND = "weight_at_bound"
     WEIGHT_OUT_OF_BOUNDS = "weight_out_of_bounds"  # current weight outside bounds: brought back
+    WEIGHT_RELAXED = "weight_relaxed"  # its signal quiet for relax_after_seconds: a step back down
     PREFILL_OVERFLOW = "prefill_overflow"  # ready prefill cannot carry the work: decider raised
     PREFILL_RECOVERED = "prefill_recovered"  # ready prefill carries the work again: decider restored
     DECIDER_RATE_LIMITED = "decider_rate_limited"  # decider change held: EPP restarted recently
@@ -198,6 +199,13 @@ class PoolState:
     # is in effect once such a reading comes after it, whatever restarted the EPP since
     epp_rolled_out_seen: float | None = None
     decider_baseline: int | None = None  # the operator's threshold, first seen (when not configured)
+    # (from, to) of the last decider change this controller decided (or recalled): a threshold
+    # read that is neither was set by someone else, the operator's new baseline
+    decider_written: tuple[int, int] | None = None
+    # the same per scorer (policy._weights), and when its signal last asked for a raise
+    weight_baseline: Mapping[str, float] = field(default_factory=dict)
+    weight_written: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    weight_bumped: Mapping[str, float] = field(default_factory=dict)
     # prefill replicas whose aggregate cache keeps the spill share at its target (policy._residency)
     residency_floor: int = 0
     residency_scale: float | None = None  # EW mean of λ, replicas per e-fold of the spill share
@@ -239,6 +247,8 @@ class WeightConfig:
     )
     step: float = 1.0
     min_interval_seconds: float = 900.0  # each change costs an EPP rollout restart
+    # a raised weight steps back toward the operator's once its signal has been quiet this long
+    relax_after_seconds: float | None = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +396,7 @@ class WeightChange:
     current: float
     desired: float
     reasons: tuple[ReasonCode, ...]
+    baseline: float | None = None  # the operator's weight (audited and recalled, as DeciderChange's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +405,9 @@ class DeciderChange:
     current: int
     desired: int
     reasons: tuple[ReasonCode, ...]
+    # the operator's threshold the change is relative to: audited, and recalled by a controller
+    # that (re)takes the lead (`ports.DeciderMemory`), so a raise in effect is still restored
+    baseline: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

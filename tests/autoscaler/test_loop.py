@@ -340,3 +340,48 @@ def test_system_clock_elapsed_time_counts_suspend(monkeypatch: pytest.MonkeyPatc
     # without the clock (another OS) it is time.monotonic
     monkeypatch.setattr(loop, "ELAPSED_CLOCK_ID", None)
     assert abs(SystemClock().monotonic() - time.monotonic()) < 1.0
+
+
+def test_a_new_leader_restores_what_its_predecessor_raised(tmp_path: object) -> None:
+    """Leader a raised the P/D decider's threshold 512 -> 8192 to bridge a prefill cold start,
+    and the prefix-cache weight 2 -> 3 for a cascade, then stopped (a rollout, a failover). Its
+    successor b used to read 8192 and 3 as the operator's and keep them for good (prefilling on
+    the decode pods); it now recalls a's changes from the shared audit log (SQL): it restores
+    512 once prefill copes, and takes 2 as the weight to relax back to."""
+    from pathlib import Path
+
+    from autoscaler.audit import SqlAuditLog
+    from autoscaler.ports import AuditEntry
+    from autoscaler.types import DeciderChange, PoolObservation, ReasonCode, WeightChange
+    from observer.store import Store
+
+    url = f"sqlite:///{Path(str(tmp_path)) / 'pdo.db'}"
+    Store.open(url).upgrade()
+    log = SqlAuditLog.open(url)
+    raised = DeciderChange("p", 512, 8192, (ReasonCode.PREFILL_OVERFLOW,), baseline=512)
+    observed = PoolObservation("p", {}, None, Signals(), None, decider_threshold=512)
+    bumped = WeightChange("p", c.SCORER_PREFIX_CACHE, 2.0, 3.0, (ReasonCode.CACHE_CASCADE,), baseline=2.0)
+    log.record(AuditEntry(990.0, "p", "apply", observed, (), (bumped,), (), (), decider_changes=(raised,)))
+    try:
+        store = LeaseRecordStore()
+        b, _, weights, _, _ = make(Mode.APPLY, lease=InMemoryLease(store, "b", 15.0), memory=log)
+        weights.deciders["p"] = 8192  # a's raises, in effect
+        weights.data["p"][c.SCORER_PREFIX_CACHE] = 3.0
+        report = b.tick()
+        assert report.effects is not None
+        (x,) = report.effects.decider_changes
+        assert (x.current, x.desired, x.baseline) == (8192, 512, 512)
+        assert weights.deciders["p"] == 512
+        assert log.recall("p").decider == raised  # the round trip through the SQL row
+        assert log.recall("p").weights == {c.SCORER_PREFIX_CACHE: bumped}
+        # the weight a raised is not taken for the operator's: it relaxes back to 2.0 later
+        assert b.state.pools["p"].weight_baseline[c.SCORER_PREFIX_CACHE] == 2.0
+
+        forgetful, _, weights2, _, _ = make(Mode.APPLY)  # no memory: the raise is kept for good
+        weights2.deciders["p"] = 8192
+        weights2.data["p"][c.SCORER_PREFIX_CACHE] = 3.0
+        assert forgetful.tick().effects.decider_changes == ()  # type: ignore[union-attr]
+        assert weights2.deciders["p"] == 8192
+        assert forgetful.state.pools["p"].weight_baseline[c.SCORER_PREFIX_CACHE] == 3.0
+    finally:
+        log.close()

@@ -16,12 +16,14 @@ from autoscaler.types import (
     PolicyState,
     PoolConfig,
     PoolObservation,
+    PoolState,
     PromptMoments,
     ReasonCode,
     RoleConfig,
     RoleStatus,
     Signals,
     TickInput,
+    WeightConfig,
 )
 from observer import conventions as c
 
@@ -245,6 +247,54 @@ def test_weights_wait_for_the_epp_rollout_even_past_the_rate_limit() -> None:
     assert rolling.state.pools["p"].last_weight_change is None  # nothing written: no rate limit
     done = decide(TickInput(15.0, (replace(o, epp_rolled_out=True),), rolling.state), Config({"p": cfg}))
     assert [(x.scorer, x.desired) for x in done.weight_changes] == [(c.SCORER_PREFIX_CACHE, 3.0)]
+
+
+def test_a_raised_weight_steps_back_once_its_signal_is_quiet() -> None:
+    """Weights used to only go up: each cascade added a step, so over weeks every scorer sat at
+    its upper bound for good. A raise now steps back toward the operator's weight once its
+    signal has been quiet `relax_after_seconds` (one step per change, rate-limited), never
+    below it; stale signals relax nothing."""
+    cfg = pool_cfg(weights=WeightConfig(relax_after_seconds=3600.0))
+    w = {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 1.0, c.SCORER_KV_UTILIZATION: 1.0}
+    o = obs(1, 1, demand(100, 100), signals=Signals(cascade_tenants=("a",)), weights=w)
+    eff = decide(TickInput(0.0, (o,)), Config({"p": cfg}))
+    (x,) = eff.weight_changes
+    assert (x.current, x.desired, x.baseline) == (2.0, 3.0, 2.0)
+    raised = replace(o, signals=Signals(), weights={**w, c.SCORER_PREFIX_CACHE: 3.0})
+    quiet = decide(TickInput(3599.0, (raised,), eff.state), Config({"p": cfg}))
+    assert quiet.weight_changes == ()
+    stale = replace(raised, signals=Signals(age_seconds=10_000))
+    assert decide(TickInput(3600.0, (stale,), eff.state), Config({"p": cfg})).weight_changes == ()
+    back = decide(TickInput(3600.0, (raised,), quiet.state), Config({"p": cfg}))
+    (x,) = back.weight_changes
+    assert (x.scorer, x.current, x.desired, x.reasons) == (
+        c.SCORER_PREFIX_CACHE,
+        3.0,
+        2.0,
+        (ReasonCode.WEIGHT_RELAXED,),
+    )
+    rested = replace(o, signals=Signals(), weights=w)
+    assert decide(TickInput(9000.0, (rested,), back.state), Config({"p": cfg})).weight_changes == ()
+    never = pool_cfg(weights=WeightConfig(relax_after_seconds=None))
+    assert decide(TickInput(3600.0, (raised,), quiet.state), Config({"p": never})).weight_changes == ()
+
+
+def test_a_weight_the_operator_sets_is_theirs_to_keep() -> None:
+    # raised 2 -> 3 and relaxed back to 2; the operator then sets 4: not relaxed to 2 later
+    cfg = pool_cfg(weights=WeightConfig(relax_after_seconds=60.0))
+    w = {c.SCORER_PREFIX_CACHE: 4.0, c.SCORER_QUEUE: 1.0, c.SCORER_KV_UTILIZATION: 1.0}
+    state = PolicyState(
+        {
+            "p": PoolState(
+                weight_baseline={c.SCORER_PREFIX_CACHE: 2.0},
+                weight_written={c.SCORER_PREFIX_CACHE: (3.0, 2.0)},
+                weight_bumped={c.SCORER_PREFIX_CACHE: 0.0},
+            )
+        }
+    )
+    eff = decide(TickInput(10_000.0, (obs(1, 1, demand(100, 100), weights=w),), state), Config({"p": cfg}))
+    assert eff.weight_changes == ()
+    assert eff.state.pools["p"].weight_baseline[c.SCORER_PREFIX_CACHE] == 4.0
 
 
 def test_load_imbalance_raises_queue_and_kv_weights() -> None:

@@ -15,6 +15,7 @@ from autoscaler.types import (
     Effects,
     PolicyState,
     PoolObservation,
+    PoolState,
     ReasonCode,
     RoleConfig,
     RoleStatus,
@@ -128,6 +129,38 @@ def test_first_seen_threshold_is_the_baseline_and_is_remembered() -> None:
     later = tick(observe(sized({1024: 1_000.0}), threshold=65536), now=120.0, state=eff.state)
     (x,) = later.decider_changes
     assert x.desired == BASE
+
+
+def _remembering(baseline: int, written: tuple[int, int]) -> PolicyState:
+    return PolicyState({"p": PoolState(decider_baseline=baseline, decider_written=written)})
+
+
+CALM = {1024: 1_000.0}
+
+
+def test_a_threshold_the_operator_sets_becomes_the_baseline() -> None:
+    # restored to 512 earlier; the operator then sets 2048 in the EPP config. It used to be
+    # "restored" to 512 on the next calm tick (an EPP restart reverting the operator's edit)
+    state = _remembering(BASE, (8192, BASE))
+    eff = tick(observe(sized(CALM), threshold=2048), now=600.0, state=state)
+    assert eff.decider_changes == ()
+    assert eff.state.pools["p"].decider_baseline == 2048
+    assert eff.state.pools["p"].decider_written is None
+
+
+def test_a_raise_in_effect_or_a_failed_restore_is_not_taken_for_the_operators() -> None:
+    # the threshold reads 8192: the raise this controller (or, recalled, its predecessor) made,
+    # or the restore to 512 that did not get through. Either way 512 stays the baseline.
+    for written in ((BASE, 8192), (8192, BASE)):
+        eff = tick(observe(sized(CALM), threshold=8192), now=600.0, state=_remembering(BASE, written))
+        (x,) = eff.decider_changes
+        assert (x.current, x.desired, x.baseline, x.reasons) == (
+            8192,
+            BASE,
+            BASE,
+            (ReasonCode.PREFILL_RECOVERED,),
+        )
+        assert eff.state.pools["p"].decider_written == (8192, BASE)
 
 
 def test_changes_are_rate_limited_each_restarts_the_epp() -> None:
