@@ -69,13 +69,14 @@ def config(tmp_path: Path, db: str, **autoscaler: Any) -> Path:
 
 
 def seed(db: str, *, prompt: int, n: int = 120) -> None:
-    """n requests over the last 60 s: n / 60 req/s of `prompt` tokens, no cache hits."""
+    """n requests in the last 30 s, no cache hits: n / 60 req/s of `prompt` tokens over the
+    controller's 60 s window, as long as its tick comes within 30 s (a loaded machine)."""
     st = Store.open(db)
     st.upgrade()
     now = time.time()
     recs = [
         replace(
-            record(i, now - 60 + i * 60 / n),
+            record(i, now - 30 + i * 30 / n),
             prompt_tokens=prompt,
             cached=TierTokens(),
             prefill_pod=f"llama-prefill-{i % 2}",
