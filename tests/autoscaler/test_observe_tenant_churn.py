@@ -6,9 +6,11 @@ is not blind, a cascade is detected) and keeps bounded state."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from autoscaler.observe import RecordSignals
 from observer.model import RequestRecord, TierTokens
+from tests.observer.store.factories import record
 
 CAP = 20  # max_tenants, small so that churn passes it quickly (the default is 1000)
 W = 60.0
@@ -21,25 +23,8 @@ def _rec(
     tenant: str, now: float, pod: str, *, hbm: int = 600, dram: int = 100, ttft: float = 0.2
 ) -> RequestRecord:
     _n[0] += 1
-    return RequestRecord(
-        request_id=str(_n[0]),
-        trace_id=str(_n[0]),
-        tenant=tenant,
-        model="m",
-        start_time=now - 5,
-        end_time=now - 1,
-        prompt_tokens=1000,
-        output_tokens=50,
-        cached=TierTokens(hbm=hbm, dram=dram),
-        ttft=ttft,
-        itl=0.01,
-        e2e=1.0,
-        queue=0.01,
-        prefill=0.1,
-        kv_transfer=0.0,
-        decode=0.5,
-        decode_pod=pod,
-    )
+    base = record(_n[0], now - 1, tenant=tenant, model="m", prompt=1000, output=50)
+    return replace(base, cached=TierTokens(hbm=hbm, dram=dram), ttft=ttft, decode_pod=pod)
 
 
 def _window(tenants: list[str], now: float, pool: str = "p") -> list[RequestRecord]:

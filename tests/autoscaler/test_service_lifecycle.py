@@ -86,6 +86,18 @@ def wait_in_flight(fault: Fault, proc: subprocess.Popen[Any], timeout: float = 3
     time.sleep(0.3)
 
 
+def autoscale_process(cfg: Path, api_url: str, **env: str) -> subprocess.Popen[str]:
+    """`pd-observer autoscale` (the loop) as a real process against the emulator, output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "observer.cli", "autoscale", "--config", str(cfg), "--server", api_url],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def check_the_tick_was_finished_and_audited(server: RunningEmulator, db: str, released_after: int) -> None:
     em = server.emulator
     # the request in flight was applied (and audited as such); the next one was never sent
@@ -117,13 +129,7 @@ def test_autoscale_sigterm_finishes_the_request_in_flight_audits_and_releases(
     cfg = heavy_load_config(tmp_path, db)
     fault = Fault("PATCH", SCALE_DOWN, status=0, delay=2.0)
     em.faults.append(fault)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "observer.cli", "autoscale", "--config", str(cfg), "--server", server.url],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = autoscale_process(cfg, server.url)
     try:
         wait_in_flight(fault, proc)
         n = len(em.requests)
@@ -153,15 +159,7 @@ def test_autoscale_past_the_grace_hands_the_lease_over_and_exits_1(
     cfg = heavy_load_config(tmp_path, db)
     fault = Fault("PATCH", SCALE_DOWN, status=0, delay=30.0)  # hangs well past the grace
     em.faults.append(fault)
-    env = {**os.environ, "PD_OBSERVER_SERVER__SHUTDOWN_GRACE_SECONDS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "observer.cli", "autoscale", "--config", str(cfg), "--server", server.url],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = autoscale_process(cfg, server.url, PD_OBSERVER_SERVER__SHUTDOWN_GRACE_SECONDS="1")
     try:
         wait_in_flight(fault, proc)
         assert em.get(*LEASE)["spec"].get("holderIdentity")  # held while the tick runs

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,12 @@ from observer.cli import extra_routers
 from observer.config import load_settings
 from observer.pipeline import Pipeline
 from observer.store import Store
-from tests.observer.store.conftest import fresh_pg_database
 from tests.support.otel import Req, VllmSpans, encode
 
 PB = {"Content-Type": c.CT_PROTOBUF}
 _ids = itertools.count()
 TENANT = "acme"
 TTFT_500MS = {"name": "ttft-500ms", "sli": "ttft", "objective": 0.9, "threshold_seconds": 0.5}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    with fresh_pg_database() as url:
-        yield url
 
 
 def _client(url: str) -> TestClient:
@@ -86,8 +75,8 @@ def _tenant_slos(client: TestClient) -> dict[str, Any]:
     return slo
 
 
-def test_a_put_on_one_replica_is_judged_and_exported_by_the_other(shared_url: str) -> None:
-    with _client(shared_url) as a, _client(shared_url) as b:
+def test_a_put_on_one_replica_is_judged_and_exported_by_the_other(db_url: str) -> None:
+    with _client(db_url) as a, _client(db_url) as b:
         pipe_b: Pipeline = b.app.state.pipeline  # type: ignore[attr-defined]
         assert pipe_b.housekeeping_tick_seconds == pytest.approx(0.1)
         _ingest(b, [1.0, 1.0, 1.0])  # good for ttft-2s, bad for ttft-500ms

@@ -25,22 +25,12 @@ from observer.api.app import create_app
 from observer.config import Settings
 from observer.model import RejectReason
 from observer.store.memory import MemoryStore
-from tests.observer.store.conftest import fresh_pg_database
 from tests.support.otel import Req, VllmSpans, export
 from tests.support.server import Running, serve_in_thread
 
 R = c.VALUE_REPLACEMENT
 MAX = c.MAX_VALUE_CHARS
 KIB400 = 400 * 1024
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pdo.db'}"
-        return
-    with fresh_pg_database() as url:
-        yield url
 
 
 @pytest.fixture
