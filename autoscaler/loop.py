@@ -366,9 +366,11 @@ class Controller:
             self._was_leader, self._renewed_at = True, now
         elif self._was_leader:
             if error is None:
+                self._was_leader = False  # a standby from now on (`serve` goes on ticking as one)
                 raise LeadershipLost(f"{lease.identity} lost the lease")
             deadline = lease.duration_seconds * RENEW_DEADLINE_SHARE
             if now - self._renewed_at >= deadline:
+                self._was_leader = False
                 raise LeadershipLost(
                     f"{lease.identity} could not renew the lease for {now - self._renewed_at:.0f} s "
                     f"(renew deadline {deadline:.0f} s): {error}"

@@ -7,7 +7,9 @@ registry (`registry.register(AutoscalerCollector())`).
 - `M_SCORER_WEIGHT{pool,scorer}` — the configured weights (after an applied change: the new value);
 - `M_DECIDER_THRESHOLD{pool}` — the P/D decider's `nonCachedTokens` (likewise), pools with a decider;
 - `M_ACTUATION_ERRORS_total{pool}` — API calls that failed after retries (or permanently);
-- `M_AUTOSCALER_LAST_ACTION{pool}` — time of the last applied change (not dry-run, not observe).
+- `M_AUTOSCALER_LAST_ACTION{pool}` — time of the last applied change (not dry-run, not observe);
+- `M_AUTOSCALER_LEADER` — 1 while this instance leads (its last tick held the lease), 0 as a
+  standby; set by the loop (`set_leader`), absent before its first tick.
 
 State is bounded by the configured pools, roles, scorers and reason codes.
 """
@@ -36,6 +38,12 @@ class AutoscalerCollector:
         self._decider: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._last_action: dict[str, float] = {}
+        self._leader: bool | None = None
+
+    def set_leader(self, leader: bool) -> None:
+        """The loop's last tick: whether this instance held the lease."""
+        with self._lock:
+            self._leader = leader
 
     def record(self, entry: AuditEntry) -> None:
         pool = entry.pool
@@ -79,6 +87,7 @@ class AutoscalerCollector:
             decider = dict(self._decider)
             errors = dict(self._errors)
             last = dict(self._last_action)
+            leader = self._leader
         pr = [c.LABEL_POOL, c.LABEL_ROLE]
         g = GaugeMetricFamily(
             c.M_DESIRED_REPLICAS, "Replicas the autoscaler decided, per pool and role", labels=pr
@@ -122,3 +131,10 @@ class AutoscalerCollector:
         for p, t in sorted(last.items()):
             g.add_metric([p], t)
         yield g
+        if leader is not None:
+            g = GaugeMetricFamily(
+                c.M_AUTOSCALER_LEADER,
+                "1 while this instance holds the autoscaler lease and acts, 0 standing by",
+            )
+            g.add_metric([], 1.0 if leader else 0.0)
+            yield g

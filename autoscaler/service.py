@@ -8,8 +8,8 @@ with the Lease; `LeadershipLost` ends the process non-zero.
 Inside `serve` (`attach`, when `autoscaler.enabled`): the pipeline feeds a `RecordWindow`
 directly (a `Pipeline.listeners` entry); signals come from the fleet-signals engine when one is
 given (`signals_latest=lambda: engine.latest`), else from the records; the decisions API and the
-metrics collector are mounted on the service. A lost lease stops the control loop (logged at
-error level; the observer keeps serving).
+metrics collector are mounted on the service. A lost lease makes the loop a standby (logged at
+error level; the observer keeps serving) until it can take the lease again.
 
 Both stop on SIGTERM the same way (`Controller.stop`): the tick in flight finishes without
 retrying or sending anything new, then the Lease is released (docs/autoscaler.md, "Stopping").
@@ -417,7 +417,7 @@ def attach(
             ctl, _api = build_controller(asettings, source=source, audit=audit, memory=memory)
         warm_start(ctl, ctl_scale(ctl), pipeline.clock(), hold_seconds=asettings.warm_start_hold_seconds)
         if background:
-            bg = BackgroundLoop(ctl)
+            bg = BackgroundLoop(ctl, on_tick=collector.set_leader)
             bg.task = asyncio.get_running_loop().create_task(bg.run(), name="autoscaler")
             pipeline.add_task(bg.task)
             pipeline.stop_hooks.append(bg.stop)
@@ -429,12 +429,16 @@ class BackgroundLoop:
     """The control loop inside `serve`: one tick every interval, off the event loop (a tick
     blocks on the API server). `stop` (a `Pipeline.stop_hooks` entry, run from the first
     SIGTERM on) lets the tick in flight finish — no retry, no action not yet sent (audited as
-    not sent) — then releases the lease, so a standby takes over at once; a lost lease ends
-    the loop (logged at error level; the observer keeps serving); other errors are logged and
+    not sent) — then releases the lease, so a standby takes over at once. A lost lease (another
+    instance took it, or it could not be renewed in time: an API server outage) makes this
+    instance a standby, logged at error level: it stops acting at once, and takes the lead again
+    when the lease is free (it used to stop for good, until the pod restarted). `on_tick(leader)`
+    after every tick (the `pd_observer_autoscaler_leader` gauge). Other errors are logged and
     the next tick tries again."""
 
-    def __init__(self, ctl: Controller) -> None:
+    def __init__(self, ctl: Controller, on_tick: Callable[[bool], None] | None = None) -> None:
         self.ctl = ctl
+        self.on_tick = on_tick
         self.task: asyncio.Task[None] | None = None
         self._ticking = False
         self._released = False
@@ -447,15 +451,18 @@ class BackgroundLoop:
             while not self.ctl.stopping:
                 started = time.monotonic()
                 self._ticking = True
+                leader: bool | None = None  # unknown after a failed tick: the gauge keeps its value
                 try:
-                    await loop.run_in_executor(None, self.ctl.tick)
+                    leader = (await loop.run_in_executor(None, self.ctl.tick)).leader
                 except LeadershipLost as exc:
-                    log.error("autoscaler leadership lost; the control loop stops: %s", exc)
-                    return
+                    leader = False
+                    log.error("autoscaler leadership lost; standing by until the lease is free: %s", exc)
                 except Exception:
                     log.exception("autoscaler tick failed; will retry")
                 finally:
                     self._ticking = False
+                if self.on_tick is not None and leader is not None:
+                    self.on_tick(leader)
                 delay = max(0.0, self.ctl.interval_seconds - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)

@@ -464,6 +464,7 @@ M_SCORER_WEIGHT: Final = metric("autoscaler_scorer_weight")  # {pool, scorer}
 M_DECIDER_THRESHOLD: Final = metric("autoscaler_pd_decider_threshold_tokens")  # {pool}
 M_ACTUATION_ERRORS: Final = metric("autoscaler_actuation_errors")  # counter {pool}
 M_AUTOSCALER_LAST_ACTION: Final = metric("autoscaler_last_action_timestamp_seconds")  # {pool}
+M_AUTOSCALER_LEADER: Final = metric("autoscaler_leader")  # 1: this instance holds the lease and acts
 
 # Window labels used on gauges; seconds -> label.
 WINDOW_LABELS: Final = {60: "1m", 300: "5m", 3600: "1h"}

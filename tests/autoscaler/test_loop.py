@@ -161,6 +161,50 @@ def test_the_loop_inside_serve_releases_the_lease_when_the_service_stops() -> No
     assert store.holder is None
 
 
+def test_the_loop_inside_serve_stands_by_after_a_lost_lease_and_leads_again() -> None:
+    """Another instance took the lease (or an API outage passed the renew deadline): the loop
+    inside `serve` used to end for good, so autoscaling stopped until the pod restarted. It now
+    stands by (acts no more, the leader gauge reads 0) and leads again once the lease is free."""
+    import asyncio
+
+    from autoscaler.metrics import AutoscalerCollector
+    from autoscaler.service import BackgroundLoop
+
+    store = LeaseRecordStore()
+    ctl, scale, _, clock, _ = make(Mode.APPLY, lease=InMemoryLease(store, "a", 15.0), interval_seconds=0.01)
+    gauge = AutoscalerCollector()
+
+    def leader_gauge() -> float | None:
+        found = [m for m in gauge.collect() if m.name == c.M_AUTOSCALER_LEADER]
+        return found[0].samples[0].value if found else None
+
+    async def lose_then_regain() -> None:
+        loop = BackgroundLoop(ctl, on_tick=gauge.set_leader)
+        task = asyncio.create_task(loop.run())
+
+        async def until(pred: object) -> None:
+            for _ in range(2000):
+                if pred():  # type: ignore[operator]
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError("timed out")
+
+        await until(lambda: leader_gauge() == 1.0)
+        store.holder, store.renewed = "b", clock.now() + 1e6  # b holds it, renewed "now"
+        await until(lambda: leader_gauge() == 0.0)
+        acted = len(scale.calls)
+        await asyncio.sleep(0.1)  # standing by: ticking, not acting
+        assert len(scale.calls) == acted
+        assert not task.done()
+        store.holder = None  # b released it
+        await until(lambda: leader_gauge() == 1.0 and store.holder == "a")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(lose_then_regain())
+
+
 def test_a_stop_during_a_tick_retries_nothing_sends_nothing_new_and_audits_it() -> None:
     from autoscaler.loop import NOT_SENT_STOPPING
 
