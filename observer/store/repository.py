@@ -10,7 +10,7 @@ See docs/storage.md.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 65_536  # page cache per connection (PRAGMA cache_size=-KiB)
 SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000  # PRAGMA wal_autocheckpoint (SQLite's default: 1000)
 _WRITE_OPTION = "pd_observer_write"
+# the PostgreSQL advisory lock every migration run holds (`Store._migrate`): "pdobserv" in ASCII
+MIGRATION_LOCK_KEY = int.from_bytes(b"pdobserv", "big")
 
 # libpq connection parameters set on every PostgreSQL connection unless the URL's query sets
 # them (`?connect_timeout=30`), so that a database that stops answering fails in bounded time
@@ -188,17 +190,25 @@ class Store:
 
     # -- migrations ------------------------------------------------------------------------------
     def upgrade(self, revision: str = "head") -> None:
-        """Alembic upgrade (to head by default); idempotent."""
-        cfg = alembic_config()
-        with self._write() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        """Alembic upgrade (to head by default); idempotent, and safe to run from several
+        processes at once (`_migrate`)."""
+        self._migrate(command.upgrade, revision)
 
     def downgrade(self, revision: str = "base") -> None:
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, run: Callable[[Config, str], None], revision: str) -> None:
+        """One transaction. Processes starting together on a new database (`serve` replicas,
+        `serve` and `autoscale`) used to run the same DDL at once, and all but one failed (a
+        duplicate `alembic_version`): on PostgreSQL each now takes `MIGRATION_LOCK_KEY` first, so
+        they migrate one at a time and the later ones find the schema at head. SQLite's
+        `BEGIN IMMEDIATE` already serializes them."""
         cfg = alembic_config()
         with self._write() as conn:
+            if not self._sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
+            run(cfg, revision)
 
     def current_revision(self) -> str | None:
         """The database's Alembic revision, None when never migrated."""

@@ -127,3 +127,23 @@ def test_urls() -> None:
         Store.open("sqlite://")
     with pytest.raises(ValueError, match="unsupported"):
         Store.open("mysql://u@h/db")
+
+
+def test_processes_starting_together_migrate_one_at_a_time(empty_url: str) -> None:
+    """`serve` replicas (or `serve` and `autoscale`) starting together on a new database all run
+    the migrations. On PostgreSQL they used to run the same DDL at once and all but one failed
+    (a duplicate `alembic_version`: 3 runs of 5 with 3 processes); the advisory lock makes them
+    take turns, the later ones finding the schema at head."""
+    code = "import sys; from observer.store import Store; s = Store.open(sys.argv[1]); s.upgrade(); s.close()"
+    root = Path(__file__).resolve().parents[3]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, empty_url], cwd=root, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [err.strip()[-300:] for p in procs for err in [p.communicate(timeout=120)[1]] if p.returncode]
+    assert errors == []
+    st = Store.open(empty_url)
+    try:
+        assert st.current_revision() == head()
+    finally:
+        st.close()
