@@ -11,6 +11,7 @@ from observer.model import RequestRecord, TierTokens
 from observer.store import RecordStore, RollupRow, Store, StoreRejected
 from observer.store.types import minute_floor
 
+from .conftest import TABLES
 from .factories import engine_span, random_records, record, slo
 
 T0 = minute_floor(1_700_000_000.0)  # a minute boundary in 2023
@@ -195,6 +196,43 @@ def test_rollup_sums_equal_raw(store: RecordStore) -> None:
     wm = store.watermark()
     assert wm is not None
     assert wm.time == minute_floor(up_to)
+
+
+@pytest.mark.postgres
+def test_replicas_rolling_up_at_once_count_each_record_once(pg_url: str) -> None:
+    """Every `serve` replica runs the rollup (maintenance, each on its own clock). Two at the same
+    moment both read the same watermark and added the same records twice (3200 rolled up of
+    2000); the rollup's table lock is now self-exclusive, so they take turns."""
+    import threading
+
+    sql_store = Store.open(pg_url)  # SQLite has one writer at a time: nothing to race there
+    with sql_store.engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {TABLES} RESTART IDENTITY")
+    rng = random.Random(7)
+    written: list[RequestRecord] = []
+    for trial in range(5):
+        recs = random_records(rng, 400, T0 + trial * 120, 120.0, prefix=f"t{trial}")
+        sql_store.write_batch(recs)
+        written += recs
+        replicas = [Store.open(pg_url) for _ in range(2)]
+        start = threading.Barrier(len(replicas))
+
+        def rollup(replica: Store, start: threading.Barrier, up_to: float) -> None:
+            start.wait()
+            replica.rollup(up_to)
+
+        up_to = T0 + (trial + 1) * 120 + 60
+        threads = [threading.Thread(target=rollup, args=(r, start, up_to)) for r in replicas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for r in replicas:
+            r.close()
+        wm = sql_store.watermark()
+        assert wm is not None
+        assert _as_map(sql_store.rollups(0.0)) == _raw_sums(written, wm.time), f"trial {trial}"
+    sql_store.close()
 
 
 def test_rollup_resumes_from_watermark_and_merges_late_records(store: RecordStore) -> None:
