@@ -360,7 +360,15 @@ class Store:
         Raises ValueError on duplicate names (nothing is changed)."""
         _check_unique(specs)
         with self._write() as conn:
+            self._lock_slos(conn)
             self._replace_slos(conn, specs)
+
+    def _lock_slos(self, conn: Connection) -> None:
+        """PostgreSQL: writers of the SLO set take turns (two PUTs on two replicas stored the
+        union of both sets, and replicas starting together both seeded it, one failing on a
+        duplicate name). SQLite's `BEGIN IMMEDIATE` already serializes them."""
+        if not self._sqlite:
+            conn.exec_driver_sql("LOCK TABLE slos IN EXCLUSIVE MODE")
 
     def _replace_slos(self, conn: Connection, specs: Sequence[SloSpec]) -> None:
         conn.execute(sa.delete(s.slos))
@@ -378,6 +386,7 @@ class Store:
         database wins; return what it holds and ignore `specs`."""
         _check_unique(specs)
         with self._write() as conn:
+            self._lock_slos(conn)
             if self._get_meta(conn, s.META_SLOS_INITIALIZED) is not None:
                 return self._list_slos(conn)
             self._replace_slos(conn, specs)
@@ -517,6 +526,8 @@ class Store:
         while True:
             with self._write() as conn:
                 ids = sa.select(key).where(cond).order_by(key).limit(chunk_size)
+                if not self._sqlite:  # replicas running retention at once take disjoint rows
+                    ids = ids.with_for_update(skip_locked=True)  # (not a deadlock between them)
                 n = conn.execute(sa.delete(table).where(key.in_(ids))).rowcount
             total += n
             if n < chunk_size:

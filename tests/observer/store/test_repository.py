@@ -6,9 +6,10 @@ import random
 from collections import defaultdict
 
 import pytest
+import sqlalchemy as sa
 
-from observer.model import RequestRecord, TierTokens
-from observer.store import RecordStore, RollupRow, Store, StoreRejected
+from observer.model import RequestRecord, SloSpec, TierTokens
+from observer.store import RecordStore, RollupRow, Store, StoreRejected, schema
 from observer.store.types import minute_floor
 
 from .conftest import TABLES
@@ -286,3 +287,84 @@ def test_retention_deletes_old_rows_in_chunks_and_keeps_rollups_exact(store: Rec
     assert n_roll2 == len({k for k in _raw_sums(recs, cut) if k[0] < now - 3000})
     assert all(r.minute_start >= now - 3000 for r in store.rollups(0.0))
     assert store.apply_retention(now, 1800, 3000) == (0, 0)
+
+
+@pytest.mark.postgres
+def test_slo_writers_on_two_replicas_take_turns(pg_url: str) -> None:
+    """Two PUTs on two replicas at once stored the union of both sets (each DELETE missed the
+    other's rows); two replicas seeding a new database at once failed one on a duplicate name.
+    The stored set is now always one of the sets written."""
+    import threading
+
+    a_set, b_set = [slo("a1"), slo("a2")], [slo("b1")]
+    replicas = [Store.open(pg_url) for _ in range(2)]
+    try:
+        for round_ in range(10):
+            with replicas[0].engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM slos")
+                conn.execute(
+                    sa.delete(schema.store_meta).where(
+                        schema.store_meta.c.key == schema.META_SLOS_INITIALIZED
+                    )
+                )
+            start = threading.Barrier(2)
+            errors: list[BaseException] = []
+
+            def write(
+                replica: Store,
+                specs: list[SloSpec],
+                seed: bool,
+                start: threading.Barrier,
+                errors: list[BaseException],
+            ) -> None:
+                start.wait()
+                try:
+                    (replica.seed_slos if seed else replica.replace_slos)(specs)
+                except BaseException as exc:  # the outcome is the assertion
+                    errors.append(exc)
+
+            seed = round_ % 2 == 0
+            threads = [
+                threading.Thread(target=write, args=(r, specs, seed, start, errors))
+                for r, specs in zip(replicas, (a_set, b_set), strict=True)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            assert errors == [], (round_, errors)
+            assert replicas[0].list_slos() in (a_set, b_set), round_
+    finally:
+        for r in replicas:
+            r.close()
+
+
+@pytest.mark.postgres
+def test_retention_skips_rows_another_replica_is_deleting(pg_url: str) -> None:
+    """Replicas running retention at once locked the same rows in different orders, and
+    PostgreSQL aborted one (a deadlock). Rows another transaction holds are now skipped: the
+    run ends at once, deleting the others, instead of waiting for (or deadlocking on) them."""
+    import threading
+
+    st = Store.open(pg_url)
+    with st.engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {TABLES} RESTART IDENTITY")
+    st.write_batch([record(i, T0 + i) for i in range(100)])
+    st.rollup(T0 + 3600)
+    other = Store.open(pg_url)
+    try:
+        with other.engine.connect() as held:
+            tx = held.begin()
+            held.exec_driver_sql(
+                "SELECT seq FROM requests WHERE seq <= 10 FOR UPDATE"
+            )  # another replica's chunk
+            done: list[tuple[int, int]] = []
+            t = threading.Thread(target=lambda: done.append(st.apply_retention(T0 + 7200, 60, 10**9, 25)))
+            t.start()
+            t.join(timeout=20)
+            assert not t.is_alive(), "retention waited for the rows another replica holds"
+            tx.rollback()
+        assert done == [(90, 0)]
+    finally:
+        other.close()
+        st.close()
