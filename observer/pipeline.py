@@ -169,8 +169,12 @@ class Pipeline:
         self.store.upgrade()
         slos = self.store.seed_slos(list(self.settings.slo_specs()))
         with self.lock:
-            self.assembler.restore(self.store.load_pending(), now)
             self._apply_slos(slos, now)
+            # what the restore flushes (beyond max_pending_traces, or halves without a role) is
+            # written now: it was dropped, its rows left behind and its partners later taken as late
+            flushed = self.assembler.restore(self.store.load_pending(), now)
+            if flushed.records or flushed.pending_released:
+                self._commit([flushed], now)
             self.metrics.pending.set(self.assembler.pending_count)
         since = now - self.settings.aggregation.max_window_seconds
         log.info("recovered", extra={"pending": self.assembler.pending_count, "since": since})
@@ -484,7 +488,7 @@ class Pipeline:
             new = self.store.write_batch(records, added, released)
         except Exception:
             # The transaction rolled back: the assembler must not believe it advanced.
-            self._rebuild_assembler(now)
+            self._rebuild_assembler(now, released)
             raise
         self.aggregator.add(new, now)
         for listener in self.listeners:
@@ -492,10 +496,15 @@ class Pipeline:
         self.metrics.incomplete.inc(sum(res.incomplete for res in results))
         self.metrics.pending.set(self.assembler.pending_count)
 
-    def _rebuild_assembler(self, now: float) -> None:
+    def _rebuild_assembler(self, now: float, released: Sequence[str]) -> None:
+        """After a rolled-back write: the halves this replica held before it, as stored (its own
+        pending rows: those it still holds, and those the failed write was to release). The
+        pending rows of other replicas sharing the database are not taken: they used to be, and
+        were then flushed here as incomplete, or evicted to make room."""
         s = self.settings.ingest
+        own = {x.span_id for x in self.assembler.pending_spans()} | set(released)
         self.assembler = TraceAssembler(s.max_pending_traces, s.pending_timeout_seconds)
-        self.assembler.restore(self.store.load_pending(), now)
+        self.assembler.restore([x for x in self.store.load_pending() if x.span_id in own], now)
 
     # ------------------------------------------------------------------ periodic work
     def _expire_and_maintain(self, maintain: bool) -> None:

@@ -328,3 +328,56 @@ async def test_a_batch_the_store_refuses_fails_alone_in_a_group_commit() -> None
     assert broken.status == 503
     assert {s.tenant for s in p.aggregator.tenants(300, time.time())} == {"t0", "t1", "t2"}
     assert store.count_records() == 3
+
+
+def _pending_pipeline(store: MemoryStore, max_pending: int = 10) -> Pipeline:
+    settings = load_settings(None, overrides={"ingest": {"max_pending_traces": max_pending}}, env={})
+    return Pipeline(settings=settings, store=store, registry=CollectorRegistry())
+
+
+def test_halves_the_restore_flushes_are_written_not_dropped() -> None:
+    """More stored P/D halves than `max_pending_traces` at startup (or after a smaller limit):
+    the restore flushes the oldest as incomplete records, which were thrown away, their rows
+    left behind, and their partners later taken as late: the requests vanished."""
+    from tests.observer.store.factories import engine_span
+
+    store = MemoryStore()
+    halves = [engine_span(i, end=time.time() - 10 + i) for i in range(3)]
+    store.write_batch([], halves)
+    p = _pending_pipeline(store, max_pending=2)
+    p.recover()
+    oldest = store.get_record(halves[0].request_id)
+    assert oldest is not None
+    assert not oldest.complete
+    assert [s.span_id for s in store.load_pending()] == [h.span_id for h in halves[1:]]
+    assert p.assembler.pending_count == 2
+
+
+class FailOnceStore(MemoryStore):
+    """The in-memory store whose next write fails (rolled back) once `fail` is set."""
+
+    fail = False
+
+    def write_batch(self, *args: object, **kw: object) -> list[RequestRecord]:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("the database went away")
+        return super().write_batch(*args, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_failed_write_rebuilds_only_this_replicas_halves() -> None:
+    """After a rolled-back write the assembler is rebuilt from the store. It took every pending
+    row of the database, those of the other replicas too, and then flushed them here as
+    incomplete (or evicted them): it now takes back only the halves it held."""
+    from tests.observer.store.factories import engine_span
+
+    store = FailOnceStore()
+    p = _pending_pipeline(store)
+    p.recover()
+    mine, theirs = engine_span(1, end=time.time()), engine_span(2, end=time.time())
+    p._write([ResolvedBatch((mine,), {}, 0, (), 0)])
+    store.write_batch([], [theirs])  # another replica on the same database
+    store.fail = True
+    with pytest.raises(RuntimeError):
+        p._write([ResolvedBatch((engine_span(3, end=time.time()),), {}, 0, (), 0)])
+    assert [s.span_id for s in p.assembler.pending_spans()] == [mine.span_id]
