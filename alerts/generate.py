@@ -81,6 +81,7 @@ DEFAULT_SEVERITY: dict[str, str] = {
     c.ALERT_AUTOSCALER_STUCK: c.SEVERITY_PAGE,
     c.ALERT_AUTOSCALER_THRASHING: c.SEVERITY_TICKET,
     c.ALERT_AUTOSCALER_ACTUATION: c.SEVERITY_TICKET,
+    c.ALERT_AUTOSCALER_LEADERLESS: c.SEVERITY_TICKET,
 }
 
 # Alerts whose evidence comes from the observer's sources: meaningless while it is blind.
@@ -351,6 +352,17 @@ def autoscaler_alerts(settings: AlertsSettings) -> RuleGroup:
             f"Autoscaler cannot actuate pool {pool}",
             f"Pool {pool}: {VALUE} actuation errors in the last {s.actuation_errors_window} "
             "(Kubernetes API rejected or failed the scale/patch).",
+        ),
+        _signal(
+            settings,
+            c.ALERT_AUTOSCALER_LEADERLESS,
+            # every `serve` running the loop exports the gauge: 1 on the leader, 0 standing by
+            f"max({c.M_AUTOSCALER_LEADER}) == 0",
+            s.leaderless_for,
+            "No pd-observer instance leads the autoscaler",
+            f"The highest autoscaler_leader gauge is {VALUE}: every instance running the control "
+            f"loop has been standing by for {s.leaderless_for}, so nothing scales the pools or moves "
+            "the EPP levers (the Lease cannot be taken or renewed).",
         ),
     )
     return RuleGroup(name="pd-observer-autoscaler", rules=rules)

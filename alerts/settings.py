@@ -77,6 +77,11 @@ class SignalThresholds(_Model):
     stuck_for: str = Field("15m", pattern=DURATION_PATTERN)
     thrashing_decisions_per_hour: int = Field(6, ge=1)
     actuation_errors_window: str = Field("15m", pattern=DURATION_PATTERN)
+    leaderless_for: str = Field(
+        "5m",
+        pattern=DURATION_PATTERN,
+        description="no `serve` instance leading its autoscaler loop this long",
+    )
 
 
 class AlertsSettings(_Model):

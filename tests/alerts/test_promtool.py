@@ -170,6 +170,9 @@ def signals_test(rules: RuleSet) -> dict[str, Any]:
         _series(c.M_DECISIONS + TOTAL, {**pool_b, "reason": "steady"}, "0+4x35"),
         _series(c.M_ACTUATION_ERRORS + TOTAL, pool_a, "0x19 1x15"),
         _series(c.M_ACTUATION_ERRORS + TOTAL, pool_b, "0x35"),
+        # two `serve` instances run the loop, both standing by (the Lease cannot be taken)
+        _series(c.M_AUTOSCALER_LEADER, {"instance": "a"}, "0x35"),
+        _series(c.M_AUTOSCALER_LEADER, {"instance": "b"}, "0x35"),
     ]
     blind = c.ALERT_OBSERVER_BLIND
     fired = [
@@ -185,6 +188,7 @@ def signals_test(rules: RuleSet) -> dict[str, Any]:
         Fired(_rule(rules, c.ALERT_AUTOSCALER_STUCK), {**pool_a, "role": c.ROLE_PREFILL}, 2),
         Fired(_rule(rules, c.ALERT_AUTOSCALER_THRASHING), pool_a, 25),
         Fired(_rule(rules, c.ALERT_AUTOSCALER_ACTUATION), pool_a, 1),
+        Fired(_rule(rules, c.ALERT_AUTOSCALER_LEADERLESS), {}, 0),
     ]
     names = sorted({a.alert for a in rules.alerts} - {c.ALERT_SLO_BURN})
     return {
@@ -206,6 +210,20 @@ def absent_test(rules: RuleSet) -> dict[str, Any]:
             *_evals("1m", [c.ALERT_OBSERVER_BLIND], []),
             *_evals("5m", [c.ALERT_OBSERVER_BLIND], [Fired(rule, {}, 1)]),
         ],
+    }
+
+
+def leader_test(rules: RuleSet) -> dict[str, Any]:
+    """One of the two instances leads: no leaderless alert, however long the other stands by."""
+    leaderless = c.ALERT_AUTOSCALER_LEADERLESS
+    return {
+        "name": "an autoscaler instance leads",
+        "interval": "1m",
+        "input_series": [
+            _series(c.M_AUTOSCALER_LEADER, {"instance": "a"}, "1x20"),
+            _series(c.M_AUTOSCALER_LEADER, {"instance": "b"}, "0x20"),
+        ],
+        "alert_rule_test": _evals("15m", [leaderless], []),
     }
 
 
@@ -277,7 +295,12 @@ def test_promtool_unit_tests_every_alert_firing_and_not_firing(
     tmp_path: Path, sre_rules: RuleSet, pyrra_rules: RuleSet
 ) -> None:
     promtool = require_binary("promtool")
-    sre_tests = [burn_test(sre_rules), signals_test(sre_rules), absent_test(sre_rules)]
+    sre_tests = [
+        burn_test(sre_rules),
+        signals_test(sre_rules),
+        absent_test(sre_rules),
+        leader_test(sre_rules),
+    ]
     files = [
         _write(tmp_path, "sre", sre_rules, sre_tests),
         _write(tmp_path, "pyrra", pyrra_rules, [pyrra_test(pyrra_rules)]),
