@@ -25,7 +25,7 @@ from observer import conventions as c
 from tests.autoscaler.k8s_emulator import Fault, RunningEmulator
 from tests.autoscaler.test_cli import LEASE, NS, config, seed, setup
 from tests.support.otel import Req, VllmSpans, encode, gzipped
-from tests.support.procs import free_port, wait_http
+from tests.support.procs import free_port, reaped, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,15 +130,11 @@ def test_autoscale_sigterm_finishes_the_request_in_flight_audits_and_releases(
     fault = Fault("PATCH", SCALE_DOWN, status=0, delay=2.0)
     em.faults.append(fault)
     proc = autoscale_process(cfg, server.url)
-    try:
+    with reaped(proc):
         wait_in_flight(fault, proc)
         n = len(em.requests)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err[-3000:]
     check_the_tick_was_finished_and_audited(server, db, n)
     (printed,) = [json.loads(x) for x in out.splitlines() if x.startswith("{")]  # the tick, printed
@@ -160,17 +156,13 @@ def test_autoscale_past_the_grace_hands_the_lease_over_and_exits_1(
     fault = Fault("PATCH", SCALE_DOWN, status=0, delay=30.0)  # hangs well past the grace
     em.faults.append(fault)
     proc = autoscale_process(cfg, server.url, PD_OBSERVER_SERVER__SHUTDOWN_GRACE_SECONDS="1")
-    try:
+    with reaped(proc):
         wait_in_flight(fault, proc)
         assert em.get(*LEASE)["spec"].get("holderIdentity")  # held while the tick runs
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, err[-3000:]
     assert 1 <= elapsed < 1 + 2 + 1  # the grace, then at most the exit margin (and the start-up)
     assert em.get(*LEASE)["spec"].get("holderIdentity") is None
@@ -202,7 +194,7 @@ def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_leas
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    try:
+    with reaped(proc):
         wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=60)
         # the demand `seed` put in the store, as spans: `serve` reads the records it commits
         sp = VllmSpans()
@@ -223,10 +215,6 @@ def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_leas
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
         elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert elapsed < 10  # server.shutdown_grace_seconds

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from observer.cli import main
-from tests.support.procs import in_ci, require_binary
+from tests.support.procs import in_ci, reaped, require_binary
 from tests.support.server import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -305,17 +305,13 @@ def test_demo_sigterm_is_graceful(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
+    with reaped(proc):
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("[demo] t="):
                 break
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, rest[-2000:]
     assert "(stopped early)" in rest
     data = json.loads((out / "data.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from observer import conventions as c
 from simulator.emit.otlp import OtlpSpanEmitter, collecting_sink, span_id_for, trace_id_for
+from tests.support.httpstub import running
 
 from .factories import local_request, pd_request
 
@@ -213,14 +214,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def otlp_receiver() -> Iterator[tuple[str, type[_Receiver]]]:
     handler = type("Recv", (_Receiver,), {"bodies": [], "headers_seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{c.OTLP_TRACES_PATH}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(handler) as url:
+        yield f"{url}{c.OTLP_TRACES_PATH}", handler
 
 
 def test_real_otlp_http_exporter_delivers_to_a_loopback_receiver(
