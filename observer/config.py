@@ -123,6 +123,15 @@ class IngestSettings(_Section):
     )
     max_pending_traces: int = Field(100_000, gt=0, description="traces held waiting for a P/D partner")
     pending_timeout_seconds: float = Field(30.0, gt=0, description="flush a P/D half after this long")
+    replica_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description=("name on the P/D halves this replica holds; default: the hostname (the pod name)"),
+    )
+    replica_gone_after_seconds: float = Field(
+        60.0, gt=0, description="a replica with no heartbeat this long is gone: others take its P/D halves"
+    )
     max_spans_per_batch: int = Field(100_000, gt=0, description="spans in one OTLP request; more is 413")
 
 

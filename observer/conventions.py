@@ -418,6 +418,7 @@ M_INGEST_BATCHES: Final = metric(
     "ingest_batches"
 )  # {status=ok|partial|bad_request|too_large|throttled|unauthorized|unsupported}
 M_TRACES_INCOMPLETE: Final = metric("traces_incomplete")  # P/D traces flushed without their partner
+M_PENDING_ADOPTED: Final = metric("pending_adopted")  # P/D halves taken over from gone replicas
 M_INGEST_VALUES_REWRITTEN: Final = metric("ingest_values_rewritten")  # span strings made safe (sanitize)
 M_SOURCE_VALUES_REWRITTEN: Final = metric("source_values_rewritten")  # {source} source strings made safe
 M_KV_EVENTS_DROPPED: Final = metric("kv_events_dropped")  # {reason} KV-event batches not applied

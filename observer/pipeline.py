@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -38,7 +39,7 @@ from observer.ingest import fastpath
 from observer.ingest.assemble import AssembleResult, TraceAssembler
 from observer.ingest.otlp import IngestError, encode_response, error_message
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
-from observer.model import RequestRecord, SloSpec
+from observer.model import EngineSpan, RequestRecord, SloSpec
 from observer.store import RecordStore, StoreRejected
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class IngestMetrics:
     spans: Counter
     batches: Counter
     incomplete: Counter
+    adopted: Counter
     rewritten: Counter
     queue_depth: Gauge
     queued_spans: Gauge
@@ -92,6 +94,11 @@ class IngestMetrics:
             incomplete=Counter(
                 c.M_TRACES_INCOMPLETE,
                 "P/D requests counted without their partner span (flushed on timeout or bound)",
+                registry=registry,
+            ),
+            adopted=Counter(
+                c.M_PENDING_ADOPTED,
+                "P/D halves taken over from the stored rows of gone ingest replicas",
                 registry=registry,
             ),
             rewritten=Counter(
@@ -134,6 +141,8 @@ class Pipeline:
         s = self.settings
         self.resolve_cfg = ResolveConfig.from_settings(s.ingest)
         self.assembler = TraceAssembler(s.ingest.max_pending_traces, s.ingest.pending_timeout_seconds)
+        # this replica's name on the pending P/D rows it holds (docs/ingest.md, several replicas)
+        self.owner = s.ingest.replica_id or default_replica_id()
         self.aggregator = Aggregator(s.aggregation, s.slo_specs())
         self.metrics = IngestMetrics.create(self.registry)
         self._decode_pool = ThreadPoolExecutor(s.server.decode_workers, thread_name_prefix="otlp-decode")
@@ -170,14 +179,28 @@ class Pipeline:
         slos = self.store.seed_slos(list(self.settings.slo_specs()))
         with self.lock:
             self._apply_slos(slos, now)
+            # The heartbeat first (in the claim), so no other replica takes this one's rows (a
+            # previous run under the same `ingest.replica_id`) while they are being restored.
+            taken = self._claim(now, sweep=True)
+            ids = {x.span_id for x in taken}
+            own = [x for x in self.store.load_pending(self.owner) if x.span_id not in ids]
             # what the restore flushes (beyond max_pending_traces, or halves without a role) is
             # written now: it was dropped, its rows left behind and its partners later taken as late
-            flushed = self.assembler.restore(self.store.load_pending(), now)
-            if flushed.records or flushed.pending_released:
-                self._commit([flushed], now)
+            results = [self.assembler.restore(own, now), self.assembler.adopt(taken, now)]
+            if any(r.records or r.pending_released for r in results):
+                self._commit(results, now)
             self.metrics.pending.set(self.assembler.pending_count)
         since = now - self.settings.aggregation.max_window_seconds
-        log.info("recovered", extra={"pending": self.assembler.pending_count, "since": since})
+        log.info(
+            "recovered",
+            extra={
+                "pending": self.assembler.pending_count,
+                "since": since,
+                "replica_id": self.owner,
+                "restored": len(own),
+                "adopted": len(taken),
+            },
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -293,7 +316,23 @@ class Pipeline:
         except TimeoutError:
             self.clean_stop = False
             log.error("a store write is still running at the end of the shutdown grace")
+        else:
+            await self._retire(loop)
         self._writer_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _retire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every write done: mark this replica gone (`RecordStore.retire`), so the others take
+        over its pending P/D halves at their next housekeeping tick, within the deadline."""
+        assert self._deadline is not None
+        retire = loop.run_in_executor(self._writer_pool, self.store.retire, self.owner)
+        try:
+            await asyncio.wait_for(retire, timeout=max(0.0, self._deadline - loop.time()))
+        except Exception as exc:
+            log.warning(
+                "could not hand over the pending P/D halves (others take them over once this "
+                "replica's heartbeat is older than ingest.replica_gone_after_seconds)",
+                extra={"error": _one_line(exc)},
+            )
 
     # ------------------------------------------------------------------ ingest
     def decode(self, body: bytes, content_type: str | None, content_encoding: str | None) -> ResolvedBatch:
@@ -485,10 +524,10 @@ class Pipeline:
         added = [s for res in results for s in res.pending_added]
         released = [sid for res in results for sid in res.pending_released]
         try:
-            new = self.store.write_batch(records, added, released)
+            new = self.store.write_batch(records, added, released, owner=self.owner)
         except Exception:
             # The transaction rolled back: the assembler must not believe it advanced.
-            self._rebuild_assembler(now, released)
+            self._rebuild_assembler(now)
             raise
         self.aggregator.add(new, now)
         for listener in self.listeners:
@@ -496,23 +535,47 @@ class Pipeline:
         self.metrics.incomplete.inc(sum(res.incomplete for res in results))
         self.metrics.pending.set(self.assembler.pending_count)
 
-    def _rebuild_assembler(self, now: float, released: Sequence[str]) -> None:
+    def _rebuild_assembler(self, now: float) -> None:
         """After a rolled-back write: the halves this replica held before it, as stored (its own
-        pending rows: those it still holds, and those the failed write was to release). The
-        pending rows of other replicas sharing the database are not taken: they used to be, and
-        were then flushed here as incomplete, or evicted to make room."""
+        pending rows: those it still holds, those the failed write was to release, and those it
+        took over from gone replicas). The pending rows of other replicas sharing the database
+        are not taken: they used to be, and were then flushed here as incomplete, or evicted."""
         s = self.settings.ingest
-        own = {x.span_id for x in self.assembler.pending_spans()} | set(released)
         self.assembler = TraceAssembler(s.max_pending_traces, s.pending_timeout_seconds)
-        self.assembler.restore([x for x in self.store.load_pending() if x.span_id in own], now)
+        self.assembler.restore(self.store.load_pending(self.owner), now)
+
+    def _claim(self, now: float, *, sweep: bool) -> list[EngineSpan]:
+        """Under `lock`: this replica's heartbeat, and the pending rows of gone replicas it takes
+        over now (`RecordStore.claim_pending`, at most `CLAIM_LIMIT`). Never raises: a store that
+        fails here fails the write that follows, which the caller handles."""
+        s = self.settings.ingest
+        try:
+            taken = self.store.claim_pending(
+                self.owner, now, s.replica_gone_after_seconds, limit=CLAIM_LIMIT, sweep=sweep
+            )
+        except Exception as exc:
+            log.warning(
+                "heartbeat and takeover of gone replicas' P/D halves failed; will retry",
+                extra={"error": _one_line(exc)},
+            )
+            return []
+        if taken:
+            self.metrics.adopted.inc(len(taken))
+            log.info(
+                "took over the P/D halves of gone ingest replicas",
+                extra={"halves": len(taken), "replica_id": self.owner},
+            )
+        return taken
 
     # ------------------------------------------------------------------ periodic work
     def _expire_and_maintain(self, maintain: bool) -> None:
         now = self.clock()
         with self.lock:
-            res = self.assembler.expire(now)
-            if res.records or res.pending_released:
-                self._commit([res], now)
+            # owners with no heartbeat row at all are looked for with the maintenance (a scan)
+            adopted = self.assembler.adopt(self._claim(now, sweep=maintain), now)
+            results = [adopted, self.assembler.expire(now)]
+            if any(r.records or r.pending_released for r in results):
+                self._commit(results, now)
             self.aggregator.expire(now)
         if maintain:
             st = self.settings.store
@@ -606,6 +669,8 @@ class Pipeline:
 # Upper bound of the housekeeping period (`Pipeline.housekeeping_tick_seconds`), hence of the delay
 # before a PUT /api/v1/slos on one replica is judged and exported by the others.
 HOUSEKEEPING_TICK_SECONDS = 5.0
+# Pending P/D rows of gone replicas taken over per housekeeping tick (the rest at the next ones).
+CLAIM_LIMIT = 10_000
 _TYPICAL_WEIGHT = 0.25  # weight of the newest batch in the moving average of batch sizes
 
 
@@ -638,3 +703,10 @@ def _response_type(content_type: str | None) -> str:
     if content_type and content_type.split(";")[0].strip().lower() == c.CT_JSON:
         return c.CT_JSON
     return c.CT_PROTOBUF
+
+
+def default_replica_id() -> str:
+    """The hostname: the pod name in Kubernetes, so a container restarted in its pod (kill -9,
+    OOM) takes its own halves back at once. Several processes on one host sharing a database
+    need distinct `ingest.replica_id`s."""
+    return socket.gethostname()

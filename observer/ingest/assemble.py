@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from itertools import repeat
 from types import MemberDescriptorType
 from typing import Any
@@ -436,7 +436,24 @@ class TraceAssembler:
             (tr.prefill if span.role == c.ROLE_PREFILL else tr.decode).append(span)
         return call.result()
 
+    def adopt(self, halves: Sequence[EngineSpan], now: float) -> AssembleResult:
+        """Take over stored halves of a gone replica while running: each is placed as if it
+        arrived now (`add`: paired with a partner held here, else held until `now + timeout`;
+        late, superseded or a duplicate as usual). Every adopted half not held afterwards is in
+        `pending_released`, since its row is stored (one held here stays stored as is)."""
+        res = self.add(halves, {}, now)
+        gone = [h.span_id for h in halves if not self._holds(h)]
+        if not gone:
+            return res
+        return replace(res, pending_released=tuple(dict.fromkeys((*res.pending_released, *gone))))
+
     # -- internals ---------------------------------------------------------------------------
+
+    def _holds(self, span: EngineSpan) -> bool:
+        tr = self._pending.get(span.trace_id)
+        if tr is None:
+            return False
+        return any(s.span_id == span.span_id for s in (*tr.prefill, *tr.decode))
 
     def _hints_for(self, trace_id: str, hints: TraceHints | None) -> TraceHints | None:
         tr = self._pending.get(trace_id)

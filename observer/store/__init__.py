@@ -27,13 +27,29 @@ class RecordStore(Protocol):
         records: Sequence[RequestRecord],
         pending_added: Sequence[EngineSpan] = (),
         pending_released: Sequence[str] = (),
+        *,
+        owner: str = "",
     ) -> list[RequestRecord]:
-        """Atomically store new records (deduplicated by request_id), add and release pending
-        spans; return only the records that were not stored before. Raises StoreRejected when
-        the database refuses the data itself (nothing is written)."""
+        """Atomically store new records (deduplicated by request_id), add pending spans (held by
+        the ingest replica `owner`) and release pending spans; return only the records that were
+        not stored before. Raises StoreRejected when the database refuses the data itself
+        (nothing is written)."""
         ...
 
-    def load_pending(self) -> list[EngineSpan]: ...
+    def load_pending(self, owner: str | None = None) -> list[EngineSpan]:
+        """The pending spans `owner` holds (every one with None), oldest end time first."""
+        ...
+
+    def claim_pending(
+        self, owner: str, now: float, gone_after: float, *, limit: int, sweep: bool = False
+    ) -> list[EngineSpan]:
+        """Record `owner`'s heartbeat, take over at most `limit` pending spans of gone ingest
+        replicas and return them (see `Store.claim_pending`)."""
+        ...
+
+    def retire(self, owner: str) -> None:
+        """`owner` stops: other replicas take over its pending spans at their next claim."""
+        ...
 
     def records_since(self, t: float, chunk_size: int = ...) -> Iterator[RequestRecord]:
         """Records with end_time >= t in end-time order (for rebuilding windows on restart)."""

@@ -21,7 +21,8 @@ class MemoryStore:
         self._records: dict[str, tuple[int, RequestRecord]] = {}
         self._order: list[tuple[float, int, str]] = []  # (end_time, seq, request_id), sorted
         self._seq = 0
-        self._pending: dict[str, EngineSpan] = {}
+        self._pending: dict[str, tuple[str, EngineSpan]] = {}  # span id -> (owner, span)
+        self._beats: dict[str, float] = {}  # ingest replica -> heartbeat
         self._slos: list[SloSpec] | None = None
         self._rollups: dict[tuple[float, str, str], RollupRow] = {}
         self._watermark: RollupWatermark | None = None
@@ -37,6 +38,8 @@ class MemoryStore:
         records: Sequence[RequestRecord],
         pending_added: Sequence[EngineSpan] = (),
         pending_released: Sequence[str] = (),
+        *,
+        owner: str = "",
     ) -> list[RequestRecord]:
         with self._lock:
             new: list[RequestRecord] = []
@@ -48,14 +51,38 @@ class MemoryStore:
                 bisect.insort(self._order, (r.end_time, self._seq, r.request_id))
                 new.append(r)
             for p in pending_added:
-                self._pending.setdefault(p.span_id, p)
+                self._pending.setdefault(p.span_id, (owner, p))
             for span_id in pending_released:
                 self._pending.pop(span_id, None)
             return new
 
-    def load_pending(self) -> list[EngineSpan]:
+    def load_pending(self, owner: str | None = None) -> list[EngineSpan]:
         with self._lock:
-            return sorted(self._pending.values(), key=lambda p: (p.end_time, p.span_id))
+            held = [p for o, p in self._pending.values() if owner is None or o == owner]
+        return sorted(held, key=_pending_order)
+
+    def claim_pending(
+        self, owner: str, now: float, gone_after: float, *, limit: int, sweep: bool = False
+    ) -> list[EngineSpan]:
+        """As `Store.claim_pending`."""
+        with self._lock:
+            self._beats[owner] = now
+            beats = {o for o, t in self._beats.items() if t < now - gone_after and o != owner}
+            gone = beats | {""}
+            if sweep:
+                gone.update(o for o, _ in self._pending.values() if o not in self._beats)
+            gone.discard(owner)
+            taken = [p for o, p in self._pending.values() if o in gone][:limit]
+            for p in taken:
+                self._pending[p.span_id] = (owner, p)
+            held = {o for o, _ in self._pending.values()}
+            for o in beats - held:
+                del self._beats[o]
+        return sorted(taken, key=_pending_order)
+
+    def retire(self, owner: str) -> None:
+        with self._lock:
+            self._beats[owner] = 0.0
 
     def records_since(self, t: float, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RequestRecord]:
         if chunk_size <= 0:
@@ -157,3 +184,7 @@ def _check_unique(specs: Sequence[SloSpec]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate SLO names: {', '.join(dupes)}")
+
+
+def _pending_order(p: EngineSpan) -> tuple[float, str]:
+    return (p.end_time, p.span_id)

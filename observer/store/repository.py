@@ -153,8 +153,8 @@ class Store:
         )
         self._insert_pending_sql = " ".join(
             [
-                "INSERT INTO pending_spans (span_id, trace_id, end_time, payload)",
-                f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (span_id) DO NOTHING",
+                "INSERT INTO pending_spans (span_id, trace_id, end_time, payload, owner)",
+                f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (span_id) DO NOTHING",
             ]
         )
         self._delete_pending_sql = " ".join(["DELETE FROM pending_spans WHERE span_id =", mark])
@@ -221,16 +221,19 @@ class Store:
         records: Sequence[RequestRecord],
         pending_added: Sequence[EngineSpan] = (),
         pending_released: Sequence[str] = (),
+        *,
+        owner: str = "",
     ) -> list[RequestRecord]:
         """In ONE transaction: insert `records` (ignoring request ids already stored), add
-        `pending_added` spans, delete `pending_released` span ids. Returns the records that were
-        new, in input order, so a retried batch is not counted twice."""
+        `pending_added` spans (held by the ingest replica `owner`), delete `pending_released`
+        span ids. Returns the records that were new, in input order, so a retried batch is not
+        counted twice."""
         unique: dict[str, RequestRecord] = {}
         for r in records:
             unique.setdefault(r.request_id, r)
         released = list(dict.fromkeys(pending_released))
         try:
-            new_ids = self._write_batch(unique, pending_added, released)
+            new_ids = self._write_batch(unique, pending_added, released, owner)
         except (UnicodeError, self._engine.dialect.loaded_dbapi.DataError) as exc:
             raise StoreRejected(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
         if len(new_ids) == len(unique):
@@ -238,7 +241,11 @@ class Store:
         return [r for r in unique.values() if r.request_id in new_ids]
 
     def _write_batch(
-        self, unique: dict[str, RequestRecord], pending_added: Sequence[EngineSpan], released: list[str]
+        self,
+        unique: dict[str, RequestRecord],
+        pending_added: Sequence[EngineSpan],
+        released: list[str],
+        owner: str,
     ) -> set[str]:
         new_ids: set[str] = set()
         with self._write() as conn:
@@ -253,7 +260,7 @@ class Store:
                     cur.executemany(
                         self._insert_pending_sql,
                         [
-                            (p.span_id, p.trace_id, p.end_time, codec.encode_engine_span(p))
+                            (p.span_id, p.trace_id, p.end_time, codec.encode_engine_span(p), owner)
                             for p in pending_added
                         ],
                     )
@@ -288,13 +295,70 @@ class Store:
                 break
         return new
 
-    def load_pending(self) -> list[EngineSpan]:
-        """Every pending engine span, oldest end time first."""
-        q = sa.select(s.pending_spans.c.payload).order_by(
-            s.pending_spans.c.end_time, s.pending_spans.c.span_id
-        )
+    def load_pending(self, owner: str | None = None) -> list[EngineSpan]:
+        """The pending engine spans held by `owner` (every one with None), oldest end time first."""
+        pend = s.pending_spans
+        q = sa.select(pend.c.payload).order_by(pend.c.end_time, pend.c.span_id)
+        if owner is not None:
+            q = q.where(pend.c.owner == owner)
         with self._read() as conn:
             return [codec.decode_engine_span(p) for p in conn.execute(q).scalars()]
+
+    def claim_pending(
+        self, owner: str, now: float, gone_after: float, *, limit: int, sweep: bool = False
+    ) -> list[EngineSpan]:
+        """In ONE transaction: record `owner`'s heartbeat (`now`), then take over (make `owner`
+        theirs) at most `limit` pending rows of gone replicas, and return them, oldest end time
+        first. Gone: a heartbeat older than `now - gone_after` (or set to 0 by `retire`), the
+        owner '' (rows written without one), and with `sweep` an owner with no heartbeat row at
+        all (one forgotten here while it was away). The heartbeat rows of gone replicas left
+        without a pending row are deleted. `owner`'s own rows are never returned (`load_pending`).
+
+        Replicas claiming at once never take the same row: on PostgreSQL both the gone replicas'
+        heartbeat rows and their pending rows are locked `FOR UPDATE SKIP LOCKED` (a row another
+        claim, or its owner's write, holds is left for later); SQLite runs one writer at a time."""
+        rep, pend = s.ingest_replicas, s.pending_spans
+        with self._write() as conn:
+            self._heartbeat(conn, owner, now)
+            stale = sa.select(rep.c.owner).where(rep.c.heartbeat_at < now - gone_after, rep.c.owner != owner)
+            if not self._sqlite:
+                stale = stale.with_for_update(skip_locked=True)
+            beats = set(conn.execute(stale).scalars())
+            gone = beats | {""}
+            if sweep:
+                q = sa.select(pend.c.owner).distinct().where(pend.c.owner.not_in(sa.select(rep.c.owner)))
+                gone.update(conn.execute(q).scalars())
+            gone.discard(owner)
+            rows = sa.select(pend.c.span_id).where(pend.c.owner.in_(sorted(gone))).limit(limit)
+            if not self._sqlite:
+                rows = rows.with_for_update(skip_locked=True)
+            taken = (
+                conn.execute(
+                    sa.update(pend)
+                    .where(pend.c.span_id.in_(rows))
+                    .values(owner=owner)
+                    .returning(pend.c.payload)
+                )
+                .scalars()
+                .all()
+            )
+            if beats:
+                held = sa.select(pend.c.owner).where(pend.c.owner == rep.c.owner)
+                conn.execute(sa.delete(rep).where(rep.c.owner.in_(sorted(beats)), ~sa.exists(held)))
+        spans = [codec.decode_engine_span(p) for p in taken]
+        spans.sort(key=lambda p: (p.end_time, p.span_id))
+        return spans
+
+    def retire(self, owner: str) -> None:
+        """`owner` stops: its heartbeat is set to 0, so the next claim of another replica takes
+        over its pending rows at once (instead of `gone_after` later)."""
+        with self._write() as conn:
+            self._heartbeat(conn, owner, 0.0)
+
+    def _heartbeat(self, conn: Connection, owner: str, at: float) -> None:
+        rep = s.ingest_replicas
+        stmt = self._insert(rep).values(owner=owner, heartbeat_at=at)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[rep.c.owner], set_={"heartbeat_at": at}))
 
     def records_since(self, t: float, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RequestRecord]:
         """Records with end_time >= t, ordered by (end_time, insertion), read in chunks of

@@ -58,7 +58,9 @@ requests = sa.Table(
     sqlite_autoincrement=True,  # never reuse a seq after deletes: the rollup watermark relies on it
 )
 
-# P/D halves waiting for their partner, so a restart does not lose them.
+# P/D halves waiting for their partner, so a restart does not lose them. `owner` is the ingest
+# replica that holds the half in memory (migration 0004; '' = written without one, e.g. before it):
+# a replica restores its own rows and takes over those of gone replicas (`ingest_replicas`).
 pending_spans = sa.Table(
     "pending_spans",
     metadata,
@@ -66,6 +68,18 @@ pending_spans = sa.Table(
     sa.Column("trace_id", sa.String(64), nullable=False),
     sa.Column("end_time", sa.Double(), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),  # codec.encode_engine_span (JSON)
+    sa.Column("owner", sa.String(256), nullable=False, server_default=""),
+    sa.Index(None, "owner"),
+)
+
+# One row per ingest replica that holds pending halves: its heartbeat (its own clock, epoch s),
+# written every housekeeping tick, and set to 0 when it stops. A replica whose heartbeat is older
+# than `ingest.replica_gone_after_seconds` is gone: another takes over its pending rows.
+ingest_replicas = sa.Table(
+    "ingest_replicas",
+    metadata,
+    sa.Column("owner", sa.String(256), primary_key=True),
+    sa.Column("heartbeat_at", sa.Double(), nullable=False),
 )
 
 slos = sa.Table(

@@ -34,11 +34,13 @@ class GatedStore(MemoryStore):
         records: Sequence[RequestRecord],
         pending_added: Sequence[EngineSpan] = (),
         pending_released: Sequence[str] = (),
+        *,
+        owner: str = "",
     ) -> list[RequestRecord]:
         self.gate.wait(10)
         if self.fail:
             raise OSError("disk full")
-        return super().write_batch(records, pending_added, pending_released)
+        return super().write_batch(records, pending_added, pending_released, owner=owner)
 
 
 def body(tenant: str) -> bytes:
@@ -180,9 +182,11 @@ class CountingStore(MemoryStore):
         records: Sequence[RequestRecord],
         pending_added: Sequence[EngineSpan] = (),
         pending_released: Sequence[str] = (),
+        *,
+        owner: str = "",
     ) -> list[RequestRecord]:
         self.transactions.append(len(records))
-        return super().write_batch(records, pending_added, pending_released)
+        return super().write_batch(records, pending_added, pending_released, owner=owner)
 
 
 class SlowDecodePipeline(Pipeline):
@@ -293,6 +297,8 @@ class PickyStore(CountingStore):
         records: Sequence[RequestRecord],
         pending_added: Sequence[EngineSpan] = (),
         pending_released: Sequence[str] = (),
+        *,
+        owner: str = "",
     ) -> list[RequestRecord]:
         tenants = {r.tenant for r in records}
         if "poison" in tenants:
@@ -301,7 +307,7 @@ class PickyStore(CountingStore):
         if "breaker" in tenants:
             self.transactions.append(-len(records))
             raise OSError("connection reset")
-        return super().write_batch(records, pending_added, pending_released)
+        return super().write_batch(records, pending_added, pending_released, owner=owner)
 
 
 async def test_a_batch_the_store_refuses_fails_alone_in_a_group_commit() -> None:
@@ -376,7 +382,7 @@ async def test_a_failed_write_rebuilds_only_this_replicas_halves() -> None:
     p.recover()
     mine, theirs = engine_span(1, end=time.time()), engine_span(2, end=time.time())
     p._write([ResolvedBatch((mine,), {}, 0, (), 0)])
-    store.write_batch([], [theirs])  # another replica on the same database
+    store.write_batch([], [theirs], owner="replica-b")  # another replica on the same database
     store.fail = True
     with pytest.raises(RuntimeError):
         p._write([ResolvedBatch((engine_span(3, end=time.time()),), {}, 0, (), 0)])

@@ -309,6 +309,49 @@ def test_restore_after_restart_pairs_with_the_partner() -> None:
     assert store == {}
 
 
+def test_adopted_halves_pair_with_a_partner_held_here_and_their_rows_are_released() -> None:
+    """A gone replica's half taken over while running: its partner came here meanwhile (the
+    load balancer moved the trace), so they form one complete record, and both rows go."""
+    a = TraceAssembler(max_pending=10, timeout_seconds=30)
+    p, d = pd_pair()
+    assert a.add([d], {}, now=100).pending_added == (d,)
+    res = a.adopt([p], now=110)
+    (r,) = res.records
+    assert r.complete
+    assert r.prompt_tokens == 1000
+    assert r.output_tokens == 21
+    assert set(res.pending_released) == {d.span_id, p.span_id}
+    assert a.pending_count == 0
+
+
+def test_adopted_half_without_partner_is_held_with_a_fresh_timeout_and_its_row_kept() -> None:
+    a = TraceAssembler(max_pending=10, timeout_seconds=30)
+    p, d = pd_pair()
+    res = a.adopt([p], now=200)
+    assert res.records == ()
+    assert p.span_id not in res.pending_released
+    assert a.pending_spans() == (p,)
+    assert a.expire(now=229).records == ()
+    assert a.add([d], {}, now=229).records[0].complete  # its partner, arriving later
+
+
+def test_adopted_halves_not_held_afterwards_are_released() -> None:
+    """Late (the partner was flushed here), or a duplicate of a half stitched here: nothing is
+    held, so the adopted row is released; a duplicate of a half held here keeps its row."""
+    a = TraceAssembler(max_pending=10, timeout_seconds=30)
+    p, d = pd_pair()
+    a.add([d], {}, now=100)
+    a.expire(now=130)  # d flushed incomplete: p is late from now on
+    late = a.adopt([p], now=140)
+    assert (late.late, late.pending_released) == (1, (p.span_id,))
+    held = pd_pair(trace="t2")[0]
+    a.add([held], {}, now=150)
+    dup = a.adopt([held], now=151)
+    assert dup.duplicates == 1
+    assert dup.pending_released == ()
+    assert a.pending_spans() == (held,)
+
+
 def test_invalid_construction() -> None:
     with pytest.raises(ValueError, match="positive"):
         TraceAssembler(max_pending=0, timeout_seconds=1)

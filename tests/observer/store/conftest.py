@@ -18,7 +18,7 @@ from tests.support.procs import in_ci
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
-TABLES = "requests, pending_spans, slos, rollups_minute, store_meta"
+TABLES = "requests, pending_spans, ingest_replicas, slos, rollups_minute, store_meta"
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:

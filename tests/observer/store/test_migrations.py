@@ -15,13 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from observer.store import Store
+from observer.store.codec import encode_engine_span
 from observer.store.repository import SQLITE_CACHE_KIB, alembic_config, normalize_url
 from observer.store.schema import metadata
 
 from .conftest import fresh_pg_database, sqlite_url
-from .factories import record
+from .factories import engine_span, record
 
-TABLES = {"requests", "pending_spans", "slos", "rollups_minute", "store_meta"}
+TABLES = {"requests", "pending_spans", "ingest_replicas", "slos", "rollups_minute", "store_meta"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -44,7 +45,7 @@ def test_upgrade_from_empty_is_idempotent_and_downgrades_to_base(empty_url: str)
     try:
         assert st.current_revision() is None
         st.upgrade()
-        assert st.current_revision() == head() == "0003"
+        assert st.current_revision() == head() == "0004"
         assert set(sa.inspect(st.engine).get_table_names()) >= TABLES
         st.write_batch([record(1, 1000.0)])
         st.upgrade()  # idempotent: no error, data kept
@@ -73,7 +74,7 @@ def test_0003_drops_the_trace_id_index_and_downgrades(empty_url: str) -> None:
         st.upgrade("0002")
         assert "ix_requests_trace_id" in _request_indexes(st)
         st.write_batch([record(1, 1000.0, trace_id="ab" * 16), record(2, 999.0, trace_id="ab" * 16)])
-        st.upgrade()
+        st.upgrade("0003")
         assert st.current_revision() == "0003"
         indexes = _request_indexes(st)
         assert "ix_requests_trace_id" not in indexes
@@ -84,6 +85,36 @@ def test_0003_drops_the_trace_id_index_and_downgrades(empty_url: str) -> None:
         assert st.current_revision() == "0002"
         assert "ix_requests_trace_id" in _request_indexes(st)
         assert st.count_records() == 2
+    finally:
+        st.close()
+
+
+def test_0004_gives_existing_pending_halves_no_owner_so_the_first_replica_takes_them(
+    empty_url: str,
+) -> None:
+    """Rows stored before 0004 get the owner '': the first replica that claims takes them over
+    (as the only replica's restore did before), and the downgrade keeps them."""
+    st = Store.open(empty_url)
+    try:
+        st.upgrade("0003")
+        with st.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO pending_spans (span_id, trace_id, end_time, payload) VALUES (:s, :t, :e, :p)"
+                ),
+                {"s": f"{1:016x}", "t": f"{1:032x}", "e": 1000.0, "p": encode_engine_span(engine_span(1))},
+            )
+        st.upgrade()
+        assert st.current_revision() == "0004"
+        assert {str(ix["name"]) for ix in sa.inspect(st.engine).get_indexes("pending_spans")} >= {
+            "ix_pending_spans_owner"
+        }
+        assert st.load_pending("replica-a") == []
+        assert [x.request_id for x in st.claim_pending("replica-a", 2000.0, 60.0, limit=10)] == ["span-req-1"]
+        assert [x.request_id for x in st.load_pending("replica-a")] == ["span-req-1"]
+        st.downgrade("0003")
+        assert "ingest_replicas" not in sa.inspect(st.engine).get_table_names()
+        assert [x.request_id for x in st.load_pending()] == ["span-req-1"]
     finally:
         st.close()
 
