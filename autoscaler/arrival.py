@@ -32,10 +32,10 @@ from autoscaler.counters import CounterState, Series, accumulate
 from autoscaler.observe import DecodeGauges, QueueReading
 from observer import conventions as c
 from observer.sources import promql
-from observer.sources.capped import DEFAULT_MAX_PAGE_BYTES, get_text
+from observer.sources.capped import DEFAULT_MAX_PAGE_BYTES, capped_client, get_text
 from observer.sources.names import detect_epp
 from observer.sources.samples import EppTarget, FleetSnapshot
-from observer.sources.scrape import MAX_BODY_SETTING, Parsed, parse_exposition
+from observer.sources.scrape import MAX_BODY_SETTING, TIMEOUT_SETTING, Parsed, parse_exposition
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class CounterReader(Protocol):
 class ScrapeCounters:
     """GET each configured EPP's /metrics. A pool with any EPP unreadable is unknown (a partial
     sum would look like a reset). Configured like the scrape source (`sources.scrape`): its
-    `timeout_seconds` and `max_body_bytes` (a page past it is an unreadable EPP)."""
+    `timeout_seconds` (each page's deadline) and `max_body_bytes` (a page past either is an
+    unreadable EPP)."""
 
     def __init__(
         self,
@@ -149,8 +150,9 @@ class ScrapeCounters:
         client: httpx.Client | None = None,
     ):
         self.epps = tuple(epps)
+        self.timeout_seconds = timeout_seconds
         self.max_body_bytes = max_body_bytes
-        self._client = client or httpx.Client(timeout=timeout_seconds)
+        self._client = client or capped_client(timeout_seconds)
 
     def close(self) -> None:
         self._client.close()
@@ -161,7 +163,12 @@ class ScrapeCounters:
             series: Series | None
             try:
                 text = get_text(
-                    self._client, e.metrics_url, max_bytes=self.max_body_bytes, setting=MAX_BODY_SETTING
+                    self._client,
+                    e.metrics_url,
+                    max_bytes=self.max_body_bytes,
+                    setting=MAX_BODY_SETTING,
+                    max_seconds=self.timeout_seconds,
+                    seconds_setting=TIMEOUT_SETTING,
                 )
                 series = epp_series(parse_exposition(text), e.pool)
             except (httpx.HTTPError, ValueError) as exc:

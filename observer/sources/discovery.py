@@ -4,7 +4,8 @@ may import `kubernetes`). Roles and pools come from pod labels, never from pod n
 The PodList is read as untrusted JSON: names, namespaces and pool labels go through `clean_value`
 (observer/sources/untrusted.py) in `pod_target`, and a field of the wrong type is absent, never
 `str()`-ed into a name or an exception in the signals engine. The answer is read under
-`max_body_bytes` (observer/sources/capped.py): past it the listing fails (`DiscoveryError`).
+`max_body_bytes` (observer/sources/capped.py): past it the listing fails (`DiscoveryError`), as it
+does when the answer is not complete within `timeout_seconds` (the whole answer's deadline).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 import httpx
 
 from observer import conventions as c
-from observer.sources.capped import DEFAULT_MAX_API_BYTES, get_text
+from observer.sources.capped import DEFAULT_MAX_API_BYTES, capped_client, get_text
 from observer.sources.samples import VALID_ROLES, PodTarget
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value, text_or_none
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MAX_BODY_SETTING = "sources.kubernetes.max_body_bytes"  # named by a ResponseTooLarge
+TIMEOUT_SETTING = "sources.kubernetes.timeout_seconds"  # named by an AnswerTooSlow
 
 
 class DiscoveryError(Exception):
@@ -44,7 +46,7 @@ class KubernetesDiscoveryConfig:
     kv_replay_port: int | None = None  # e.g. 5558
     token_file: Path | None = SA_DIR / "token"
     ca_file: Path | None = SA_DIR / "ca.crt"
-    timeout_seconds: float = 5.0
+    timeout_seconds: float = 5.0  # the PodList answer, connect to last byte (and each socket operation)
     max_body_bytes: int = DEFAULT_MAX_API_BYTES  # the PodList answer, received and decoded
 
 
@@ -94,7 +96,7 @@ class KubernetesDiscovery:
         verify: bool | str = True
         if config.ca_file is not None and config.ca_file.exists():
             verify = str(config.ca_file)
-        self._client = client or httpx.Client(timeout=config.timeout_seconds, verify=verify)
+        self._client = client or capped_client(config.timeout_seconds, verify=verify)
 
     def close(self) -> None:
         self._client.close()
@@ -118,6 +120,8 @@ class KubernetesDiscovery:
                 url,
                 max_bytes=cfg.max_body_bytes,
                 setting=MAX_BODY_SETTING,
+                max_seconds=cfg.timeout_seconds,
+                seconds_setting=TIMEOUT_SETTING,
                 params={"labelSelector": cfg.label_selector},
                 headers=headers,
             )

@@ -6,7 +6,8 @@ snapshot with `ok=False` and every value unknown; a pod whose newest sample is o
 and Prometheus keeps it): every label value of every row is made safe in `query`
 (`clean_rows`, observer/sources/untrusted.py) before pod, model, role or pool names are read,
 and each answer is read under `max_body_bytes` (observer/sources/capped.py): past it the read
-fails like any failed query.
+fails like any failed query, as it does when an answer is not complete within `timeout_seconds`
+(the whole answer's deadline, each of the `retries` its own).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from observer.sources.samples import (
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value
 
 MAX_BODY_SETTING = "sources.prometheus.max_body_bytes"  # named by a ResponseTooLarge
+TIMEOUT_SETTING = "sources.prometheus.timeout_seconds"  # named by an AnswerTooSlow
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class PrometheusSourceConfig:
     url: str = "http://127.0.0.1:9090"
     bearer_token: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    timeout_seconds: float = 5.0
+    timeout_seconds: float = 5.0  # each answer, connect to last byte (and each socket operation)
     retries: int = 2
     backoff_factor: float = 0.2
     rate_window_seconds: int = 60  # >= 4 scrape intervals
@@ -127,7 +129,9 @@ class PrometheusSource:
             headers=headers or None,
             retry=retry,
             timeout=config.timeout_seconds,
-            session=capped_session(config.max_body_bytes, MAX_BODY_SETTING),
+            session=capped_session(
+                config.max_body_bytes, MAX_BODY_SETTING, config.timeout_seconds, TIMEOUT_SETTING
+            ),
         )
 
     # -- queries ---------------------------------------------------------------------------

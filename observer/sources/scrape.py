@@ -4,7 +4,8 @@ For setups without Prometheus; the embedded default of the demo. Rates come from
 scrapes of the same pod (`counter_rate`, counter resets handled); the first scrape of a pod has
 unknown rates. A pod that cannot be scraped is unknown (None), never zero. A pod's exposition is
 untrusted: every label value is made safe as it is parsed (observer/sources/untrusted.py), and a
-page is read under `max_body_bytes` (observer/sources/capped.py): past it the pod's read fails.
+page is read under `max_body_bytes` (observer/sources/capped.py): past it the pod's read fails, as
+it does when the page is not complete within `timeout_seconds` (the whole answer's deadline).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from observer import conventions as c
-from observer.sources.capped import DEFAULT_MAX_PAGE_BYTES, get_text
+from observer.sources.capped import DEFAULT_MAX_PAGE_BYTES, capped_client, get_text
 from observer.sources.names import VLLM_SOURCE_LABEL, VllmNames, counter, detect_epp, detect_vllm
 from observer.sources.samples import EppTarget, FleetSnapshot, PodSample, PodTarget, PoolSample
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value
 
 MAX_BODY_SETTING = "sources.scrape.max_body_bytes"  # named by a ResponseTooLarge
+TIMEOUT_SETTING = "sources.scrape.timeout_seconds"  # named by an AnswerTooSlow
 Labels = Mapping[str, str]
 Parsed = Mapping[str, tuple[tuple[Labels, float], ...]]  # sample name -> (labels, value)...
 
@@ -153,7 +155,7 @@ def pool_sample(pool: str, parsed: Parsed, now: float) -> tuple[PoolSample, str 
 
 @dataclass
 class ScrapeSourceConfig:
-    timeout_seconds: float = 2.0
+    timeout_seconds: float = 2.0  # each page, connect to last byte (and each socket operation)
     max_workers: int = 8
     headers: Mapping[str, str] = field(default_factory=dict)
     max_body_bytes: int = DEFAULT_MAX_PAGE_BYTES  # per /metrics page, received and decoded
@@ -175,9 +177,7 @@ class ScrapeSource:
         self.cleaner = ValueCleaner(self.name)  # label values of the scraped expositions
         self._targets = targets
         self._epps = tuple(epps)
-        self._client = client or httpx.Client(
-            timeout=self.config.timeout_seconds, headers=dict(self.config.headers)
-        )
+        self._client = client or capped_client(self.config.timeout_seconds, headers=dict(self.config.headers))
         self._prev: dict[str, PodReading] = {}
         self._lock = threading.Lock()
 
@@ -186,7 +186,14 @@ class ScrapeSource:
 
     def _fetch(self, url: str) -> Parsed | str:
         try:
-            text = get_text(self._client, url, max_bytes=self.config.max_body_bytes, setting=MAX_BODY_SETTING)
+            text = get_text(
+                self._client,
+                url,
+                max_bytes=self.config.max_body_bytes,
+                setting=MAX_BODY_SETTING,
+                max_seconds=self.config.timeout_seconds,
+                seconds_setting=TIMEOUT_SETTING,
+            )
             return parse_exposition(text, self.cleaner)
         except (httpx.HTTPError, ValueError) as exc:
             return f"{url}: {type(exc).__name__}: {exc}"[:300]

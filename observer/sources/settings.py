@@ -72,7 +72,9 @@ class KubernetesDiscoverySettings(_Section):
     kv_replay_port: int | None = Field(None, ge=1, le=65535)
     token_file: Path | None = SA_DIR / "token"
     ca_file: Path | None = SA_DIR / "ca.crt"
-    timeout_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(
+        5.0, gt=0, description="the PodList answer, connect to last byte (and each socket operation)"
+    )
     max_body_bytes: int = Field(
         DEFAULT_MAX_API_BYTES, ge=1, description="cap on the PodList answer (received and decoded)"
     )
@@ -85,7 +87,11 @@ class PrometheusSettings(_Section):
     url: str = "http://127.0.0.1:9090"
     bearer_token: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="each query answer (each retry its own), connect to last byte; each socket operation",
+    )
     retries: int = Field(2, ge=0)
     backoff_factor: float = Field(0.2, ge=0)
     rate_window_seconds: int = Field(60, ge=1, description=">= 4 Prometheus scrape intervals")
@@ -105,7 +111,11 @@ class PrometheusSettings(_Section):
 
 
 class ScrapeSettings(_Section):
-    timeout_seconds: float = Field(2.0, gt=0)
+    timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="each /metrics page and EPP counter read, connect to last byte; each socket operation",
+    )
     max_workers: int = Field(8, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     max_body_bytes: int = Field(

@@ -46,7 +46,7 @@ from observer.signals import service as signals_service
 from observer.signals.engine import PodSignals
 from observer.sources.prometheus import PrometheusSource, PrometheusSourceConfig
 from observer.sources.samples import EppTarget, FleetSnapshot, PodSample
-from observer.sources.scrape import MAX_BODY_SETTING, parse_exposition
+from observer.sources.scrape import MAX_BODY_SETTING, TIMEOUT_SETTING, parse_exposition
 from observer.store import Store
 from observer.store.memory import MemoryStore
 from simulator.emit.fanout import Fanout
@@ -59,6 +59,8 @@ from tests.observer.store.conftest import sqlite_url
 from tests.support.httpstub import Answer, Seen, serve_http
 from tests.support.oversize import AT_CAP, CASES, Oversize, exposition_pad
 from tests.support.procs import Prometheus, run_prometheus
+from tests.support.slow import BUDGET, ON_TIME, Slow
+from tests.support.slow import CASES as SLOW_CASES
 
 P, D, B = c.ROLE_PREFILL, c.ROLE_DECODE, c.ROLE_BOTH
 T0 = 1_767_225_600.0
@@ -509,6 +511,42 @@ def test_scrape_counters_report_an_epp_page_past_max_body_bytes_as_unknown(
     ]
     assert len(errors) == 1
     big.refused(case, errors[0], MAX_BODY_SETTING, elapsed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_scrape_counters_report_an_epp_page_that_trickles_in_past_timeout_seconds_as_unknown(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An EPP page that keeps coming (a header line or a body chunk every 0.2 s, never a per-read
+    timeout): that pool's counter is unknown once `timeout_seconds` is up, and the warning names
+    the setting; the other pool is read. The same page at once is read."""
+    page = fixture("epp_llm_d_epp").encode()
+    slow = Slow(page, b"#\n")
+
+    def answer(req: Seen) -> Answer:
+        return slow.reply(case) if req.path == "/slow" else (200, page)
+
+    with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
+        reader = ScrapeCounters(
+            [EppTarget("a", f"{url}/slow"), EppTarget("b", f"{url}/ok")], timeout_seconds=BUDGET
+        )
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="autoscaler.arrival"):
+            got = reader.read(0.0)
+        elapsed = time.monotonic() - start
+        reader.close()
+    assert got["b"]
+    if case == ON_TIME:
+        assert got["a"] is not None
+        assert sum(got["a"].values()) == sum(got["b"].values())
+        return
+    assert got["a"] is None
+    errors = [
+        str(getattr(r, "error", "")) for r in caplog.records if r.getMessage() == "EPP counter read failed"
+    ]
+    assert len(errors) == 1
+    slow.refused(case, errors[0], TIMEOUT_SETTING, elapsed)
 
 
 def test_standalone_autoscale_reads_the_metric_source_itself() -> None:

@@ -1,16 +1,21 @@
 """A loopback HTTP server for tests: every GET is answered by a function of the request.
 
 An answer is `(status, body)`, or a `Reply` with headers and possibly a streamed body (sent
-chunked, without Content-Length: `Endless` is one that does not end).
+chunked, without Content-Length: `Endless` is one that does not end, `Trickle` one that comes
+slowly) and headers sent one at a time as they come (`Trickle` again).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Reply:
     status: int
     body: bytes | Iterable[bytes]
     headers: Mapping[str, str] = field(default_factory=dict)
+    # more headers after `headers`, each sent (flushed) as the iterable yields it
+    slow_headers: Iterable[tuple[str, str]] = ()
 
 
 class Endless:
@@ -50,6 +57,27 @@ class Endless:
     @property
     def exhausted(self) -> bool:
         return self.sent >= self.limit
+
+
+class Trickle(Generic[T]):
+    """`first`, then `item` every `interval` seconds for `lasting` seconds (a body's chunks, or
+    `Reply.slow_headers`): an answer that keeps coming, each piece well within any per-read
+    timeout longer than `interval`. `lasting` bounds it: a client that waits for the end takes
+    about that long (`sent` counts the items)."""
+
+    def __init__(self, item: T, *, first: tuple[T, ...] = (), interval: float = 0.2, lasting: float = 30.0):
+        self.item, self.first, self.interval, self.lasting = item, first, interval, lasting
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[T]:
+        end = time.monotonic() + self.lasting
+        for x in self.first:
+            self.sent += 1
+            yield x
+        while time.monotonic() < end:
+            time.sleep(self.interval)
+            self.sent += 1
+            yield self.item
 
 
 Answer = tuple[int, bytes] | Reply
@@ -75,6 +103,12 @@ def serve_http(
             self.send_header("Content-Type", content_type)
             for k, v in reply.headers.items():
                 self.send_header(k, v)
+            try:
+                for k, v in reply.slow_headers:
+                    self.send_header(k, v)
+                    self.flush_headers()
+            except OSError:  # the client gave up and closed the connection
+                return
             if isinstance(reply.body, bytes):
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()

@@ -1,32 +1,38 @@
-"""The size cap of the HTTP answers the sources read (observer/sources/capped.py): the pure
-`read_body`, and the memory one capped read holds, over real HTTP on loopback for both clients.
-Each reader's own cap tests sit with its tests (test_scrape, test_discovery, test_prometheus,
-tests/autoscaler/test_service_arrival)."""
+"""The size cap and the deadline of the HTTP answers the sources read (observer/sources/capped.py):
+the pure `read_body`, the memory one capped read holds, and an answer that trickles in, over real
+HTTP on loopback for both clients. Each reader's own cap and deadline tests sit with its tests
+(test_scrape, test_discovery, test_prometheus, tests/autoscaler/test_service_arrival)."""
 
 from __future__ import annotations
 
 import gzip
+import json
+import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 
 from observer.sources.capped import (
     DEFAULT_MAX_API_BYTES,
     DEFAULT_MAX_PAGE_BYTES,
+    AnswerTooSlow,
     ResponseTooLarge,
     UndecodableBody,
+    capped_client,
     capped_session,
     get_text,
     read_body,
 )
 from observer.sources.settings import SourcesSettings
-from tests.support.httpstub import Endless, Reply, Seen, serve_http
+from tests.support.httpstub import Answer, Endless, Reply, Seen, serve_http
+from tests.support.slow import BUDGET, ON_TIME, Slow
+from tests.support.slow import CASES as SLOW_CASES
 
 CAP = 2**20
 SETTING = "sources.test.max_body_bytes"
+SECONDS_SETTING = "sources.test.timeout_seconds"
 
 
 def _read(
@@ -102,10 +108,19 @@ def test_a_stacked_gzip_bomb_never_holds_much_more_than_the_cap(client: str, sta
 
     with serve_http(answer) as (url, _):
         if client == "httpx":
-            with httpx.Client() as c:
-                peak = _peak_bytes(lambda: get_text(c, f"{url}/m", max_bytes=CAP, setting=SETTING))
+            with capped_client(5.0) as c:
+                peak = _peak_bytes(
+                    lambda: get_text(
+                        c,
+                        f"{url}/m",
+                        max_bytes=CAP,
+                        setting=SETTING,
+                        max_seconds=5.0,
+                        seconds_setting=SECONDS_SETTING,
+                    )
+                )
         else:
-            with capped_session(CAP, SETTING) as s:
+            with capped_session(CAP, SETTING, 5.0, SECONDS_SETTING) as s:
                 peak = _peak_bytes(lambda: s.get(f"{url}/m", timeout=5))
     assert peak < 4 * CAP, peak
 
@@ -116,7 +131,7 @@ def test_a_capped_session_reads_a_redirect_under_the_cap_too() -> None:
             return Reply(200, b'{"ok": true}')
         return Reply(302, b" " * (CAP + 1), {"Location": "/ok"})
 
-    with serve_http(answer) as (url, _), capped_session(CAP, SETTING) as s:
+    with serve_http(answer) as (url, _), capped_session(CAP, SETTING, 5.0, SECONDS_SETTING) as s:
         with pytest.raises(ResponseTooLarge):
             s.get(f"{url}/moved", timeout=5)
         assert s.get(f"{url}/ok", timeout=5).json() == {"ok": True}
@@ -135,3 +150,56 @@ def test_every_source_setting_has_a_cap_that_reaches_its_reader() -> None:
     assert mine.prometheus.config().max_body_bytes == 1002
     with pytest.raises(ValueError, match="max_body_bytes"):
         SourcesSettings.model_validate({"scrape": {"max_body_bytes": 0}})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", SLOW_CASES)
+@pytest.mark.parametrize("client", ["httpx", "requests"])
+def test_an_answer_that_trickles_in_fails_at_its_deadline(client: str, case: str) -> None:
+    """Headers or a body that keep coming, a piece every 0.2 s, never trip the per-read timeout
+    (5 s here): the answer fails at its deadline (AnswerTooSlow naming the setting), not when it
+    ends 20 s later. The same client reads the next answer as usual, and an answer that comes at
+    once is read."""
+    valid = b'{"ok": true}'
+    slow = Slow(valid, b" ")
+
+    def answer(req: Seen) -> Answer:
+        return slow.reply(case) if req.path == "/slow" else (200, valid)
+
+    error: str | None = None
+    with serve_http(answer) as (url, _):
+        if client == "httpx":
+            with capped_client(5.0) as hc:
+
+                def get(path: str) -> str:
+                    return get_text(
+                        hc,
+                        url + path,
+                        max_bytes=CAP,
+                        setting=SETTING,
+                        max_seconds=BUDGET,
+                        seconds_setting=SECONDS_SETTING,
+                    )
+
+                start = time.monotonic()
+                try:
+                    text = get("/slow")
+                except AnswerTooSlow as exc:
+                    error = str(exc)
+                elapsed = time.monotonic() - start
+                after = get("/ok")
+        else:
+            with capped_session(CAP, SETTING, BUDGET, SECONDS_SETTING) as s:
+                start = time.monotonic()
+                try:
+                    text = s.get(f"{url}/slow", timeout=5.0).text
+                except AnswerTooSlow as exc:
+                    error = str(exc)
+                elapsed = time.monotonic() - start
+                after = s.get(f"{url}/ok", timeout=5.0).text
+    assert json.loads(after) == {"ok": True}
+    if case == ON_TIME:
+        assert error is None
+        assert json.loads(text) == {"ok": True}
+        return
+    slow.refused(case, error, SECONDS_SETTING, elapsed)

@@ -14,6 +14,7 @@ import pytest
 from observer import conventions as c
 from observer.sources.discovery import (
     MAX_BODY_SETTING,
+    TIMEOUT_SETTING,
     DiscoveryError,
     KubernetesDiscovery,
     KubernetesDiscoveryConfig,
@@ -21,6 +22,8 @@ from observer.sources.discovery import (
 from observer.sources.untrusted import clean_value
 from tests.support.httpstub import Answer, Seen, serve_http
 from tests.support.oversize import AT_CAP, CASES, Oversize, json_pad
+from tests.support.slow import BUDGET, ON_TIME, Slow
+from tests.support.slow import CASES as SLOW_CASES
 
 
 def _pod(
@@ -164,3 +167,33 @@ def test_a_pod_list_past_max_body_bytes_is_a_discovery_error(case: str) -> None:
         assert [p.pod for p in pods] == ["ms-decode-abc", "ms-x", "odd"]
         return
     big.refused(case, error, MAX_BODY_SETTING, elapsed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_a_pod_list_that_trickles_in_past_timeout_seconds_is_a_discovery_error(case: str) -> None:
+    """A PodList answer that keeps coming (a header line or a body chunk every 0.2 s, never a
+    per-read timeout) is a DiscoveryError naming `timeout_seconds` once it is up (the caller keeps
+    its previous pods); the same answer at once is read."""
+    slow = Slow(json.dumps(PODS).encode(), b" ")
+
+    def answer(req: Seen) -> Answer:
+        return slow.reply(case)
+
+    with serve_http(answer) as (url, _):
+        cfg = KubernetesDiscoveryConfig(
+            api_url=url, namespace="llm", token_file=None, ca_file=None, timeout_seconds=BUDGET
+        )
+        discovery = KubernetesDiscovery(cfg)
+        start = time.monotonic()
+        try:
+            pods, error = discovery.pods(), None
+        except DiscoveryError as exc:
+            pods, error = (), str(exc)
+        elapsed = time.monotonic() - start
+        discovery.close()
+    if case == ON_TIME:
+        assert error is None
+        assert [p.pod for p in pods] == ["ms-decode-abc", "ms-x", "odd"]
+        return
+    slow.refused(case, error, TIMEOUT_SETTING, elapsed)
