@@ -232,8 +232,8 @@ def run_autoscale(
     On the main thread the loop runs in a worker thread and SIGTERM / SIGINT stop it cleanly
     (`Controller.stop`: the tick in flight finishes without retrying or sending anything new,
     then the lease is released, so a standby takes over at once); a second signal, or a stop
-    that takes longer than `server.shutdown_grace_seconds` + `SHUTDOWN_EXIT_MARGIN_SECONDS`, exits at
-    once with status 1."""
+    that takes longer than `server.shutdown_grace_seconds` + `SHUTDOWN_EXIT_MARGIN_SECONDS`, exits
+    with status 1, the lease released on the way out (best effort, within the exit margin)."""
     from autoscaler.kubernetes import build_controller
     from autoscaler.settings import from_settings
     from observer.store.repository import Store
@@ -299,16 +299,26 @@ def run_autoscale(
 
 
 class Terminated(BaseException):
-    """A second SIGTERM / SIGINT while stopping: exit now, without waiting for the loop."""
+    """A second SIGTERM / SIGINT while stopping: exit now, without waiting for the loop (the
+    lease is released on the way out, for `SHUTDOWN_EXIT_MARGIN_SECONDS` at most)."""
 
 
 def _run_stoppable(ctl: Controller, body: Callable[[], int], *, grace_seconds: float) -> int:
     """Run `body` in a worker thread; SIGTERM / SIGINT stop `ctl` (the handler only records
     the signal: `Controller.stop` takes a lock, so it is called from this thread, not from the
     handler), a second signal raises `Terminated` here. Returns `body`'s exit code, or 1 when
-    the stop was forced or did not finish within the grace."""
+    the stop was forced or did not finish within the grace. Either way out with the loop still
+    running, the lease is released from a thread of its own (`release_lease`: a request in flight
+    may hang, and the release may too), as long as the exit margin allows."""
     result: list[int] = []
     requested: list[str] = []
+    releasing: list[threading.Thread] = []
+
+    def release_lease() -> threading.Thread:
+        if not releasing:  # once: `Controller.release` is a no-op after the first
+            releasing.append(threading.Thread(target=ctl.release, name="lease-release", daemon=True))
+            releasing[0].start()
+        return releasing[0]
 
     def work() -> None:
         try:
@@ -345,7 +355,7 @@ def _run_stoppable(ctl: Controller, body: Callable[[], int], *, grace_seconds: f
                     "the autoscaler tick in flight did not finish within the shutdown grace; "
                     "releasing the lease"
                 )
-                threading.Thread(target=ctl.release, name="lease-release", daemon=True).start()
+                release_lease()
                 grace_end = None
             if deadline is not None and time.monotonic() > deadline and worker.is_alive():
                 log.error(
@@ -354,7 +364,21 @@ def _run_stoppable(ctl: Controller, body: Callable[[], int], *, grace_seconds: f
                 )
                 return 1
     except Terminated:
-        log.error("second signal: exiting at once", extra={"exit_code": 1})
+        # as past the grace: nothing new is sent, and the lease is handed over (best effort,
+        # within the exit margin) so a standby need not wait out leaseDurationSeconds
+        log.error(
+            "second signal: releasing the lease, then exiting",
+            extra={"exit_code": 1, "margin_seconds": SHUTDOWN_EXIT_MARGIN_SECONDS},
+        )
+        with contextlib.suppress(Terminated):  # a third signal: exit without waiting any longer
+            ctl.stop()
+            release = release_lease()
+            release.join(SHUTDOWN_EXIT_MARGIN_SECONDS)
+            if release.is_alive():
+                log.error(
+                    "the lease release did not finish within the exit margin; exiting without it",
+                    extra={"margin_seconds": SHUTDOWN_EXIT_MARGIN_SECONDS},
+                )
         return 1
     finally:
         for sig, prev in previous.items():
@@ -374,6 +398,9 @@ class AutoscalerAttachment:
     on_startup: tuple[Callable[[Pipeline], Any], ...]
     collector: AutoscalerCollector
     window: RecordWindow
+    # a forced exit's last call: the background loop (once started) releases its lease now;
+    # blocking, the caller bounds it (`BackgroundLoop.release_now`)
+    release_now: Callable[[], None] = lambda: None
 
 
 def attach(
@@ -402,6 +429,8 @@ def attach(
         else _signals_for(asettings, 60.0, queue)
     )
 
+    loops: list[BackgroundLoop] = []  # the one started at startup, when `background`
+
     def on_startup(pipeline: Pipeline) -> None:
         pipeline.registry.register(collector)
         pipeline.listeners.append(window.add_records)
@@ -421,8 +450,13 @@ def attach(
             bg.task = asyncio.get_running_loop().create_task(bg.run(), name="autoscaler")
             pipeline.add_task(bg.task)
             pipeline.stop_hooks.append(bg.stop)
+            loops.append(bg)
 
-    return AutoscalerAttachment((decisions_router(log_),), (on_startup,), collector, window)
+    def release_now() -> None:
+        for bg in loops:
+            bg.release_now()
+
+    return AutoscalerAttachment((decisions_router(log_),), (on_startup,), collector, window, release_now)
 
 
 class BackgroundLoop:
@@ -481,6 +515,13 @@ class BackgroundLoop:
         self.ctl.release()
         self._released = True
 
+    def release_now(self) -> None:
+        """A forced exit (`serve`'s second signal): nothing new is sent, and the lease is given up
+        now, a tick in flight or not. Blocks on the API server: the caller bounds the wait (any
+        thread but a signal handler's: `Controller.stop` takes a lock)."""
+        self.ctl.stop()
+        self._release()
+
     async def stop(self, deadline: float) -> None:
         """Stop by `deadline` (the event loop's clock): the tick in flight finishes, then the
         lease is released; past the deadline the lease is released anyway."""
@@ -504,13 +545,15 @@ def serve_hooks(
     engine: Engine,
     *,
     signals_latest: Callable[[], FleetSignalsLike | None] | None = None,
-) -> tuple[list[APIRouter], list[Callable[[Pipeline], Any]]]:
+) -> tuple[list[APIRouter], list[Callable[[Pipeline], Any]], Callable[[], None] | None]:
     """What `pd-observer serve` mounts: the decisions API always (decisions written by a
     standalone `pd-observer autoscale` share the database), and the control loop itself when
     `autoscaler.enabled` (signals from the fleet-signals engine when `signals_latest` is given,
-    e.g. `lambda: attachment.service.engine.latest`; else from the records)."""
+    e.g. `lambda: attachment.service.engine.latest`; else from the records). Third: what a
+    forced exit runs last (the loop's lease released, `AutoscalerAttachment.release_now`), or
+    None without the loop."""
     log_ = SqlAuditLog(engine)  # the store's engine: the table exists once the store is upgraded
     if settings.autoscaler.get("enabled"):
         att = attach(settings, audit_log=log_, signals_latest=signals_latest)
-        return list(att.routers), list(att.on_startup)
-    return [decisions_router(log_)], []
+        return list(att.routers), list(att.on_startup), att.release_now
+    return [decisions_router(log_)], [], None

@@ -81,7 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = _listen(settings.server.host, settings.server.port)  # before "ready" is logged
     signals = attach(settings)  # sources -> fleet signals: /api/v1/pools, gauges, tenant evidence
     # decisions API always; the control loop when autoscaler.enabled, fed by the signals engine
-    routers, hooks = serve_hooks(settings, store.engine, signals_latest=lambda: signals.service.engine.latest)
+    routers, hooks, release_now = serve_hooks(
+        settings, store.engine, signals_latest=lambda: signals.service.engine.latest
+    )
     app = create_app(
         settings,
         store,
@@ -100,7 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limit_concurrency=None,
     )
     pipeline = app.state.pipeline
-    server = GracefulServer(config, grace_seconds=grace, on_signal=pipeline.request_stop)
+    server = GracefulServer(
+        config, grace_seconds=grace, on_signal=pipeline.request_stop, on_forced_exit=release_now
+    )
     _tune_gc(settings.server.gc_gen0_threshold)
     return serve_until_stopped(server, [sock], clean=lambda: bool(pipeline.clean_stop))
 

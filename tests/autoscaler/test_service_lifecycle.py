@@ -2,7 +2,8 @@
 `pd-observer autoscale` and `pd-observer serve` with `autoscaler.enabled`, the real `kubernetes`
 client against the API emulator over HTTP. A SIGTERM during a tick lets the request in flight
 finish (the API server may apply it whatever the client does), sends nothing new, audits the
-tick, and releases the Lease, so a standby takes over at once."""
+tick, and releases the Lease, so a standby takes over at once; a second signal exits at once
+(status 1), the Lease released on the way out."""
 
 from __future__ import annotations
 
@@ -173,30 +174,25 @@ def test_autoscale_past_the_grace_hands_the_lease_over_and_exits_1(
     )
 
 
-def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_lease(
-    server: RunningEmulator, tmp_path: Path
-) -> None:
-    em = server.emulator
-    setup(em)
-    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+def serve_process(
+    server: RunningEmulator, tmp_path: Path, db: str, log: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """`pd-observer serve` with the loop inside (`autoscaler.enabled`), the demand `seed` put in
+    the store sent to it as spans (`serve` reads the records it commits), output in `log`."""
     port = free_port()
     cfg = heavy_load_config(tmp_path, db, enabled=True)
     raw = yaml.safe_load(cfg.read_text())
     raw["server"] = {"host": "127.0.0.1", "port": port}
     cfg.write_text(yaml.safe_dump(raw))
-    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=2.0)
-    em.faults.append(fault)
-    log = tmp_path / "serve.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "observer.cli", "serve", "--config", str(cfg)],
         cwd=ROOT,
-        env=env_for(tmp_path, server.url),
+        env={**env_for(tmp_path, server.url), **env},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    with reaped(proc):
+    try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=60)
-        # the demand `seed` put in the store, as spans: `serve` reads the records it commits
         sp = VllmSpans()
         now = time.time()
         for i in range(120):
@@ -209,6 +205,24 @@ def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_leas
             f"http://127.0.0.1:{port}{c.OTLP_TRACES_PATH}", content=body, headers=headers, timeout=30
         )
         assert r.status_code == 200, r.text
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_lease(
+    server: RunningEmulator, tmp_path: Path
+) -> None:
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=2.0)
+    em.faults.append(fault)
+    log = tmp_path / "serve.log"
+    proc = serve_process(server, tmp_path, db, log)
+    with reaped(proc):
         wait_in_flight(fault, proc)
         n = len(em.requests)
         t0 = time.monotonic()
@@ -220,3 +234,70 @@ def test_serve_sigterm_stops_its_autoscaler_after_the_tick_and_releases_the_leas
     assert elapsed < 10  # server.shutdown_grace_seconds
     check_the_tick_was_finished_and_audited(server, db, n)
     assert json.loads(text.splitlines()[-1])["msg"] == "exiting"
+
+
+def test_autoscale_second_sigterm_releases_the_lease_and_exits_1(
+    server: RunningEmulator, tmp_path: Path
+) -> None:
+    """A second SIGTERM while the tick in flight hangs (the first one waits for it, up to the
+    grace): the process exits 1 within the exit margin, long before the grace, and the Lease is
+    released on the way out, so a standby need not wait out `leaseDurationSeconds` (it had to)."""
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    cfg = heavy_load_config(tmp_path, db)
+    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=30.0)  # hangs past the second signal
+    em.faults.append(fault)
+    proc = autoscale_process(cfg, server.url, PD_OBSERVER_SERVER__SHUTDOWN_GRACE_SECONDS="20")
+    with reaped(proc):
+        wait_in_flight(fault, proc)
+        assert em.get(*LEASE)["spec"].get("holderIdentity")  # held while the tick runs
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert proc.poll() is None  # stopping: waits for the request in flight
+        assert em.get(*LEASE)["spec"].get("holderIdentity")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, err[-3000:]
+    assert elapsed < 2 + 1  # the exit margin at most (not the 20 s grace, nor the 30 s request)
+    assert em.get(*LEASE)["spec"].get("holderIdentity") is None
+    assert em.get(*LEASE)["spec"]["leaseDurationSeconds"] == 1
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    assert {"msg": "second signal: releasing the lease, then exiting", "exit_code": 1}.items() <= lines[
+        -1
+    ].items()
+
+
+def test_serve_second_sigterm_releases_its_autoscalers_lease_and_exits_1(
+    server: RunningEmulator, tmp_path: Path
+) -> None:
+    """`serve` with the loop inside, the same: a second SIGTERM while the autoscaler's tick hangs
+    exits 1 within the exit margin, the Lease released on the way out."""
+    em = server.emulator
+    setup(em)
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    fault = Fault("PATCH", SCALE_DOWN, status=0, delay=30.0)
+    em.faults.append(fault)
+    log = tmp_path / "serve.log"
+    proc = serve_process(server, tmp_path, db, log, PD_OBSERVER_SERVER__SHUTDOWN_GRACE_SECONDS="20")
+    with reaped(proc):
+        wait_in_flight(fault, proc)
+        assert em.get(*LEASE)["spec"].get("holderIdentity")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert proc.poll() is None  # stopping: the autoscaler waits for the request in flight
+        assert em.get(*LEASE)["spec"].get("holderIdentity")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        elapsed = time.monotonic() - t0
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert elapsed < 2 + 1  # the exit margin at most
+    assert em.get(*LEASE)["spec"].get("holderIdentity") is None
+    assert em.get(*LEASE)["spec"]["leaseDurationSeconds"] == 1
+    last = json.loads(text.splitlines()[-1])
+    assert (last["level"], last["exit_code"], last["signal"]) == ("error", 1, "SIGTERM")
+    assert "second signal" in last["msg"]
