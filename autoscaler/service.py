@@ -43,6 +43,7 @@ from autoscaler.arrival import (
     pods_of_snapshot,
 )
 from autoscaler.audit import FanoutAudit, MemoryAuditLog, SqlAuditLog, entry_json
+from autoscaler.feeds import FleetRecordFeed, RecordFeed
 from autoscaler.loop import Controller, LeadershipLost
 from autoscaler.metrics import AutoscalerCollector
 from autoscaler.observe import (
@@ -56,7 +57,14 @@ from autoscaler.observe import (
     SignalsProvider,
     pool_by_pod_prefix,
 )
-from autoscaler.ports import ActuationError, AuditEntry, AuditSink, LeverMemory, ScaleTarget
+from autoscaler.ports import (
+    ActuationError,
+    AuditEntry,
+    AuditSink,
+    LeverMemory,
+    ObservationSource,
+    ScaleTarget,
+)
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.types import PolicyState, PoolState, Recommendation
 from observer import conventions as c
@@ -202,9 +210,10 @@ class StoreRecordFeed:
 
 @dataclass
 class PollingSource:
-    """`ObservationSource` that polls the store feed once per tick before observing."""
+    """`ObservationSource` that polls a record feed (`StoreRecordFeed`, `FleetRecordFeed`) once
+    per tick before observing."""
 
-    feed: StoreRecordFeed
+    feed: RecordFeed
     inner: ObserverSource
     _polled_at: float | None = field(default=None)
 
@@ -406,7 +415,7 @@ class AutoscalerAttachment:
 def attach(
     settings: Settings,
     *,
-    controller_factory: Callable[[ObserverSource, AuditSink], Controller] | None = None,
+    controller_factory: Callable[[ObservationSource, AuditSink], Controller] | None = None,
     signals_latest: Callable[[], FleetSignalsLike | None] | None = None,
     audit_log: SqlAuditLog | MemoryAuditLog | None = None,
     background: bool = True,
@@ -433,9 +442,18 @@ def attach(
 
     def on_startup(pipeline: Pipeline) -> None:
         pipeline.registry.register(collector)
-        pipeline.listeners.append(window.add_records)
+        # this replica's records as committed, and the other ingest replicas' from the store
+        feed = FleetRecordFeed(
+            pipeline.store,
+            window,
+            owner=pipeline.owner,
+            gone_after=pipeline.settings.ingest.replica_gone_after_seconds,
+        )
+        pipeline.listeners.append(feed.add_records)
         window.start(pipeline.clock())
-        source = ObserverSource(window, signals, live=lambda: pipeline.ready, queue=queue)
+        source = PollingSource(
+            feed, ObserverSource(window, signals, live=lambda: pipeline.ready and feed.complete, queue=queue)
+        )
         audit = FanoutAudit(log_, collector)
         if controller_factory is not None:
             ctl = controller_factory(source, audit)

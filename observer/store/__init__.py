@@ -47,6 +47,10 @@ class RecordStore(Protocol):
         replicas and return them (see `Store.claim_pending`)."""
         ...
 
+    def live_replicas(self, now: float, gone_after: float) -> list[str]:
+        """The ingest replicas with a heartbeat at most `gone_after` old at `now`, sorted."""
+        ...
+
     def retire(self, owner: str) -> None:
         """`owner` stops: other replicas take over its pending spans at their next claim."""
         ...

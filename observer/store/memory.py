@@ -80,6 +80,10 @@ class MemoryStore:
                 del self._beats[o]
         return sorted(taken, key=_pending_order)
 
+    def live_replicas(self, now: float, gone_after: float) -> list[str]:
+        with self._lock:
+            return sorted(o for o, t in self._beats.items() if t >= now - gone_after)
+
     def retire(self, owner: str) -> None:
         with self._lock:
             self._beats[owner] = 0.0

@@ -349,6 +349,13 @@ class Store:
         spans.sort(key=lambda p: (p.end_time, p.span_id))
         return spans
 
+    def live_replicas(self, now: float, gone_after: float) -> list[str]:
+        """The ingest replicas whose heartbeat is at most `gone_after` old at `now`, sorted."""
+        rep = s.ingest_replicas
+        q = sa.select(rep.c.owner).where(rep.c.heartbeat_at >= now - gone_after).order_by(rep.c.owner)
+        with self._read() as conn:
+            return list(conn.execute(q).scalars())
+
     def retire(self, owner: str) -> None:
         """`owner` stops: its heartbeat is set to 0, so the next claim of another replica takes
         over its pending rows at once (instead of `gone_after` later)."""

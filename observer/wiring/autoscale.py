@@ -26,8 +26,8 @@ from typing import Any
 
 from autoscaler.audit import FanoutAudit, MemoryAuditLog, reasons_of
 from autoscaler.loop import Controller, Mode
-from autoscaler.observe import FleetSignalsLike, ObserverSource
-from autoscaler.ports import AuditEntry, AuditSink
+from autoscaler.observe import FleetSignalsLike
+from autoscaler.ports import AuditEntry, AuditSink, ObservationSource
 from autoscaler.service import AutoscalerAttachment, attach
 from autoscaler.settings import AutoscalerSettings, parse
 from autoscaler.simulator import SimScaleTarget, TwinClock, TwinPolicy
@@ -214,7 +214,7 @@ def attach_twin_autoscaler(
     tap = _DecisionTap(on_decision)
     holder: list[TwinAutoscaler] = []
 
-    def factory(source: ObserverSource, audit: AuditSink) -> Controller:
+    def factory(source: ObservationSource, audit: AuditSink) -> Controller:
         ctl = Controller(
             config=asettings.policy_config(),
             mode=Mode(asettings.mode),

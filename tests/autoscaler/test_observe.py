@@ -21,7 +21,13 @@ from autoscaler.observe import (
     pool_by_model,
     pool_by_pod_prefix,
 )
-from autoscaler.ports import InMemoryScaleTarget, ManualClock, NotFoundError, PermanentError
+from autoscaler.ports import (
+    InMemoryScaleTarget,
+    ManualClock,
+    NotFoundError,
+    ObservationSource,
+    PermanentError,
+)
 from autoscaler.service import attach, warm_start
 from autoscaler.simulator import SimScaleTarget, TwinRecordSink, record_of
 from autoscaler.types import Config, PoolConfig, RoleStatus
@@ -258,7 +264,7 @@ def test_loop_inside_the_service_feeds_from_the_pipeline_and_serves_decisions() 
     made: list[Controller] = []
     log = MemoryAuditLog()
 
-    def factory(source: ObserverSource, audit: object) -> Controller:
+    def factory(source: ObservationSource, audit: object) -> Controller:
         ctl = Controller(
             config=Config({"llama": PoolConfig("llama")}),
             mode=Mode.OBSERVE,
@@ -283,7 +289,7 @@ def test_loop_inside_the_service_feeds_from_the_pipeline_and_serves_decisions() 
     )
     with TestClient(app) as client:
         pipeline = app.state.pipeline
-        assert att.window.add_records in pipeline.listeners
+        assert pipeline.listeners[-1].__self__.window is att.window  # the FleetRecordFeed's
         pipeline.listeners[-1]([rec(1, 999.0)], 1000.0)
         rep = made[0].tick()
         assert rep.effects is not None

@@ -35,7 +35,7 @@ from autoscaler.arrival import (
 from autoscaler.audit import SqlAuditLog
 from autoscaler.loop import Controller, Mode
 from autoscaler.observe import ObserverSource, QueueReading, RecordWindow, demand_of, pool_by_pod_prefix
-from autoscaler.ports import AuditSink
+from autoscaler.ports import AuditSink, ObservationSource
 from autoscaler.service import arrival_feed, attach
 from autoscaler.settings import from_settings
 from autoscaler.simulator import SimScaleTarget, TwinClock
@@ -342,7 +342,7 @@ def served(
     made: list[Controller] = []
     asettings = from_settings(settings)
 
-    def factory(source: ObserverSource, audit: AuditSink) -> Controller:
+    def factory(source: ObservationSource, audit: AuditSink) -> Controller:
         ctl = Controller(
             config=asettings.policy_config(),
             mode=Mode.OBSERVE,

@@ -134,3 +134,12 @@ def test_replicas_claiming_at_once_never_take_the_same_row(pg_url: str) -> None:
     for name, got in taken.items():
         assert sorted(ids(st.load_pending(name))) == sorted(got)
     st.close()
+
+
+def test_live_replicas_are_those_with_a_recent_heartbeat(store: RecordStore) -> None:
+    store.claim_pending("a", T, GONE, limit=1)
+    store.claim_pending("b", T + 30, GONE, limit=1)
+    store.claim_pending("c", T + 30, GONE, limit=1)
+    store.retire("c")
+    assert store.live_replicas(T + 30, GONE) == ["a", "b"]
+    assert store.live_replicas(T + GONE + 1, GONE) == ["b"]
