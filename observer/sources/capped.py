@@ -420,6 +420,11 @@ def capped_session(
                 url=r.url,
                 setting=setting,
             )
+        except urllib3.exceptions.HTTPError as exc:
+            # a body cut short, reset or timed out: requests' own error, as its `iter_content`
+            # raises it (a raw urllib3 error escaped the callers, who catch requests' family)
+            r.close()
+            raise _as_requests_error(exc, r) from exc
         except Exception:
             r.close()  # the rest of the stream stays unread: drop the connection
             raise
@@ -430,6 +435,17 @@ def capped_session(
 
     session.hooks["response"].append(cap)
     return session
+
+
+def _as_requests_error(exc: urllib3.exceptions.HTTPError, r: requests.Response) -> requests.RequestException:
+    """The requests exception `Response.iter_content` raises for this urllib3 error."""
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return requests.exceptions.ChunkedEncodingError(exc, response=r)
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return requests.exceptions.ConnectionError(exc, response=r)
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return requests.exceptions.SSLError(exc, response=r)
+    return requests.exceptions.RequestException(exc, response=r)
 
 
 def _keep_body(r: requests.Response, body: bytes) -> None:

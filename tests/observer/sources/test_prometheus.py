@@ -275,3 +275,36 @@ def test_an_answer_that_trickles_in_past_timeout_seconds_is_a_failed_read(case: 
     assert snap.pods[0].pod == "p0"
     assert snap.pods[0].kv_usage is None
     slow.refused(case, snap.error, TIMEOUT_SETTING, elapsed)
+
+
+def test_an_answer_cut_short_is_a_failed_read_not_an_escaped_error() -> None:
+    """The server closes the connection 10 bytes into a 1000-byte answer: urllib3's error
+    (ProtocolError) escaped the read, which catches requests' family, and broke the signals tick;
+    it is now requests' ChunkedEncodingError, a failed read like any other."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+
+    def cut_short() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head + b'{"status":')
+
+    threading.Thread(target=cut_short, daemon=True).start()
+    target = PodTarget(pod="p0", role=c.ROLE_PREFILL, pool="pool-a")
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+        src = PrometheusSource(PrometheusSourceConfig(url=url, retries=0), targets=lambda: (target,))
+        snap = src.read(1000.0)
+    finally:
+        srv.close()
+    assert not snap.ok
+    assert "ChunkedEncodingError" in (snap.error or ""), snap.error
+    assert snap.pods[0].kv_usage is None
