@@ -332,24 +332,25 @@ class _Watch:
 _watch = threading.local()  # the `_Watch` of the answer this thread's capped session reads
 
 
-class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+class _Watched:
+    """Mixed into urllib3's connections: each request arms this thread's `_Watch` on the
+    connection it is sent on."""
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         w: _Watch | None = getattr(_watch, "current", None)
         if w is not None:
             w.arm(self)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
         if w is not None:
             w.sent(self)
 
 
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        w: _Watch | None = getattr(_watch, "current", None)
-        if w is not None:
-            w.arm(self)
-        super().request(*args, **kwargs)
-        if w is not None:
-            w.sent(self)
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(urllib3.HTTPConnectionPool):

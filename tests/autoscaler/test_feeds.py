@@ -12,15 +12,15 @@ from fastapi.testclient import TestClient
 
 from autoscaler.audit import MemoryAuditLog
 from autoscaler.feeds import FleetRecordFeed
-from autoscaler.loop import Controller, Mode
+from autoscaler.loop import Controller
 from autoscaler.observe import RecordWindow, pool_by_pod_prefix
-from autoscaler.ports import InMemoryScaleTarget, ManualClock, ObservationSource
+from autoscaler.ports import InMemoryScaleTarget, ManualClock
 from autoscaler.service import attach
-from autoscaler.types import Config, PoolConfig, RoleStatus
+from autoscaler.types import RoleStatus
 from observer import conventions as c
-from observer.config import load_settings
 from observer.model import RequestRecord
 from observer.store import MemoryStore
+from tests.autoscaler.inservice import llama_settings, observe_factory
 from tests.observer.store.factories import record
 
 GONE = 60.0
@@ -120,41 +120,11 @@ def test_ids_are_remembered_for_two_windows_and_at_most_max_ids() -> None:
 def test_the_loop_inside_serve_sizes_for_every_live_replicas_records(other_live: bool) -> None:
     """End to end through `attach` and the pipeline: replica b's records (written by b to the
     shared store) count in the demand of the loop inside replica a while b is live."""
-    settings = load_settings(
-        None,
-        overrides={
-            "ingest": {"replica_id": "a"},
-            "autoscaler": {
-                "enabled": True,
-                "pools": [
-                    {
-                        "name": "llama",
-                        "prefill": {"target": {"name": "llama-prefill"}},
-                        "decode": {"target": {"name": "llama-decode"}},
-                    }
-                ],
-            },
-        },
-        env={},
-    )
-    scale = InMemoryScaleTarget(
-        {("llama", c.ROLE_PREFILL): RoleStatus(3, 3), ("llama", c.ROLE_DECODE): RoleStatus(3, 3)}
-    )
+    settings = llama_settings(ingest={"replica_id": "a"})
+    scale = InMemoryScaleTarget({("llama", r): RoleStatus(3, 3) for r in (c.ROLE_PREFILL, c.ROLE_DECODE)})
     clock = ManualClock(T)
     made: list[Controller] = []
-
-    def factory(source: ObservationSource, audit: object) -> Controller:
-        ctl = Controller(
-            config=Config({"llama": PoolConfig("llama")}),
-            mode=Mode.OBSERVE,
-            scale=scale,
-            source=source,
-            clock=clock,
-            sleeper=clock,
-            audit=audit,  # type: ignore[arg-type]
-        )
-        made.append(ctl)
-        return ctl
+    factory = observe_factory(scale, clock, made)
 
     store = MemoryStore()
     att = attach(settings, controller_factory=factory, audit_log=MemoryAuditLog(), background=False)

@@ -25,18 +25,17 @@ from autoscaler.ports import (
     InMemoryScaleTarget,
     ManualClock,
     NotFoundError,
-    ObservationSource,
     PermanentError,
 )
 from autoscaler.service import attach, warm_start
 from autoscaler.simulator import SimScaleTarget, TwinRecordSink, record_of
 from autoscaler.types import Config, PoolConfig, RoleStatus
 from observer import conventions as c
-from observer.config import load_settings
 from observer.model import RequestRecord, TierTokens
 from observer.store.memory import MemoryStore
 from simulator.fleet import MemorySink
 from simulator.scenarios import build_scenario
+from tests.autoscaler.inservice import llama_settings, observe_factory
 from tests.observer.store.factories import record
 
 P, D = c.ROLE_PREFILL, c.ROLE_DECODE
@@ -243,39 +242,12 @@ def test_record_of_matches_the_twin_truth() -> None:
 
 
 def test_loop_inside_the_service_feeds_from_the_pipeline_and_serves_decisions() -> None:
-    settings = load_settings(
-        None,
-        overrides={
-            "autoscaler": {
-                "enabled": True,
-                "pools": [
-                    {
-                        "name": "llama",
-                        "prefill": {"target": {"name": "llama-prefill"}},
-                        "decode": {"target": {"name": "llama-decode"}},
-                    }
-                ],
-            }
-        },
-        env={},
-    )
+    settings = llama_settings()
     scale = InMemoryScaleTarget({("llama", P): RoleStatus(3, 3), ("llama", D): RoleStatus(3, 3)})
     clock = ManualClock(1000.0)
     made: list[Controller] = []
     log = MemoryAuditLog()
-
-    def factory(source: ObservationSource, audit: object) -> Controller:
-        ctl = Controller(
-            config=Config({"llama": PoolConfig("llama")}),
-            mode=Mode.OBSERVE,
-            scale=scale,
-            source=source,
-            clock=clock,
-            sleeper=clock,
-            audit=audit,  # type: ignore[arg-type]
-        )
-        made.append(ctl)
-        return ctl
+    factory = observe_factory(scale, clock, made)
 
     att = attach(settings, controller_factory=factory, audit_log=log, background=False)
     from observer.api.app import create_app
