@@ -49,7 +49,7 @@ class TeamSettings(_Model):
     @model_validator(mode="after")
     def _check(self) -> TeamSettings:
         for name in (*self.tenants, *self.pools):
-            if not re.match(NAME_PATTERN, name):
+            if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"team tenant/pool {name!r} must match {NAME_PATTERN}")
         if not self.tenants and not self.pools:
             raise ValueError("a team needs at least one tenant or pool")

@@ -57,7 +57,7 @@ def validate(specs: Sequence[SloSpec], windows: WindowSet) -> tuple[Issue, ...]:
         if spec.name in names:
             err(where, "duplicate SLO name")
         names.add(spec.name)
-        if not re.match(NAME_PATTERN, spec.name):
+        if not re.fullmatch(NAME_PATTERN, spec.name):
             err(where, f"name must match {NAME_PATTERN}")
         if spec.sli not in c.SLIS:
             err(where, f"sli {spec.sli!r} is not one of {', '.join(c.SLIS)}")
@@ -67,7 +67,7 @@ def validate(specs: Sequence[SloSpec], windows: WindowSet) -> tuple[Issue, ...]:
         if spec.sli in c.LATENCY_SLIS and spec.threshold_seconds is None:
             err(where, "latency SLO needs threshold_seconds")
         for tenant in spec.tenants:
-            if not re.match(NAME_PATTERN, tenant):
+            if not re.fullmatch(NAME_PATTERN, tenant):
                 err(where, f"tenant {tenant!r} must match {NAME_PATTERN}")
         budget = 1 - spec.objective
         for w in windows.windows:

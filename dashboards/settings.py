@@ -47,7 +47,7 @@ class DashboardsSettings(BaseModel):
     @classmethod
     def _durations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for w in v:
-            if not re.match(DURATION_PATTERN, w):
+            if not re.fullmatch(DURATION_PATTERN, w):
                 raise ValueError(f"{w!r} is not a Prometheus duration")
         return v
 

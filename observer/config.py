@@ -202,13 +202,26 @@ class StoreSettings(_Section):
     )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class SloSettings(_Section):
     name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:-]+$")
     sli: Literal["ttft", "itl", "e2e", "error"]
-    objective: float = Field(gt=0, lt=1)
-    threshold_seconds: float | None = Field(None, gt=0)
+    objective: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    # finite: an infinite threshold cannot be judged (and JSON has no form for it)
+    threshold_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     tenants: tuple[str, ...] = ()
     description: str = ""
+
+    @field_validator("tenants", "description")
+    @classmethod
+    def _storable(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        # PostgreSQL text holds no NUL, UTF-8 no lone surrogate (PUT /api/v1/slos was a 500)
+        for text in (v,) if isinstance(v, str) else v:
+            if "\x00" in text or _SURROGATE.search(text):
+                raise ValueError("must not contain NUL or lone surrogate characters")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SloSettings:
@@ -282,6 +295,8 @@ class Settings(BaseSettings):
     @field_validator("slos")
     @classmethod
     def _unique_slos(cls, v: tuple[SloSettings, ...]) -> tuple[SloSettings, ...]:
+        if len(v) > c.MAX_SLOS:  # the same bound as PUT /api/v1/slos
+            raise ValueError(f"at most {c.MAX_SLOS} SLOs (got {len(v)})")
         names = [s.name for s in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -59,6 +59,12 @@ MAX_REASON_CHARS: Final = 300
 MAX_ERROR_MESSAGE_CHARS: Final = 2048
 MESSAGE_ELLIPSIS: Final = "\u2026"  # …
 
+# A token count on a span (prompt, output, cached total or per tier) larger than this is rejected
+# BAD_VALUE (docs/ingest.md): 400x the longest context of any model (10M tokens), and small enough
+# that the store's BIGINT sums cannot overflow (a minute's rollup of one tenant and model would
+# need 2**31 requests), where 2**53 per request overflowed them at 1,024 requests.
+MAX_TOKENS: Final = 2**32
+
 # ---------------------------------------------------------------------------------------------
 # OpenTelemetry spans (field notes §3, DESIGN §4 span resolution defaults)
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +501,9 @@ CE_IDENTITY: Final = "identity"
 MAX_JSON_CONTAINERS: Final = 1_000_000
 # request bodies of the query API (PUT /api/v1/slos); 413 past it
 MAX_API_BODY_BYTES: Final = 1024 * 1024
+# SLOs in one set (`slos:` or PUT /api/v1/slos; 422 past it): each adds 2 counters and 2 gauges per
+# window for every tenant to /metrics and is judged on every request (docs/configuration.md)
+MAX_SLOS: Final = 100
 OTLP_STATUS_ERROR: Final = 2  # OTLP Status.code ERROR
 ATTR_REQUEST_N: Final = "gen_ai.request.n"
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.rpc import status_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,7 +20,7 @@ from observer import conventions as c
 from observer.api.metrics import AggregatorCollector
 from observer.config import Settings, SloSettings
 from observer.ingest.otlp import IngestError
-from observer.ingest.sanitize import clip
+from observer.ingest.sanitize import clean_value, clip, excerpt
 from observer.model import RequestRecord
 from observer.pipeline import Pipeline, Throttled
 from observer.store import RecordStore
@@ -94,7 +95,30 @@ async def _stream(request: Request) -> AsyncIterator[bytes]:
 
 class SloBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    slos: list[SloSettings] = Field(description="the whole SLO set (PUT replaces it)")
+    slos: list[SloSettings] = Field(
+        max_length=c.MAX_SLOS, description=f"the whole SLO set (PUT replaces it), at most {c.MAX_SLOS}"
+    )
+
+
+def validation_message(errors: Sequence[Any], prefix: str) -> str:
+    """One line from the first error of a pydantic / FastAPI validation, `<prefix><field>: <msg>`,
+    never quoting the value (which may be large): `invalid SLO set: slos.0.objective: Input should
+    be less than 1`, `invalid query parameter window: Input should be a valid integer, ...`."""
+    err = errors[0] if errors else {}
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return clip(f"{prefix}{loc}: {msg}" if loc else f"{prefix.rstrip(': ')}: {msg}", c.MAX_REASON_CHARS)
+
+
+async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a bad query or path parameter, with one line naming it (FastAPI's default answer is
+    a list of error objects that echoes the value)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    where = str(errors[0].get("loc", ("",))[0]) if errors else ""
+    prefix = {"query": "invalid query parameter ", "path": "invalid path parameter "}.get(
+        where, "invalid request: "
+    )
+    return JSONResponse({"detail": validation_message(errors, prefix)}, status_code=422)
 
 
 def _slo_json(s: SloSettings) -> dict[str, Any]:
@@ -170,6 +194,7 @@ def create_app(
     )
     app.state.pipeline = pipeline
     app.state.registry = registry
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
     inflight = InFlightBodies(settings.server.max_inflight_body_bytes)
 
     def retry_after(status: int) -> dict[str, str] | None:
@@ -217,6 +242,8 @@ def create_app(
     # ------------------------------------------------------------------ query API
     api = APIRouter(prefix="/api/v1", dependencies=auth)
 
+    # Lookups take a value as the client sent it or as it was stored (`clean_value`: NUL and lone
+    # surrogates replaced, past 256 characters cut with a hash), and may hold a `/` (`:path`).
     @api.get("/tenants", tags=["tenants"], summary="Per-tenant hit rates, tiers, latency and SLOs")
     def tenants(
         window: Annotated[int, Depends(window_param)],
@@ -224,10 +251,10 @@ def create_app(
     ) -> dict[str, Any]:
         now = pipeline.clock()
         with pipeline.lock:
-            stats = pipeline.aggregator.tenants(window, now, model=model)
+            stats = pipeline.aggregator.tenants(window, now, model=_lookup(model))
         return {"window_seconds": window, "tenants": [_with_extras(pipeline, s.as_api_dict()) for s in stats]}
 
-    @api.get("/tenants/{tenant}", tags=["tenants"], summary="One tenant's entry")
+    @api.get("/tenants/{tenant:path}", tags=["tenants"], summary="One tenant's entry")
     def tenant(
         tenant: str,
         window: Annotated[int, Depends(window_param)],
@@ -235,16 +262,16 @@ def create_app(
     ) -> dict[str, Any]:
         now = pipeline.clock()
         with pipeline.lock:
-            stats = pipeline.aggregator.tenant(tenant, window, now, model=model)
+            stats = pipeline.aggregator.tenant(clean_value(tenant), window, now, model=_lookup(model))
         if stats is None:
-            raise HTTPException(404, f"no requests from tenant {tenant!r} in the last {window} s")
+            raise HTTPException(404, f"no requests from tenant {excerpt(tenant)} in the last {window} s")
         return {"window_seconds": window, **_with_extras(pipeline, stats.as_api_dict())}
 
-    @api.get("/requests/{request_id}", tags=["requests"], summary="Phase breakdown of one request")
+    @api.get("/requests/{request_id:path}", tags=["requests"], summary="Phase breakdown of one request")
     def request_detail(request_id: str) -> dict[str, Any]:
-        rec = pipeline.get_record(request_id)
+        rec = pipeline.get_record(clean_value(request_id))  # PostgreSQL refuses a NUL: was a 500
         if rec is None:
-            raise HTTPException(404, f"request {request_id!r} not found (or past retention)")
+            raise HTTPException(404, f"request {excerpt(request_id)} not found (or past retention)")
         return record_json(rec)
 
     @api.get("/slos", tags=["slos"], summary="The SLO set")
@@ -260,9 +287,7 @@ def create_app(
         except BodyRefused as exc:
             raise HTTPException(exc.status, str(exc), headers=retry_after(exc.status)) from None
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise HTTPException(422, f"invalid SLO set: {loc}: {err['msg']}") from None
+            raise HTTPException(422, validation_message(exc.errors(), "invalid SLO set: ")) from None
         names = [s.name for s in body.slos]
         if len(set(names)) != len(names):
             raise HTTPException(422, "invalid SLO set: duplicate SLO names")
@@ -296,6 +321,10 @@ def create_app(
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
+
+
+def _lookup(value: str | None) -> str | None:
+    return None if value is None else clean_value(value)
 
 
 def _with_extras(pipeline: Pipeline, entry: dict[str, Any]) -> dict[str, Any]:

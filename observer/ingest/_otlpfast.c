@@ -30,7 +30,8 @@
 #define KEY_TABLE 256
 #define MAX_DEPTH 48
 #define INTERN_SIZE 512
-#define EXACT_INT (1LL << 53)
+/* observer.conventions.MAX_TOKENS: a token count above is BAD_VALUE, decided by the Python path */
+#define MAX_TOKENS (1LL << 32)
 
 /* wire types */
 #define WT_VARINT 0
@@ -703,12 +704,12 @@ static int token(const Val *v, int64_t *out) {
     case V_ABSENT:
         return TOKEN_ABSENT;
     case V_INT:
-        if (v->i < 0 || v->i > EXACT_INT)
+        if (v->i < 0 || v->i > MAX_TOKENS)
             return FALLBACK;
         *out = v->i;
         return 0;
     case V_DOUBLE:
-        if (!(v->d >= 0) || v->d > (double)EXACT_INT || v->d != floor(v->d))
+        if (!(v->d >= 0) || v->d > (double)MAX_TOKENS || v->d != floor(v->d))
             return FALLBACK;
         *out = (int64_t)v->d;
         return 0;

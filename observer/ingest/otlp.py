@@ -386,6 +386,12 @@ def _json_attrs(
     return out
 
 
+# What a malformed OTLP/JSON field raises while it is read: OverflowError is a JSON integer past
+# a double (`{"doubleValue": 1000...0}`, 400 digits: json.loads gives an int, float() refuses it).
+_MALFORMED = (ValueError, TypeError, AttributeError, OverflowError, binascii.Error, RecursionError)
+_MAX_FIXED64 = 2**64 - 1  # span times are fixed64 nanoseconds
+
+
 def _hex_id(v: Any, length: int) -> str | None:
     """Lowercase hex id, or None when invalid (wrong length, non-hex, all zero)."""
     if not isinstance(v, str) or len(v) != length:
@@ -415,6 +421,9 @@ def _json_span(sp: Any, resource: Mapping[str, AttrValue], rej: _Rejects) -> Spa
     try:
         start = _json_int(_get(sp, "startTimeUnixNano", "start_time_unix_nano") or 0)
         end = _json_int(_get(sp, "endTimeUnixNano", "end_time_unix_nano") or 0)
+        if start < 0 or end > _MAX_FIXED64:  # protobuf's fixed64 holds no others
+            rej.add(f"{RejectReason.BAD_VALUE.value}: span times outside 0..2**64-1 ns (span {sid})")
+            return None
         if end < start:
             rej.add(f"{RejectReason.BAD_TIMES.value} (span {sid})")
             return None
@@ -432,7 +441,7 @@ def _json_span(sp: Any, resource: Mapping[str, AttrValue], rej: _Rejects) -> Spa
             attributes=_json_attrs(_list(sp.get("attributes"), "span.attributes")),
             resource=resource,
         )
-    except (ValueError, TypeError, AttributeError, binascii.Error, BadRequest, RecursionError) as exc:
+    except (BadRequest, *_MALFORMED) as exc:
         rej.add(f"{RejectReason.BAD_VALUE.value}: {exc} (span {sid})")
         return None
 
@@ -467,7 +476,7 @@ def _decode_json(data: bytes, max_spans: int) -> DecodedBatch:
                 if isinstance(res, dict)
                 else {}
             )
-        except (ValueError, TypeError, AttributeError, binascii.Error, RecursionError) as exc:
+        except _MALFORMED as exc:
             raise BadRequest(f"invalid resource attributes: {exc}") from None
         for ss in _list(_get(rs, "scopeSpans", "scope_spans"), "scopeSpans"):
             if not isinstance(ss, dict):

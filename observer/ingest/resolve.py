@@ -1,7 +1,8 @@
 """Span resolution (DESIGN §4): decoded `Span`s -> `EngineSpan`s + per-trace `TraceHints`. Pure.
 
 Refinements (docs/ingest.md): token and latency attributes must be finite, non-negative
-numbers (numeric strings are accepted) else the span is rejected with BAD_VALUE; cached tokens
+numbers (numeric strings are accepted), token counts integers of at most `MAX_TOKENS`, else the
+span is rejected with BAD_VALUE; cached tokens
 above the prompt count are rejected with BAD_VALUE (an inconsistent producer, reported back
 through partial_success rather than silently clamped); an engine span without a prompt token
 count is rejected with MISSING_TOKENS. Rejected engine spans still give their trace hints.
@@ -25,7 +26,7 @@ __all__ = ["ResolveConfig", "ResolvedBatch", "Resolver", "decode_and_resolve", "
 
 MAX_ERRORS = 5
 _MISSING: object = object()
-_EXACT_INT = 2**53  # ints up to here survive float() unchanged
+_MAX_TOKENS = c.MAX_TOKENS  # a count above is BAD_VALUE (and every int up to it survives float())
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,10 @@ def _first_str(keys: Sequence[str], *sources: Attributes) -> str | None:
 def _number(key: str, v: AttrValue) -> float:
     tv = type(v)
     if tv is float or tv is int:  # hot path: exact int/float (bool is not `int` by type identity)
-        x = float(v)  # type: ignore[arg-type]
+        try:
+            x = float(v)  # type: ignore[arg-type]
+        except OverflowError:  # an int past a double (OTLP/JSON numbers are unbounded)
+            raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}") from None
         if x >= 0 and x != math.inf:  # NaN fails `>=`
             return x
         raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
@@ -106,7 +110,7 @@ def _number(key: str, v: AttrValue) -> float:
         raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
     try:
         x = float(v)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}") from None
     if not math.isfinite(x) or x < 0:
         raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
@@ -117,11 +121,13 @@ def _token(attrs: Attributes, key: str) -> int | None:
     v = attrs.get(key, _MISSING)
     if v is _MISSING:
         return None
-    if type(v) is int and 0 <= v <= _EXACT_INT:  # hot path: same result as the float round trip
+    if type(v) is int and 0 <= v <= _MAX_TOKENS:  # hot path: same result as the float round trip
         return v
     x = _number(key, v)  # type: ignore[arg-type]
     if not x.is_integer():
         raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)}")
+    if x > _MAX_TOKENS:  # past it the store's int64 sums can overflow
+        raise _BadSpan(RejectReason.BAD_VALUE, f"{key}={excerpt(v)} is more than {_MAX_TOKENS}")
     return int(x)
 
 

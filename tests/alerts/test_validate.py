@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from alerts.settings import TeamSettings
 from alerts.spec import BurnWindow, WindowSet, load_window_set
 from alerts.validate import Level, check, validate
 from observer import conventions as c
@@ -54,3 +55,17 @@ def test_a_burn_factor_that_can_never_fire_is_a_warning() -> None:
     issues = check([loose], load_window_set("sre-workbook"))
     assert [i.level for i in issues] == [Level.WARNING]
     assert "can never fire" in issues[0].message
+
+
+def test_a_trailing_newline_is_no_valid_name() -> None:
+    """`re.match("^...$")` matches before a final newline: "acme\n" passed, and its rules did not
+    parse (`promtool check rules`: unterminated quoted string)."""
+    specs = [
+        SloSpec(name="a", sli=c.SLI_ERROR, objective=0.99, tenants=("acme\n",)),
+        SloSpec(name="b\n", sli=c.SLI_ERROR, objective=0.99),
+    ]
+    msgs = [str(i) for i in validate(specs, load_window_set("sre-workbook"))]
+    assert any("tenant 'acme\\n'" in m for m in msgs), msgs
+    assert any("slo b\n" in m and "name must match" in m for m in msgs), msgs
+    with pytest.raises(ValueError, match="team tenant/pool"):
+        TeamSettings(tenants=("acme\n",), receiver="r")

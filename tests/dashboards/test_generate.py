@@ -149,6 +149,7 @@ def test_settings_change_the_output(golden_settings: Settings) -> None:
     [
         ({"refresh": "soon"}, "refresh"),
         ({"burn_windows": ["5 minutes"]}, "burn_windows"),
+        ({"burn_windows": ["5m\n"]}, "burn_windows"),  # re.match("...$") let a final newline through
         ({"top_tenants": 0}, "top_tenants"),
         ({"nope": 1}, "nope"),
     ],

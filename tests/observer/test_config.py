@@ -51,6 +51,13 @@ def test_overrides_beat_env_which_beats_the_file(tmp_path: Path) -> None:
             "duplicate",
         ),
         ("aggregation:\n  fine_bucket_seconds: 7\n", "multiple"),
+        ("slos:\n  - {name: a, sli: ttft, objective: 0.9, threshold_seconds: .inf}\n", "finite"),
+        ("slos:\n  - {name: a, sli: error, objective: .nan}\n", "finite"),
+        ('slos:\n  - {name: a, sli: error, objective: 0.9, description: "a\\0b"}\n', "NUL"),
+        (
+            "slos:\n" + "".join(f"  - {{name: s{i}, sli: error, objective: 0.9}}\n" for i in range(101)),
+            "at most 100 SLOs",
+        ),
         ("- a list\n", "mapping"),
         ("server: [unclosed\n", "YAML"),
     ],

@@ -183,6 +183,25 @@ def test_rejects_fall_back_and_keep_the_python_errors() -> None:
     assert fast(encode(specs[:1]), max_spans=0) is None  # PayloadTooLarge is the Python path's
 
 
+def test_token_counts_past_the_bound_fall_back_and_are_rejected() -> None:
+    """Both paths draw the line at MAX_TOKENS (the C decoder's own constant must follow it)."""
+    for key in (c.ATTR_PROMPT_TOKENS, c.ATTR_CACHED_TOKENS, c.ATTR_TIER_HIT[c.TIER_DRAM]):
+        for value in (c.MAX_TOKENS, float(c.MAX_TOKENS)):
+            attrs = {c.ATTR_PROMPT_TOKENS: c.MAX_TOKENS, key: value}
+            data = encode([SpanSpec(c.SPAN_VLLM_REQUEST, 1, 1.0, 2.0, attrs, {})])
+            got = fast(data)
+            assert got is not None, (key, value)
+            assert got == reference(data)
+            assert got.rejected == 0
+        for value in (c.MAX_TOKENS + 1, float(c.MAX_TOKENS + 1), 2**53, 2**63 - 1, 1e300):
+            attrs = {c.ATTR_PROMPT_TOKENS: c.MAX_TOKENS, key: value}
+            data = encode([SpanSpec(c.SPAN_VLLM_REQUEST, 1, 1.0, 2.0, attrs, {})])
+            assert fast(data) is None, (key, value)
+            ref = reference(data)
+            assert ref.rejected == 1
+            assert f"is more than {c.MAX_TOKENS}" in ref.errors[0]
+
+
 RES = {"host": "h", "r": "Prefill"}
 
 
@@ -349,7 +368,7 @@ def attributes(draw: st.DrawFn, *, engine: bool, wild: bool) -> list[tuple[str, 
         out.append(
             (
                 draw(st.sampled_from(CFG.input_token_keys)),
-                draw(st.integers(10_000, 2**53) | st.just(float(2**40))),
+                draw(st.integers(10_000, c.MAX_TOKENS) | st.just(float(2**31))),
             )
         )
         for key in draw(st.lists(st.sampled_from(TOKEN_KEYS[len(CFG.input_token_keys) :]), max_size=4)):

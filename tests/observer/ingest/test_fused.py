@@ -99,10 +99,10 @@ def test_protobuf_matches_decode_then_resolve(gzipped: bool, mangle: bool) -> No
     got = _fused(body, c.CT_PROTOBUF, ce)
     assert got == ref
     if mangle:  # bad ids/times are decode rejects: listed first
-        assert got.rejected >= 9
+        assert got.rejected >= 10
         assert got.errors[0].startswith(RejectReason.BAD_IDS.value)
-    else:  # "12", 2.0 with "0.25" and 2**60+1 are valid: the other 9 are rejected
-        assert got.rejected == 9
+    else:  # "12" and 2.0 with "0.25" are valid: the other 10 (2**60+1 > MAX_TOKENS too) are rejected
+        assert got.rejected == 10
     assert len(got.engine) > 10
     assert got.hints  # P/D evidence from the EPP spans and prefill roles
 

@@ -312,6 +312,32 @@ def test_json_invalid_spans_are_rejected_rest_kept() -> None:
     assert len(batch.errors) == 5  # first few reasons only
 
 
+def test_json_numbers_past_a_double_or_fixed64_reject_the_span() -> None:
+    """json.loads gives a JSON integer literal of any size as an int: past a double, float() raised
+    OverflowError, which no handler caught (a 500); times outside fixed64 cannot come as protobuf."""
+    huge = 10**400
+    attr = {"key": "d", "value": {"doubleValue": 0}}
+    spans = [
+        _json_span(startTimeUnixNano=huge, endTimeUnixNano=huge + 1),
+        _json_span(startTimeUnixNano=str(2**64), endTimeUnixNano=str(2**64)),
+        _json_span(startTimeUnixNano="-1"),
+        _json_span(attributes=[attr]),
+        _json_span(startTimeUnixNano="0", endTimeUnixNano=str(2**64 - 1)),  # the widest valid span
+    ]
+    body = _json_body(spans).replace(b'"doubleValue": 0', f'"doubleValue": {huge}'.encode())
+    batch = _decode(body, ct=c.CT_JSON)
+    assert batch.rejected == 4
+    assert all("span times outside 0..2**64-1 ns" in e for e in batch.errors[:3])
+    assert "too large" in batch.errors[3]
+    assert len(batch.spans) == 1
+    resource = {"attributes": [attr]}
+    body = _json_body([_json_span()], resource).replace(
+        b'"doubleValue": 0', f'"doubleValue": {huge}'.encode()
+    )
+    with pytest.raises(BadRequest, match="invalid resource attributes"):
+        _decode(body, ct=c.CT_JSON)
+
+
 @pytest.mark.parametrize(
     "body",
     [b"{not json", b"[1, 2]", b'{"resourceSpans": 3}', b'{"resourceSpans": [1]}', b"\xff\xfe"],
