@@ -201,12 +201,15 @@ def create_app(
         """The Retry-After header of a retryable answer (429, 503), none for the others."""
         return {"Retry-After": str(settings.server.retry_after_seconds)} if status in (429, 503) else None
 
-    def authorize(request: Request) -> None:
+    def authorized(request: Request) -> bool:
         if token is None:
-            return
+            return True
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode())
+
+    def authorize(request: Request) -> None:
+        if not authorized(request):
             raise HTTPException(
                 401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -315,9 +318,12 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: recovered from the store and accepting data")
-    def readyz() -> JSONResponse:
-        # 503 while starting, stopping, or while the store fails or hangs (docs/configuration.md)
+    def readyz(request: Request) -> JSONResponse:
+        # 503 while starting, stopping, or while the store fails or hangs (docs/configuration.md).
+        # Open for the probes: the store error's text (hosts, database names) only with the token.
         ready, body = pipeline.readiness()
+        if "detail" in body and not authorized(request):
+            body = {k: v for k, v in body.items() if k != "detail"}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app

@@ -253,3 +253,22 @@ def test_the_token_is_asked_for_on_every_route_but_the_probes(tmp_path: Path) ->
                 assert r.status_code == 401, (method, path, headers)
                 assert r.headers["WWW-Authenticate"] == "Bearer"
                 assert r.json() == {"detail": "missing or invalid bearer token"}
+
+
+def test_the_open_readiness_probe_gives_the_store_error_only_with_the_token(tmp_path: Path) -> None:
+    """`/readyz` is open (kubelet probes send no token); the store's error text names hosts and
+    databases: with a token configured it is given only to a request that sends it."""
+    settings = load_settings(
+        None,
+        overrides={"server": {"auth_token": "tok"}, "store": {"url": f"sqlite:///{tmp_path / 'a.db'}"}},
+        env={},
+    )
+    app = create_app(settings, Store.open(settings.store.url))
+    with TestClient(app) as tc:
+        app.state.pipeline.store_error = 'OperationalError: connection to server at "db.internal" failed'
+        anonymous = tc.get("/readyz")
+        assert anonymous.status_code == 503
+        assert anonymous.json() == {"status": "store_unavailable"}
+        known = tc.get("/readyz", headers={"Authorization": "Bearer tok"})
+        assert known.status_code == 503
+        assert "db.internal" in known.json()["detail"]
