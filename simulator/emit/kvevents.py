@@ -228,8 +228,10 @@ class KvEventPublisher:
             retained = [(seq, buf) for seq, buf in pp.buffer if seq >= start_seq]
         for seq, buf in retained:
             sock.send_multipart((identity, b"", seq.to_bytes(8, "big"), buf))
-        sock.send_multipart((identity, b"", c.KV_REPLAY_END_SEQ, b""))
+        # counted before the end marker goes out: a client that has read the marker sees the count
+        # (counted after it, tests/simulator/emit/test_kvevents.py read 0 now and then)
         self.replays_served += 1
+        sock.send_multipart((identity, b"", c.KV_REPLAY_END_SEQ, b""))
 
     def close(self) -> None:
         """Stop the replay thread and close every socket."""
