@@ -26,6 +26,7 @@ class TieredPrefixCache:
 
     __slots__ = (
         "_events",
+        "_first",
         "_tiers",
         "_where",
         "block_tokens",
@@ -50,6 +51,12 @@ class TieredPrefixCache:
         if len(capacities) != len(TIER_ORDER):
             raise ValueError("one capacity per tier (hbm, dram, disk)")
         self.capacities = tuple(max(0, int(x)) for x in capacities)
+        # _first_tier(start) for every start (0..len(TIER_ORDER)): asked for every block stored,
+        # touched or demoted
+        self._first: tuple[int | None, ...] = tuple(
+            next((i for i in range(start, len(TIER_ORDER)) if self.capacities[i] > 0), None)
+            for start in range(len(TIER_ORDER) + 1)
+        )
         self._tiers: tuple[OrderedDict[int, None], ...] = tuple(OrderedDict() for _ in TIER_ORDER)
         self._where: dict[int, int] = {}
         self.demotions = dict.fromkeys(TIER_ORDER, 0)
@@ -135,10 +142,8 @@ class TieredPrefixCache:
 
     # -- internals -----------------------------------------------------------------------
     def _first_tier(self, start: int) -> int | None:
-        for idx in range(start, len(TIER_ORDER)):
-            if self.capacities[idx] > 0:
-                return idx
-        return None
+        """The first tier at or below `start` with a capacity (None: none left)."""
+        return self._first[start]
 
     def _touch(self, b: int, idx: int, now: float) -> None:
         top = self._first_tier(0)

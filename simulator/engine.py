@@ -49,7 +49,8 @@ class Simulation:
 
     def after(self, delay: float, action: Action) -> None:
         """Run `action` `delay` simulated seconds from now."""
-        self.at(self._now + max(delay, 0.0), action)
+        now = self._now  # `self.at(now + max(delay, 0.0), action)`, inlined: every decode step
+        heapq.heappush(self._heap, (max(now + max(delay, 0.0), now), next(self._counter), action))
 
     def next_event_time(self) -> float | None:
         """Time of the next pending event, or None when the queue is empty."""

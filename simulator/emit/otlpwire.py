@@ -18,6 +18,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind
 
 _M64 = (1 << 64) - 1
 _FLAGS_HAS_IS_REMOTE = 0x100
@@ -31,9 +32,12 @@ class _Unsupported(Exception):
     pass
 
 
+_SMALL = tuple(bytes((i,)) for i in range(0x80))  # the one-byte varints
+
+
 def _varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -44,7 +48,8 @@ def _varint(n: int) -> bytes:
 
 def _ld(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field."""
-    return tag + _varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 0x80 else _varint(n)) + payload
 
 
 def _any_value(v: Any) -> bytes:
@@ -59,13 +64,42 @@ def _any_value(v: Any) -> bytes:
     raise _Unsupported(type(v).__name__)
 
 
+# KeyValue.key fields by attribute name: the twin's spans repeat a few dozen names. Bounded: a
+# caller with ever-new names only refills it.
+_KEYS: dict[str, bytes] = {}
+_MAX_KEYS = 4096
+
+
+def _key(key: str) -> bytes:
+    field = _KEYS.get(key)
+    if field is None:
+        if len(_KEYS) >= _MAX_KEYS:
+            _KEYS.clear()
+        field = _KEYS[key] = _ld(b"\x0a", key.encode())
+    return field
+
+
 def _attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> bytes:
     if not attrs:
         return b""
     parts = []
+    keys = _KEYS
     for key, value in attrs.items():
-        kv = _ld(b"\x0a", key.encode()) + _ld(b"\x12", _any_value(value))
-        parts.append(_ld(tag, kv))
+        kf = keys.get(key) or _key(key)
+        # the AnyValue inline for the common str / float (an unsupported type raises below)
+        if type(value) is str:
+            raw = value.encode()
+            n = len(raw)
+            if n < 0x7E:  # AnyValue (2 + n bytes) and its length both fit one-byte lengths
+                kv = kf + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + raw
+            else:
+                kv = kf + _ld(b"\x12", _ld(b"\x0a", raw))
+        elif type(value) is float:
+            kv = kf + b"\x12\x09\x21" + _pack_d(value)
+        else:
+            kv = kf + _ld(b"\x12", _any_value(value))
+        n = len(kv)
+        parts.append(tag + (_SMALL[n] if n < 0x80 else _varint(n)) + kv)
     return b"".join(parts)
 
 
@@ -88,21 +122,40 @@ def _span(span: ReadableSpan) -> bytes:
         if parent.is_remote:
             flags |= _FLAGS_IS_REMOTE
     if span.name:
-        out.append(_ld(b"\x2a", span.name.encode()))
-    out.append(b"\x30" + _varint(span.kind.value + 1))
+        out.append(_name(span.name))
+    kind = span.kind
+    out.append(_KINDS.get(kind) or b"\x30" + _varint(kind.value + 1))
     if span.start_time:
         out.append(b"\x39" + _pack_q(span.start_time))
     if span.end_time:
         out.append(b"\x41" + _pack_q(span.end_time))
     out.append(_attributes(b"\x4a", span.attributes))
-    status = b""
-    if span.status.description:
-        status += _ld(b"\x12", span.status.description.encode())
-    if span.status.status_code.value:
-        status += b"\x18" + _varint(span.status.status_code.value)
-    out.append(_ld(b"\x7a", status))
+    st = span.status
+    code = st.status_code.value
+    if st.description or code:
+        status = b""
+        if st.description:
+            status += _ld(b"\x12", st.description.encode())
+        if code:
+            status += b"\x18" + _varint(code)
+        out.append(_ld(b"\x7a", status))
+    else:
+        out.append(b"\x7a\x00")  # an empty Status is still written
     out.append(b"\x85\x01" + _pack_i(flags))
     return b"".join(out)
+
+
+_KINDS = {k: b"\x30" + _varint(k.value + 1) for k in SpanKind}
+_NAMES: dict[str, bytes] = {}  # Span.name fields (the twin has five span names); bounded like _KEYS
+
+
+def _name(name: str) -> bytes:
+    field = _NAMES.get(name)
+    if field is None:
+        if len(_NAMES) >= _MAX_KEYS:
+            _NAMES.clear()
+        field = _NAMES[name] = _ld(b"\x2a", name.encode())
+    return field
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from observer import conventions as c
-from simulator.emit.metrics import MetricsEmitter
+from simulator.emit.metrics import MetricsEmitter, exposition
 from tests.support.procs import run_prometheus
 
 from .factories import T0, arrival_of, local_request, pd_request, snapshot
@@ -43,6 +46,45 @@ def fed(generation: str = "v1", epp_generation: str = "llm_d_epp") -> MetricsEmi
             em.request_arrived(arrival_of(req))  # as the fleet model does: arrival, then completion
             em.request_completed(req)
     return em
+
+
+@pytest.mark.parametrize("generation", [c.VLLM_GENERATION_V1, c.VLLM_GENERATION_LEGACY])
+@pytest.mark.parametrize("epp_generation", list(c.EPP_GENERATIONS))
+def test_pages_are_generate_latest_byte_for_byte(generation: str, epp_generation: str) -> None:
+    """The pages are formatted directly (`exposition`, for speed): the same bytes as
+    prometheus_client's `generate_latest` of the pod's (the EPP's) registry, label values
+    that need escaping included."""
+    em = fed(generation, epp_generation)
+    for i, tenant in enumerate(('quo"te', "back\\slash", "new\nline", "ünï", "", "a,b=c}")):
+        req = local_request(100 + i, tenant=tenant)
+        em.request_arrived(arrival_of(req))
+        em.request_completed(req)
+    for pod in em.pods():
+        assert em.render(pod) == generate_latest(em.registry(pod)), pod
+    assert em.render_epp() == generate_latest(em.epp_registry())
+    if epp_generation == "llm_d_epp":  # the tenant is a label of this EPP's request counter
+        assert f'{c.EPP_LABEL_FAIRNESS}="quo\\"te"' in em.render_epp().decode()
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def test_exposition_hands_what_it_does_not_format_to_generate_latest() -> None:
+    g = GaugeMetricFamily("g", "a\\doc\nwith escapes", labels=["x"])
+    g.add_metric(["1"], 1e22)
+    g.add_metric(["2"], float("nan"))
+    stamped = GaugeMetricFamily("s", "stamped", labels=["x"])
+    stamped.add_metric(["1"], 2.0, timestamp=1_700_000_000.5)
+    info = InfoMetricFamily("i", "info", value={"k": "v"})
+    for fams in ([g], [g, stamped], [g, info]):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Fixed(fams))
+        assert exposition(fams) == generate_latest(registry)
 
 
 def test_v1_pod_metrics_have_real_names_types_and_labels() -> None:
@@ -200,6 +242,7 @@ scrape_configs:
             assert all(s["metric"][c.VLLM_LABEL_MODEL] == MODEL for s in kv)
             assert all(s["metric"][c.LABEL_POOL] == "pool-a" for s in kv)
             # counters grow between scrapes -> a real rate() over vLLM names
+            prompt = f'{c.VLLM_PROMPT_TOKENS}_total{{pod="pd-prefill-0"}}'
             for step in range(2, 6):
                 em.pods_sampled(
                     T0 + step,
@@ -212,7 +255,9 @@ scrape_configs:
                         )
                     ),
                 )
-                time.sleep(1.1)
+                # until Prometheus has scraped this step's counter (it used to sleep 1.1 s, a whole
+                # scrape interval, when the next scrape is half an interval away on average)
+                prom.wait_for(f"{prompt} == {10_000 * step}", timeout=10)
             rate = prom.wait_for(f'rate({c.VLLM_PROMPT_TOKENS}_total{{pod="pd-prefill-0"}}[10s]) > 0')
             assert len(rate) == 1
             cached = prom.wait_for(f"sum by (source) ({c.VLLM_PROMPT_TOKENS_CACHED_BY_SOURCE}_total)")
