@@ -108,7 +108,11 @@ class CountingExporter(SpanExporter):
     """Wraps an exporter and counts what it delivered and what it lost. The SDK exporter has
     already retried a batch (429/5xx/connection errors, with backoff) when it reports failure,
     so the first failed export is final: `on_failure` is called once, and every later batch is
-    counted as lost without being sent (a dead endpoint does not hold the run for minutes)."""
+    lost without being sent (a dead endpoint does not hold the run for minutes): its spans count
+    in `failed_spans` and the batch in `unsent_batches`, never in `failed_exports`, which counts
+    the exports that were tried and failed. How many batches there are depends on wall time
+    (the batch processor also exports on a timer), so counting unsent batches as failed exports
+    made the count, and "the run stopped at the first" after it, depend on the machine's speed."""
 
     def __init__(self, inner: SpanExporter, on_failure: Callable[[], None] | None = None) -> None:
         self.inner = inner
@@ -116,15 +120,19 @@ class CountingExporter(SpanExporter):
         self.exported_spans = 0
         self.failed_spans = 0
         self.failed_exports = 0
+        self.unsent_batches = 0
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = SpanExportResult.FAILURE
-        if not self.failed_exports:
-            try:
-                result = self.inner.export(spans)
-            except Exception:  # an exporter bug loses the batch like a failed export does
-                result = SpanExportResult.FAILURE
+        if self.failed_exports:  # the endpoint has failed for good: lost, not sent
+            with self._lock:
+                self.unsent_batches += 1
+                self.failed_spans += len(spans)
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter bug loses the batch like a failed export does
+            result = SpanExportResult.FAILURE
         with self._lock:
             first = False
             if result is SpanExportResult.SUCCESS:

@@ -137,8 +137,19 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def quick_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OTLP exporter's backoff between retries (1, 2, 4 s with jitter: a refused connection
+    failed after about 7 s of waiting) divided by 100. The SDK still retries, as many times as
+    it allows, and still gives up: only the waits between the attempts are shorter."""
+    from opentelemetry.exporter.otlp.common.http import _OTLPHTTPClient
+
+    backoff = _OTLPHTTPClient._compute_backoff
+    monkeypatch.setattr(_OTLPHTTPClient, "_compute_backoff", lambda self, retry: backoff(self, retry) / 100)
+
+
 def test_simulate_counts_failed_exports_and_exits_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], quick_sdk_retries: None
 ) -> None:
     args = ["simulate", "--scenario", "steady", "--duration", "5", "--fast"]
     with serve_in_thread(tmp_path, overrides={"server": {"auth_token": "s3cret"}}) as svc:
@@ -159,6 +170,34 @@ def test_simulate_counts_failed_exports_and_exits_1(
         assert svc.get("/api/v1/tenants", params={"window": 300}, headers=auth).json()["tenants"] == []
         assert main([*args, "--otlp-endpoint", svc.url, "--token", "s3cret"]) == 0
         assert "EXPORT FAILED" not in capsys.readouterr().out
+
+
+def test_batches_after_the_first_failed_export_are_lost_unsent_not_failed_exports() -> None:
+    """How many batches a run's spans make depends on wall time (the SDK's batch processor also
+    exports every 200 ms): on a slow or busy machine the 5 s run above made two, the second
+    (never sent) was counted as a second failed export, and "1 failed export; the run stopped
+    at the first" failed about 1 run in 5 beside other tests. Only a tried export counts."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from observer.wiring.demo import CountingExporter
+
+    class Failing(InMemorySpanExporter):
+        calls = 0
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return SpanExportResult.FAILURE
+
+    inner, stops = Failing(), []
+    exports = CountingExporter(inner, on_failure=lambda: stops.append(1))
+    spans = [object()] * 3
+    for _ in range(3):
+        assert exports.export(spans) is SpanExportResult.FAILURE  # type: ignore[arg-type]
+    assert inner.calls == 1  # the dead endpoint is tried once
+    assert stops == [1]
+    assert (exports.failed_exports, exports.unsent_batches) == (1, 2)
+    assert (exports.exported_spans, exports.failed_spans) == (0, 9)
 
 
 def test_a_bad_trace_is_one_line_in_every_twin_command(
