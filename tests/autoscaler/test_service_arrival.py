@@ -455,17 +455,27 @@ def test_serve_decisions_show_the_arrival_side_through_prometheus(tmp_path: Path
 
 
 def _wait_scraped(prom: Prometheus, name: str, metrics: MetricsEmitter, timeout: float = 15.0) -> None:
-    """Until Prometheus holds the twin's current counter and queues (the twin moves in jumps)."""
+    """Until Prometheus holds the twin's current counter and queues (the twin moves in jumps): the
+    EPP's counter, and a scrape of every twin target (the pods' gauges of the same instant) that
+    started after the jump. (It slept 1.1 s after the counter, a whole scrape interval, for the
+    pods; their `up` samples are stamped with the time their scrape started.)"""
+    jumped = time.time()  # the twin stands still while the test waits here
     series = epp_series(parse_exposition(metrics.render_epp().decode()), POOL) or {}
     want = sum(series.values())
+    targets = len(metrics.target_groups(""))  # every pod's and the EPP's
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = prom.query(f"sum({name})")
-        if rows and float(rows[0]["value"][1]) == want:
-            time.sleep(1.1)  # one more scrape: the pods' gauges of the same instant
+        fresh = prom.query(f'count(timestamp(up{{job="twin"}}) > {jumped!r})')
+        if (
+            rows
+            and float(rows[0]["value"][1]) == want
+            and fresh
+            and int(float(fresh[0]["value"][1])) == targets
+        ):
             return
-        time.sleep(0.2)
-    raise AssertionError(f"Prometheus did not scrape {name} = {want}")
+        time.sleep(0.05)
+    raise AssertionError(f"Prometheus did not scrape {name} = {want} and all {targets} targets")
 
 
 def test_scrape_counters_report_an_unreachable_epp_as_unknown() -> None:

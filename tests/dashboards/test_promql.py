@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from alerts.export import RULES_FILE
@@ -21,7 +20,7 @@ from observer import conventions as c
 from observer.config import load_settings
 from tests.dashboards.conftest import Expr, all_exprs, substitute
 from tests.dashboards.fixture_metrics import serve_fixture
-from tests.support.procs import Prometheus, run_prometheus
+from tests.support.procs import HTTP, Prometheus, run_prometheus
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -45,7 +44,7 @@ def prometheus() -> Iterator[Prometheus]:
 
 
 def _query(prom: Prometheus, expr: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{prom.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+    body: dict[str, Any] = HTTP.get(f"{prom.url}/api/v1/query", params={"query": expr}, timeout=10).json()
     return body
 
 

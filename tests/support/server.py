@@ -20,7 +20,7 @@ import uvicorn
 from observer.api.app import create_app
 from observer.config import load_settings
 from observer.store.repository import Store
-from tests.support.procs import free_port, wait_http
+from tests.support.procs import HTTP, free_port, wait_http
 
 
 @dataclass
@@ -29,13 +29,13 @@ class Running:
     app: Any
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10.0, **kw)
+        return HTTP.get(self.url + path, timeout=10.0, **kw)
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30.0, **kw)
+        return HTTP.post(self.url + path, timeout=30.0, **kw)
 
     def put(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.put(self.url + path, timeout=30.0, **kw)
+        return HTTP.put(self.url + path, timeout=30.0, **kw)
 
     def tenants(self, window: int = 3600, **params: Any) -> dict[str, dict[str, Any]]:
         r = self.get("/api/v1/tenants", params={"window": window, **params})
