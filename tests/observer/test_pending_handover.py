@@ -5,11 +5,8 @@ replica that stopped, or died, are taken over by the others and still pair with 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from observer import conventions as c
@@ -18,20 +15,10 @@ from observer.ingest.resolve import ResolvedBatch
 from observer.model import EngineSpan, RequestRecord
 from observer.pipeline import Pipeline
 from observer.store import Store
-from tests.observer.store.conftest import fresh_pg_database
 from tests.observer.store.factories import engine_span
 
 TIMEOUT = 30.0
 GONE = 60.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pdo.db'}"
-        return
-    with fresh_pg_database() as url:
-        yield url
 
 
 @dataclass

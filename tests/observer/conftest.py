@@ -1,4 +1,4 @@
-"""Fixtures of the API tests."""
+"""Fixtures shared by the observer tests (the API tests, the P/D hand-over tests)."""
 
 from __future__ import annotations
 
