@@ -56,11 +56,11 @@ from simulator.scenarios import Twin, build_scenario
 from tests.autoscaler.test_observe import rec
 from tests.observer.sources.exposition_server import fixture
 from tests.observer.store.conftest import sqlite_url
+from tests.support.hostile import CASES as HOSTILE_CASES
+from tests.support.hostile import hostile
 from tests.support.httpstub import Answer, Seen, serve_http
-from tests.support.oversize import AT_CAP, CASES, Oversize, exposition_pad
+from tests.support.oversize import exposition_pad
 from tests.support.procs import Prometheus, run_prometheus
-from tests.support.slow import BUDGET, ON_TIME, Slow
-from tests.support.slow import CASES as SLOW_CASES
 
 P, D, B = c.ROLE_PREFILL, c.ROLE_DECODE, c.ROLE_BOTH
 T0 = 1_767_225_600.0
@@ -488,30 +488,29 @@ def test_scrape_counters_report_an_unreachable_epp_as_unknown() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", CASES)
-def test_scrape_counters_report_an_epp_page_past_max_body_bytes_as_unknown(
-    case: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("kind", "case"), HOSTILE_CASES)
+def test_scrape_counters_report_an_epp_page_too_large_or_too_slow_as_unknown(
+    kind: str, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An EPP page over `max_body_bytes` (declared, endless, or gzip inflating past it): that
-    pool's counter is unknown and the warning names the cap; the other pool is read. A page of
-    exactly the cap is read."""
+    """An EPP page over `max_body_bytes` (declared, endless, or gzip inflating past it), or one
+    that keeps coming past `timeout_seconds` (a header line or a body chunk every 0.2 s, never a
+    per-read timeout): that pool's counter is unknown and the warning names the setting; the other
+    pool is read. A page of exactly the cap, or the same page at once, is read."""
     page = fixture("epp_llm_d_epp").encode()
-    big = Oversize(64 * 1024, page, exposition_pad)
+    bad = hostile(kind, page, exposition_pad)
 
     def answer(req: Seen) -> Answer:
-        return big.reply(case) if req.path == "/big" else (200, page)
+        return bad.reply(case) if req.path == "/bad" else (200, page)
 
     with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
-        reader = ScrapeCounters(
-            [EppTarget("a", f"{url}/big"), EppTarget("b", f"{url}/ok")], max_body_bytes=big.cap
-        )
+        reader = ScrapeCounters([EppTarget("a", f"{url}/bad"), EppTarget("b", f"{url}/ok")], **bad.limits)
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="autoscaler.arrival"):
             got = reader.read(0.0)
         elapsed = time.monotonic() - start
         reader.close()
     assert got["b"]
-    if case == AT_CAP:
+    if case == bad.fine:
         assert got["a"] is not None
         assert sum(got["a"].values()) == sum(got["b"].values())
         return
@@ -520,43 +519,7 @@ def test_scrape_counters_report_an_epp_page_past_max_body_bytes_as_unknown(
         str(getattr(r, "error", "")) for r in caplog.records if r.getMessage() == "EPP counter read failed"
     ]
     assert len(errors) == 1
-    big.refused(case, errors[0], MAX_BODY_SETTING, elapsed)
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", SLOW_CASES)
-def test_scrape_counters_report_an_epp_page_that_trickles_in_past_timeout_seconds_as_unknown(
-    case: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An EPP page that keeps coming (a header line or a body chunk every 0.2 s, never a per-read
-    timeout): that pool's counter is unknown once `timeout_seconds` is up, and the warning names
-    the setting; the other pool is read. The same page at once is read."""
-    page = fixture("epp_llm_d_epp").encode()
-    slow = Slow(page, b"#\n")
-
-    def answer(req: Seen) -> Answer:
-        return slow.reply(case) if req.path == "/slow" else (200, page)
-
-    with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
-        reader = ScrapeCounters(
-            [EppTarget("a", f"{url}/slow"), EppTarget("b", f"{url}/ok")], timeout_seconds=BUDGET
-        )
-        start = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="autoscaler.arrival"):
-            got = reader.read(0.0)
-        elapsed = time.monotonic() - start
-        reader.close()
-    assert got["b"]
-    if case == ON_TIME:
-        assert got["a"] is not None
-        assert sum(got["a"].values()) == sum(got["b"].values())
-        return
-    assert got["a"] is None
-    errors = [
-        str(getattr(r, "error", "")) for r in caplog.records if r.getMessage() == "EPP counter read failed"
-    ]
-    assert len(errors) == 1
-    slow.refused(case, errors[0], TIMEOUT_SETTING, elapsed)
+    bad.refused(case, errors[0], elapsed, max_body_setting=MAX_BODY_SETTING, timeout_setting=TIMEOUT_SETTING)
 
 
 def test_standalone_autoscale_reads_the_metric_source_itself() -> None:

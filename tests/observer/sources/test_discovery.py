@@ -20,10 +20,10 @@ from observer.sources.discovery import (
     KubernetesDiscoveryConfig,
 )
 from observer.sources.untrusted import clean_value
+from tests.support.hostile import CASES as HOSTILE_CASES
+from tests.support.hostile import hostile
 from tests.support.httpstub import Answer, Seen, serve_http
-from tests.support.oversize import AT_CAP, CASES, Oversize, json_pad
-from tests.support.slow import BUDGET, ON_TIME, Slow
-from tests.support.slow import CASES as SLOW_CASES
+from tests.support.oversize import json_pad
 
 
 def _pod(
@@ -141,18 +141,20 @@ def test_an_answer_that_is_not_a_pod_list_is_a_discovery_error() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", CASES)
-def test_a_pod_list_past_max_body_bytes_is_a_discovery_error(case: str) -> None:
-    """A PodList answer over `max_body_bytes` (declared, endless, or gzip inflating past it) is a
-    DiscoveryError naming the cap (the caller keeps its previous pods); exactly the cap is read."""
-    big = Oversize(64 * 1024, json.dumps(PODS).encode(), json_pad)
+@pytest.mark.parametrize(("kind", "case"), HOSTILE_CASES)
+def test_a_pod_list_too_large_or_too_slow_is_a_discovery_error(kind: str, case: str) -> None:
+    """A PodList answer over `max_body_bytes` (declared, endless, or gzip inflating past it), or
+    one that keeps coming past `timeout_seconds` (a header line or a body chunk every 0.2 s, never
+    a per-read timeout), is a DiscoveryError naming that setting (the caller keeps its previous
+    pods); exactly the cap, or the same answer at once, is read."""
+    bad = hostile(kind, json.dumps(PODS).encode(), json_pad)
 
     def answer(req: Seen) -> Answer:
-        return big.reply(case)
+        return bad.reply(case)
 
     with serve_http(answer) as (url, _):
         cfg = KubernetesDiscoveryConfig(
-            api_url=url, namespace="llm", token_file=None, ca_file=None, max_body_bytes=big.cap
+            api_url=url, namespace="llm", token_file=None, ca_file=None, **bad.limits
         )
         discovery = KubernetesDiscovery(cfg)
         start = time.monotonic()
@@ -162,38 +164,8 @@ def test_a_pod_list_past_max_body_bytes_is_a_discovery_error(case: str) -> None:
             pods, error = (), str(exc)
         elapsed = time.monotonic() - start
         discovery.close()
-    if case == AT_CAP:
+    if case == bad.fine:
         assert error is None
         assert [p.pod for p in pods] == ["ms-decode-abc", "ms-x", "odd"]
         return
-    big.refused(case, error, MAX_BODY_SETTING, elapsed)
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", SLOW_CASES)
-def test_a_pod_list_that_trickles_in_past_timeout_seconds_is_a_discovery_error(case: str) -> None:
-    """A PodList answer that keeps coming (a header line or a body chunk every 0.2 s, never a
-    per-read timeout) is a DiscoveryError naming `timeout_seconds` once it is up (the caller keeps
-    its previous pods); the same answer at once is read."""
-    slow = Slow(json.dumps(PODS).encode(), b" ")
-
-    def answer(req: Seen) -> Answer:
-        return slow.reply(case)
-
-    with serve_http(answer) as (url, _):
-        cfg = KubernetesDiscoveryConfig(
-            api_url=url, namespace="llm", token_file=None, ca_file=None, timeout_seconds=BUDGET
-        )
-        discovery = KubernetesDiscovery(cfg)
-        start = time.monotonic()
-        try:
-            pods, error = discovery.pods(), None
-        except DiscoveryError as exc:
-            pods, error = (), str(exc)
-        elapsed = time.monotonic() - start
-        discovery.close()
-    if case == ON_TIME:
-        assert error is None
-        assert [p.pod for p in pods] == ["ms-decode-abc", "ms-x", "odd"]
-        return
-    slow.refused(case, error, TIMEOUT_SETTING, elapsed)
+    bad.refused(case, error, elapsed, max_body_setting=MAX_BODY_SETTING, timeout_setting=TIMEOUT_SETTING)

@@ -19,11 +19,11 @@ from observer.sources.prometheus import (
 from observer.sources.samples import PodTarget
 from observer.sources.untrusted import clean_value
 from tests.observer.sources.exposition_server import Pages, fixture, serve
+from tests.support.hostile import CASES as HOSTILE_CASES
+from tests.support.hostile import hostile
 from tests.support.httpstub import Answer, Seen, serve_http
-from tests.support.oversize import AT_CAP, CASES, Oversize, json_pad
+from tests.support.oversize import json_pad
 from tests.support.procs import Prometheus, free_port, run_prometheus
-from tests.support.slow import BUDGET, ON_TIME, Slow
-from tests.support.slow import CASES as SLOW_CASES
 
 pytestmark = pytest.mark.prometheus
 
@@ -213,68 +213,37 @@ def test_hostile_label_values_from_prometheus_are_made_safe_and_counted(prom: Pr
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", CASES)
-def test_an_answer_past_max_body_bytes_is_a_failed_read(case: str) -> None:
+@pytest.mark.parametrize(("kind", "case"), HOSTILE_CASES)
+def test_an_answer_too_large_or_too_slow_is_a_failed_read(kind: str, case: str) -> None:
     """A Prometheus-compatible API (no Prometheus needed) whose answer is over `max_body_bytes`
-    (declared, endless, or gzip inflating past it): the read fails like any failed query (`ok`
-    false, every pod unknown, the cap named in `error`); an answer of exactly the cap is read."""
+    (declared, endless, or gzip inflating past it), or keeps coming past `timeout_seconds` (a
+    header line or a body chunk every 0.2 s, never a per-read timeout): the read fails like any
+    failed query (`ok` false, every pod unknown, the setting named in `error`); an answer of
+    exactly the cap, or the same answer at once, is read."""
     row = {"metric": {"__name__": "up", "pod": "p0"}, "value": [1000.0, "1"]}
     valid = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [row]}})
-    big = Oversize(64 * 1024, valid.encode(), json_pad)
+    bad = hostile(kind, valid.encode(), json_pad)
 
     def answer(req: Seen) -> Answer:
-        return big.reply(case) if req.path.startswith("/api/v1/query?") else (404, b"")
+        return bad.reply(case) if req.path.startswith("/api/v1/query?") else (404, b"")
 
     target = PodTarget(pod="p0", role=c.ROLE_PREFILL, pool="pool-a")
     with serve_http(answer) as (url, seen):
-        cfg = PrometheusSourceConfig(url=url, retries=0, timeout_seconds=5, max_body_bytes=big.cap)
+        cfg = PrometheusSourceConfig(url=url, retries=0, **{"timeout_seconds": 5, **bad.limits})
         src = PrometheusSource(cfg, targets=lambda: (target,))
         start = time.monotonic()
         snap = src.read(1000.0)
         elapsed = time.monotonic() - start
-        rows = src.query("up") if case == AT_CAP else None
+        rows = src.query("up") if case == bad.fine else None
     assert seen
-    if case == AT_CAP:
+    if case == bad.fine:
         assert snap.ok, snap.error
         assert rows == [row]
         return
     assert not snap.ok
     assert snap.pods[0].pod == "p0"
     assert snap.pods[0].kv_usage is None
-    big.refused(case, snap.error, MAX_BODY_SETTING, elapsed)
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", SLOW_CASES)
-def test_an_answer_that_trickles_in_past_timeout_seconds_is_a_failed_read(case: str) -> None:
-    """A Prometheus-compatible API (no Prometheus needed) whose answer keeps coming (a header line
-    or a body chunk every 0.2 s, never a per-read timeout): the read fails like any failed query
-    once `timeout_seconds` is up (`ok` false, every pod unknown, the setting named in `error`);
-    the same answer at once is read."""
-    row = {"metric": {"__name__": "up", "pod": "p0"}, "value": [1000.0, "1"]}
-    valid = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [row]}})
-    slow = Slow(valid.encode(), b" ")
-
-    def answer(req: Seen) -> Answer:
-        return slow.reply(case) if req.path.startswith("/api/v1/query?") else (404, b"")
-
-    target = PodTarget(pod="p0", role=c.ROLE_PREFILL, pool="pool-a")
-    with serve_http(answer) as (url, seen):
-        cfg = PrometheusSourceConfig(url=url, retries=0, timeout_seconds=BUDGET)
-        src = PrometheusSource(cfg, targets=lambda: (target,))
-        start = time.monotonic()
-        snap = src.read(1000.0)
-        elapsed = time.monotonic() - start
-        rows = src.query("up") if case == ON_TIME else None
-    assert seen
-    if case == ON_TIME:
-        assert snap.ok, snap.error
-        assert rows == [row]
-        return
-    assert not snap.ok
-    assert snap.pods[0].pod == "p0"
-    assert snap.pods[0].kv_usage is None
-    slow.refused(case, snap.error, TIMEOUT_SETTING, elapsed)
+    bad.refused(case, snap.error, elapsed, max_body_setting=MAX_BODY_SETTING, timeout_setting=TIMEOUT_SETTING)
 
 
 def test_an_answer_cut_short_is_a_failed_read_not_an_escaped_error() -> None:

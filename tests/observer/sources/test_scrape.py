@@ -18,10 +18,10 @@ from observer.sources.scrape import (
 )
 from observer.sources.untrusted import ValueCleaner, clean_value
 from tests.observer.sources.exposition_server import Pages, fixture, serve
+from tests.support.hostile import CASES as HOSTILE_CASES
+from tests.support.hostile import hostile
 from tests.support.httpstub import Answer, Seen, serve_http
-from tests.support.oversize import AT_CAP, CASES, Oversize, exposition_pad
-from tests.support.slow import BUDGET, ON_TIME, Slow
-from tests.support.slow import CASES as SLOW_CASES
+from tests.support.oversize import exposition_pad
 
 EPPS = ("epp_llm_d_epp", "epp_inference_objective", "epp_inference_model")
 
@@ -149,83 +149,42 @@ def test_parse_exposition_keeps_clean_label_values_as_they_are() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", CASES)
-def test_a_page_past_max_body_bytes_fails_that_pod_only(case: str) -> None:
-    """A pod's page over `max_body_bytes` (declared, endless, or gzip inflating past it) is that
-    pod's failed read: unknown, in `stale_pods`, the cap named in `error`; the other pod and the
-    EPP are read. A page of exactly the cap is read as usual."""
-    big = Oversize(64 * 1024, fixture("vllm_v1").encode(), exposition_pad)
+@pytest.mark.parametrize(("kind", "case"), HOSTILE_CASES)
+def test_a_page_too_large_or_too_slow_fails_that_pod_only(kind: str, case: str) -> None:
+    """A pod's page over `max_body_bytes` (declared, endless, or gzip inflating past it), or one
+    that keeps coming past `timeout_seconds` (a header line or a body chunk every 0.2 s, never a
+    per-read timeout), is that pod's failed read: unknown, in `stale_pods`, the setting named in
+    `error`; the other pod and the EPP are read. Exactly the cap, or the page at once, is read."""
+    bad = hostile(kind, fixture("vllm_v1").encode(), exposition_pad)
     pages = {"/ok": fixture("vllm_v1").encode(), "/epp": fixture("epp_llm_d_epp").encode()}
 
     def answer(req: Seen) -> Answer:
-        return big.reply(case) if req.path == "/big" else (200, pages[req.path])
+        return bad.reply(case) if req.path == "/bad" else (200, pages[req.path])
 
     with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
         pods = (
-            PodTarget("p-big", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/big"),
+            PodTarget("p-bad", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/bad"),
             PodTarget("p-ok", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/ok"),
         )
         src = ScrapeSource(
             lambda: pods,
             epps=(EppTarget("pool-a", f"{url}/epp"),),
-            config=ScrapeSourceConfig(max_body_bytes=big.cap),
+            config=ScrapeSourceConfig(**bad.limits),
         )
         start = time.monotonic()
         snap = src.read(1000.0)
         elapsed = time.monotonic() - start
         src.close()
     assert snap.ok
-    ok, pool = snap.pod("p-ok"), snap.pools[0]
-    assert ok is not None
-    assert ok.kv_usage is not None
-    assert pool.queue_size is not None
-    hit = snap.pod("p-big")
-    assert hit is not None
-    if case == AT_CAP:
-        assert snap.stale_pods == ()
-        assert hit.kv_usage == ok.kv_usage
-        return
-    assert snap.stale_pods == ("p-big",)
-    assert hit.kv_usage is None
-    big.refused(case, snap.error, MAX_BODY_SETTING, elapsed)
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", SLOW_CASES)
-def test_a_page_that_trickles_in_past_timeout_seconds_fails_that_pod_only(case: str) -> None:
-    """A pod whose page keeps coming (a header line or a body chunk every 0.2 s, never a per-read
-    timeout) is that pod's failed read once `timeout_seconds` is up (unknown, in `stale_pods`, the
-    setting named in `error`); the other pod and the EPP are read. The same page at once is read."""
-    slow = Slow(fixture("vllm_v1").encode(), b"#\n")
-    pages = {"/ok": fixture("vllm_v1").encode(), "/epp": fixture("epp_llm_d_epp").encode()}
-
-    def answer(req: Seen) -> Answer:
-        return slow.reply(case) if req.path == "/slow" else (200, pages[req.path])
-
-    with serve_http(answer, content_type="text/plain; version=0.0.4") as (url, _):
-        pods = (
-            PodTarget("p-slow", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/slow"),
-            PodTarget("p-ok", c.ROLE_DECODE, "pool-a", metrics_url=f"{url}/ok"),
-        )
-        src = ScrapeSource(
-            lambda: pods,
-            epps=(EppTarget("pool-a", f"{url}/epp"),),
-            config=ScrapeSourceConfig(timeout_seconds=BUDGET),
-        )
-        start = time.monotonic()
-        snap = src.read(1000.0)
-        elapsed = time.monotonic() - start
-        src.close()
-    assert snap.ok
-    ok, hit = snap.pod("p-ok"), snap.pod("p-slow")
+    ok, hit = snap.pod("p-ok"), snap.pod("p-bad")
     assert ok is not None
     assert hit is not None
     assert ok.kv_usage is not None
     assert snap.pools[0].queue_size is not None
-    if case == ON_TIME:
+    if case == bad.fine:
         assert snap.stale_pods == ()
         assert hit.kv_usage == ok.kv_usage
         return
-    assert snap.stale_pods == ("p-slow",)
+    assert snap.stale_pods == ("p-bad",)
     assert hit.kv_usage is None
-    slow.refused(case, snap.error, TIMEOUT_SETTING, elapsed)
+    bad.refused(case, snap.error, elapsed, max_body_setting=MAX_BODY_SETTING, timeout_setting=TIMEOUT_SETTING)
