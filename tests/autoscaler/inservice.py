@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from autoscaler.loop import Controller, Mode
-from autoscaler.ports import InMemoryScaleTarget, ManualClock, ObservationSource
+from autoscaler.ports import Clock, ObservationSource, ScaleTarget, Sleeper
 from autoscaler.types import Config, PoolConfig
 from observer.config import Settings, load_settings
+
+
+class ClockSleeper(Clock, Sleeper, Protocol):
+    """The loop's clock that is also its sleeper (`ManualClock`, `TwinClock`)."""
+
 
 LLAMA_POOL = {
     "name": "llama",
@@ -26,13 +31,14 @@ def llama_settings(**sections: Any) -> Settings:
 
 
 def observe_factory(
-    scale: InMemoryScaleTarget, clock: ManualClock, made: list[Controller]
+    scale: ScaleTarget, clock: ClockSleeper, made: list[Controller], config: Config | None = None
 ) -> Callable[[ObservationSource, Any], Controller]:
-    """Builds the loop's controller in observe mode; each one built is appended to `made`."""
+    """Builds the loop's controller in observe mode (`config`, default: the pool `llama` with
+    default settings); each one built is appended to `made`."""
 
     def factory(source: ObservationSource, audit: Any) -> Controller:
         ctl = Controller(
-            config=Config({"llama": PoolConfig("llama")}),
+            config=config if config is not None else Config({"llama": PoolConfig("llama")}),
             mode=Mode.OBSERVE,
             scale=scale,
             source=source,

@@ -33,9 +33,8 @@ from autoscaler.arrival import (
     prefill_waiting,
 )
 from autoscaler.audit import SqlAuditLog
-from autoscaler.loop import Controller, Mode
+from autoscaler.loop import Controller
 from autoscaler.observe import ObserverSource, QueueReading, RecordWindow, demand_of, pool_by_pod_prefix
-from autoscaler.ports import AuditSink, ObservationSource
 from autoscaler.service import arrival_feed, attach
 from autoscaler.settings import from_settings
 from autoscaler.simulator import SimScaleTarget, TwinClock
@@ -53,6 +52,7 @@ from simulator.emit.fanout import Fanout
 from simulator.emit.metrics import MetricsEmitter, MetricsServer
 from simulator.emit.otlp import OtlpSpanEmitter
 from simulator.scenarios import Twin, build_scenario
+from tests.autoscaler.inservice import observe_factory
 from tests.autoscaler.test_observe import rec
 from tests.observer.sources.exposition_server import fixture
 from tests.observer.store.conftest import sqlite_url
@@ -342,22 +342,11 @@ def served(
     made: list[Controller] = []
     asettings = from_settings(settings)
 
-    def factory(source: ObservationSource, audit: AuditSink) -> Controller:
-        ctl = Controller(
-            config=asettings.policy_config(),
-            mode=Mode.OBSERVE,
-            scale=SimScaleTarget(twin.actuator),
-            source=source,
-            clock=clock,
-            sleeper=clock,
-            audit=audit,
-        )
-        made.append(ctl)
-        return ctl
-
     att = attach(
         settings,
-        controller_factory=factory,
+        controller_factory=observe_factory(
+            SimScaleTarget(twin.actuator), clock, made, asettings.policy_config()
+        ),
         signals_latest=lambda: sig.service.engine.latest,  # as `pd-observer serve` wires it
         audit_log=SqlAuditLog(store.engine),
         background=False,
