@@ -201,6 +201,8 @@ def create_app(
         """The Retry-After header of a retryable answer (429, 503), none for the others."""
         return {"Retry-After": str(settings.server.retry_after_seconds)} if status in (429, 503) else None
 
+    bearer_challenge = {"WWW-Authenticate": "Bearer"}
+
     def authorized(request: Request) -> bool:
         if token is None:
             return True
@@ -210,9 +212,7 @@ def create_app(
 
     def authorize(request: Request) -> None:
         if not authorized(request):
-            raise HTTPException(
-                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise HTTPException(401, "missing or invalid bearer token", headers=bearer_challenge)
 
     auth = [Depends(authorize)]
 
@@ -225,10 +225,14 @@ def create_app(
         return window
 
     # ------------------------------------------------------------------ OTLP ingest
-    @app.post(c.OTLP_TRACES_PATH, dependencies=auth, tags=["ingest"], summary="OTLP/HTTP traces receiver")
+    # Authorized in the handler, not by the `auth` dependency: an OTLP client gets its 401 as an
+    # OTLP error, a google.rpc.Status in the request's own encoding, like every other refusal.
+    @app.post(c.OTLP_TRACES_PATH, tags=["ingest"], summary="OTLP/HTTP traces receiver")
     async def receive_traces(request: Request) -> Response:
         ctype = request.headers.get("content-type")
         cenc = request.headers.get("content-encoding")
+        if not authorized(request):
+            return _otlp_error(401, "missing or invalid bearer token", ctype, bearer_challenge)
         try:
             async with read_body(request, settings.server.max_body_bytes, inflight) as body:
                 outcome = await pipeline.ingest(body, ctype, cenc)

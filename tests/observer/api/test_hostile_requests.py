@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from autoscaler.api import decisions_router
@@ -252,7 +253,12 @@ def test_the_token_is_asked_for_on_every_route_but_the_probes(tmp_path: Path) ->
                     continue
                 assert r.status_code == 401, (method, path, headers)
                 assert r.headers["WWW-Authenticate"] == "Bearer"
-                assert r.json() == {"detail": "missing or invalid bearer token"}
+                if path == c.OTLP_TRACES_PATH:  # an OTLP error: a Status in the request's encoding
+                    assert (
+                        status_pb2.Status.FromString(r.content).message == "missing or invalid bearer token"
+                    )
+                else:
+                    assert r.json() == {"detail": "missing or invalid bearer token"}
 
 
 def test_the_open_readiness_probe_gives_the_store_error_only_with_the_token(tmp_path: Path) -> None:

@@ -273,7 +273,12 @@ def test_bearer_token_guards_ingest_and_api(tmp_path: Path) -> None:
         sp = VllmSpans()
         sp.aggregated(Req("auth-t", prompt=10, output=2, start=now_start()))
         spans = sp.take()
-        assert svc.post(c.OTLP_TRACES_PATH, content=encode(spans), headers=PB).status_code == 401
+        refused = svc.post(c.OTLP_TRACES_PATH, content=encode(spans), headers=PB)
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == c.CT_PROTOBUF  # an OTLP client's error, in its encoding
+        assert status_pb2.Status.FromString(refused.content).message == "missing or invalid bearer token"
+        as_json = svc.post(c.OTLP_TRACES_PATH, content=b"{}", headers={"Content-Type": c.CT_JSON})
+        assert (as_json.status_code, as_json.json()["code"]) == (401, 401)
         assert svc.get("/api/v1/tenants").status_code == 401
         assert svc.get("/metrics").status_code == 401
         assert svc.get("/healthz").status_code == 200
