@@ -133,6 +133,12 @@ class IngestSettings(_Section):
         60.0, gt=0, description="a replica with no heartbeat this long is gone: others take its P/D halves"
     )
     max_spans_per_batch: int = Field(100_000, gt=0, description="spans in one OTLP request; more is 413")
+    max_clock_skew_seconds: float = Field(
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="an engine span ending more than this after the receiver's clock is rejected",
+    )
 
 
 class AggregationSettings(_Section):

@@ -73,6 +73,7 @@ class RejectReason(StrEnum):
     BAD_TIMES = "end time before start time"
     MISSING_TOKENS = "engine span without prompt token count"
     BAD_VALUE = "attribute with an invalid value"
+    FUTURE_TIME = "engine span ending after the receiver's clock plus ingest.max_clock_skew_seconds"
 
 
 @dataclass(frozen=True, slots=True)

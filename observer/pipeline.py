@@ -21,6 +21,7 @@ All mutable state (assembler, aggregator) is touched by the single writer thread
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import threading
@@ -344,6 +345,7 @@ class Pipeline:
             max_decompressed_bytes=s.server.max_decompressed_bytes,
             max_spans=s.ingest.max_spans_per_batch,
             cfg=self.resolve_cfg,
+            latest_end=self.clock() + s.ingest.max_clock_skew_seconds,
         )
 
     async def ingest(
@@ -653,9 +655,14 @@ class Pipeline:
         """Under `lock`: make `slos` the set judged and exported here. The windows are rebuilt
         exactly from the stored records of the longest window; the cumulative `slo_*` counters of
         unchanged SLOs go on, those of new or redefined SLOs restart at zero (a counter reset for
-        Prometheus), those of removed SLOs are dropped (`Aggregator.set_slos`)."""
+        Prometheus), those of removed SLOs are dropped (`Aggregator.set_slos`). Records ending
+        more than `ingest.max_clock_skew_seconds` after `now` are left out, as ingest would
+        refuse them now (docs/ingest.md, "end times from the future"): they are read in end-time
+        order, so the read stops at the first."""
         since = now - self.settings.aggregation.max_window_seconds
-        self.aggregator.set_slos(list(slos), self.store.records_since(since), now)
+        latest = now + self.settings.ingest.max_clock_skew_seconds
+        stored = itertools.takewhile(lambda r: r.end_time <= latest, self.store.records_since(since))
+        self.aggregator.set_slos(list(slos), stored, now)
 
     def slos(self) -> list[SloSpec]:
         """The stored SLO set: what `GET /api/v1/slos` answers and what the served alert rules

@@ -22,7 +22,14 @@ from observer.ingest import fastpath, otlp
 from observer.ingest.sanitize import clip, excerpt, sanitize
 from observer.model import Attributes, AttrValue, EngineSpan, RejectReason, Span, TierTokens, TraceHints
 
-__all__ = ["ResolveConfig", "ResolvedBatch", "Resolver", "decode_and_resolve", "resolve_batch"]
+__all__ = [
+    "ResolveConfig",
+    "ResolvedBatch",
+    "Resolver",
+    "decode_and_resolve",
+    "reject_future",
+    "resolve_batch",
+]
 
 MAX_ERRORS = 5
 _MISSING: object = object()
@@ -368,14 +375,63 @@ def decode_and_resolve(
     max_decompressed_bytes: int,
     max_spans: int,
     cfg: ResolveConfig,
+    latest_end: float = math.inf,
 ) -> ResolvedBatch:
     """`decode_traces` then `resolve_batch`, same result and same errors, in one pass for protobuf.
 
     The protobuf path resolves straight from the parsed messages, without building an
     intermediate `Span` per span; JSON goes through `decode_traces` + `resolve_batch`. Decode
-    rejects (bad ids/times) come first in `errors`, then resolution rejects. A clean protobuf
-    batch is decoded and resolved by the native extension when it is built
-    (`observer.ingest.fastpath`, docs/ingest.md); any other batch takes the Python path whole."""
+    rejects (bad ids/times) come first in `errors`, then resolution rejects, then the engine spans
+    ending after `latest_end` (`reject_future`). A clean protobuf batch is decoded and resolved by
+    the native extension when it is built (`observer.ingest.fastpath`, docs/ingest.md); any other
+    batch takes the Python path whole."""
+    resolved = _decode_and_resolve(
+        body,
+        content_type,
+        content_encoding,
+        max_decompressed_bytes=max_decompressed_bytes,
+        max_spans=max_spans,
+        cfg=cfg,
+    )
+    return reject_future(resolved, latest_end)
+
+
+def reject_future(resolved: ResolvedBatch, latest_end: float) -> ResolvedBatch:
+    """Reject (FUTURE_TIME) the engine spans that end after `latest_end`: the receiver's clock plus
+    `ingest.max_clock_skew_seconds`. Windows count a record that ends after `now` in the bucket of
+    `now`, and a rebuild from the store (an SLO change, a restart) would count it there again, for
+    as long as its end time lies ahead. Their traces' hints are kept."""
+    if all(e.end_time <= latest_end for e in resolved.engine):
+        return resolved
+    kept: list[EngineSpan] = []
+    errors = list(resolved.errors)
+    late = 0
+    for e in resolved.engine:
+        if e.end_time <= latest_end:
+            kept.append(e)
+            continue
+        late += 1
+        if len(errors) < MAX_ERRORS:
+            errors.append(f"{RejectReason.FUTURE_TIME.value} (span {e.span_id})")
+    return ResolvedBatch(
+        engine=tuple(kept),
+        hints=resolved.hints,
+        rejected=resolved.rejected + late,
+        errors=tuple(errors),
+        ignored=resolved.ignored,
+        rewritten=resolved.rewritten,
+    )
+
+
+def _decode_and_resolve(
+    body: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    *,
+    max_decompressed_bytes: int,
+    max_spans: int,
+    cfg: ResolveConfig,
+) -> ResolvedBatch:
     if otlp.media_type(content_type) != c.CT_PROTOBUF:
         decoded = otlp.decode_traces(body, content_type, content_encoding, max_decompressed_bytes, max_spans)
         return _merge_rejects(resolve_batch(decoded.spans, cfg), decoded.rejected, decoded.errors)

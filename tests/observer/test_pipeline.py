@@ -387,3 +387,19 @@ async def test_a_failed_write_rebuilds_only_this_replicas_halves() -> None:
     with pytest.raises(RuntimeError):
         p._write([ResolvedBatch((engine_span(3, end=time.time()),), {}, 0, (), 0)])
     assert [s.span_id for s in p.assembler.pending_spans()] == [mine.span_id]
+
+
+def test_a_rebuild_leaves_out_stored_records_from_beyond_the_clock_skew() -> None:
+    """Records stored before ingest refused end times from the future: a rebuild of the windows
+    (a restart, an SLO change) does not count one that ends past `now` + the skew allowance
+    (it would count it in the bucket of `now`, again after each rebuild); one within it counts."""
+    from tests.observer.store.factories import record
+
+    now = time.time()
+    store = MemoryStore()
+    store.write_batch([record(0, now - 30), record(1, now + 100), record(2, now + 86_400)])
+    settings = load_settings(None, overrides={"ingest": {"max_clock_skew_seconds": 300}}, env={})
+    p = Pipeline(settings=settings, store=store, registry=CollectorRegistry(), clock=lambda: now)
+    p.recover()
+    (acme,) = p.aggregator.tenants(300, now)
+    assert acme.requests == 2

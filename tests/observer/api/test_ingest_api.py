@@ -228,6 +228,30 @@ def test_partial_success_keeps_valid_spans_of_the_same_batch(svc: Running) -> No
     assert t["cached_tokens"] == 100
 
 
+def test_engine_spans_from_the_future_are_rejected_and_not_counted_again_by_a_rebuild(tmp_path: Path) -> None:
+    """An engine span ending past the receiver's clock plus ingest.max_clock_skew_seconds is
+    rejected through partial_success; within the skew it is kept. A rebuild of the windows from
+    the store (here an SLO change) finds no stored record from the future to count again."""
+    with serve_in_thread(tmp_path, {"ingest": {"max_clock_skew_seconds": 60}}) as svc:
+        sp = VllmSpans()
+        now = time.time()
+        sp.aggregated(Req("skew", prompt=100, output=2, start=now - 5))
+        sp.aggregated(Req("skew", prompt=200, output=2, start=now + 29))  # ends ~30 s ahead: kept
+        sp.aggregated(Req("skew", prompt=400, output=2, start=now + 3600))  # an hour ahead: rejected
+        r = svc.post(c.OTLP_TRACES_PATH, content=encode(sp.take()), headers=PB)
+        assert r.status_code == 200
+        resp = ExportTraceServiceResponse.FromString(r.content)
+        assert resp.partial_success.rejected_spans == 1
+        assert "ingest.max_clock_skew_seconds" in resp.partial_success.error_message
+        assert svc.tenants()["skew"]["prompt_tokens"] == 300
+        put = svc.put(
+            "/api/v1/slos",
+            json={"slos": [{"name": "fast", "sli": "ttft", "objective": 0.9, "threshold_seconds": 1}]},
+        )
+        assert put.status_code == 200
+        assert svc.tenants()["skew"]["prompt_tokens"] == 300  # rebuilt from the store: once each
+
+
 def test_slo_attainment_is_judged_per_request_at_the_exact_threshold(svc: Running) -> None:
     put = svc.put(
         "/api/v1/slos",

@@ -10,6 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from observer import conventions as c
 from observer.config import IngestSettings
+from observer.ingest import fastpath
 from observer.ingest.otlp import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import RejectReason
@@ -108,6 +109,63 @@ def test_protobuf_matches_decode_then_resolve(gzipped: bool, mangle: bool) -> No
 
 
 def test_json_goes_through_the_generic_path() -> None:
+    body = _json_body()
+    got = _fused(body, "application/json; charset=utf-8", None)
+    assert got == _reference(body, "application/json; charset=utf-8", None)
+    assert got.rejected == 1
+    assert [(e.tenant, e.prompt_tokens) for e in got.engine] == [("acme", 12)]
+
+
+def test_same_refusals() -> None:
+    body = encode(_specs())
+    with pytest.raises(UnsupportedMediaType):
+        _fused(body, "text/plain", None)
+    with pytest.raises(UnsupportedMediaType):
+        _fused(body, c.CT_PROTOBUF, "br")
+    with pytest.raises(PayloadTooLarge):
+        _fused(body, c.CT_PROTOBUF, None, max_spans=3)
+    with pytest.raises(BadRequest):
+        _fused(b"\xff\xff\xff", c.CT_PROTOBUF, None)
+
+
+def test_engine_spans_ending_after_the_latest_end_are_rejected_on_every_path() -> None:
+    """The native path (a clean protobuf batch), the Python protobuf path (a batch with
+    resolution rejects) and JSON: engine spans ending after `latest_end` are rejected FUTURE_TIME,
+    after the other rejects; their traces' hints stay."""
+    specs = _specs()  # specs[:12] are bad; the P/D halves end at 1.5 (prefill) and 3.0 (decode)
+    bodies = {
+        "native": (encode(specs[12:]), c.CT_PROTOBUF),
+        "python": (encode(specs), c.CT_PROTOBUF),
+        "json": (_json_body(), c.CT_JSON),  # one engine span, ending at 2.0
+    }
+    for path, (body, ct) in bodies.items():
+        every = decode_and_resolve(body, ct, None, max_decompressed_bytes=BIG, max_spans=10_000, cfg=CFG)
+        assert every.engine, path
+        if path == "native":  # a clean batch: the native decoder's answer (the suite requires it built)
+            assert fastpath.decode(body, 10_000, CFG) is not None
+
+        def upto(latest: float, body: bytes = body, ct: str = ct) -> ResolvedBatch:
+            return decode_and_resolve(
+                body, ct, None, max_decompressed_bytes=BIG, max_spans=10_000, cfg=CFG, latest_end=latest
+            )
+
+        assert upto(max(e.end_time for e in every.engine)) == every, path  # ending at it is not after
+        for latest in (1.75, 0.5):
+            cut = upto(latest)
+            late = [e for e in every.engine if e.end_time > latest]
+            assert cut.engine == tuple(e for e in every.engine if e.end_time <= latest), path
+            assert cut.rejected == every.rejected + len(late), path
+            assert cut.hints == every.hints, path
+            assert cut.errors[: len(every.errors)] == every.errors, path  # the other rejects first
+            assert len(cut.errors) == min(5, len(every.errors) + len(late)), path
+            if len(every.errors) < 5:
+                future = cut.errors[len(every.errors)]
+                assert future == f"{RejectReason.FUTURE_TIME.value} (span {late[0].span_id})", path
+
+
+def _json_body() -> bytes:
+    """An OTLP/JSON batch: one engine span (tenant acme, 12 prompt tokens, ending at 2.0) and one
+    with a bad trace id."""
     doc = {
         "resourceSpans": [
             {
@@ -133,20 +191,4 @@ def test_json_goes_through_the_generic_path() -> None:
             }
         ]
     }
-    body = json.dumps(doc).encode()
-    got = _fused(body, "application/json; charset=utf-8", None)
-    assert got == _reference(body, "application/json; charset=utf-8", None)
-    assert got.rejected == 1
-    assert [(e.tenant, e.prompt_tokens) for e in got.engine] == [("acme", 12)]
-
-
-def test_same_refusals() -> None:
-    body = encode(_specs())
-    with pytest.raises(UnsupportedMediaType):
-        _fused(body, "text/plain", None)
-    with pytest.raises(UnsupportedMediaType):
-        _fused(body, c.CT_PROTOBUF, "br")
-    with pytest.raises(PayloadTooLarge):
-        _fused(body, c.CT_PROTOBUF, None, max_spans=3)
-    with pytest.raises(BadRequest):
-        _fused(b"\xff\xff\xff", c.CT_PROTOBUF, None)
+    return json.dumps(doc).encode()
