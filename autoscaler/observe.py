@@ -90,7 +90,10 @@ class RecordWindow:
         self._max_samples = max_samples
         self.started_at: float | None = None
         self.last_update: float | None = None
-        self.newest_end: float | None = None  # newest record end time seen (any pool)
+        # newest record end time seen (any pool), at most the `now` it was added with: a record
+        # from a clock ahead (within ingest.max_clock_skew_seconds) must not make the data look
+        # fresh after its stream stopped
+        self.newest_end: float | None = None
         self.dropped = 0
 
     def start(self, now: float) -> None:
@@ -106,8 +109,9 @@ class RecordWindow:
                 self.started_at = now
             self.last_update = now
             for r in records:
-                if self.newest_end is None or r.end_time > self.newest_end:
-                    self.newest_end = r.end_time
+                end = min(r.end_time, now)
+                if self.newest_end is None or end > self.newest_end:
+                    self.newest_end = end
                 pool = self.pool_of(r)
                 if pool is None:
                     self.dropped += 1

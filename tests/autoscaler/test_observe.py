@@ -77,12 +77,16 @@ def test_window_pools_bounds_and_unknown_while_warming_up() -> None:
     assert obs.demand.requests_per_s == pytest.approx(50 / 60)
     assert len(obs.samples.prefill) == 100  # every new record's sample, handed over once
     assert src.observe("llama", 110.0).samples.prefill == ()
+    assert w.newest_end == 109.0
     assert src.observe("llama", 400.0).demand.requests_per_s == 0.0  # type: ignore[union-attr]  # live: zero traffic
     assert pool_by_model({"llama": "x"})(rec(1, 1.0)) == "x"
     dead = ObserverSource(w, live=lambda: False)
     assert dead.observe("llama", 110.0).demand is None
     stale = ObserverSource(w, data_age=lambda now: now - 110.0)
     assert stale.observe("llama", 400.0).demand.age_seconds == 290.0  # type: ignore[union-attr]
+    ahead = RecordWindow(pool_by_pod_prefix(["llama"]))
+    ahead.add_records([rec(1, 400.0)], 200.0)  # ends 200 s ahead of the clock it arrives with
+    assert ahead.newest_end == 200.0  # the data is as fresh as its arrival, not fresher
 
 
 def test_record_signals_starvation_after_three_windows_and_pressure() -> None:
