@@ -231,7 +231,8 @@ def create_app(
     async def receive_traces(request: Request) -> Response:
         ctype = request.headers.get("content-type")
         cenc = request.headers.get("content-encoding")
-        if not authorized(request):
+        if not authorized(request):  # counted: an exporter with a wrong token shows on /metrics
+            pipeline.metrics.batches.labels("unauthorized").inc()
             return _otlp_error(401, "missing or invalid bearer token", ctype, bearer_challenge)
         try:
             async with read_body(request, settings.server.max_body_bytes, inflight) as body:

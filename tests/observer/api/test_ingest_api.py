@@ -303,6 +303,8 @@ def test_bearer_token_guards_ingest_and_api(tmp_path: Path) -> None:
         assert status_pb2.Status.FromString(refused.content).message == "missing or invalid bearer token"
         as_json = svc.post(c.OTLP_TRACES_PATH, content=b"{}", headers={"Content-Type": c.CT_JSON})
         assert (as_json.status_code, as_json.json()["code"]) == (401, 401)
+        scraped = svc.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text
+        assert metric_samples(scraped)[(c.M_INGEST_BATCHES + "_total", (("status", "unauthorized"),))] == 2
         assert svc.get("/api/v1/tenants").status_code == 401
         assert svc.get("/metrics").status_code == 401
         assert svc.get("/healthz").status_code == 200
