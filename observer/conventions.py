@@ -425,6 +425,7 @@ M_INGEST_BATCHES: Final = metric(
 )  # {status=ok|partial|bad_request|too_large|throttled|unauthorized|unsupported}
 M_TRACES_INCOMPLETE: Final = metric("traces_incomplete")  # P/D traces flushed without their partner
 M_PENDING_ADOPTED: Final = metric("pending_adopted")  # P/D halves taken over from gone replicas
+M_STORE_CLOCK_OFFSET: Final = metric("store_clock_offset_seconds")  # this replica's clock - the DB's
 M_INGEST_VALUES_REWRITTEN: Final = metric("ingest_values_rewritten")  # span strings made safe (sanitize)
 M_SOURCE_VALUES_REWRITTEN: Final = metric("source_values_rewritten")  # {source} source strings made safe
 M_KV_EVENTS_DROPPED: Final = metric("kv_events_dropped")  # {reason} KV-event batches not applied

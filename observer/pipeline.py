@@ -78,6 +78,7 @@ class IngestMetrics:
     batches: Counter
     incomplete: Counter
     adopted: Counter
+    clock_offset: Gauge
     rewritten: Counter
     queue_depth: Gauge
     queued_spans: Gauge
@@ -100,6 +101,12 @@ class IngestMetrics:
             adopted=Counter(
                 c.M_PENDING_ADOPTED,
                 "P/D halves taken over from the stored rows of gone ingest replicas",
+                registry=registry,
+            ),
+            clock_offset=Gauge(
+                c.M_STORE_CLOCK_OFFSET,
+                "this replica's clock minus the database's, at the last maintenance (PostgreSQL; "
+                "0 on SQLite); heartbeats compare the replicas' clocks",
                 registry=registry,
             ),
             rewritten=Counter(
@@ -581,8 +588,31 @@ class Pipeline:
             self.aggregator.expire(now)
         if maintain:
             st = self.settings.store
+            self._check_clock()
             self.store.rollup(now - 60)
             self.store.apply_retention(now, st.record_retention_seconds, st.rollup_retention_seconds)
+
+    def _check_clock(self) -> None:
+        """Compare this replica's clock with the database's (PostgreSQL). A replica is gone when
+        its heartbeat, written with its own clock, is `replica_gone_after_seconds` old by the
+        reader's clock: clocks a quarter of that apart are logged at each maintenance, since at
+        the whole of it replicas take over each other's live P/D halves."""
+        db = self.store.clock()
+        if db is None:
+            return
+        offset = self.clock() - db
+        self.metrics.clock_offset.set(offset)
+        allowed = self.settings.ingest.replica_gone_after_seconds / 4
+        if abs(offset) > allowed:
+            log.warning(
+                "this replica's clock is off the database's; sync the clocks (NTP): replicas whose "
+                "clocks differ by ingest.replica_gone_after_seconds take over each other's P/D halves",
+                extra={
+                    "offset_seconds": round(offset, 3),
+                    "allowed_seconds": allowed,
+                    "replica_id": self.owner,
+                },
+            )
 
     @property
     def housekeeping_tick_seconds(self) -> float:

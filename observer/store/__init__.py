@@ -55,6 +55,12 @@ class RecordStore(Protocol):
         """`owner` stops: other replicas take over its pending spans at their next claim."""
         ...
 
+    def clock(self) -> float | None:
+        """The database server's clock (epoch seconds); None for a store with no clock of its own
+        (SQLite and in memory: one host). Heartbeats compare the replicas' clocks, so the
+        pipeline checks its own against this one (docs/ingest.md, "Several replicas")."""
+        ...
+
     def records_since(self, t: float, chunk_size: int = ...) -> Iterator[RequestRecord]:
         """Records with end_time >= t in end-time order (for rebuilding windows on restart)."""
         ...

@@ -88,6 +88,9 @@ class MemoryStore:
         with self._lock:
             self._beats[owner] = 0.0
 
+    def clock(self) -> float | None:
+        return None
+
     def records_since(self, t: float, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RequestRecord]:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")

@@ -362,6 +362,13 @@ class Store:
         with self._write() as conn:
             self._heartbeat(conn, owner, 0.0)
 
+    def clock(self) -> float | None:
+        """PostgreSQL's clock (`clock_timestamp()`, epoch seconds); None on SQLite (one host)."""
+        if self._sqlite:
+            return None
+        with self._read() as conn:
+            return float(conn.execute(sa.select(sa.extract("epoch", sa.func.clock_timestamp()))).scalar_one())
+
     def _heartbeat(self, conn: Connection, owner: str, at: float) -> None:
         rep = s.ingest_replicas
         stmt = self._insert(rep).values(owner=owner, heartbeat_at=at)

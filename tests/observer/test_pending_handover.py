@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from observer import conventions as c
@@ -153,3 +154,28 @@ def test_a_replica_restarted_under_its_name_takes_back_its_own_halves_at_once(db
     send(again, dec)
     (r,) = stored(again)
     assert r.complete
+
+
+def test_a_clock_off_the_databases_is_exported_and_logged(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats are written and read with each replica's own clock. Each maintenance measures
+    this replica's clock against PostgreSQL's and warns past a quarter of
+    replica_gone_after_seconds; SQLite (one host, one clock) has nothing to compare."""
+    clock = Clock(time.time())
+    p = replica(db_url, "a", clock)
+    p.recover()
+    offset = lambda: p.registry.get_sample_value(c.M_STORE_CLOCK_OFFSET)  # noqa: E731
+    tick(p, maintain=True)
+    assert abs(offset() or 0.0) < 5  # in step: no warning
+    assert "clock is off" not in caplog.text
+    clock.now += GONE / 4 + 5  # ahead of the database's by more than a quarter
+    tick(p, maintain=True)
+    if db_url.startswith("sqlite"):
+        assert offset() == 0.0
+        assert "clock is off" not in caplog.text
+        return
+    assert offset() == pytest.approx(GONE / 4 + 5, abs=5)
+    (warning,) = [r for r in caplog.records if "clock is off" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert warning.__dict__["replica_id"] == "a"
