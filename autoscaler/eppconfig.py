@@ -8,11 +8,24 @@ spans are rewritten, so comments, ordering, quoting and everything else stay byt
 The result is re-parsed and compared with the intended document before it is returned.
 A config held as a mapping (KServe's inline scheduler config) goes through the same code as
 JSON text (`edit_mapping`).
+
+A `pluginRef` names a plugin of the top-level `plugins:` list (its `name`, which defaults to its
+`type`): scorers are keyed by that plugin's type, so `{type: prefix-cache-scorer, name: prefix}`
+referenced as `pluginRef: prefix` is the `prefix-cache-scorer`.
+
+Refused as EppConfigError rather than guessed at: a key twice in one mapping on the path read
+(the EPP's Go decoder refuses it, PyYAML would keep the last), a merge key `<<` there (the
+value would come from elsewhere), an edited scalar carrying an anchor (`&w 2`: rewriting it
+would drop the anchor its aliases need), recursive aliases, nesting deeper than Python's
+recursion limit, and a document larger than `MAX_EXPANDED_NODES` nodes once its aliases are
+expanded (a "billion laughs" config would otherwise take the verification hours).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -21,22 +34,96 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from observer import conventions as c
 
+# the most nodes a config may have with its aliases expanded (each alias counted as a copy of
+# what it names); an EndpointPickerConfig has a few hundred
+MAX_EXPANDED_NODES = 1_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_ANCHORED = re.compile(r"(?:![^\s]*\s+)?&")  # a scalar's text starting with an anchor (after a tag)
+
 
 class EppConfigError(ValueError):
     """The text is not an EndpointPickerConfig we can edit safely."""
 
 
-def _get(node: Node, key: str) -> Node | None:
+def _get(node: Node | None, key: str) -> Node | None:
     if not isinstance(node, MappingNode):
         return None
+    found: Node | None = None
     for k, v in node.value:
+        if k.tag == _MERGE_TAG:
+            raise EppConfigError(
+                f"merge key << at line {k.start_mark.line + 1} is not supported: write the keys out"
+            )
         if isinstance(k, ScalarNode) and k.value == key and isinstance(v, Node):
-            return v
-    return None
+            if found is not None:
+                raise EppConfigError(f"duplicate key {key!r} at line {k.start_mark.line + 1}")
+            found = v
+    return found
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_size(root: Node) -> None:
+    """Refuse recursive aliases and more than MAX_EXPANDED_NODES nodes with aliases expanded
+    (linear in the composed graph: each node's expanded size is computed once)."""
+    sizes: dict[int, int] = {}
+    path: set[int] = set()  # the nodes being expanded: the current node's ancestors
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            path.discard(id(node))
+            size = sizes[id(node)] = 1 + sum(sizes[id(n)] for n in _children(node))
+            if size > MAX_EXPANDED_NODES:
+                raise EppConfigError(f"more than {MAX_EXPANDED_NODES} nodes once its aliases are expanded")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in path:
+            raise EppConfigError(f"recursive alias at line {node.start_mark.line + 1}")
+        path.add(id(node))
+        stack.append((node, True))
+        stack.extend((n, False) for n in _children(node) if id(n) not in sizes)
+
+
+def _load(text: str) -> Any:
+    """The document as PyYAML loads it (after `_compose` accepted the text)."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise EppConfigError(f"not valid YAML: {exc}") from exc
+
+
+def _span(text: str, node: ScalarNode, what: str) -> tuple[int, int]:
+    """The character span of a scalar to rewrite; refused when it carries an anchor."""
+    start, end = node.start_mark.index, node.end_mark.index
+    if _ANCHORED.match(text, start, end):
+        raise EppConfigError(
+            f"{what} at line {node.start_mark.line + 1} carries a YAML anchor (&): write the number there"
+        )
+    return start, end
+
+
+def _plugin_types(root: Node) -> dict[str, str]:
+    """Plugin name -> type, from the top-level `plugins:` list (a name defaults to the type)."""
+    plugins = _get(root, "plugins")
+    out: dict[str, str] = {}
+    for entry in plugins.value if isinstance(plugins, SequenceNode) else ():
+        kind, name = _get(entry, "type"), _get(entry, "name")
+        if isinstance(kind, ScalarNode):
+            out[str(name.value if isinstance(name, ScalarNode) else kind.value)] = str(kind.value)
+    return out
 
 
 def _weight_nodes(root: Node, profile: str | None) -> Iterator[tuple[str, str, ScalarNode | None]]:
-    """(profile name, scorer, weight node or None) for every plugin entry with a pluginRef."""
+    """(profile name, scorer type, weight node or None) for every plugin entry with a pluginRef."""
+    types = _plugin_types(root)
     profiles = _get(root, "schedulingProfiles")
     if not isinstance(profiles, SequenceNode):
         raise EppConfigError("no schedulingProfiles list")
@@ -59,7 +146,8 @@ def _weight_nodes(root: Node, profile: str | None) -> Iterator[tuple[str, str, S
             if not isinstance(ref, ScalarNode):
                 continue
             weight = _get(entry, "weight")
-            yield name, str(ref.value), weight if isinstance(weight, ScalarNode) else None
+            scorer = types.get(str(ref.value), str(ref.value))
+            yield name, scorer, weight if isinstance(weight, ScalarNode) else None
 
 
 def _compose(text: str) -> Node:
@@ -67,8 +155,11 @@ def _compose(text: str) -> Node:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise EppConfigError(f"not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise EppConfigError("nested too deeply") from None
     if root is None:
         raise EppConfigError("empty config")
+    _check_size(root)
     return root
 
 
@@ -86,6 +177,8 @@ def read_weights(text: str, profile: str | None = None) -> dict[str, float]:
             value = float(node.value) if node is not None else 1.0
         except ValueError as exc:
             raise EppConfigError(f"weight of {scorer} is not a number: {node.value!r}") from exc  # type: ignore[union-attr]
+        if not (math.isfinite(value) and value >= 0):
+            raise EppConfigError(f"weight of {scorer} is not a finite number >= 0: {value!r}")
         if scorer in out and out[scorer] != value:
             raise EppConfigError(
                 f"{scorer} has different weights in profiles {where[scorer]!r} ({out[scorer]:g}) and "
@@ -101,12 +194,20 @@ def _fmt(value: float) -> str:
 
 
 def _expected(doc: Any, weights: Mapping[str, float], profile: str | None) -> Any:
+    types = {
+        str(p.get("name") or p["type"]): str(p["type"])
+        for p in doc.get("plugins") or []
+        if isinstance(p, dict) and p.get("type") is not None
+    }
     for prof in doc.get("schedulingProfiles") or []:
         if profile is not None and prof.get("name") != profile:
             continue
         for entry in prof.get("plugins") or []:
-            if isinstance(entry, dict) and entry.get("pluginRef") in weights:
-                w = weights[entry["pluginRef"]]
+            if not isinstance(entry, dict) or "pluginRef" not in entry:
+                continue
+            scorer = types.get(str(entry["pluginRef"]), str(entry["pluginRef"]))
+            if scorer in weights:
+                w = weights[scorer]
                 entry["weight"] = int(w) if float(w).is_integer() else float(w)
     return doc
 
@@ -114,6 +215,9 @@ def _expected(doc: Any, weights: Mapping[str, float], profile: str | None) -> An
 def edit_weights(text: str, weights: Mapping[str, float], profile: str | None = None) -> str:
     """Return `text` with the given scorers' weights replaced, nothing else changed (in
     `profile`, or in every profile when they agree: see `read_weights`)."""
+    bad = {k: v for k, v in weights.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise EppConfigError(f"weights must be finite numbers >= 0: {bad}")
     read_weights(text, profile)  # the same checks as the read the decision came from
     spans: list[tuple[int, int, str]] = []
     seen: set[str] = set()
@@ -123,14 +227,14 @@ def edit_weights(text: str, weights: Mapping[str, float], profile: str | None = 
         if node is None:
             raise EppConfigError(f"{scorer} has no explicit weight to edit")
         seen.add(scorer)
-        spans.append((node.start_mark.index, node.end_mark.index, _fmt(weights[scorer])))
+        spans.append((*_span(text, node, f"weight of {scorer}"), _fmt(weights[scorer])))
     missing = sorted(set(weights) - seen)
     if missing:
         raise EppConfigError(f"scorers not in the config: {', '.join(missing)}")
     out = text
     for start, end, value in sorted(spans, reverse=True):
         out = out[:start] + value + out[end:]
-    if yaml.safe_load(out) != _expected(yaml.safe_load(text), weights, profile):
+    if _load(out) != _expected(_load(text), weights, profile):
         raise EppConfigError("edit did not round-trip")  # pragma: no cover - defensive
     return out
 
@@ -179,7 +283,7 @@ def read_decider_threshold(text: str) -> int | None:
     such plugin. A decider without the parameter reads as 0, the EPP's default (which turns
     disaggregation off)."""
     root = _compose(text)
-    found = _decider(root, yaml.safe_load(text))
+    found = _decider(root, _load(text))
     if found is None:
         return None
     node, value = found
@@ -199,7 +303,7 @@ def edit_decider_threshold(text: str, tokens: int) -> str:
             f"{c.PD_DECIDER_THRESHOLD_PARAM} must be an integer >= 1 (0 turns disaggregation off): {tokens!r}"
         )
     root = _compose(text)
-    doc = yaml.safe_load(text)
+    doc = _load(text)
     found = _decider(root, doc)
     if found is None:
         raise EppConfigError(f"no {c.PD_DECIDER_PLUGIN} plugin in the config")
@@ -210,11 +314,12 @@ def edit_decider_threshold(text: str, tokens: int) -> str:
             f"(add `{c.PD_DECIDER_THRESHOLD_PARAM}: N` under its parameters once)"
         )
     _check_tokens(value)
-    out = text[: node.start_mark.index] + str(tokens) + text[node.end_mark.index :]
+    start, end = _span(text, node, c.PD_DECIDER_THRESHOLD_PARAM)
+    out = text[:start] + str(tokens) + text[end:]
     for entry in doc["plugins"]:
         if isinstance(entry, dict) and entry.get("type") == c.PD_DECIDER_PLUGIN:
             entry["parameters"][c.PD_DECIDER_THRESHOLD_PARAM] = tokens
-    if yaml.safe_load(out) != doc:
+    if _load(out) != doc:
         raise EppConfigError("edit did not round-trip")  # pragma: no cover - defensive
     return out
 

@@ -190,3 +190,111 @@ def test_mapping_edits_as_kserve_inline_holds_it(tokens: int, weight: float) -> 
     assert new == doc  # nothing else moved
     with pytest.raises(EppConfigError, match="not a mapping"):
         edit_mapping("plugins: []", lambda t: t)  # type: ignore[arg-type]
+
+
+# -- hostile or unusual but legal YAML --------------------------------------------------------
+ONE = "schedulingProfiles:\n- name: decode\n  plugins:\n  - pluginRef: queue-scorer\n    weight: {w}\n"
+
+
+def test_an_anchored_weight_is_refused_not_a_crash() -> None:
+    # rewriting `&w 2` dropped the anchor its alias needs: PyYAML's ComposerError (not an
+    # EppConfigError) escaped the edit, and with it the controller's tick
+    shared = (
+        "schedulingProfiles:\n- name: decode\n  plugins:\n"
+        "  - {pluginRef: prefix-cache-scorer, weight: &w 2}\n"
+        "  - {pluginRef: queue-scorer, weight: *w}\n"
+    )
+    assert read_weights(shared) == {c.SCORER_PREFIX_CACHE: 2.0, c.SCORER_QUEUE: 2.0}  # reading is fine
+    for weights in ({c.SCORER_QUEUE: 3}, {c.SCORER_PREFIX_CACHE: 3, c.SCORER_QUEUE: 3}):
+        with pytest.raises(EppConfigError, match=r"weight of .* at line 4 carries a YAML anchor"):
+            edit_weights(shared, weights)
+    tagged = DECIDER.replace("nonCachedTokens: 16", "nonCachedTokens: !!int &n 16\n    other: *n")
+    assert read_decider_threshold(tagged) == 16
+    with pytest.raises(EppConfigError, match="nonCachedTokens at line 8 carries a YAML anchor"):
+        edit_decider_threshold(tagged, 32)
+
+
+def test_alias_bombs_and_deep_nesting_are_refused_quickly() -> None:
+    import time
+
+    # "billion laughs": ~500 bytes, 10^9 nodes expanded; the edit's round-trip comparison of
+    # the two loaded documents walked all of them (~7x longer per level: seconds here, hours
+    # at 12 levels)
+    lol = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8)
+    )
+    started = time.monotonic()
+    with pytest.raises(EppConfigError, match="more than 1000000 nodes once its aliases are expanded"):
+        edit_weights(lol + ONE.format(w=1), {c.SCORER_QUEUE: 2})
+    with pytest.raises(EppConfigError, match="more than 1000000 nodes"):
+        read_decider_threshold(lol + ONE.format(w=1))
+    assert time.monotonic() - started < 1.0
+    # a recursive alias: the loaded document contains itself (RecursionError on comparison)
+    with pytest.raises(EppConfigError, match="recursive alias at line 1"):
+        edit_weights("x: &a [*a]\n" + ONE.format(w=1), {c.SCORER_QUEUE: 2})
+    # nesting past Python's recursion limit (RecursionError out of PyYAML's composer)
+    with pytest.raises(EppConfigError, match="nested too deeply"):
+        read_weights("x: " + "[" * 3000 + "]" * 3000 + "\n" + ONE.format(w=1))
+    # a shared anchor elsewhere in a normal-sized config is fine
+    shared = "defaults: &d {a: 1}\nx: *d\n" + ONE.format(w=1)
+    assert edit_weights(shared, {c.SCORER_QUEUE: 2}) == shared.replace("weight: 1", "weight: 2")
+
+
+def test_duplicate_and_merge_keys_are_refused_not_misread() -> None:
+    # a duplicate `weight` read as its first value (1), while PyYAML loads the last (5) and
+    # the EPP's Go decoder refuses the document; the edit then failed as "did not round-trip"
+    dup = ONE.format(w="1\n    weight: 5")
+    with pytest.raises(EppConfigError, match="duplicate key 'weight' at line 6"):
+        read_weights(dup)
+    with pytest.raises(EppConfigError, match="duplicate key 'weight'"):
+        edit_weights(dup, {c.SCORER_QUEUE: 2})
+    with pytest.raises(EppConfigError, match="duplicate key 'nonCachedTokens'"):
+        read_decider_threshold(
+            DECIDER.replace("nonCachedTokens: 16", "nonCachedTokens: 16\n    nonCachedTokens: 8")
+        )
+    # a weight merged in with `<<` read as the default 1 (the EPP sees 3)
+    merged = "x: &d {weight: 3}\n" + ONE.format(w=1).replace("    weight: 1\n", "    <<: *d\n")
+    with pytest.raises(EppConfigError, match="merge key << at line 6 is not supported"):
+        read_weights(merged)
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-inf", "-3", "'-0.5'"])
+def test_a_weight_that_is_not_a_finite_non_negative_number_is_refused(weight: str) -> None:
+    # they were read as NaN / inf / negative weights and handed to the policy
+    with pytest.raises(EppConfigError, match="weight of queue-scorer is not a finite number >= 0"):
+        read_weights(ONE.format(w=weight))
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(EppConfigError, match="weights must be finite numbers >= 0"):
+            edit_weights(ONE.format(w=1), {c.SCORER_QUEUE: bad})
+
+
+def test_plugins_referenced_by_name_are_keyed_by_their_type() -> None:
+    # `pluginRef` names a plugin of the top-level list (its `name`, else its `type`): the
+    # scorers were keyed by the instance name, so `prefix-cache-scorer` was "not in the config"
+    # and an unweighted `q` (a queue-scorer, default weight 1) was left out
+    named = (
+        "plugins:\n- type: prefix-cache-scorer\n  name: prefix\n- {type: queue-scorer, name: q}\n"
+        "- type: kv-cache-utilization-scorer\n"
+        "schedulingProfiles:\n- name: decode\n  plugins:\n  - pluginRef: prefix\n    weight: 2  # cache\n"
+        "  - pluginRef: q\n  - {pluginRef: kv-cache-utilization-scorer, weight: 1}\n"
+    )
+    assert read_weights(named) == {
+        c.SCORER_PREFIX_CACHE: 2.0,
+        c.SCORER_QUEUE: 1.0,
+        c.SCORER_KV_UTILIZATION: 1.0,
+    }
+    out = edit_weights(named, {c.SCORER_PREFIX_CACHE: 4, c.SCORER_KV_UTILIZATION: 0.5})
+    assert out == named.replace("weight: 2  #", "weight: 4  #").replace("weight: 1}", "weight: 0.5}")
+    with pytest.raises(EppConfigError, match="queue-scorer has no explicit weight"):
+        edit_weights(named, {c.SCORER_QUEUE: 2})
+    new = edit_mapping(yaml.safe_load(named), lambda t: edit_weights(t, {c.SCORER_PREFIX_CACHE: 3}))
+    assert new["schedulingProfiles"][0]["plugins"][0] == {"pluginRef": "prefix", "weight": 3}
+
+
+def test_crlf_bom_unicode_and_flow_style_keep_every_other_byte() -> None:
+    crlf = DECIDER.replace("\n", "\r\n")
+    assert edit_decider_threshold(crlf, 64) == crlf.replace("nonCachedTokens: 16", "nonCachedTokens: 64")
+    text = "\ufeff# réglé 🎉\r\n" + ONE.format(w="1   # 权重 🎉").replace("\n", "\r\n")
+    assert edit_weights(text, {c.SCORER_QUEUE: 2.5}) == text.replace("weight: 1 ", "weight: 2.5 ")
+    flow = '{"schedulingProfiles": [{"name": "d", "plugins": [{"pluginRef": "queue-scorer", "weight": 1}]}]}'
+    assert edit_weights(flow, {c.SCORER_QUEUE: 7}) == flow.replace('"weight": 1', '"weight": 7')

@@ -214,6 +214,26 @@ def test_configmap_no_decider_and_bad_config_are_permanent(em: Emulator, api: Ku
     assert em.writes() == []
 
 
+def test_configmap_hostile_yaml_is_permanent_not_a_crash(em: Emulator, api: KubernetesApi) -> None:
+    # an anchored weight made the edit raise PyYAML's ComposerError, which is no ActuationError:
+    # it escaped the lever and ended the controller; an alias bomb held it for hours
+    target = EppWeightTarget(api, pool_settings(CM_EPP))
+    anchored = DECIDER_YAML.replace("weight: 2}", "weight: &w 2}").replace(
+        "{pluginRef: queue-scorer, weight: 1}", "{pluginRef: queue-scorer, weight: *w}"
+    )
+    seed_configmap(em, anchored)
+    assert target.weights("llama")[c.SCORER_QUEUE] == 2.0
+    with pytest.raises(PermanentError, match=r"ConfigMap llm/llama-epp: weight of .* carries a YAML anchor"):
+        target.set_weights("llama", {c.SCORER_QUEUE: 3.0}, now=NOW, dry_run=False)
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8)
+    )
+    seed_configmap(em, bomb + DECIDER_YAML)
+    with pytest.raises(PermanentError, match="more than 1000000 nodes once its aliases are expanded"):
+        target.set_epp("llama", decider=32, now=NOW, dry_run=False)
+    assert em.writes() == []
+
+
 # -- LLMInferenceService route --------------------------------------------------------------
 def test_llmisvc_inline_weights_and_decider_by_merge_patch(em: Emulator, api: KubernetesApi) -> None:
     config = yaml.safe_load(DECIDER_YAML)
