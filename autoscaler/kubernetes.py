@@ -135,7 +135,14 @@ def _kserve_workload(ref: ResourceRef, obj: Mapping[str, Any], role: str) -> Map
     an inherited `scaling` fails KServe's merge and takes the service down)."""
     spec = obj.get("spec") or {}
     work, path = (spec.get("prefill") or {}, "spec.prefill") if role == c.ROLE_PREFILL else (spec, "spec")
-    inherited = c.KSERVE_SCALING_CONDITION[role] in _conditions(obj.get("status") or {})
+    status = obj.get("status") or {}
+    if role == c.ROLE_PREFILL and spec.get("prefill") is None and not _kserve_has_prefill(status):
+        raise PermanentError(
+            f"{ref}: no spec.prefill and KServe reports no prefill workload: the service does not "
+            "disaggregate, so it has no prefill role to scale (writing spec.prefill.replicas would "
+            "turn P/D on): give the pool's prefill another target, or add spec.prefill to the service"
+        )
+    inherited = c.KSERVE_SCALING_CONDITION[role] in _conditions(status)
     if work.get(c.KSERVE_SCALING_FIELD) is not None or inherited:
         where = "through spec.baseRefs " if work.get(c.KSERVE_SCALING_FIELD) is None else ""
         raise PermanentError(
@@ -144,6 +151,15 @@ def _kserve_workload(ref: ResourceRef, obj: Mapping[str, Any], role: str) -> Map
             "remove it for pd-observer to scale this role, or leave the pool out"
         )
     return work
+
+
+def _kserve_has_prefill(status: Mapping[str, Any]) -> bool:
+    """KServe reports a prefill workload (one inherited through `spec.baseRefs` shows only here):
+    a prefill workload condition, or `status.workloads.prefill`."""
+    conds = _conditions(status)
+    workloads = status.get("workloads")
+    named = isinstance(workloads, dict) and workloads.get(c.KSERVE_STATUS_WORKLOAD[c.ROLE_PREFILL])
+    return bool(named) or any(t in conds for t in c.KSERVE_WORKLOAD_CONDITIONS[c.ROLE_PREFILL])
 
 
 def _generation_current(obj: Mapping[str, Any]) -> bool:

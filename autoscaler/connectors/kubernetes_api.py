@@ -157,6 +157,8 @@ class KubernetesApi:
             return fn()
         except (ApiException, urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
             raise classify(exc, what) from exc
+        except ValueError as exc:  # a 2xx whose body the client cannot decode (not JSON, not the model)
+            raise PermanentError(f"{what}: the response is not a valid object: {_one_line(exc)}") from exc
 
     def _raw(self, what: str, fn: Callable[..., Any]) -> dict[str, Any]:
         """A read as the server sent it (`_preload_content=False`): for objects written back
@@ -166,13 +168,12 @@ class KubernetesApi:
             out = json.loads(resp.data)
         except (ValueError, AttributeError) as exc:
             raise PermanentError(f"{what}: the response is not JSON: {exc}") from exc
-        return out if isinstance(out, dict) else {}
+        return _object(out, what)
 
-    def _plain(self, obj: Any) -> dict[str, Any]:
+    def _plain(self, obj: Any, what: str) -> dict[str, Any]:
         if isinstance(obj, dict):
             return obj
-        out = self._client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-        return out if isinstance(out, dict) else {}
+        return _object(self._client.sanitize_for_serialization(obj), what)  # type: ignore[no-untyped-call]
 
     def _write_opts(self, dry_run: bool) -> dict[str, Any]:
         opts: dict[str, Any] = {"field_manager": self.field_manager, "_request_timeout": self.timeout}
@@ -207,7 +208,7 @@ class KubernetesApi:
             fn = lambda: self._custom.get_namespaced_custom_object(  # noqa: E731
                 ref.group, ref.version, ref.namespace, ref.plural, ref.name, _request_timeout=t
             )
-        return self._plain(self._call(f"get {ref}", fn))
+        return self._plain(self._call(f"get {ref}", fn), f"get {ref}")
 
     def get_scale(self, ref: ResourceRef) -> ScaleView:
         t = self.timeout
@@ -223,11 +224,12 @@ class KubernetesApi:
             fn = lambda: self._custom.get_namespaced_custom_object_scale(  # noqa: E731
                 ref.group, ref.version, ref.namespace, ref.plural, ref.name, _request_timeout=t
             )
-        scale = self._plain(self._call(f"get {ref}/scale", fn))
+        what = f"get {ref}/scale"
+        scale = self._plain(self._call(what, fn), what)
         return ScaleView(
-            replicas=int(scale.get("spec", {}).get("replicas") or 0),
-            status_replicas=int(scale.get("status", {}).get("replicas") or 0),
-            resource_version=str(scale.get("metadata", {}).get("resourceVersion", "")),
+            replicas=_replicas(scale, "spec", what),
+            status_replicas=_replicas(scale, "status", what),
+            resource_version=str((scale.get("metadata") or {}).get("resourceVersion", "")),
         )
 
     def patch_scale(self, ref: ResourceRef, replicas: int, resource_version: str, *, dry_run: bool) -> None:
@@ -259,7 +261,8 @@ class KubernetesApi:
                 lambda: self._custom.patch_namespaced_custom_object(
                     ref.group, ref.version, ref.namespace, ref.plural, ref.name, dict(patch), **opts
                 ),
-            )
+            ),
+            f"patch {ref}",
         )
 
     def patch_deployment(self, namespace: str, name: str, patch: Mapping[str, Any], *, dry_run: bool) -> None:
@@ -276,7 +279,10 @@ class KubernetesApi:
             f"get ConfigMap {namespace}/{name}",
             lambda **kw: self._core.read_namespaced_config_map(name, namespace, **kw),
         )
-        return dict(cm.get("data") or {}), str(cm.get("metadata", {}).get("resourceVersion", ""))
+        data, meta = cm.get("data") or {}, cm.get("metadata") or {}
+        if not isinstance(data, dict) or not isinstance(meta, dict):
+            raise PermanentError(f"get ConfigMap {namespace}/{name}: data or metadata is not an object")
+        return dict(data), str(meta.get("resourceVersion", ""))
 
     def replace_config_map_data(
         self, namespace: str, name: str, data: Mapping[str, str], resource_version: str, *, dry_run: bool
@@ -323,7 +329,8 @@ class KubernetesApi:
                 lambda: self._coord.create_namespaced_lease(
                     namespace, _model(k8s.V1Lease, body), **self._write_opts(False)
                 ),
-            )
+            ),
+            f"create Lease {namespace}/{name}",
         )
         if not times:
             return created
@@ -341,8 +348,27 @@ class KubernetesApi:
             self._call(
                 f"patch Lease {namespace}/{name}",
                 lambda: self._coord.patch_namespaced_lease(name, namespace, body, **opts),
-            )
+            ),
+            f"patch Lease {namespace}/{name}",
         )
+
+
+def _object(out: Any, what: str) -> dict[str, Any]:
+    """A response body that must be a JSON object (a `null` or a list is not an empty object)."""
+    if not isinstance(out, dict):
+        raise PermanentError(f"{what}: the response is not a JSON object but {type(out).__name__}")
+    return out
+
+
+def _replicas(scale: Mapping[str, Any], part: str, what: str) -> int:
+    """`spec.replicas` / `status.replicas` of a Scale: absent (omitempty) is 0."""
+    section = scale.get(part) or {}
+    value = section.get("replicas") if isinstance(section, dict) else None
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PermanentError(f"{what}: {part}.replicas is not a non-negative integer: {value!r}")
+    return value
 
 
 M = TypeVar("M")

@@ -18,8 +18,8 @@ exactly the endpoints the autoscaler uses, with real HTTP semantics for the real
   version shows only the status fields that version has (KServe's LLMInferenceService
   v1alpha1 has no `status.workloads`, `router` or `appliedConfigs`), as the conversion webhook
   and the CRD's schema pruning leave it; the stored object keeps them;
-- injectable faults (status code or delay, optionally a `Retry-After`) matched by method and
-  path substring;
+- injectable faults (status code or delay, optionally a `Retry-After`, optionally a raw body
+  sent as it is, e.g. a 200 that is not JSON) matched by method and path substring;
 - what the real server rejects: a PATCH whose Content-Type is not a merge patch (415), and a
   Lease whose `acquireTime`/`renewTime` is not a MicroTime with its six fraction digits (400:
   apimachinery parses them with the layout `2006-01-02T15:04:05.000000Z07:00`).
@@ -67,6 +67,7 @@ class Fault:
     delay: float = 0.0
     times: int = 1
     retry_after: int | None = None  # seconds, sent as the Retry-After header
+    body: bytes | None = None  # sent as it is (with `status`, e.g. 200) instead of a Status object
 
 
 @dataclass
@@ -136,9 +137,8 @@ class Emulator:
                 if f.delay:
                     time.sleep(f.delay)
                 if f.status:
-                    code, out = self._record(
-                        method, path, query, body, f.status, _status(f.status, "injected")
-                    )
+                    answer: Any = _status(f.status, "injected") if f.body is None else RawBody(f.body)
+                    code, out = self._record(method, path, query, body, f.status, answer)
                     return (
                         code,
                         out,
@@ -327,6 +327,13 @@ def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RawBody:
+    """A response body sent byte for byte (an injected malformed answer)."""
+
+    data: bytes
+
+
 def _status(code: int, reason: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "code": code}
 
@@ -344,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         code, out, headers = self.emulator.handle(
             self.command, self.path, body, self.headers.get("Content-Type") or ""
         )
-        data = json.dumps(out).encode()
+        data = out.data if isinstance(out, RawBody) else json.dumps(out).encode()
         try:
             self.send_response(code)
             for name, value in headers.items():

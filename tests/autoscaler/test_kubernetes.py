@@ -993,3 +993,91 @@ def test_build_controller_from_settings(em: Emulator, server: RunningEmulator) -
     # the Lease is real (leadership is not dry-run); every other write is dryRun=All
     assert all(p.query.get("dryRun") == ["All"] for p in em.writes("PATCH") if "/leases/" not in p.path)
     assert audit.entries[-1].mode == "dry-run"
+
+
+# -- odd answers of the API server --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html>proxy error</html>", "the response is not a valid object"),
+        (b"null", "the response is not a JSON object but NoneType"),
+        (b"[]", "the response is not"),
+    ],
+)
+def test_a_2xx_that_is_not_an_object_is_a_permanent_error(
+    em: Emulator, api: KubernetesApi, body: bytes, message: str
+) -> None:
+    """A 200 whose body is not a JSON object (an HTML page from a proxy, `null`): the client's
+    JSONDecodeError / pydantic ValidationError escaped the adapter (no ActuationError: it ended
+    the controller), and `null` read as an empty object (a Scale of 0 replicas)."""
+    seed(em)
+    put_leaderworkerset(em, "llama-lws", 2, {"replicas": 2, "readyReplicas": 2})
+    target = KubernetesScaleTarget(api, settings(decode={"kind": "LeaderWorkerSet", "name": "llama-lws"}))
+    for role, path in ((c.ROLE_PREFILL, "/deployments/llama-prefill"), (c.ROLE_DECODE, "/leaderworkersets/")):
+        em.faults.append(Fault("GET", path, status=200, body=body))
+        with pytest.raises(PermanentError, match=message):
+            target.status("llama", role)
+    em.faults.append(Fault("GET", "/leaderworkersets/llama-lws/scale", status=200, body=body))
+    with pytest.raises(PermanentError, match=message):
+        target.scale("llama", c.ROLE_DECODE, 3, dry_run=False)
+    em.faults.append(Fault("PATCH", "/deployments/llama-prefill/scale", status=200, body=b"<html/>"))
+    with pytest.raises(PermanentError, match="patch Deployment llm/llama-prefill/scale: the response is not"):
+        target.scale("llama", c.ROLE_PREFILL, 2, dry_run=False)
+    em.faults.append(Fault("GET", "/configmaps/llama-epp", status=200, body=body))
+    with pytest.raises(PermanentError, match="get ConfigMap llm/llama-epp: the response is not"):
+        EppWeightTarget(api, settings()).weights("llama")
+
+
+def test_a_scale_whose_replicas_are_not_a_count_is_a_permanent_error(
+    em: Emulator, api: KubernetesApi
+) -> None:
+    # a custom /scale answered by an aggregated API or a schema-less CRD: int("many") raised
+    # ValueError out of the adapter; a missing status.replicas (omitempty) is 0
+    em.put(
+        "example.com/v1",
+        "workers",
+        {"metadata": {"name": "w", "namespace": NS}, "spec": {"replicas": 2}, "status": {}},
+    )
+    ref = ResourceRef("Worker", NS, "w", "example.com", "v1", "workers")
+    assert api.get_scale(ref).status_replicas == 0
+    scale = b'{"kind": "Scale", "metadata": null, "spec": {"replicas": "many"}, "status": null}'
+    em.faults.append(Fault("GET", "/workers/w/scale", status=200, body=scale))
+    with pytest.raises(PermanentError, match=r"spec\.replicas is not a non-negative integer: 'many'"):
+        api.get_scale(ref)
+
+
+def test_kserve_without_prefill_has_no_prefill_role_to_scale(em: Emulator, api: KubernetesApi) -> None:
+    """An LLMInferenceService with no `spec.prefill` does not disaggregate. Its prefill role
+    read as 1 replica, 0 ready, and a scale-up wrote `spec.prefill: {replicas: N}`, which makes
+    KServe create a prefill workload (P/D turned on by the autoscaler). Now refused, no write;
+    a prefill inherited through `spec.baseRefs` (only the status shows it) is still scaled."""
+    svc = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": "llama", "namespace": NS, "generation": 1},
+        "spec": {"replicas": 2, "model": {"uri": "hf://x"}},
+        "status": {"observedGeneration": 1, "conditions": [{"type": "MainWorkloadReady", "status": "True"}]},
+    }
+    em.put("serving.kserve.io/v1alpha1", "llminferenceservices", svc)
+    kind = {"kind": "LLMInferenceService", "name": "llama"}
+    target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
+    assert target.status("llama", c.ROLE_DECODE).replicas == 2
+    for attempt in (
+        lambda: target.status("llama", c.ROLE_PREFILL),
+        lambda: target.scale("llama", c.ROLE_PREFILL, 2, dry_run=False),
+    ):
+        with pytest.raises(PermanentError, match=r"no spec\.prefill and KServe reports no prefill workload"):
+            attempt()
+    assert em.writes() == []
+    inherited = {"type": "PrefillWorkloadReady", "status": "True"}
+    em.set_status(
+        "serving.kserve.io/v1alpha1",
+        "llminferenceservices",
+        NS,
+        "llama",
+        {"conditions": [*svc["status"]["conditions"], inherited]},
+    )
+    assert target.status("llama", c.ROLE_PREFILL).ready == 1
+    target.scale("llama", c.ROLE_PREFILL, 2, dry_run=False)
+    (patch,) = em.writes("PATCH")
+    assert patch.body["spec"] == {"prefill": {"replicas": 2}}
