@@ -18,8 +18,10 @@ batches applied from there.
 
 A publisher is untrusted: the pod and model of a topic go through `clean_value`
 (observer/sources/untrusted.py), and a batch that is not the expected shape (a non-list of
-events, unhashable block hashes, a non-number timestamp, ...) is one `decode_errors`, never an
-exception in the consumer thread.
+events, unhashable or too deeply nested block hashes, a non-number timestamp, a sequence frame
+that is not 8 bytes, ...) is one `decode_errors`, never an exception in the consumer thread. A
+replay applies each missing number once and reads at most min(gap, `max_replay_batches`) + 1
+replies.
 """
 
 from __future__ import annotations
@@ -58,9 +60,17 @@ class KvBatch:
     dp_rank: int | None = None
 
 
-def _hashable(v: Any) -> Hashable:
+# how deeply a block hash may nest lists (vLLM's are an int, bytes, or a short tuple of them):
+# deeper is malformed, not a RecursionError that would end the consumer thread
+MAX_HASH_DEPTH = 8
+SEQ_BYTES = 8  # the sequence frame: an 8-byte big-endian number
+
+
+def _hashable(v: Any, depth: int = 0) -> Hashable:
     if isinstance(v, list):
-        return tuple(_hashable(x) for x in v)
+        if depth >= MAX_HASH_DEPTH:
+            raise ValueError(f"a block hash nested deeper than {MAX_HASH_DEPTH}")
+        return tuple(_hashable(x, depth + 1) for x in v)
     return v  # type: ignore[no-any-return]
 
 
@@ -331,10 +341,12 @@ class KvEventsConsumer:
         max_publishers: int = 1024,
         max_topics: int = 4096,
         max_topics_per_publisher: int = 8,
+        max_replay_batches: int = 10_000,
     ) -> None:
         self.publishers = tuple(publishers)
         self.max_topics = max_topics
         self.max_topics_per_publisher = max_topics_per_publisher
+        self.max_replay_batches = max_replay_batches
         self.refused_topics = 0
         self.restarts = 0  # topics whose sequence started again (the publisher restarted)
         self._topics_of: dict[KvPublisher, set[tuple[str, str]]] = {}  # the consumer thread's
@@ -473,6 +485,9 @@ class KvEventsConsumer:
                 return
             topics.add(who)
         pod, model = who
+        if len(seq_bytes) != SEQ_BYTES:  # a longer one overflowed the replay request (thread ended)
+            self.decode_errors += 1
+            return
         seq = int.from_bytes(seq_bytes, "big")
         last = self.last_seq.get(who)
         if last is not None and seq <= last:
@@ -501,15 +516,23 @@ class KvEventsConsumer:
     def _replay(
         self, ctx: zmq.Context[Any], pub: KvPublisher, who: tuple[str, str], start: int, until: int
     ) -> int:
-        """Ask the publisher's ROUTER for batches [start, until); returns how many were applied."""
+        """Ask the publisher's ROUTER for batches [start, until); returns how many were applied.
+
+        Each number is applied once, and the answer is read only until the gap is filled, a
+        batch at or past `until` arrives (the publisher answers in order), or
+        min(until - start, `max_replay_batches`) + 1 frames came (vLLM buffers 10 000 batches):
+        a publisher repeating or streaming batches cannot hold the consumer thread, nor count
+        one lost batch as recovered twice."""
         pod, model = who
         s: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
-        applied = 0
+        applied: set[int] = set()
+        budget = min(until - start, self.max_replay_batches) + 1
         try:
             s.connect(pub.replay_endpoint or "")
-            s.send_multipart((b"", start.to_bytes(8, "big")))
-            while s.poll(self._replay_timeout_ms):
+            s.send_multipart((b"", start.to_bytes(SEQ_BYTES, "big")))
+            while budget > 0 and len(applied) < until - start and s.poll(self._replay_timeout_ms):
+                budget -= 1
                 frames = s.recv_multipart()
                 if len(frames) != 3:
                     break
@@ -517,11 +540,13 @@ class KvEventsConsumer:
                 if not payload or seq_bytes == END_SEQ:
                     break
                 rseq = int.from_bytes(seq_bytes, "big")
-                if start <= rseq < until:
+                if rseq >= until:
+                    break
+                if start <= rseq and rseq not in applied:
                     self._apply(pod, model, payload)
-                    applied += 1
+                    applied.add(rseq)
         except zmq.ZMQError as exc:
             log.warning("kv events replay from %s failed: %s", pub.replay_endpoint, exc)
         finally:
             s.close(linger=0)
-        return applied
+        return len(applied)

@@ -325,3 +325,113 @@ def test_one_publisher_cannot_take_the_pod_slots_of_the_others() -> None:
         for sock in socks:
             sock.close(0)
         ctx.term()
+
+
+def _subscribed(consumer: KvEventsConsumer, pub: zmq.Socket[bytes], topic: bytes, payload: bytes) -> None:
+    """Repeat seq 0 until the consumer has it (slow joiner)."""
+    who = parse_topic(topic)
+    deadline = time.monotonic() + 5
+    while who not in consumer.last_seq:
+        assert time.monotonic() < deadline
+        pub.send_multipart((topic, (0).to_bytes(8, "big"), payload))
+        time.sleep(0.02)
+
+
+def test_a_deeply_nested_hash_or_a_long_sequence_frame_does_not_end_the_consumer() -> None:
+    """Over real ZMQ. A block hash nested ~600 lists deep (msgpack allows 1024) raised
+    RecursionError, and a sequence frame longer than 8 bytes overflowed the replay request
+    (OverflowError): neither is a ValueError, so each ended the consumer thread and every later
+    batch of every publisher was lost. Now each is one decode error, nothing else changes."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    idx = KvTierIndex()
+    # a replay endpoint nobody serves: the overflow came before anything was sent
+    consumer = KvEventsConsumer(
+        [KvPublisher(f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{free_port()}")],
+        idx,
+        clock=lambda: 50.0,
+        poll_ms=10,
+        replay_timeout_ms=50,
+    )
+    consumer.start()
+    stored = msgpack.packb([0.0, [_map_stored([7777], "GPU")], 0])
+    try:
+        _subscribed(consumer, pub, TOPIC, stored)
+        deep = stored.replace(msgpack.packb(7777), b"\x91" * 600 + b"\x01")
+        pub.send_multipart((TOPIC, (1).to_bytes(8, "big"), deep))
+        pub.send_multipart((TOPIC, (2**64).to_bytes(9, "big"), stored))
+        pub.send_multipart((TOPIC, (2**64 + 5).to_bytes(9, "big"), stored))
+        pub.send_multipart(
+            (TOPIC, (2).to_bytes(8, "big"), msgpack.packb([0.0, [_map_stored([1], "GPU")], 0]))
+        )
+        _wait(lambda: consumer.last_seq.get(WHO) == 2)
+        assert consumer.decode_errors == 3
+        s = idx.snapshot(50.0).pod("decode-0")
+        assert s is not None
+        assert s.blocks_by_tier[c.TIER_HBM] == 2  # 7777 and 1
+        assert (s.gaps, s.replayed) == (0, 0)
+    finally:
+        consumer.stop()
+        pub.close(0)
+        ctx.term()
+
+
+def test_a_replay_that_repeats_or_never_ends_is_bounded() -> None:
+    """Over real ZMQ: a ROUTER answering the one missing batch three times, then streaming
+    batches without end. The repeats were each counted recovered (gaps went negative: 1 lost −
+    3 replayed) and the stream held the consumer thread in the replay for as long as it lasted
+    (no live batch applied). Now one batch is recovered once and the replay stops there."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    router = ctx.socket(zmq.ROUTER)
+    replay_port = free_port()
+    router.bind(f"tcp://127.0.0.1:{replay_port}")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if router.poll(20):
+                client, _, start_b = router.recv_multipart()
+                start = int.from_bytes(start_b, "big")
+                batch = msgpack.packb([1.0, [_map_stored([500], "GPU")], 0])
+                for _ in range(3):
+                    router.send_multipart((client, b"", start.to_bytes(8, "big"), batch))
+                while not stop.is_set():  # then batches before the gap, without end
+                    router.send_multipart((client, b"", (0).to_bytes(8, "big"), batch))
+                    time.sleep(0.01)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    idx = KvTierIndex()
+    consumer = KvEventsConsumer(
+        [KvPublisher(f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{replay_port}")],
+        idx,
+        clock=lambda: 50.0,
+        poll_ms=10,
+    )
+    consumer.start()
+    try:
+        _subscribed(consumer, pub, TOPIC, msgpack.packb([0.0, [], 0]))
+        pub.send_multipart(
+            (TOPIC, (2).to_bytes(8, "big"), msgpack.packb([2.0, [_map_stored([2], "GPU")], 0]))
+        )
+        _wait(lambda: consumer.last_seq.get(WHO) == 2, timeout=3)
+        pub.send_multipart(
+            (TOPIC, (3).to_bytes(8, "big"), msgpack.packb([3.0, [_map_stored([3], "GPU")], 0]))
+        )
+        _wait(lambda: consumer.last_seq.get(WHO) == 3, timeout=3)  # the thread is free again
+        s = idx.snapshot(50.0).pod("decode-0")
+        assert s is not None
+        assert (s.gaps, s.replayed) == (0, 1)
+        assert s.blocks_by_tier[c.TIER_HBM] == 3  # 500 (replayed), 2 and 3
+    finally:
+        stop.set()
+        consumer.stop()
+        thread.join(5)
+        pub.close(0)
+        router.close(0)
+        ctx.term()
