@@ -25,6 +25,7 @@ from alerts.settings import AlertsSettings, parse_alerts_settings
 from alerts.spec import WindowSet, load_window_set, slos_from_settings
 from alerts.validate import Issue, check
 from observer.config import Settings
+from observer.files import write_files
 from observer.model import SloSpec
 
 RULES_FILE = "pd-observer-rules.yaml"
@@ -73,15 +74,10 @@ def render_all(settings: Settings) -> dict[str, str]:
 
 
 def export(directory: str | Path, settings: Settings) -> list[Path]:
-    """Write the rule file, the PrometheusRule object and alertmanager.yml into `directory`."""
+    """Write the rule file, the PrometheusRule object and alertmanager.yml into `directory`, all
+    or none (`observer.files.write_files`)."""
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in render_all(settings).items():
-        path = out / name
-        path.write_text(text, encoding="utf-8")
-        paths.append(path)
-    return paths
+    return write_files({out / name: text for name, text in render_all(settings).items()})
 
 
 def rules_for_api(settings: Settings, slos: Sequence[SloSpec] | None = None) -> dict[str, Any]:

@@ -28,7 +28,8 @@ DEFAULT_RECEIVER = "default"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # finite numbers: a threshold of .inf rendered `>= inf`, a rule that never fires
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReceiverSettings(_Model):

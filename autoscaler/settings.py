@@ -6,6 +6,7 @@ Parsed from the free-form `observer.config.Settings.autoscaler` dict with `from_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -24,7 +25,8 @@ WARM_START_HOLD_SECONDS = 120.0
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # finite numbers: an interval or backoff of .inf crashed the loop (sleep / lease duration)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TargetSettings(_Model):
@@ -360,6 +362,11 @@ class AutoscalerSettings(_Model):
                 f"lease.duration_seconds ({self.lease.duration_seconds:g}) must be at least 2 x "
                 f"interval_seconds ({self.interval_seconds:g}): the leader renews the lease once "
                 "per tick, and a standby takes over after the duration without a renewal"
+            )
+        if not math.isfinite(self.lease_duration_seconds):
+            raise ValueError(
+                f"interval_seconds ({self.interval_seconds:g}) is too large: the lease lasts "
+                f"{LEASE_INTERVALS:g} x interval_seconds (or set lease.duration_seconds)"
             )
         if self.gpu_budget is not None:
             floor = sum(

@@ -24,6 +24,7 @@ from dashboards.render import (
 )
 from dashboards.settings import parse_dashboards_settings
 from observer.config import Settings, load_settings
+from observer.files import write_files
 from observer.model import SloSpec
 
 PROVISIONING_FILE = "provisioning/dashboards/pd-observer.yaml"
@@ -50,15 +51,10 @@ def render_all(settings: Settings) -> dict[str, str]:
 
 
 def export(directory: str | Path, settings: Settings) -> list[Path]:
-    """Write every dashboard JSON, the Grafana provider YAML and the ConfigMaps into `directory`."""
+    """Write every dashboard JSON, the Grafana provider YAML and the ConfigMaps into `directory`,
+    all or none (`observer.files.write_files`)."""
     out = Path(directory)
-    paths = []
-    for name, text in render_all(settings).items():
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        paths.append(path)
-    return paths
+    return write_files({out / name: text for name, text in render_all(settings).items()})
 
 
 def dashboards_index(

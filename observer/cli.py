@@ -7,11 +7,12 @@ non-zero with one clear line on bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,7 +58,7 @@ def _server_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "port", None) is not None:
         server["port"] = args.port
     out: dict[str, Any] = {"server": server} if server else {}
-    if getattr(args, "db", None):
+    if getattr(args, "db", None) is not None:  # `--db ""` (an unset variable) is refused, not the default
         out["store"] = {"url": args.db}
     return out
 
@@ -161,7 +162,9 @@ def cmd_dashboards_export(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _output_dir(args.dir, "output directory")
-    for path in export(args.dir, settings):
+    with _write_errors():
+        paths = export(args.dir, settings)
+    for path in paths:
         print(path)
     return 0
 
@@ -171,7 +174,8 @@ def cmd_alerts_export(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _output_dir(args.dir, "output directory")
-    paths = export(args.dir, settings)
+    with _write_errors():
+        paths = export(args.dir, settings)
     for path in paths:
         print(path)
     return 0
@@ -246,6 +250,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
+    from observer.files import write_files
     from observer.wiring.replay import run_replay
     from observer.wiring.tables import tenant_table
     from observer.wiring.twin import TwinError
@@ -257,14 +262,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = args.out or Path(f"replay-{Path(args.trace).stem}-seed{args.seed}.json")
     _output_file(out, "--out")  # before the run: a replay can take minutes
     try:
-        res = run_replay(
-            args.trace,
-            seed=args.seed,
-            duration=args.duration,
-            tenants=args.tenants,
-            settings=settings,
-            autoscaler=args.autoscaler,
-        )
+        with _progress(f"replaying {args.trace}") as on_progress:
+            res = run_replay(
+                args.trace,
+                seed=args.seed,
+                duration=args.duration,
+                tenants=args.tenants,
+                settings=settings,
+                autoscaler=args.autoscaler,
+                on_progress=on_progress,
+            )
     except (TwinError, FileNotFoundError, TraceFormatError) as exc:
         raise CliError(str(exc)) from exc
     slo = next((s.name for s in settings.slos if s.sli == c.SLI_TTFT), None)
@@ -273,7 +280,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{res.requests} requests, {res.spans} spans in {res.bodies} OTLP bodies, "
         f"{res.duration:.0f} simulated s in {res.wall_seconds:.1f} s wall"
     )
-    out.write_text(json.dumps(res.as_json(), indent=1, sort_keys=True), encoding="utf-8")
+    with _write_errors():
+        write_files({out: json.dumps(res.as_json(), indent=1, sort_keys=True)})
     if res.decisions is not None:
         print(f"autoscaler: {len(res.decisions)} decisions changed the fleet (apply mode on the twin)")
         for d in res.decisions[:20]:
@@ -285,6 +293,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_autoscale(args: argparse.Namespace) -> int:
     from autoscaler.service import run_autoscale
 
+    if args.dry_run and args.mode not in (None, "dry-run"):  # never silently one or the other
+        raise UsageError(f"--dry-run conflicts with --mode {args.mode} (--dry-run means --mode dry-run)")
     settings = _settings(args)
     mode = "dry-run" if args.dry_run else args.mode
     if not settings.autoscaler.get("pools"):
@@ -311,22 +321,66 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
+@contextlib.contextmanager
+def _progress(what: str) -> Iterator[Callable[[float, float], None] | None]:
+    """A progress bar on stderr (simulated seconds done of the total) when stderr is a terminal;
+    gone once done, so the output stays the table."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(what, total=None)
+
+        def update(done: float, total: float) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
 def _output_dir(path: Path, what: str) -> None:
-    """An output directory (created when missing) must not be an existing file."""
+    """An output directory (created when missing) must not be an existing file, and files must
+    be creatable in it (or in its nearest existing parent), checked before any work."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} is an existing file, not a directory")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise UsageError(f"{what} {path}: {parent} is not a directory")
+    if parent is not None:
+        _check_writable(parent, f"{what} {path}")
 
 
 def _output_file(path: Path, what: str) -> None:
-    """An output file goes into an existing directory and is not one itself."""
+    """An output file goes into an existing directory where files can be created, and is not a
+    directory itself."""
     if path.is_dir():
         raise UsageError(f"{what} {path} is a directory; give a file name")
     parent = path.absolute().parent
     if not parent.is_dir():
         raise UsageError(f"{what} {path}: the directory {parent} does not exist")
+    _check_writable(parent, f"{what} {path}")
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    """UsageError unless a file can be created in `directory` (an anonymous one: nothing is left)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot write there: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _write_errors() -> Iterator[None]:
+    """A file that cannot be written (full disk, a directory in the way): one line, exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        raise CliError(f"cannot write {exc.filename}: {exc.strerror or exc}") from exc
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -334,7 +388,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         metavar="FILE",
-        type=Path,
+        type=_path,
         help="YAML settings file (see docs/configuration.md); PD_OBSERVER_* env vars override it",
     )
 
@@ -491,8 +545,15 @@ def _add_export_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(exp)
-    exp.add_argument("dir", metavar="DIR", type=Path, help="output directory (created if missing)")
+    exp.add_argument("dir", metavar="DIR", type=_path, help="output directory (created if missing)")
     exp.set_defaults(func=func)
+
+
+def _path(text: str) -> Path:
+    """argparse type: a path that is not empty (`""`, an unset shell variable, is not `.`)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
 
 
 def _finite(text: str) -> float:
@@ -633,7 +694,7 @@ def _add_twin_commands(sub: Any) -> None:
     demo.add_argument(
         "--port", type=port_number, default=8080, help="service port; a free one when taken (default 8080)"
     )
-    demo.add_argument("--out", type=Path, help="output folder (default ./pd-observer-demo-<timestamp>/)")
+    demo.add_argument("--out", type=_path, help="output folder (default ./pd-observer-demo-<timestamp>/)")
     demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus/Alertmanager")
     demo.add_argument(
         "--no-autoscaler",
@@ -649,7 +710,7 @@ def _add_twin_commands(sub: Any) -> None:
             "Replay TRACE (a Mooncake-format .jsonl file, or a scenario name) through the twin as fast "
             "as possible; spans are OTLP-encoded and ingested by the service in-process. Prints a "
             "per-tenant table (requests, hit rate, tier shares, TTFT p50/p90/p99, SLO attainment) "
-            "and writes JSON."
+            "and writes JSON; on a terminal, shows its progress on stderr meanwhile."
         ),
         epilog=(
             "examples:\n"
@@ -670,7 +731,7 @@ def _add_twin_commands(sub: Any) -> None:
     rep.add_argument(
         "--speed", type=non_negative, default=0.0, help="0 = as fast as possible (the only mode today)"
     )
-    rep.add_argument("--out", type=Path, help="JSON output (default replay-<trace>-seed<N>.json)")
+    rep.add_argument("--out", type=_path, help="JSON output (default replay-<trace>-seed<N>.json)")
     rep.add_argument(
         "--autoscaler",
         action="store_true",

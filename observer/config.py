@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,7 +34,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no .inf / .nan in any number: `gt=0` lets .inf through (a grace of .inf crashed serve)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # After `server.shutdown_grace_seconds`, the time a stopping `serve` or `autoscale` has left for
@@ -142,8 +143,10 @@ class IngestSettings(_Section):
 
 
 class AggregationSettings(_Section):
-    windows_seconds: tuple[int, ...] = Field(
-        (60, 300, 3600), description="windows exported as gauges; the longest bounds API windows"
+    windows_seconds: tuple[Annotated[int, Field(gt=0)], ...] = Field(
+        (60, 300, 3600),
+        min_length=1,
+        description="windows exported as gauges; the longest bounds API windows",
     )
     fine_bucket_seconds: int = Field(10, gt=0, description="bucket width for windows up to fine_horizon")
     fine_horizon_seconds: int = Field(300, gt=0, description="windows up to this use fine buckets")
@@ -350,9 +353,43 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_error(err: ValidationError, origin: str, section: str | None = None) -> str:
+def _origin(
+    path: tuple[Any, ...], file_origin: str, overrides: Mapping[str, Any] | None, environ: Mapping[str, str]
+) -> str:
+    """Where the value at `path` came from, by precedence: a command-line option, else a
+    `PD_OBSERVER_*` variable (the field's own, or one setting a section holding it), else the file."""
+    keys: list[str] = []
+    for part in path:
+        if not isinstance(part, str):
+            break  # a list index: the variable or option sets the whole list
+        keys.append(part)
+    node: Any = overrides or {}
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            break
+        node = node[key]
+    else:
+        if keys:
+            return " in the command-line options"
+    names = {name.upper(): name for name in environ}
+    for n in range(len(keys), 0, -1):
+        name = (c.ENV_PREFIX + "__".join(keys[:n])).upper()
+        if name in names:
+            return f" in environment variable {names[name]}"
+    return file_origin
+
+
+def _format_error(
+    err: ValidationError,
+    origin: str,
+    section: str | None = None,
+    where: Callable[[tuple[Any, ...]], str] | None = None,
+) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in ((section,) if section else ()) + tuple(first["loc"])) or "(root)"
+    path = ((section,) if section else ()) + tuple(first["loc"])
+    if where is not None:
+        origin = where(path)
+    loc = ".".join(str(p) for p in path) or "(root)"
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"invalid configuration{origin}: {loc}: {msg}{more}"
@@ -482,11 +519,16 @@ def load_settings(
         saved = dict(os.environ)
         os.environ.clear()
         os.environ.update(env)
+    environ = dict(os.environ if env is None else env)
+
+    def where(path: tuple[Any, ...]) -> str:
+        return _origin(path, origin, overrides, environ)
+
     token = _OVERRIDES.set(overrides)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, origin)) from exc
+        raise ConfigError(_format_error(exc, origin, where=where)) from exc
     except SettingsError as exc:
         raise ConfigError(_env_error(exc, os.environ)) from exc
     finally:
@@ -498,7 +540,7 @@ def load_settings(
         try:
             parse(getattr(settings, name))
         except ValidationError as exc:
-            raise ConfigError(_format_error(exc, origin, name)) from exc
+            raise ConfigError(_format_error(exc, origin, name, where)) from exc
     return settings
 
 

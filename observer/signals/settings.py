@@ -16,7 +16,7 @@ FleetLoadKind = Literal["established_requests", "requests", "prompt_tokens", "kv
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # finite numbers
 
 
 class CascadeSettings(_Section):

@@ -20,7 +20,7 @@ from observer.sources.scrape import ScrapeSourceConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # finite numbers
 
 
 class StaticPod(_Section):

@@ -315,3 +315,17 @@ def test_unreachable_database_is_one_line_before_the_tick(
     assert main(["autoscale", "--once", "--config", str(config(tmp_path, f"sqlite:///{not_a_db}"))]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"pd-observer: cannot open the database at sqlite:///{not_a_db}: file is not a database"
+
+
+@pytest.mark.parametrize("mode", ["observe", "apply"])
+def test_dry_run_with_another_mode_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    # `--dry-run --mode apply` silently ran dry-run; `--dry-run --mode observe` sent dry-run writes
+    db = f"sqlite:///{tmp_path / 'pdo.db'}"
+    args = ["autoscale", "--once", "--dry-run", "--mode", mode, "--config", str(config(tmp_path, db))]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pd-observer: --dry-run conflicts with --mode {mode} (--dry-run means --mode dry-run)"
+    )
+    assert not (tmp_path / "pdo.db").exists()

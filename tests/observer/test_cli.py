@@ -357,3 +357,173 @@ def test_export_into_an_existing_file_is_a_usage_error(
         )
         assert main([*command, str(afile / "sub")]) == 2
         assert f"{afile} is not a directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ operator mistakes (review)
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ("server:\n  shutdown_grace_seconds: .inf\n", "server.shutdown_grace_seconds"),
+        ("store:\n  maintenance_interval_seconds: .inf\n", "store.maintenance_interval_seconds"),
+        ("alerts:\n  signals:\n    prefill_queue_depth: .inf\n", "alerts.signals.prefill_queue_depth"),
+        ("signals:\n  interval_seconds: .inf\n", "signals.interval_seconds"),
+        ("sources:\n  prometheus:\n    timeout_seconds: .inf\n", "sources.prometheus.timeout_seconds"),
+        ("autoscaler:\n  interval_seconds: .inf\n", "autoscaler.interval_seconds"),
+        ("autoscaler:\n  retry: {backoff_seconds: [.inf]}\n", "autoscaler.retry.backoff_seconds.0"),
+        ("autoscaler:\n  warm_start_hold_seconds: .nan\n", "autoscaler.warm_start_hold_seconds"),
+    ],
+)
+def test_a_non_finite_setting_is_refused_naming_the_field(tmp_path: Path, section: str, where: str) -> None:
+    # `.inf` passed `gt=0`: serve died with an OverflowError traceback on the grace, the autoscaler
+    # loop on its lease duration, and `alerts export` wrote `... >= inf` rules that never fire
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(section)
+    r = run("alerts", "export", str(tmp_path / "out"), "--config", str(cfg))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (
+        f"pd-observer: invalid configuration in {cfg}: {where}: Input should be a finite number"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_interval_too_large_for_the_lease_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("autoscaler:\n  interval_seconds: 1.0e+308\n")  # x 4 = the lease: inf
+    r = run("alerts", "export", str(tmp_path / "out"), "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"pd-observer: invalid configuration in {cfg}: autoscaler: ")
+    assert "lease" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    # the file holds a good port; the bad one comes from the environment, then from a flag
+    import os
+
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("server:\n  port: 8081\n")
+    out = str(tmp_path / "out")
+    env = {**os.environ, "PD_OBSERVER_SERVER__PORT": "99999"}
+    r = run("alerts", "export", out, "--config", str(cfg), env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "pd-observer: invalid configuration in environment variable PD_OBSERVER_SERVER__PORT: "
+        "server.port: Input should be less than or equal to 65535"
+    )
+    r = run("alerts", "export", out, env={**os.environ, "PD_OBSERVER_AUTOSCALER__MODE": "aply"})
+    assert r.stderr.startswith(
+        "pd-observer: invalid configuration in environment variable PD_OBSERVER_AUTOSCALER__MODE: "
+        "autoscaler.mode: "
+    ), r.stderr
+    r = run("serve", "--port", "99999", "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "pd-observer: invalid configuration in the command-line options: server.port: "
+        "Input should be less than or equal to 65535"
+    )
+    bad = tmp_path / "bad.yaml"  # a value of the file is still blamed on the file
+    bad.write_text("server:\n  port: 99999\n")
+    r = run("alerts", "export", out, "--config", str(bad))
+    assert r.stderr.startswith(f"pd-observer: invalid configuration in {bad}: server.port: ")
+
+
+@pytest.mark.parametrize("windows", ["[]", "[0]", "[-60]", "[60, 0]"])
+def test_aggregation_windows_must_be_positive_and_given(tmp_path: Path, windows: str) -> None:
+    # [] was `(root): max() arg is an empty sequence`; [0] or [-60] started a service whose
+    # every API query was refused (`window must be <= -60 seconds`)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"aggregation:\n  windows_seconds: {windows}\n")
+    r = run("alerts", "export", str(tmp_path / "out"), "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"pd-observer: invalid configuration in {cfg}: aggregation.windows_seconds")
+    assert "max()" not in r.stderr
+
+
+def test_an_empty_db_flag_is_refused_not_the_default(tmp_path: Path) -> None:
+    # `--db "$DB_URL"` with the variable unset created ./pd-observer.db and exited 0
+    for command in (["db", "upgrade"], ["serve", "--port", "0"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "observer.cli", *command, "--db", ""],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().startswith("pd-observer: invalid database URL '': not a SQLAlchemy URL")
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["alerts", "export"], ["dashboards", "export"]])
+def test_an_empty_output_directory_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    # `alerts export "$OUT"` with the variable unset wrote into the current directory
+    r = subprocess.run(
+        [sys.executable, "-m", "observer.cli", *command, ""],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    assert "argument DIR: must not be empty" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _unwritable() -> Path:
+    """A directory this process cannot create files in, even as root."""
+    proc = Path("/proc/self")
+    if not proc.is_dir():
+        pytest.skip("needs /proc")
+    return proc
+
+
+@pytest.mark.parametrize("command", [["alerts", "export"], ["dashboards", "export"]])
+def test_export_into_an_unwritable_directory_is_one_line(command: list[str]) -> None:
+    for target in (_unwritable(), _unwritable() / "sub"):  # existing, and to be created
+        r = run(*command, str(target))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(f"pd-observer: output directory {target}: cannot write there: ")
+        assert "\n" not in r.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("command", "blocker"),
+    [
+        (["alerts", "export"], "alertmanager.yml"),  # the last file written
+        (["dashboards", "export"], "pd-observer-dashboards-configmaps.yaml"),
+    ],
+)
+def test_export_that_fails_writes_nothing(tmp_path: Path, command: list[str], blocker: str) -> None:
+    # a file to write is a directory: the files before it used to be written, then a traceback
+    out = tmp_path / "out"
+    (out / blocker).mkdir(parents=True)
+    r = run(*command, str(out))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"pd-observer: cannot write {out / blocker}: Is a directory"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == []
+
+
+def test_replay_out_that_cannot_be_written_fails_before_the_run() -> None:
+    target = _unwritable() / "r.json"
+    r = run("replay", "steady", "--duration", "30", "--out", str(target))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"pd-observer: --out {target}: cannot write there: ")
+    assert r.stdout == ""  # refused before the replay
+
+
+def test_replay_out_that_fails_at_the_end_is_one_line() -> None:
+    full = Path("/dev/full")  # every write: ENOSPC
+    if not full.exists():
+        pytest.skip("needs /dev/full")
+    r = run("replay", "steady", "--duration", "30", "--out", str(full))
+    assert r.returncode == 1
+    assert r.stderr.strip() == "pd-observer: cannot write /dev/full: No space left on device"
+
+
+def test_demo_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path) -> None:
+    # the demo waited 30 s for a service that could not create its database there, then a traceback
+    target = _unwritable()
+    args = ["--duration", "10", "--speed", "0", "--no-prometheus", "--port", "0", "--out", str(target)]
+    r = run("demo", *args)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith(f"pd-observer: --out {target}: cannot write there: ")

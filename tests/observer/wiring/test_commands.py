@@ -356,3 +356,37 @@ def test_demo_sigterm_is_graceful(tmp_path: Path) -> None:
     data = json.loads((out / "data.json").read_text())
     assert data["stopped_early"] is True
     assert (out / "report.html").is_file()
+
+
+def test_replay_shows_progress_on_a_terminal(tmp_path: Path) -> None:
+    # the shared conversation trace took ~20 s with nothing shown until the table
+    import pty
+
+    args = ["replay", "steady", "--duration", "300", "--out", "r.json"]
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "observer.cli", *args],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=120,
+        )
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal's other side is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0
+    assert b"replaying steady" in shown
+    assert "replaying" not in proc.stdout  # the table and the summary only
