@@ -385,14 +385,16 @@ def decode_and_resolve(
     ending after `latest_end` (`reject_future`). A clean protobuf batch is decoded and resolved by
     the native extension when it is built (`observer.ingest.fastpath`, docs/ingest.md); any other
     batch takes the Python path whole."""
-    resolved = _decode_and_resolve(
-        body,
-        content_type,
-        content_encoding,
-        max_decompressed_bytes=max_decompressed_bytes,
-        max_spans=max_spans,
-        cfg=cfg,
-    )
+    if otlp.media_type(content_type) != c.CT_PROTOBUF:
+        decoded = otlp.decode_traces(body, content_type, content_encoding, max_decompressed_bytes, max_spans)
+        resolved = _merge_rejects(resolve_batch(decoded.spans, cfg), decoded.rejected, decoded.errors)
+    else:
+        data = otlp.unwrap_body(body, content_encoding, max_decompressed_bytes)
+        fast = fastpath.decode(data, max_spans, cfg)
+        if fast is not None:
+            resolved = ResolvedBatch(fast[0], fast[1], 0, (), fast[2], fast[3])
+        else:
+            resolved = _resolve_protobuf(data, max_spans, cfg)
     return reject_future(resolved, latest_end)
 
 
@@ -423,22 +425,8 @@ def reject_future(resolved: ResolvedBatch, latest_end: float) -> ResolvedBatch:
     )
 
 
-def _decode_and_resolve(
-    body: bytes,
-    content_type: str | None,
-    content_encoding: str | None,
-    *,
-    max_decompressed_bytes: int,
-    max_spans: int,
-    cfg: ResolveConfig,
-) -> ResolvedBatch:
-    if otlp.media_type(content_type) != c.CT_PROTOBUF:
-        decoded = otlp.decode_traces(body, content_type, content_encoding, max_decompressed_bytes, max_spans)
-        return _merge_rejects(resolve_batch(decoded.spans, cfg), decoded.rejected, decoded.errors)
-    data = otlp.unwrap_body(body, content_encoding, max_decompressed_bytes)
-    fast = fastpath.decode(data, max_spans, cfg)
-    if fast is not None:
-        return ResolvedBatch(fast[0], fast[1], 0, (), fast[2], fast[3])
+def _resolve_protobuf(data: bytes, max_spans: int, cfg: ResolveConfig) -> ResolvedBatch:
+    """The Python path of a protobuf batch: resolved straight from the parsed messages."""
     rej = otlp.Rejects()
     r = Resolver(cfg)
     add, facts, attrs_of = r.add, r.facts, otlp.pb_attributes

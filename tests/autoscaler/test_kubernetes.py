@@ -507,6 +507,17 @@ def test_kserve_version_is_discovered_again_after_an_upgrade(em: Emulator, api: 
     assert [r.path.split("/")[3] for r in owner[-2:]] == ["v1alpha1", "v1alpha2"]
 
 
+def assert_prefill_refused(target: KubernetesScaleTarget, em: Emulator, match: str) -> None:
+    """Reading and scaling the service's prefill role are both refused (permanent), with no write."""
+    for call in (
+        lambda: target.status("llama", c.ROLE_PREFILL),
+        lambda: target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False),
+    ):
+        with pytest.raises(PermanentError, match=match):
+            call()
+    assert em.writes() == []
+
+
 def test_kserve_scaling_section_is_refused(em: Emulator, api: KubernetesApi) -> None:
     # `scaling` hands a role's replicas to KServe's autoscaler (WVA), and the API refuses
     # `replicas` next to it: a clear refusal, no write
@@ -515,13 +526,7 @@ def test_kserve_scaling_section_is_refused(em: Emulator, api: KubernetesApi) -> 
     kind = {"kind": "LLMInferenceService", "name": "llama"}
     target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
     assert target.status("llama", c.ROLE_DECODE).replicas == 2
-    for call in (
-        lambda: target.status("llama", c.ROLE_PREFILL),
-        lambda: target.scale("llama", c.ROLE_PREFILL, 3, dry_run=False),
-    ):
-        with pytest.raises(PermanentError, match=r"spec.prefill.scaling is set \(condition"):
-            call()
-    assert em.writes() == []
+    assert_prefill_refused(target, em, r"spec.prefill.scaling is set \(condition")
     # inherited through spec.baseRefs: not on the object, but KServe reports its scaling
     # condition; a replicas written next to it would fail KServe's merge of the service
     conds = [{"type": "ScalingReady", "status": "True"}]
@@ -1062,13 +1067,7 @@ def test_kserve_without_prefill_has_no_prefill_role_to_scale(em: Emulator, api: 
     kind = {"kind": "LLMInferenceService", "name": "llama"}
     target = KubernetesScaleTarget(api, settings(prefill=kind, decode=kind))
     assert target.status("llama", c.ROLE_DECODE).replicas == 2
-    for attempt in (
-        lambda: target.status("llama", c.ROLE_PREFILL),
-        lambda: target.scale("llama", c.ROLE_PREFILL, 2, dry_run=False),
-    ):
-        with pytest.raises(PermanentError, match=r"no spec\.prefill and KServe reports no prefill workload"):
-            attempt()
-    assert em.writes() == []
+    assert_prefill_refused(target, em, r"no spec\.prefill and KServe reports no prefill workload")
     inherited = {"type": "PrefillWorkloadReady", "status": "True"}
     em.set_status(
         "serving.kserve.io/v1alpha1",
