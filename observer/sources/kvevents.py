@@ -322,8 +322,10 @@ class KvEventsConsumer:
     Publishers may also come and go while it runs (pods scaled up/down): `add_publisher` /
     `remove_publisher` are thread-safe and take effect within one poll (`poll_ms`); at most
     `max_publishers` are subscribed at once (further ones are refused and counted).
-    `last_seq` is keyed by the topic's (pod, model) as cleaned, at most `max_topics` of them
-    (the oldest forgotten first: its next batch is taken as a first one, no gap counted).
+    Sequence numbers are kept per publisher and topic (pod, model as cleaned), at most
+    `max_topics` of them (the oldest forgotten first: its next batch is taken as a first one, no
+    gap counted): the data-parallel ranks of one vLLM pod publish the same topic from their own
+    endpoints, each numbering from 0. `last_seq` is the view by (pod, model).
     One publisher (one vLLM engine) reports at most `max_topics_per_publisher` distinct topics:
     a batch on a further one is dropped and counted in `refused_topics`, so that a misconfigured
     or hostile publisher cannot take the index's `max_pods` slots from the rest of the fleet.
@@ -363,7 +365,8 @@ class KvEventsConsumer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_seq: dict[tuple[str, str], int] = {}  # (pod, model) -> last sequence number
+        # (publisher, pod, model) -> last sequence number; the consumer thread's
+        self._seq: dict[tuple[KvPublisher, str, str], int] = {}
         self.decode_errors = 0
 
     def start(self) -> None:
@@ -449,7 +452,7 @@ class KvEventsConsumer:
                     if added:
                         subscribe(pub)
                         continue
-                    self._forget_topics(self._topics_of.pop(pub, set()))
+                    self._forget_topics(pub, self._topics_of.pop(pub, set()))
                     for sock in [k for k, v in subs.items() if v == pub]:
                         poller.unregister(sock)
                         del subs[sock]
@@ -463,12 +466,18 @@ class KvEventsConsumer:
                 s.close(linger=0)
             ctx.term()
 
-    def _forget_topics(self, topics: set[tuple[str, str]]) -> None:
+    @property
+    def last_seq(self) -> dict[tuple[str, str], int]:
+        """(pod, model) -> the last sequence number read on that topic (from any of its
+        publishers)."""
+        return {(pod, model): seq for (_, pod, model), seq in list(self._seq.items())}
+
+    def _forget_topics(self, pub: KvPublisher, topics: set[tuple[str, str]]) -> None:
         still = {t for ts in self._topics_of.values() for t in ts}
-        for who in topics - still:
-            self.last_seq.pop(who, None)
-            if not any(pod == who[0] for pod, _ in still):
-                self.index.forget(who[0])
+        for pod, model in topics:
+            self._seq.pop((pub, pod, model), None)
+            if not any(p == pod for p, _ in still):
+                self.index.forget(pod)
 
     def _on_message(self, ctx: zmq.Context[Any], pub: KvPublisher, frames: list[bytes]) -> None:
         if len(frames) != 3:
@@ -489,7 +498,8 @@ class KvEventsConsumer:
             self.decode_errors += 1
             return
         seq = int.from_bytes(seq_bytes, "big")
-        last = self.last_seq.get(who)
+        key = (pub, pod, model)
+        last = self._seq.get(key)
         if last is not None and seq <= last:
             # PUB/SUB never delivers a batch twice (replays are applied apart): the engine
             # restarted and numbers from 0 again, with an empty cache. Its old blocks go.
@@ -501,9 +511,9 @@ class KvEventsConsumer:
             recovered = self._replay(ctx, pub, (pod, model), last + 1, seq) if pub.replay_endpoint else 0
             self.index.record_gap(pod, model, missed - recovered, recovered)
         self._apply(pod, model, payload)
-        self.last_seq[who] = seq
-        if len(self.last_seq) > self.max_topics:
-            del self.last_seq[next(iter(self.last_seq))]
+        self._seq[key] = seq
+        if len(self._seq) > self.max_topics:
+            del self._seq[next(iter(self._seq))]
 
     def _apply(self, pod: str, model: str, payload: bytes) -> None:
         try:

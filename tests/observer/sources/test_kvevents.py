@@ -435,3 +435,52 @@ def test_a_replay_that_repeats_or_never_ends_is_bounded() -> None:
         pub.close(0)
         router.close(0)
         ctx.term()
+
+
+def test_the_data_parallel_ranks_of_one_pod_keep_their_own_sequence() -> None:
+    """Over real ZMQ. The data-parallel ranks of one vLLM pod publish the same topic from their
+    own endpoints, each numbering from 0. Keyed by the topic alone, each rank's batch after the
+    other's looked like an engine restart, and the pod's blocks were dropped again and again."""
+    ctx = zmq.Context()
+    socks, pubs = [], []
+    for _ in range(2):  # two ranks
+        sock = ctx.socket(zmq.PUB)
+        port = free_port()
+        sock.bind(f"tcp://127.0.0.1:{port}")
+        socks.append(sock)
+        pubs.append(KvPublisher(f"tcp://127.0.0.1:{port}"))
+    idx = KvTierIndex()
+    consumer = KvEventsConsumer(pubs, idx, clock=lambda: 50.0, poll_ms=10)
+    consumer.start()
+
+    def send(seq: int, base: int, ranks: int = 2) -> None:
+        for rank, sock in enumerate(socks[:ranks]):
+            batch = msgpack.packb([0.0, [_map_stored([base + rank], "GPU")], rank])
+            sock.send_multipart((TOPIC, seq.to_bytes(8, "big"), batch))
+
+    def blocks() -> int:
+        s = idx.snapshot(50.0).pod(WHO[0])
+        return 0 if s is None else s.blocks_by_tier[c.TIER_HBM]
+
+    try:
+        seq, deadline = 0, time.monotonic() + 5
+        while blocks() < 2:  # slow joiners: every rank counts up with the same block until read
+            assert time.monotonic() < deadline, f"both ranks' blocks never held together: {blocks()}"
+            send(seq, 100)
+            seq += 1
+            time.sleep(0.02)
+        send(seq, 200)
+        send(seq + 1, 300)
+        _wait(lambda: blocks() == 6)
+        assert consumer.restarts == 0
+        snap = idx.snapshot(50.0).pod(WHO[0])
+        assert snap is not None
+        assert snap.gaps == 0
+        consumer.remove_publisher(pubs[1])  # one rank's endpoint goes: the pod stays (the other has it)
+        send(seq + 2, 400, ranks=1)
+        _wait(lambda: blocks() == 7)
+    finally:
+        consumer.stop()
+        for sock in socks:
+            sock.close(0)
+        ctx.term()
