@@ -119,7 +119,14 @@ def resource_ref(target: TargetSettings, namespace: str, kserve: KServeVersion) 
 
 
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float | str) and str(value).strip() != "" else 0
+    """A count of a schema-less object (absent or empty: 0); one that is not a whole number is
+    ValueError (`KubernetesScaleTarget.status` makes it a PermanentError naming the object)."""
+    if not (isinstance(value, int | float | str) and str(value).strip() != ""):
+        return 0
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"a count that is not a whole number: {value!r}") from None
 
 
 def _conditions(status: Mapping[str, Any]) -> dict[Any, Any]:
@@ -242,6 +249,12 @@ class KubernetesScaleTarget:
     def status(self, pool: str, role: str) -> RoleStatus:
         ref = self.ref(pool, role)
         obj = self._kserve.read(ref) if ref.kind == KSERVE_KIND else self._api.get_object(ref)
+        try:
+            return self._status(ref, obj, role)
+        except ValueError as exc:  # a schema-less object's count that is not a number
+            raise PermanentError(f"{ref}: {exc}") from exc
+
+    def _status(self, ref: ResourceRef, obj: Mapping[str, Any], role: str) -> RoleStatus:
         if ref.kind in ("Deployment", "StatefulSet"):
             return workload_status(obj)
         if ref.kind == KSERVE_KIND:

@@ -408,6 +408,21 @@ def test_omitted_status_counts_are_zero(em: Emulator, api: KubernetesApi) -> Non
     assert (st.replicas, st.ready, st.rollout_in_progress, st.stable) == (2, 0, True, False)
 
 
+def test_a_count_that_is_not_a_number_is_a_permanent_error(em: Emulator, api: KubernetesApi) -> None:
+    """A schema-less object (a LeaderWorkerSet, any CR with /scale) is read as sent: a status
+    count like "many" raised a bare ValueError out of `status`, which ended the loop."""
+    seed(em)
+    target = KubernetesScaleTarget(
+        api, settings(prefill={"kind": "LeaderWorkerSet", "name": "llama-prefill"})
+    )
+    for bad in ("many", "2.0", float("nan")):
+        put_leaderworkerset(em, "llama-prefill", 2, {"replicas": 2, "readyReplicas": bad})
+        with pytest.raises(PermanentError, match=r"llama-prefill.*a count that is not a whole number"):
+            target.status("llama", c.ROLE_PREFILL)
+    put_leaderworkerset(em, "llama-prefill", 2, {"replicas": 2, "readyReplicas": "2"})
+    assert target.status("llama", c.ROLE_PREFILL).ready == 2
+
+
 def test_kserve_llminferenceservice_owner_fields(em: Emulator, api: KubernetesApi) -> None:
     svc = {
         "apiVersion": "serving.kserve.io/v1alpha1",
