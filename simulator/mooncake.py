@@ -72,6 +72,8 @@ def replay(
     `horizon` stops at that arrival offset (seconds, after scaling); `limit` after N requests.
     """
     path = trace_path(trace, directory)
+    if path.is_dir():
+        raise TraceFormatError(f"{path} is a directory, not a trace file")
     if not path.is_file():
         raise FileNotFoundError(f"Mooncake trace not found: {path} (set {ENV_MOONCAKE_DIR})")
     name = path.stem.replace("_trace", "")
@@ -84,6 +86,10 @@ def replay(
                 return
             try:
                 row = json.loads(line)
+                if not isinstance(row, dict):  # the handler below names the line
+                    raise TypeError(f"not a JSON object but a {type(row).__name__}")
+                if not isinstance(row.get("hash_ids", []), list):
+                    raise TypeError("hash_ids is not a list")
                 arrival = start + float(row["timestamp"]) / 1000.0 / time_scale
                 hash_ids = [int(h) for h in row["hash_ids"]]
                 prompt, output = int(row["input_length"]), int(row["output_length"])

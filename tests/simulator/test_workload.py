@@ -82,6 +82,9 @@ def test_mooncake_tenant_rule_and_replay(tmp_path) -> None:  # type: ignore[no-u
         mooncake.trace_path("nope")
     with pytest.raises(FileNotFoundError):
         list(mooncake.replay("conversation", directory=tmp_path))
+    (tmp_path / "conversation_trace.jsonl").mkdir()  # was "trace not found"
+    with pytest.raises(mooncake.TraceFormatError, match="is a directory, not a trace file"):
+        list(mooncake.replay("conversation", directory=tmp_path))
 
 
 def test_mooncake_skips_blank_lines_and_refuses_negative_lengths(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +98,13 @@ def test_mooncake_skips_blank_lines_and_refuses_negative_lengths(tmp_path) -> No
         (row % (10, -500, -3), "line 3: input_length is negative (-500)"),
         (row % (10, 500, -3), "line 3: output_length is negative (-3)"),
         (row % (-10, 500, 3), "line 3: timestamp must be a number of ms >= 0"),
+        ("[1, 2]", "line 3: not a JSON object but a list"),  # was "list indices must be integers"
+        (
+            '{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": "123"}',
+            "hash_ids is not a list",
+        ),
     ]:
         trace.write_text(row % (0, 1, 1) + "\n" + bad)
-        with pytest.raises(mooncake.TraceFormatError, match=re.escape(message)):
+        with pytest.raises(mooncake.TraceFormatError, match=re.escape(message)) as err:
             list(mooncake.replay(str(trace)))
+        assert str(err.value).count(str(trace)) == 1
