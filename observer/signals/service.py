@@ -152,6 +152,7 @@ class SignalService:
                 clock=clock,
                 replay_timeout_ms=kv.replay_timeout_ms,
                 max_topics_per_publisher=kv.max_topics_per_publisher,
+                max_message_bytes=kv.max_message_bytes,
             )
         return cls(
             SignalEngine(sig),

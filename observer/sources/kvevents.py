@@ -36,6 +36,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from observer import conventions as c
 from observer.sources.untrusted import Clean, ValueCleaner, clean_value
@@ -64,6 +65,10 @@ class KvBatch:
 # deeper is malformed, not a RecursionError that would end the consumer thread
 MAX_HASH_DEPTH = 8
 SEQ_BYTES = 8  # the sequence frame: an 8-byte big-endian number
+# The largest message read from a publisher (ZMQ's MAXMSGSIZE): a larger one is never held
+# whole; ZMQ drops that connection (for good: a connecting socket does not retry after it), so
+# the consumer subscribes again. A batch of events for 128k-token prompts is a few MB.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def _hashable(v: Any, depth: int = 0) -> Hashable:
@@ -344,8 +349,11 @@ class KvEventsConsumer:
         max_topics: int = 4096,
         max_topics_per_publisher: int = 8,
         max_replay_batches: int = 10_000,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.publishers = tuple(publishers)
+        self.max_message_bytes = max_message_bytes
+        self.reconnects = 0  # subscriptions made again after their connection closed
         self.max_topics = max_topics
         self.max_topics_per_publisher = max_topics_per_publisher
         self.max_replay_batches = max_replay_batches
@@ -426,16 +434,30 @@ class KvEventsConsumer:
     def _run(self) -> None:
         ctx = zmq.Context()
         subs: dict[zmq.Socket[bytes], KvPublisher] = {}
+        monitors: dict[zmq.Socket[bytes], zmq.Socket[bytes]] = {}  # SUB socket <-> its monitor, both ways
         poller = zmq.Poller()
 
         def subscribe(pub: KvPublisher) -> None:
             s: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RCVHWM, 10_000)
+            s.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
             s.setsockopt(zmq.SUBSCRIBE, self._prefix)
+            mon = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             s.connect(pub.endpoint)
             subs[s] = pub
+            monitors[s], monitors[mon] = mon, s
             poller.register(s, zmq.POLLIN)
+            poller.register(mon, zmq.POLLIN)
+
+        def close(s: zmq.Socket[bytes]) -> None:
+            mon = monitors.pop(s)
+            del monitors[mon], subs[s]
+            for sock in (s, mon):
+                poller.unregister(sock)
+            s.disable_monitor()
+            mon.close(linger=0)
+            s.close(linger=0)
 
         try:
             with self._changes_lock:
@@ -454,16 +476,22 @@ class KvEventsConsumer:
                         continue
                     self._forget_topics(pub, self._topics_of.pop(pub, set()))
                     for sock in [k for k, v in subs.items() if v == pub]:
-                        poller.unregister(sock)
-                        del subs[sock]
-                        sock.close(linger=0)
+                        close(sock)
                 for sock, _ in poller.poll(self._poll_ms):
-                    frames = sock.recv_multipart()
-                    self._on_message(ctx, subs[sock], frames)
+                    if sock in subs:
+                        self._on_message(ctx, subs[sock], sock.recv_multipart())
+                    elif sock in monitors and recv_monitor_message(sock)["event"] == zmq.EVENT_DISCONNECTED:
+                        # the publisher went away (it restarts: ZMQ would retry) or sent a
+                        # message past max_message_bytes (ZMQ would not): subscribe again
+                        sub = monitors[sock]
+                        pub = subs[sub]
+                        close(sub)
+                        subscribe(pub)
+                        self.reconnects += 1
         finally:
             self._ready.set()
-            for s in subs:
-                s.close(linger=0)
+            for s in list(subs):
+                close(s)
             ctx.term()
 
     @property

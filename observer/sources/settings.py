@@ -148,6 +148,11 @@ class KvEventsSettings(_Section):
     max_topics_per_publisher: int = Field(
         8, ge=1, description="distinct kv@<pod>@<model> topics one publisher may report; more are dropped"
     )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="largest KV-event message read; a larger one drops that connection (then resubscribed)",
+    )
 
 
 class SourcesSettings(_Section):

@@ -484,3 +484,55 @@ def test_the_data_parallel_ranks_of_one_pod_keep_their_own_sequence() -> None:
         for sock in socks:
             sock.close(0)
         ctx.term()
+
+
+def test_a_message_over_the_size_cap_is_never_read_and_the_publisher_is_read_again() -> None:
+    """Over real ZMQ: a batch larger than `max_message_bytes` is never read whole into memory
+    (ZMQ's MAXMSGSIZE drops that connection, and a connecting socket does not retry after it:
+    the publisher was lost for good). The consumer subscribes again and reads the publisher's
+    next batches; the number it skipped is a gap."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    idx = KvTierIndex()
+    consumer = KvEventsConsumer(
+        [KvPublisher(f"tcp://127.0.0.1:{port}")],
+        idx,
+        clock=lambda: 50.0,
+        poll_ms=10,
+        max_message_bytes=65_536,
+    )
+    consumer.start()
+
+    def blocks() -> int:
+        s = idx.snapshot(50.0).pod(WHO[0])
+        return 0 if s is None else s.blocks_by_tier[c.TIER_HBM]
+
+    def until_read(seq: int, block: int) -> int:
+        """Send `block` under seq, seq + 1, ... until one is read (slow joiner, reconnect)."""
+        deadline = time.monotonic() + 10
+        before = consumer.last_seq.get(WHO, -1)
+        while consumer.last_seq.get(WHO, -1) == before:
+            assert time.monotonic() < deadline, "never read"
+            batch = msgpack.packb([0.0, [_map_stored([block], "GPU")], 0])
+            pub.send_multipart((TOPIC, seq.to_bytes(8, "big"), batch))
+            seq += 1
+            time.sleep(0.02)
+        return seq
+
+    try:
+        seq = until_read(0, 1)
+        huge = msgpack.packb([0.0, [_map_stored(list(range(100_000, 120_000)), "GPU")], 0])
+        assert len(huge) > 65_536
+        pub.send_multipart((TOPIC, seq.to_bytes(8, "big"), huge))
+        until_read(seq + 1, 2)
+        assert blocks() == 2  # the huge batch's 20,000 blocks were never applied
+        assert consumer.reconnects >= 1
+        snap = idx.snapshot(50.0).pod(WHO[0])
+        assert snap is not None
+        assert snap.gaps >= 1
+    finally:
+        consumer.stop()
+        pub.close(0)
+        ctx.term()
