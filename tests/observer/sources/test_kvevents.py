@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import pytest
@@ -49,6 +50,19 @@ def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def _bound_pub(ctx: zmq.Context[Any]) -> tuple[zmq.Socket[bytes], str]:
+    """A PUB socket bound to a free local port, and its endpoint."""
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sock.bind(endpoint)
+    return sock, endpoint
+
+
+def _hbm_blocks(idx: KvTierIndex, pod: str = WHO[0]) -> int:
+    s = idx.snapshot(50.0).pod(pod)
+    return 0 if s is None else s.blocks_by_tier[c.TIER_HBM]
 
 
 def test_decoding_both_encodings_and_topics() -> None:
@@ -343,13 +357,11 @@ def test_a_deeply_nested_hash_or_a_long_sequence_frame_does_not_end_the_consumer
     (OverflowError): neither is a ValueError, so each ended the consumer thread and every later
     batch of every publisher was lost. Now each is one decode error, nothing else changes."""
     ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    port = free_port()
-    pub.bind(f"tcp://127.0.0.1:{port}")
+    pub, endpoint = _bound_pub(ctx)
     idx = KvTierIndex()
     # a replay endpoint nobody serves: the overflow came before anything was sent
     consumer = KvEventsConsumer(
-        [KvPublisher(f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{free_port()}")],
+        [KvPublisher(endpoint, f"tcp://127.0.0.1:{free_port()}")],
         idx,
         clock=lambda: 50.0,
         poll_ms=10,
@@ -442,13 +454,8 @@ def test_the_data_parallel_ranks_of_one_pod_keep_their_own_sequence() -> None:
     own endpoints, each numbering from 0. Keyed by the topic alone, each rank's batch after the
     other's looked like an engine restart, and the pod's blocks were dropped again and again."""
     ctx = zmq.Context()
-    socks, pubs = [], []
-    for _ in range(2):  # two ranks
-        sock = ctx.socket(zmq.PUB)
-        port = free_port()
-        sock.bind(f"tcp://127.0.0.1:{port}")
-        socks.append(sock)
-        pubs.append(KvPublisher(f"tcp://127.0.0.1:{port}"))
+    bound = [_bound_pub(ctx) for _ in range(2)]  # two ranks
+    socks, pubs = [sock for sock, _ in bound], [KvPublisher(endpoint) for _, endpoint in bound]
     idx = KvTierIndex()
     consumer = KvEventsConsumer(pubs, idx, clock=lambda: 50.0, poll_ms=10)
     consumer.start()
@@ -458,27 +465,23 @@ def test_the_data_parallel_ranks_of_one_pod_keep_their_own_sequence() -> None:
             batch = msgpack.packb([0.0, [_map_stored([base + rank], "GPU")], rank])
             sock.send_multipart((TOPIC, seq.to_bytes(8, "big"), batch))
 
-    def blocks() -> int:
-        s = idx.snapshot(50.0).pod(WHO[0])
-        return 0 if s is None else s.blocks_by_tier[c.TIER_HBM]
-
     try:
         seq, deadline = 0, time.monotonic() + 5
-        while blocks() < 2:  # slow joiners: every rank counts up with the same block until read
-            assert time.monotonic() < deadline, f"both ranks' blocks never held together: {blocks()}"
+        while _hbm_blocks(idx) < 2:  # slow joiners: every rank counts up with the same block until read
+            assert time.monotonic() < deadline, f"both ranks' blocks never held together: {_hbm_blocks(idx)}"
             send(seq, 100)
             seq += 1
             time.sleep(0.02)
         send(seq, 200)
         send(seq + 1, 300)
-        _wait(lambda: blocks() == 6)
+        _wait(lambda: _hbm_blocks(idx) == 6)
         assert consumer.restarts == 0
         snap = idx.snapshot(50.0).pod(WHO[0])
         assert snap is not None
         assert snap.gaps == 0
         consumer.remove_publisher(pubs[1])  # one rank's endpoint goes: the pod stays (the other has it)
         send(seq + 2, 400, ranks=1)
-        _wait(lambda: blocks() == 7)
+        _wait(lambda: _hbm_blocks(idx) == 7)
     finally:
         consumer.stop()
         for sock in socks:
@@ -492,22 +495,16 @@ def test_a_message_over_the_size_cap_is_never_read_and_the_publisher_is_read_aga
     the publisher was lost for good). The consumer subscribes again and reads the publisher's
     next batches; the number it skipped is a gap."""
     ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    port = free_port()
-    pub.bind(f"tcp://127.0.0.1:{port}")
+    pub, endpoint = _bound_pub(ctx)
     idx = KvTierIndex()
     consumer = KvEventsConsumer(
-        [KvPublisher(f"tcp://127.0.0.1:{port}")],
+        [KvPublisher(endpoint)],
         idx,
         clock=lambda: 50.0,
         poll_ms=10,
         max_message_bytes=65_536,
     )
     consumer.start()
-
-    def blocks() -> int:
-        s = idx.snapshot(50.0).pod(WHO[0])
-        return 0 if s is None else s.blocks_by_tier[c.TIER_HBM]
 
     def until_read(seq: int, block: int) -> int:
         """Send `block` under seq, seq + 1, ... until one is read (slow joiner, reconnect)."""
@@ -527,7 +524,7 @@ def test_a_message_over_the_size_cap_is_never_read_and_the_publisher_is_read_aga
         assert len(huge) > 65_536
         pub.send_multipart((TOPIC, seq.to_bytes(8, "big"), huge))
         until_read(seq + 1, 2)
-        assert blocks() == 2  # the huge batch's 20,000 blocks were never applied
+        assert _hbm_blocks(idx) == 2  # the huge batch's 20,000 blocks were never applied
         assert consumer.reconnects >= 1
         snap = idx.snapshot(50.0).pod(WHO[0])
         assert snap is not None
