@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from observer.cli import build_parser, main
+from tests.support.procs import missing
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -473,7 +474,7 @@ def _unwritable() -> Path:
     """A directory this process cannot create files in, even as root."""
     proc = Path("/proc/self")
     if not proc.is_dir():
-        pytest.skip("needs /proc")
+        missing("needs /proc")
     return proc
 
 
@@ -514,7 +515,7 @@ def test_replay_out_that_cannot_be_written_fails_before_the_run() -> None:
 def test_replay_out_that_fails_at_the_end_is_one_line() -> None:
     full = Path("/dev/full")  # every write: ENOSPC
     if not full.exists():
-        pytest.skip("needs /dev/full")
+        missing("needs /dev/full")
     r = run("replay", "steady", "--duration", "30", "--out", str(full))
     assert r.returncode == 1
     assert r.stderr.strip() == "pd-observer: cannot write /dev/full: No space left on device"

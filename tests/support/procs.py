@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -33,14 +33,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def missing(msg: str) -> NoReturn:
+    """A component the test needs is missing: a failure in CI, a skip locally."""
+    if in_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def require_binary(name: str) -> str:
     """Path of a binary; fail in CI, skip locally when missing."""
     path = shutil.which(name)
     if path is None:
-        msg = f"{name} not found on PATH (install Debian's prometheus / prometheus-alertmanager)"
-        if in_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{name} not found on PATH (install Debian's prometheus / prometheus-alertmanager)")
     return path
 
 
