@@ -10,12 +10,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from autoscaler.loop import RetryPolicy
 from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, WeightConfig
 from observer import conventions as c
 from observer.config import ConfigError, Settings
+from observer.sections import Section
 
 TargetKind = Literal["Deployment", "StatefulSet", "LeaderWorkerSet", "CustomResource", "LLMInferenceService"]
 
@@ -24,12 +25,7 @@ TargetKind = Literal["Deployment", "StatefulSet", "LeaderWorkerSet", "CustomReso
 WARM_START_HOLD_SECONDS = 120.0
 
 
-class _Model(BaseModel):
-    # finite numbers: an interval or backoff of .inf crashed the loop (sleep / lease duration)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class TargetSettings(_Model):
+class TargetSettings(Section):
     """Where one role's replica count lives.
 
     Deployment / StatefulSet / LeaderWorkerSet / CustomResource: the `/scale` subresource.
@@ -51,7 +47,7 @@ class TargetSettings(_Model):
         return self
 
 
-class RoleSettings(_Model):
+class RoleSettings(Section):
     target: TargetSettings
     min: int = Field(1, ge=0)
     max: int = Field(8, ge=0)
@@ -73,7 +69,7 @@ class RoleSettings(_Model):
 EppSource = Literal["configmap", "llminferenceservice"]
 
 
-class EppSettings(_Model):
+class EppSettings(Section):
     """Where the pool's EndpointPickerConfig (scorer weights, P/D decider threshold) lives.
 
     configmap: key `key` of ConfigMap `config_map`; every change is followed by a rollout
@@ -113,7 +109,7 @@ class EppSettings(_Model):
         return self
 
 
-class WeightSettings(_Model):
+class WeightSettings(Section):
     bounds: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: {
             c.SCORER_PREFIX_CACHE: (1.0, 5.0),
@@ -140,7 +136,7 @@ class WeightSettings(_Model):
         return self
 
 
-class DeciderSettings(_Model):
+class DeciderSettings(Section):
     """The P/D decider lever (`prefix-based-pd-decider` `nonCachedTokens`; docs/autoscaler.md).
     Acts only when the pool's EPP config declares that decider with an explicit threshold."""
 
@@ -173,7 +169,7 @@ class DeciderSettings(_Model):
         return DeciderConfig(**self.model_dump())
 
 
-class PoolSettings(_Model):
+class PoolSettings(Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     namespace: str = "default"
     prefill: RoleSettings
@@ -298,7 +294,7 @@ class PoolSettings(_Model):
 LEASE_INTERVALS = 4.0  # the default lease duration, in ticks
 
 
-class LeaseSettings(_Model):
+class LeaseSettings(Section):
     enabled: bool = True
     name: str = "pd-observer-autoscaler"
     namespace: str | None = None  # default: the first pool's namespace
@@ -312,7 +308,7 @@ class LeaseSettings(_Model):
     )
 
 
-class RetrySettings(_Model):
+class RetrySettings(Section):
     backoff_seconds: tuple[float, ...] = Field(
         (0.5, 1.0, 2.0, 4.0), description="delays between attempts on temporary errors (attempts = len + 1)"
     )
@@ -328,7 +324,7 @@ class RetrySettings(_Model):
         return self
 
 
-class AutoscalerSettings(_Model):
+class AutoscalerSettings(Section):
     enabled: bool = Field(False, description="run the control loop inside `serve`")
     mode: Literal["observe", "dry-run", "apply"] = "observe"
     interval_seconds: float = Field(15.0, gt=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -27,15 +27,11 @@ from pydantic_settings.exceptions import SettingsError
 
 from observer import conventions as c
 from observer.model import SloSpec
+from observer.sections import Section
 
 
 class ConfigError(Exception):
     """Invalid configuration; the message is one line naming the bad field."""
-
-
-class _Section(BaseModel):
-    # no .inf / .nan in any number: `gt=0` lets .inf through (a grace of .inf crashed serve)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # After `server.shutdown_grace_seconds`, the time a stopping `serve` or `autoscale` has left for
@@ -43,7 +39,7 @@ class _Section(BaseModel):
 SHUTDOWN_EXIT_MARGIN_SECONDS = 2.0
 
 
-class ServerSettings(_Section):
+class ServerSettings(Section):
     host: str = Field("0.0.0.0", description="listen address")
     port: int = Field(8080, ge=0, le=65535, description="one port for OTLP ingest, API and /metrics")
     auth_token: str | None = Field(
@@ -99,7 +95,7 @@ class ServerSettings(_Section):
     )
 
 
-class IngestSettings(_Section):
+class IngestSettings(Section):
     engine_span_names: tuple[str, ...] = Field(
         c.DEFAULT_ENGINE_SPAN_NAMES, description="span names that are vLLM engine spans"
     )
@@ -142,7 +138,7 @@ class IngestSettings(_Section):
     )
 
 
-class AggregationSettings(_Section):
+class AggregationSettings(Section):
     windows_seconds: tuple[Annotated[int, Field(gt=0)], ...] = Field(
         (60, 300, 3600),
         min_length=1,
@@ -171,7 +167,7 @@ class AggregationSettings(_Section):
         return self
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     url: str = Field(
         "sqlite:///pd-observer.db", description="SQLAlchemy URL; postgresql+psycopg://... for production"
     )
@@ -214,7 +210,7 @@ class StoreSettings(_Section):
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class SloSettings(_Section):
+class SloSettings(Section):
     name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:-]+$")
     sli: Literal["ttft", "itl", "e2e", "error"]
     objective: float = Field(gt=0, lt=1, allow_inf_nan=False)

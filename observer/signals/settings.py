@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from observer.sections import Section
 from observer.signals.types import BalanceConfig, CascadeConfig, FreshnessConfig, StarvationConfig
 
 FleetLoadKind = Literal["established_requests", "requests", "prompt_tokens", "kv_usage"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # finite numbers
-
-
-class CascadeSettings(_Section):
+class CascadeSettings(Section):
     hbm_share_drop: float = Field(0.3, gt=0, le=1, description="absolute drop of the HBM share of hits")
     ttft_ratio: float = Field(2.0, gt=1, description="TTFT p90 >= ratio x baseline")
     load_tolerance: float = Field(0.25, ge=0, description="fleet load flat: |load/baseline - 1| <= this")
@@ -58,7 +55,7 @@ class CascadeSettings(_Section):
         )
 
 
-class StarvationSettings(_Section):
+class StarvationSettings(Section):
     pre_decode_share_min: float = Field(0.5, ge=0, le=1)
     decode_busy_max: float = Field(0.5, ge=0)
     consecutive_windows: int = Field(3, ge=1, description="K ticks in a row")
@@ -83,7 +80,7 @@ class StarvationSettings(_Section):
         )
 
 
-class BalanceSettings(_Section):
+class BalanceSettings(Section):
     prefill_tokens_per_s_per_replica: float = Field(20_000.0, gt=0)
     decode_tokens_per_s_per_replica: float = Field(2_000.0, gt=0)
     tolerance: float = Field(0.5, gt=0)
@@ -96,7 +93,7 @@ class BalanceSettings(_Section):
         )
 
 
-class SignalsSettings(_Section):
+class SignalsSettings(Section):
     """The live engine (observer/signals/engine.py) and the thresholds of every fleet signal."""
 
     enabled: bool = Field(True, description="run the fleet-signals engine in `serve`")

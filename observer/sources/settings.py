@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from observer import conventions as c
+from observer.sections import Section
 from observer.sources.capped import DEFAULT_MAX_API_BYTES, DEFAULT_MAX_PAGE_BYTES
 from observer.sources.discovery import SA_DIR, KubernetesDiscoveryConfig
 from observer.sources.prometheus import PrometheusSourceConfig
@@ -19,11 +20,7 @@ from observer.sources.samples import EppTarget, PodTarget
 from observer.sources.scrape import ScrapeSourceConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # finite numbers
-
-
-class StaticPod(_Section):
+class StaticPod(Section):
     pod: str
     role: str | None = Field(None, description="prefill | decode | prefill-decode")
     pool: str = "default"
@@ -46,7 +43,7 @@ class StaticPod(_Section):
         )
 
 
-class StaticEpp(_Section):
+class StaticEpp(Section):
     pool: str
     metrics_url: str
 
@@ -54,12 +51,12 @@ class StaticEpp(_Section):
         return EppTarget(pool=self.pool, metrics_url=self.metrics_url)
 
 
-class StaticDiscoverySettings(_Section):
+class StaticDiscoverySettings(Section):
     pods: tuple[StaticPod, ...] = ()
     epps: tuple[StaticEpp, ...] = ()
 
 
-class KubernetesDiscoverySettings(_Section):
+class KubernetesDiscoverySettings(Section):
     api_url: str = "https://kubernetes.default.svc"
     namespace: str = "default"
     label_selector: str = f"{c.K8S_LABEL_SERVING}=true"
@@ -83,7 +80,7 @@ class KubernetesDiscoverySettings(_Section):
         return KubernetesDiscoveryConfig(**self.model_dump())
 
 
-class PrometheusSettings(_Section):
+class PrometheusSettings(Section):
     url: str = "http://127.0.0.1:9090"
     bearer_token: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -110,7 +107,7 @@ class PrometheusSettings(_Section):
         return PrometheusSourceConfig(**self.model_dump())
 
 
-class ScrapeSettings(_Section):
+class ScrapeSettings(Section):
     timeout_seconds: float = Field(
         2.0,
         gt=0,
@@ -131,12 +128,12 @@ class ScrapeSettings(_Section):
         )
 
 
-class KvPublisherSettings(_Section):
+class KvPublisherSettings(Section):
     endpoint: str
     replay_endpoint: str | None = None
 
 
-class KvEventsSettings(_Section):
+class KvEventsSettings(Section):
     enabled: bool = False
     publishers: tuple[KvPublisherSettings, ...] = Field(
         (), description="in addition to the discovered pods' kv_events_endpoint"
@@ -155,7 +152,7 @@ class KvEventsSettings(_Section):
     )
 
 
-class SourcesSettings(_Section):
+class SourcesSettings(Section):
     """Where fleet metrics come from. The embedded default scrapes statically listed pods."""
 
     metrics: Literal["scrape", "prometheus", "none"] = "scrape"

@@ -76,3 +76,38 @@ def test_configuration_doc_lists_every_setting_with_its_default() -> None:
     assert settings_reference() in DOC.read_text(), (
         "docs/configuration.md is stale: regenerate its table with observer.config.settings_reference()"
     )
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        "server:\n  port: true\n",  # was port 1
+        "server:\n  max_body_bytes: false\n",  # was 0 → refused by gt=0, but as a number
+        "aggregation:\n  windows_seconds: [60, true]\n",
+        "slos:\n  - {name: a, sli: ttft, objective: 0.9, threshold_seconds: true}\n",  # was 1 s
+    ],
+)
+def test_true_or_false_is_not_a_number(tmp_path: Path, yaml_text: str) -> None:
+    # pydantic's lax mode reads a YAML boolean as 1 or 0 in a number field
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError, match="not true/false"):
+        load_settings(f, env={})
+
+
+def test_true_or_false_is_not_a_number_in_any_section() -> None:
+    from pydantic import ValidationError
+
+    from autoscaler.settings import parse
+    from observer.signals.settings import SignalsSettings
+    from observer.sources.settings import SourcesSettings
+
+    with pytest.raises(ValidationError, match="not true/false"):
+        SourcesSettings.model_validate({"scrape": {"timeout_seconds": True}})
+    with pytest.raises(ValidationError, match="not true/false"):
+        SignalsSettings.model_validate({"cascade": {"min_requests": True}})
+    with pytest.raises(ConfigError, match="not true/false"):
+        parse({"interval_seconds": True})
+    # booleans stay booleans, and numbers from the environment are still strings to convert
+    assert SignalsSettings.model_validate({"enabled": "false"}).enabled is False
+    assert load_settings(None, env={"PD_OBSERVER_SERVER__PORT": "9090"}).server.port == 9090
