@@ -195,10 +195,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _twin_error(exc: Exception) -> CliError:
-    return CliError(str(exc))
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     from observer.wiring.simulate import run_simulate
     from observer.wiring.twin import TwinError
@@ -216,14 +212,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             token=args.token,
         )
     except TwinError as exc:
-        raise _twin_error(exc) from exc
+        raise CliError(str(exc)) from exc
     if res.export_failed:
         return EXIT_FAILURE  # the final line says how many spans were lost
     return 130 if res.stopped else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from observer.wiring.demo import DemoOptions, run_demo
+    from observer.wiring.demo import DemoOptions, DemoOutputError, run_demo
     from observer.wiring.twin import TwinError
 
     _settings(args)
@@ -242,8 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     try:
         run_demo(opts)
-    except TwinError as exc:
-        raise _twin_error(exc) from exc
+    except (TwinError, DemoOutputError) as exc:
+        raise CliError(str(exc)) from exc
     return 0
 
 

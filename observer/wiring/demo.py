@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from observer import conventions as c
 from observer.api.app import create_app
 from observer.config import Settings, load_settings
+from observer.files import write_files
 from observer.signals.engine import FleetSignals, SignalEngine
 from observer.signals.service import SignalsAttachment, SignalService, attach
 from observer.signals.settings import SignalsSettings
@@ -66,6 +67,11 @@ STARVED_WAITING_MIN = 2
 EVENT_AUTOSCALER = "autoscaler"  # event kind of the autoscaler's decisions (live view, report)
 SCRAPE_WORKERS = 2
 PROM_SETTLE_SECONDS = 15.0
+
+
+class DemoOutputError(Exception):
+    """The run finished but its data or report could not be written (the message names the file and
+    what was kept)."""
 
 
 @dataclass(frozen=True)
@@ -616,9 +622,18 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
         },
     }
     data_path = out / "data.json"
-    data_path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
     report = out / "report.html"
-    report.write_text(render_report(data), encoding="utf-8")
+    # one at a time: a disk that fills on the report still leaves the run's data behind
+    written: list[str] = []
+    try:
+        write_files({data_path: json.dumps(data, indent=1, sort_keys=True, default=str)})
+        written.append(str(data_path))
+        write_files({report: render_report(data)})
+    except OSError as exc:
+        kept = ", ".join([*written, str(out / "pd-observer.db")])
+        raise DemoOutputError(
+            f"cannot write {exc.filename}: {exc.strerror or exc} (the run finished; kept: {kept})"
+        ) from exc
     _print_summary(
         say,
         rows=final,

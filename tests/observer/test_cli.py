@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -528,3 +529,19 @@ def test_demo_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path) ->
     r = run("demo", *args)
     assert r.returncode == 2
     assert r.stderr.strip().startswith(f"pd-observer: --out {target}: cannot write there: ")
+
+
+def test_demo_whose_report_cannot_be_written_is_one_line_and_keeps_the_data(tmp_path: Path) -> None:
+    # a disk that filled during the run ended the demo with a traceback at report.html
+    full = Path("/dev/full")  # every write: ENOSPC
+    if not full.exists():
+        missing("needs /dev/full")
+    (tmp_path / "report.html").symlink_to(full)
+    args = ["--duration", "10", "--speed", "0", "--no-prometheus", "--no-autoscaler", "--port", "0"]
+    r = run("demo", *args, "--out", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"pd-observer: cannot write {tmp_path / 'report.html'}: No space left on device")
+    assert f"kept: {tmp_path / 'data.json'}, {tmp_path / 'pd-observer.db'}" in line
+    assert "Traceback" not in r.stderr
+    assert json.loads((tmp_path / "data.json").read_text())["scenario"]
