@@ -439,7 +439,7 @@ def run_demo(opts: DemoOptions, stream: TextIO | None = None) -> DemoResult:
     def say(text: str) -> None:
         print(text, file=out_stream, flush=True)
 
-    check_source(opts.scenario)  # a bad scenario or trace fails before anything is started
+    check_source(opts.scenario, duration=opts.duration)  # a bad one fails before anything is started
     out = (opts.out or default_out()).resolve()
     out.mkdir(parents=True, exist_ok=True)
     port = pick_port(opts.host, opts.port)

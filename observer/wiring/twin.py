@@ -20,6 +20,12 @@ from simulator.scenarios import Twin, build_scenario, scenario_names
 Policy = Callable[[Twin, float], None]
 
 
+# The longest run the twin simulates: a week. Idle time costs ~0.2 s of wall time per simulated
+# hour (more with traffic), so a trace with one absurd timestamp (1e300 ms) ran "forever".
+MAX_TWIN_SECONDS = 7 * 86400.0
+DRAIN_SECONDS = 120.0  # a trace's default duration: its last arrival plus this
+
+
 class TwinError(ValueError):
     """Bad scenario or trace: one line for the CLI."""
 
@@ -44,9 +50,7 @@ def build_twin(
     For a trace file, `duration` (default: up to the last arrival plus 120 s of drain) caps the
     replayed arrivals; tenants are derived by `simulator.mooncake.tenant_of` into `tenants` buckets.
     """
-    if duration is not None and duration <= 0:
-        raise TwinError("duration must be > 0")
-    last = check_source(source, tenants=tenants)
+    last = check_source(source, tenants=tenants, duration=duration)
     if not is_trace(source):
         try:
             return build_scenario(
@@ -62,7 +66,7 @@ def build_twin(
             raise TwinError(str(exc)) from exc
     path = Path(source)
     if duration is None:
-        duration = math.ceil(last) + 120.0
+        duration = math.ceil(last) + DRAIN_SECONDS
     prof = load_profile("default")
     sim = Simulation(start)
     fleet = Fleet(sim, prof, sink, seed=seed, kv_events=kv_events)
@@ -76,10 +80,13 @@ def build_twin(
     return Twin(name, sim, fleet, SimActuator(fleet), float(duration), ((name, start),))
 
 
-def check_source(source: str, *, tenants: int = 8) -> float:
+def check_source(source: str, *, tenants: int = 8, duration: float | None = None) -> float:
     """TwinError (one line) unless `source` is a scenario name or a readable Mooncake trace with
     at least one request; the whole trace is read (a bad line fails before a run, not in it).
-    Returns the trace's last arrival offset (seconds; 0 for a scenario)."""
+    The run (`duration`, else a trace's last arrival plus its drain) is at most
+    `MAX_TWIN_SECONDS`. Returns the trace's last arrival offset (seconds; 0 for a scenario)."""
+    if duration is not None and not 0 < duration <= MAX_TWIN_SECONDS:
+        raise TwinError(f"duration must be > 0 and at most {MAX_TWIN_SECONDS:.0f} s (7 days)")
     if not is_trace(source):
         if source in scenario_names():
             return 0.0
@@ -92,7 +99,13 @@ def check_source(source: str, *, tenants: int = 8) -> float:
     path = Path(source)
     if not path.is_file():
         raise TwinError(f"trace file not found: {path}")
-    return _check_trace(path, tenants)
+    last = _check_trace(path, tenants)
+    if duration is None and math.ceil(last) + DRAIN_SECONDS > MAX_TWIN_SECONDS:
+        raise TwinError(
+            f"{path}: its last request arrives {last:.6g} s after the start, beyond the "
+            f"{MAX_TWIN_SECONDS:.0f} s (7 days) a run simulates: give --duration to replay its start"
+        )
+    return last
 
 
 def _check_trace(path: Path, tenants: int) -> float:

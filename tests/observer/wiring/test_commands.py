@@ -217,6 +217,33 @@ def test_a_bad_trace_is_one_line_in_every_twin_command(
     assert not (tmp_path / "d").exists()  # the demo refused it before starting anything
 
 
+def test_a_run_longer_than_a_week_is_refused_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one absurd timestamp (1e300 ms) made replay simulate "forever" (~0.2 s of wall per idle hour)
+    far = tmp_path / "far.jsonl"
+    row = '{{"timestamp": {}, "input_length": 10, "output_length": 5, "hash_ids": [1]}}\n'
+    far.write_text(row.format(0) + row.format(1e300))
+    for args in (
+        ["replay", str(far), "--out", str(tmp_path / "r.json")],
+        ["demo", "--scenario", str(far), "--no-prometheus", "--port", "0", "--out", str(tmp_path / "d")],
+    ):
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pd-observer: {far}: its last request arrives 1e+297 s after the start")
+        assert err.endswith(
+            "beyond the 604800 s (7 days) a run simulates: give --duration to replay its start"
+        )
+    assert main(["replay", "steady", "--duration", "1e300"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "pd-observer: duration must be > 0 and at most 604800 s (7 days)"
+    assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "r.json").exists()
+    # --duration replays the start of such a trace
+    assert main(["replay", str(far), "--duration", "60", "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["requests"] == 1
+
+
 def test_replay_checks_out_before_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nodir" / "x.json"
     assert main(["replay", "steady", "--out", str(missing)]) == 2
