@@ -12,8 +12,9 @@ first, the pod then reports `truncated=True` and its counts are lower bounds), a
 number for at most `max_topics` topics, and at most `max_topics_per_publisher` topics per
 publisher.
 
-A batch numbered at or below its topic's last one is an engine that restarted (PUB/SUB does not
-deliver twice; vLLM numbers from 0 in each process): the pod's blocks are forgotten and its
+A batch numbered at or below its publisher's last one on a topic is an engine that restarted
+(PUB/SUB does not deliver twice; vLLM numbers from 0 in each process): the blocks that publisher
+reported for the pod are forgotten (not those of the pod's other data-parallel ranks) and its
 batches applied from there.
 
 A publisher is untrusted: the pod and model of a topic go through `clean_value`
@@ -170,12 +171,19 @@ class KvSnapshot:
 
 
 @dataclass
-class _PodState:
-    model: str
+class _Cache:
+    """One engine's blocks (a data-parallel rank has a cache of its own)."""
+
     tiers: dict[str, OrderedDict[Hashable, None]] = field(
         default_factory=lambda: {m: OrderedDict() for m in MEDIA}
     )
     recently_removed: OrderedDict[Hashable, str] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class _PodState:
+    model: str
+    caches: dict[Hashable, _Cache] = field(default_factory=dict)  # by part (publisher)
     buckets: deque[tuple[float, dict[str, int]]] = field(default_factory=deque)
     last_event_time: float | None = None
     gaps: int = 0
@@ -184,7 +192,13 @@ class _PodState:
 
 
 class KvTierIndex:
-    """Block residency per pod and tier, fed with decoded batches. Thread-safe, bounded."""
+    """Block residency per pod and tier, fed with decoded batches. Thread-safe, bounded.
+
+    A pod's blocks are kept per part: the engine that reported them (the consumer passes the
+    publisher's endpoint; the data-parallel ranks of one pod each publish from their own). A pod's
+    counts are the sum over its parts, and `forget(pod, part)` drops one engine's blocks (it
+    restarted, or its publisher is gone) and keeps the others'.
+    """
 
     def __init__(
         self,
@@ -221,19 +235,20 @@ class KvTierIndex:
             st.buckets.popleft()
 
     def _total(self, st: _PodState) -> int:
-        return sum(len(t) for t in st.tiers.values())
+        return sum(len(t) for cache in st.caches.values() for t in cache.tiers.values())
 
-    def apply(self, pod: str, model: str, batch: KvBatch, received_at: float) -> None:
+    def apply(self, pod: str, model: str, batch: KvBatch, received_at: float, part: Hashable = None) -> None:
         with self._lock:
             st = self._state(pod, model)
             if st is None:
                 return
             st.last_event_time = received_at
+            cache = st.caches.get(part) or st.caches.setdefault(part, _Cache())
             for ev in batch.events:
-                self._apply_event(st, ev, received_at)
+                self._apply_event(st, cache, ev, received_at)
 
-    def _apply_event(self, st: _PodState, ev: KvEventRecord, at: float) -> None:
-        tier = st.tiers[ev.medium]
+    def _apply_event(self, st: _PodState, cache: _Cache, ev: KvEventRecord, at: float) -> None:
+        tier = cache.tiers[ev.medium]
         rank = MEDIA.index(ev.medium)
         if ev.kind == c.KV_EVENT_ALL_CLEARED:
             n = len(tier)
@@ -247,7 +262,7 @@ class KvTierIndex:
                     continue
                 tier[h] = None
                 self._count(st, "stored:" + ev.medium, 1, at)
-                came_from = st.recently_removed.pop(h, None)
+                came_from = cache.recently_removed.pop(h, None)
                 if came_from is not None and MEDIA.index(came_from) < rank:
                     self._count(st, "demoted:" + came_from, 1, at)
                 self._enforce_cap(st)
@@ -256,16 +271,16 @@ class KvTierIndex:
                     continue
                 del tier[h]
                 self._count(st, "removed:" + ev.medium, 1, at)
-                if any(h in st.tiers[m] for m in MEDIA[rank + 1 :]):
+                if any(h in cache.tiers[m] for m in MEDIA[rank + 1 :]):
                     self._count(st, "demoted:" + ev.medium, 1, at)
                 else:
-                    st.recently_removed[h] = ev.medium
-                    while len(st.recently_removed) > max(1, self.max_blocks_per_pod // 4):
-                        st.recently_removed.popitem(last=False)
+                    cache.recently_removed[h] = ev.medium
+                    while len(cache.recently_removed) > max(1, self.max_blocks_per_pod // 4):
+                        cache.recently_removed.popitem(last=False)
 
     def _enforce_cap(self, st: _PodState) -> None:
         while self._total(st) > self.max_blocks_per_pod:
-            biggest = max(st.tiers.values(), key=len)
+            biggest = max((t for cache in st.caches.values() for t in cache.tiers.values()), key=len)
             biggest.popitem(last=False)
             st.truncated = True
 
@@ -276,9 +291,16 @@ class KvTierIndex:
                 st.gaps += lost
                 st.replayed += replayed
 
-    def forget(self, pod: str) -> None:
+    def forget(self, pod: str, part: Hashable = None) -> None:
+        """Drop the blocks `part` reported for `pod`; the pod goes (counters, rates and its
+        `max_pods` slot) with its last part."""
         with self._lock:
-            self._pods.pop(pod, None)
+            st = self._pods.get(pod)
+            if st is None:
+                return
+            st.caches.pop(part, None)
+            if not st.caches:
+                del self._pods[pod]
 
     def snapshot(self, now: float) -> KvSnapshot:
         with self._lock:
@@ -300,7 +322,10 @@ class KvTierIndex:
                         pod=name,
                         model=st.model,
                         time=now,
-                        blocks_by_tier={c.KV_MEDIUM_TO_TIER[m]: len(t) for m, t in st.tiers.items()},
+                        blocks_by_tier={
+                            c.KV_MEDIUM_TO_TIER[m]: sum(len(cache.tiers[m]) for cache in st.caches.values())
+                            for m in MEDIA
+                        },
                         store_rate_by_tier=rates("stored"),
                         remove_rate_by_tier=rates("removed"),
                         demotion_rate_by_tier=rates("demoted"),
@@ -501,11 +526,9 @@ class KvEventsConsumer:
         return {(pod, model): seq for (_, pod, model), seq in list(self._seq.items())}
 
     def _forget_topics(self, pub: KvPublisher, topics: set[tuple[str, str]]) -> None:
-        still = {t for ts in self._topics_of.values() for t in ts}
-        for pod, model in topics:
+        for pod, model in topics:  # the pod goes from the index with its last publisher
             self._seq.pop((pub, pod, model), None)
-            if not any(p == pod for p, _ in still):
-                self.index.forget(pod)
+            self.index.forget(pod, pub)
 
     def _on_message(self, ctx: zmq.Context[Any], pub: KvPublisher, frames: list[bytes]) -> None:
         if len(frames) != 3:
@@ -530,26 +553,27 @@ class KvEventsConsumer:
         last = self._seq.get(key)
         if last is not None and seq <= last:
             # PUB/SUB never delivers a batch twice (replays are applied apart): the engine
-            # restarted and numbers from 0 again, with an empty cache. Its old blocks go.
+            # restarted and numbers from 0 again, with an empty cache. Its old blocks go (not
+            # those of the pod's other data-parallel ranks).
             self.restarts += 1
-            self.index.forget(pod)
+            self.index.forget(pod, pub)
             last = None
         if last is not None and seq > last + 1:
             missed = seq - last - 1
             recovered = self._replay(ctx, pub, (pod, model), last + 1, seq) if pub.replay_endpoint else 0
             self.index.record_gap(pod, model, missed - recovered, recovered)
-        self._apply(pod, model, payload)
+        self._apply(pub, pod, model, payload)
         self._seq[key] = seq
         if len(self._seq) > self.max_topics:
             del self._seq[next(iter(self._seq))]
 
-    def _apply(self, pod: str, model: str, payload: bytes) -> None:
+    def _apply(self, pub: KvPublisher, pod: str, model: str, payload: bytes) -> None:
         try:
             batch = decode_batch(payload)
         except ValueError:
             self.decode_errors += 1
             return
-        self.index.apply(pod, model, batch, self._clock())
+        self.index.apply(pod, model, batch, self._clock(), part=pub)
 
     def _replay(
         self, ctx: zmq.Context[Any], pub: KvPublisher, who: tuple[str, str], start: int, until: int
@@ -581,7 +605,7 @@ class KvEventsConsumer:
                 if rseq >= until:
                     break
                 if start <= rseq and rseq not in applied:
-                    self._apply(pod, model, payload)
+                    self._apply(pub, pod, model, payload)
                     applied.add(rseq)
         except zmq.ZMQError as exc:
             log.warning("kv events replay from %s failed: %s", pub.replay_endpoint, exc)

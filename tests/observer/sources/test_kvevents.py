@@ -113,6 +113,29 @@ def test_memory_is_bounded() -> None:
     assert idx.dropped_pods == 1
 
 
+def test_each_engine_of_a_pod_has_its_own_blocks_within_the_pods_cap() -> None:
+    # the data-parallel ranks of a pod each hold a cache: a block both hold is two blocks, a
+    # removal on one leaves the other's, and forgetting one rank keeps the other's
+    idx = KvTierIndex(max_blocks_per_pod=6)
+    stored = KvBatch(0, (KvEventRecord("BlockStored", (1, 2, 3), "GPU"),))
+    idx.apply("p", "m", stored, 1.0, part="rank0")
+    idx.apply("p", "m", stored, 1.0, part="rank1")
+    idx.apply("p", "m", KvBatch(0, (KvEventRecord("BlockRemoved", (3,), "GPU"),)), 1.0, part="rank1")
+    assert _hbm_blocks(idx, "p") == 5
+    idx.forget("p", "rank1")
+    assert _hbm_blocks(idx, "p") == 3
+    idx.apply(
+        "p", "m", KvBatch(0, (KvEventRecord("BlockStored", tuple(range(10, 20)), "GPU"),)), 1.0, part="r2"
+    )
+    s = idx.snapshot(1.0).pod("p")
+    assert s is not None
+    assert s.blocks_by_tier[c.TIER_HBM] == 6  # the cap is the pod's, over its engines
+    assert s.truncated
+    idx.forget("p", "rank0")
+    idx.forget("p", "r2")
+    assert idx.snapshot(1.0).pod("p") is None  # gone with its last engine
+
+
 class FakeVllmPublisher:
     """PUB + ROUTER replay, speaking vLLM's ZmqEventPublisher wire protocol."""
 
@@ -452,7 +475,8 @@ def test_a_replay_that_repeats_or_never_ends_is_bounded() -> None:
 def test_the_data_parallel_ranks_of_one_pod_keep_their_own_sequence() -> None:
     """Over real ZMQ. The data-parallel ranks of one vLLM pod publish the same topic from their
     own endpoints, each numbering from 0. Keyed by the topic alone, each rank's batch after the
-    other's looked like an engine restart, and the pod's blocks were dropped again and again."""
+    other's looked like an engine restart, and the pod's blocks were dropped again and again.
+    Each rank has a cache of its own: a restart of one drops its blocks, not the other's."""
     ctx = zmq.Context()
     bound = [_bound_pub(ctx) for _ in range(2)]  # two ranks
     socks, pubs = [sock for sock, _ in bound], [KvPublisher(endpoint) for _, endpoint in bound]
@@ -479,9 +503,16 @@ def test_the_data_parallel_ranks_of_one_pod_keep_their_own_sequence() -> None:
         snap = idx.snapshot(50.0).pod(WHO[0])
         assert snap is not None
         assert snap.gaps == 0
-        consumer.remove_publisher(pubs[1])  # one rank's endpoint goes: the pod stays (the other has it)
+        # one rank's engine restarts (numbers from 0 again, empty cache): only its blocks go
+        socks[1].send_multipart(
+            (TOPIC, (0).to_bytes(8, "big"), msgpack.packb([0.0, [_map_stored([501], "GPU")], 1]))
+        )
+        # rank 0's 100, 200, 300 and rank 1's 501 (was 1: every rank's blocks went)
+        _wait(lambda: consumer.restarts == 1 and _hbm_blocks(idx) == 4)
+        consumer.remove_publisher(pubs[1])  # one rank's endpoint goes: its blocks go, the pod stays
+        _wait(lambda: _hbm_blocks(idx) == 3)
         send(seq + 2, 400, ranks=1)
-        _wait(lambda: _hbm_blocks(idx) == 7)
+        _wait(lambda: _hbm_blocks(idx) == 4)  # 100, 200, 300, 400
     finally:
         consumer.stop()
         for sock in socks:
