@@ -14,6 +14,7 @@ from alerts.settings import AlertsSettings
 from alerts.spec import WindowSet, format_duration, parse_duration
 from observer import conventions as c
 from observer.model import SloSpec
+from observer.sources.promql import quote
 
 VALUE = '{{ printf "%.2f" $value }}'
 
@@ -126,9 +127,10 @@ def slo_recording_rules(windows: WindowSet) -> RuleGroup:
 
 
 def _slo_selector(spec: SloSpec) -> str:
-    sel = f'{c.LABEL_SLO}="{spec.name}"'
+    # names are validated (alerts.validate), and quoted as every PromQL value is (promql.quote)
+    sel = f"{c.LABEL_SLO}={quote(spec.name)}"
     if spec.tenants:
-        sel += f', {c.LABEL_TENANT}=~"{tenant_regex(spec.tenants)}"'
+        sel += f", {c.LABEL_TENANT}=~{quote(tenant_regex(spec.tenants))}"
     return "{" + sel + "}"
 
 

@@ -15,31 +15,76 @@ alerts:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from alerts.spec import parse_duration
 from observer import conventions as c
 from observer.config import ConfigError, Settings
+from observer.sections import Section
+from observer.sources.promql import LABEL_NAME_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+# Alertmanager's intervals (model.ParseDuration): units largest first, each at most once; `5m5m`
+# and `1s1m` passed the former pattern `^([0-9]+(ms|s|m|h|d|w|y))+$` and Alertmanager refused the file.
+AM_DURATION_RE = re.compile(
+    r"(?:[0-9]+y)?(?:[0-9]+w)?(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?(?:[0-9]+ms)?"
+)
+# A URL as Prometheus and Alertmanager parse it: scheme, a host, no space or control character.
+URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
+GROUP_BY_ALL = "..."  # Alertmanager: group by every label (alone)
 DEFAULT_RECEIVER = "default"
 
 
-class _Model(BaseModel):
-    # finite numbers: a threshold of .inf rendered `>= inf`, a rule that never fires
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+def _am_duration(positive: bool) -> AfterValidator:
+    def check(v: str) -> str:
+        if not v or not AM_DURATION_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a duration (units y w d h m s ms, largest first, e.g. 1h30m)")
+        if positive and not v.strip("0ywdhms"):
+            raise ValueError(f"{v!r} must be longer than 0")
+        return v
+
+    return AfterValidator(check)
 
 
-class ReceiverSettings(_Model):
+def _rule_duration(positive: bool) -> AfterValidator:
+    """A duration written into the rules (`for`, a range): whole seconds, Prometheus' grammar."""
+
+    def check(v: str) -> str:
+        if v != v.strip():
+            raise ValueError(f"{v!r} is not a duration (surrounding whitespace)")
+        try:
+            seconds = parse_duration(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if positive and seconds <= 0:
+            raise ValueError(f"{v!r} must be longer than 0")
+        return v
+
+    return AfterValidator(check)
+
+
+AmInterval = Annotated[str, _am_duration(positive=True)]  # group_interval, repeat_interval
+AmWait = Annotated[str, _am_duration(positive=False)]  # group_wait may be 0
+RuleHold = Annotated[str, _rule_duration(positive=False)]  # `for`: 0 = fire at once
+RuleRange = Annotated[str, _rule_duration(positive=True)]  # a PromQL range `[W]`
+
+
+class ReceiverSettings(Section):
     """An Alertmanager receiver. With no webhook_url it is a null receiver (notifications dropped)."""
 
-    webhook_url: str | None = Field(None, pattern=r"^https?://")
+    webhook_url: str | None = Field(None, pattern=URL_PATTERN)
     send_resolved: bool = True
 
 
-class TeamSettings(_Model):
+class TeamSettings(Section):
     """A team owns tenants (SLO alerts) and pools (signal alerts); its alerts go to its receivers."""
 
     tenants: tuple[str, ...] = ()
@@ -61,35 +106,34 @@ class TeamSettings(_Model):
         return self.ticket_receiver or self.receiver
 
 
-class SignalThresholds(_Model):
+class SignalThresholds(Section):
     """Thresholds and hold times (`for`) of the signal alerts."""
 
-    cascade_for: str = Field("2m", pattern=DURATION_PATTERN)
-    starvation_for: str = Field("5m", pattern=DURATION_PATTERN)
-    pressure_for: str = Field("10m", pattern=DURATION_PATTERN)
+    cascade_for: RuleHold = "2m"
+    starvation_for: RuleHold = "5m"
+    pressure_for: RuleHold = "10m"
     kv_saturation_usage: float = Field(0.9, gt=0, le=1)
-    kv_saturation_for: str = Field("10m", pattern=DURATION_PATTERN)
+    kv_saturation_for: RuleHold = "10m"
     prefill_queue_depth: float = Field(5.0, gt=0, description="mean waiting requests per prefill pod")
-    prefill_queue_for: str = Field("5m", pattern=DURATION_PATTERN)
+    prefill_queue_for: RuleHold = "5m"
     pd_imbalance_ratio: float = Field(1.5, gt=1, description="needed/deployed P:D ratio off by this factor")
-    pd_imbalance_for: str = Field("15m", pattern=DURATION_PATTERN)
+    pd_imbalance_for: RuleHold = "15m"
     source_max_age_seconds: float = Field(120.0, gt=0)
-    blind_for: str = Field("2m", pattern=DURATION_PATTERN)
-    stuck_for: str = Field("15m", pattern=DURATION_PATTERN)
+    blind_for: RuleHold = "2m"
+    stuck_for: RuleHold = "15m"
     thrashing_decisions_per_hour: int = Field(6, ge=1)
-    actuation_errors_window: str = Field("15m", pattern=DURATION_PATTERN)
-    leaderless_for: str = Field(
+    actuation_errors_window: RuleRange = "15m"
+    leaderless_for: RuleHold = Field(
         "5m",
-        pattern=DURATION_PATTERN,
         description="no `serve` instance leading its autoscaler loop this long",
     )
 
 
-class AlertsSettings(_Model):
+class AlertsSettings(Section):
     runbook_base_url: str = Field(
         "https://github.com/pd-observer/pd-observer/blob/main/docs/runbooks/",
-        pattern=r"^https?://",
-        description="runbook_url = this + <AlertName>.md",
+        pattern=URL_PATTERN,
+        description="runbook_url = this + <AlertName>.md (no `{{`: annotations are templates)",
     )
     window_set: str = Field("sre-workbook", min_length=1, description="packaged set name or YAML path")
     rule_group_prefix: str = Field("pd-observer", pattern=NAME_PATTERN)
@@ -99,10 +143,10 @@ class AlertsSettings(_Model):
     ticket_receiver: str = DEFAULT_RECEIVER
     teams: dict[str, TeamSettings] = Field(default_factory=dict)
     group_by: tuple[str, ...] = (c.LABEL_ALERTNAME, c.LABEL_SLO, c.LABEL_TENANT, c.LABEL_POOL)
-    group_wait: str = Field("30s", pattern=DURATION_PATTERN)
-    group_interval: str = Field("5m", pattern=DURATION_PATTERN)
-    repeat_interval_page: str = Field("1h", pattern=DURATION_PATTERN)
-    repeat_interval_ticket: str = Field("12h", pattern=DURATION_PATTERN)
+    group_wait: AmWait = "30s"
+    group_interval: AmInterval = "5m"
+    repeat_interval_page: AmInterval = "1h"
+    repeat_interval_ticket: AmInterval = "12h"
     severity: dict[str, str] = Field(
         default_factory=dict, description="alert name -> page|ticket, overriding the defaults"
     )
@@ -110,6 +154,30 @@ class AlertsSettings(_Model):
     prometheus_rule_name: str = Field("pd-observer", pattern=NAME_PATTERN)
     prometheus_rule_namespace: str | None = None
     prometheus_rule_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _no_template(cls, v: str) -> str:
+        if "{{" in v:  # the whole rule file failed to load (promtool: "template: ... unexpected")
+            raise ValueError("must not contain '{{' (Prometheus expands annotations as templates)")
+        return v
+
+    @field_validator("receivers")
+    @classmethod
+    def _receiver_names(cls, v: dict[str, ReceiverSettings]) -> dict[str, ReceiverSettings]:
+        if any(not name.strip() for name in v):  # Alertmanager: "missing name in receiver"
+            raise ValueError("a receiver name must not be empty")
+        return v
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if GROUP_BY_ALL in v and len(v) > 1:
+            raise ValueError(f"{GROUP_BY_ALL!r} (every label) cannot be combined with other labels")
+        for label in v:
+            if label != GROUP_BY_ALL and not re.fullmatch(LABEL_NAME_PATTERN, label):
+                raise ValueError(f"{label!r} is not a label name ({LABEL_NAME_PATTERN}) or '{GROUP_BY_ALL}'")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> AlertsSettings:

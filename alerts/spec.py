@@ -16,10 +16,10 @@ import yaml
 from observer import conventions as c
 from observer.config import ConfigError, Settings
 from observer.model import SloSpec
+from observer.sources.promql import duration_seconds
 
 SLOTH_VERSION = "prometheus/v1"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 # vLLM histograms a Sloth latency SLI may be written over (field notes §1) -> our SLI.
 _SLOTH_HISTOGRAM_SLI = {
     c.VLLM_TTFT: c.SLI_TTFT,
@@ -33,11 +33,13 @@ SLOTH_THRESHOLD_LABEL = "pd_observer_threshold_seconds"
 
 
 def parse_duration(text: str) -> int:
-    """'5m' -> 300. One unit only (s, m, h, d, w), as used in window sets."""
-    m = _DURATION_RE.match(str(text).strip())
-    if not m:
-        raise ConfigError(f"bad duration {text!r}: use e.g. 5m, 1h, 3d")
-    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    """'5m' -> 300, '1h30m' -> 5400 (`promql.duration_seconds`; surrounding whitespace ignored)."""
+    try:
+        return duration_seconds(str(text).strip())
+    except ValueError:
+        raise ConfigError(
+            f"bad duration {text!r}: use e.g. 5m, 1h30m, 3d (units y w d h m s, largest first)"
+        ) from None
 
 
 def format_duration(seconds: int) -> str:

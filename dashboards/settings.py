@@ -17,20 +17,18 @@ dashboards:
 
 from __future__ import annotations
 
-import re
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from observer.config import ConfigError, Settings
+from observer.sections import Section
+from observer.sources.promql import duration_seconds
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
-class DashboardsSettings(BaseModel):
+class DashboardsSettings(Section):
     """Knobs of the generated dashboards; nothing here names one deployment."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     folder: str = Field("pd-observer", min_length=1)
     tags: tuple[str, ...] = ("pd-observer",)
@@ -46,9 +44,9 @@ class DashboardsSettings(BaseModel):
     @field_validator("burn_windows")
     @classmethod
     def _durations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for w in v:
-            if not re.fullmatch(DURATION_PATTERN, w):
-                raise ValueError(f"{w!r} is not a Prometheus duration")
+        for w in v:  # a PromQL range: `5m5m` passed the loose pattern and broke every burn panel
+            if duration_seconds(w) <= 0:
+                raise ValueError(f"{w!r} must be longer than 0")
         return v
 
 

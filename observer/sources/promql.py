@@ -10,8 +10,14 @@ import re
 from collections.abc import Iterable, Mapping
 
 _NAMED = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"  # also what config validation checks label names with
+_LABEL_NAME = re.compile(LABEL_NAME_PATTERN)
 _METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+# Prometheus' duration grammar (model.ParseDuration): units largest first, each at most once, so
+# `1h30m` is one and `5m5m` or `1s1m` is none (Prometheus and Alertmanager refuse those). Whole
+# seconds only (no `ms`): what rules, ranges and windows are written in.
+DURATION_UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_DURATION = re.compile("".join(rf"(?:([0-9]+){u})?" for u, _ in DURATION_UNITS))
 
 
 def quote(value: str) -> str:
@@ -35,13 +41,13 @@ def quote(value: str) -> str:
 
 def label_name(name: str) -> str:
     """A label name, checked (label names are ours, never from outside, but check anyway)."""
-    if not _LABEL_NAME.match(name):
+    if not _LABEL_NAME.fullmatch(name):
         raise ValueError(f"invalid label name {name!r}")
     return name
 
 
 def metric_name(name: str) -> str:
-    if not _METRIC_NAME.match(name):
+    if not _METRIC_NAME.fullmatch(name):
         raise ValueError(f"invalid metric name {name!r}")
     return name
 
@@ -69,3 +75,12 @@ def names_present_query(names: Iterable[str], matchers: Mapping[str, str] | None
     alts = "|".join(re.escape(metric_name(n)) for n in names)
     extra = "".join(f",{label_name(k)}={quote(v)}" for k, v in sorted((matchers or {}).items()))
     return f"count by (__name__) ({{__name__=~{quote(alts)}{extra}}})"
+
+
+def duration_seconds(text: str) -> int:
+    """'5m' -> 300, '1h30m' -> 5400: a Prometheus duration in whole seconds (y w d h m s);
+    ValueError for anything else (surrounding whitespace included)."""
+    m = _DURATION.fullmatch(text)
+    if not text or m is None:
+        raise ValueError(f"{text!r} is not a duration (units y w d h m s, largest first, e.g. 1h30m)")
+    return sum(int(n) * size for n, (_, size) in zip(m.groups(), DURATION_UNITS, strict=True) if n)

@@ -6,18 +6,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from observer import conventions as c
 from observer.sections import Section
 from observer.sources.capped import DEFAULT_MAX_API_BYTES, DEFAULT_MAX_PAGE_BYTES
 from observer.sources.discovery import SA_DIR, KubernetesDiscoveryConfig
 from observer.sources.prometheus import PrometheusSourceConfig
+from observer.sources.promql import LABEL_NAME_PATTERN
 from observer.sources.samples import EppTarget, PodTarget
 from observer.sources.scrape import ScrapeSourceConfig
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class StaticPod(Section):
@@ -93,15 +97,25 @@ class PrometheusSettings(Section):
     backoff_factor: float = Field(0.2, ge=0)
     rate_window_seconds: int = Field(60, ge=1, description=">= 4 Prometheus scrape intervals")
     stale_after_seconds: float = Field(60.0, gt=0)
-    pod_label: str = c.PROM_LABEL_POD
-    namespace_label: str = c.PROM_LABEL_NAMESPACE
+    # Prometheus label names (`pod`, not a Kubernetes label such as `llm-d.ai/role`): any other
+    # name passed here and then failed every read of the source ("invalid label name").
+    pod_label: str = Field(c.PROM_LABEL_POD, pattern=LABEL_NAME_PATTERN)
+    namespace_label: str = Field(c.PROM_LABEL_NAMESPACE, pattern=LABEL_NAME_PATTERN)
     namespace: str | None = None
-    role_label: str | None = None
-    pool_label: str | None = None
+    role_label: str | None = Field(None, pattern=LABEL_NAME_PATTERN)
+    pool_label: str | None = Field(None, pattern=LABEL_NAME_PATTERN)
     default_pool: str = "default"
     max_body_bytes: int = Field(
         DEFAULT_MAX_API_BYTES, ge=1, description="cap on each query answer (received and decoded)"
     )
+
+    @field_validator("namespace")
+    @classmethod
+    def _sendable(cls, v: str | None) -> str | None:
+        # quoted into every query (promql.quote); a lone surrogate cannot be sent as UTF-8
+        if v is not None and _SURROGATE.search(v):
+            raise ValueError("must not contain lone surrogate characters")
+        return v
 
     def config(self) -> PrometheusSourceConfig:
         return PrometheusSourceConfig(**self.model_dump())
