@@ -19,6 +19,7 @@ Pure core: `PodQueue`, `prefill_waiting`, `epp_series`, `prom_series`, and the c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -95,7 +96,9 @@ def pods_of_snapshot(snap: FleetSnapshot) -> PodsReading | None:
 
 
 def _key(labels: Mapping[str, str], skip: Sequence[str] = ("__name__",)) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
+    """One series' key, unambiguous whatever its label values hold (joined with `,` and `=`,
+    `{model="a,b=c"}` and `{model="a", b="c"}` were one series, one value lost)."""
+    return json.dumps([(k, v) for k, v in sorted(labels.items()) if k not in skip], ensure_ascii=False)
 
 
 def epp_series(parsed: Parsed, pool: str) -> Series | None:
