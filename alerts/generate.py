@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from alerts.settings import AlertsSettings
+from alerts.settings import DEFAULT_SEVERITY, AlertsSettings
 from alerts.spec import WindowSet, format_duration, parse_duration
 from observer import conventions as c
 from observer.model import SloSpec
@@ -68,22 +68,6 @@ class RuleSet:
     def alert_names(self) -> tuple[str, ...]:
         return tuple(sorted({a.alert for a in self.alerts}))
 
-
-# Signal alerts and their default severity; `AlertsSettings.severity` overrides.
-DEFAULT_SEVERITY: dict[str, str] = {
-    c.ALERT_SLO_BURN: c.SEVERITY_PAGE,  # per window pair; this entry is unused
-    c.ALERT_CACHE_CASCADE: c.SEVERITY_TICKET,
-    c.ALERT_DECODE_STARVATION: c.SEVERITY_PAGE,
-    c.ALERT_DECODE_PRESSURE: c.SEVERITY_TICKET,
-    c.ALERT_KV_SATURATION: c.SEVERITY_TICKET,
-    c.ALERT_PREFILL_QUEUE: c.SEVERITY_TICKET,
-    c.ALERT_PD_IMBALANCE: c.SEVERITY_TICKET,
-    c.ALERT_OBSERVER_BLIND: c.SEVERITY_PAGE,
-    c.ALERT_AUTOSCALER_STUCK: c.SEVERITY_PAGE,
-    c.ALERT_AUTOSCALER_THRASHING: c.SEVERITY_TICKET,
-    c.ALERT_AUTOSCALER_ACTUATION: c.SEVERITY_TICKET,
-    c.ALERT_AUTOSCALER_LEADERLESS: c.SEVERITY_TICKET,
-}
 
 # Alerts whose evidence comes from the observer's sources: meaningless while it is blind.
 BLIND_INHIBITS: tuple[str, ...] = (

@@ -41,6 +41,21 @@ AM_DURATION_RE = re.compile(
 URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
 GROUP_BY_ALL = "..."  # Alertmanager: group by every label (alone)
 DEFAULT_RECEIVER = "default"
+# The signal alerts and their default severity; `alerts.severity` overrides. The SLO burn alert
+# is not here: each of its window pairs has its own severity (the window set).
+DEFAULT_SEVERITY: dict[str, str] = {
+    c.ALERT_CACHE_CASCADE: c.SEVERITY_TICKET,
+    c.ALERT_DECODE_STARVATION: c.SEVERITY_PAGE,
+    c.ALERT_DECODE_PRESSURE: c.SEVERITY_TICKET,
+    c.ALERT_KV_SATURATION: c.SEVERITY_TICKET,
+    c.ALERT_PREFILL_QUEUE: c.SEVERITY_TICKET,
+    c.ALERT_PD_IMBALANCE: c.SEVERITY_TICKET,
+    c.ALERT_OBSERVER_BLIND: c.SEVERITY_PAGE,
+    c.ALERT_AUTOSCALER_STUCK: c.SEVERITY_PAGE,
+    c.ALERT_AUTOSCALER_THRASHING: c.SEVERITY_TICKET,
+    c.ALERT_AUTOSCALER_ACTUATION: c.SEVERITY_TICKET,
+    c.ALERT_AUTOSCALER_LEADERLESS: c.SEVERITY_TICKET,
+}
 
 
 def _am_duration(positive: bool) -> AfterValidator:
@@ -194,6 +209,12 @@ class AlertsSettings(Section):
             if name not in known:
                 raise ValueError(f"{where}: unknown receiver {name!r} (define it under alerts.receivers)")
         for alert, sev in self.severity.items():
+            if alert == c.ALERT_SLO_BURN:
+                raise ValueError(
+                    f"severity.{alert}: set by the window set (alerts.window_set), per window pair"
+                )
+            if alert not in DEFAULT_SEVERITY:  # a typo was ignored: the alert kept its default
+                raise ValueError(f"severity.{alert}: no such alert (one of {', '.join(DEFAULT_SEVERITY)})")
             if sev not in c.SEVERITIES:
                 raise ValueError(f"severity.{alert}: must be one of {', '.join(c.SEVERITIES)}")
         owners: dict[tuple[str, str], str] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from alerts.generate import AlertRule, RecordingRule, generate, num, tenant_regex
 from alerts.settings import AlertsSettings
 from alerts.spec import load_window_set
@@ -93,6 +96,18 @@ def test_severity_and_thresholds_are_configurable() -> None:
     assert kv.expr.endswith(">= 0.85")
     assert kv.for_seconds == 180
     assert c.ALERT_SLO_BURN not in rs.alert_names  # no SLOs, no burn alerts
+
+
+@pytest.mark.parametrize(
+    ("alert", "message"),
+    [
+        ("PdObserverCacheCascade", "no such alert"),  # a typo: the alert kept its default, silently
+        (c.ALERT_SLO_BURN, "set by the window set"),  # per window pair: the override did nothing
+    ],
+)
+def test_a_severity_override_that_would_do_nothing_is_refused(alert: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AlertsSettings.model_validate({"severity": {alert: "page"}})
 
 
 def test_num_has_no_binary_noise() -> None:
