@@ -28,6 +28,7 @@ from pydantic import (
 from alerts.spec import parse_duration
 from observer import conventions as c
 from observer.config import ConfigError, Settings
+from observer.k8snames import Labels, Namespace
 from observer.sections import Section
 from observer.sources.promql import LABEL_NAME_PATTERN
 
@@ -167,8 +168,8 @@ class AlertsSettings(Section):
     )
     signals: SignalThresholds = SignalThresholds()
     prometheus_rule_name: str = Field("pd-observer", pattern=NAME_PATTERN)
-    prometheus_rule_namespace: str | None = None
-    prometheus_rule_labels: dict[str, str] = Field(default_factory=dict)
+    prometheus_rule_namespace: Namespace | None = None
+    prometheus_rule_labels: Labels = Field(default_factory=dict)
 
     @field_validator("runbook_base_url")
     @classmethod

@@ -16,6 +16,7 @@ from autoscaler.loop import RetryPolicy
 from autoscaler.types import Config, DeciderConfig, PoolConfig, RoleConfig, WeightConfig
 from observer import conventions as c
 from observer.config import ConfigError, Settings
+from observer.k8snames import ConfigKey, Namespace, ObjectName
 from observer.sections import Section
 
 TargetKind = Literal["Deployment", "StatefulSet", "LeaderWorkerSet", "CustomResource", "LLMInferenceService"]
@@ -34,8 +35,8 @@ class TargetSettings(Section):
     """
 
     kind: TargetKind = "Deployment"
-    name: str = Field(min_length=1)
-    namespace: str | None = None  # default: the pool's namespace
+    name: ObjectName
+    namespace: Namespace | None = None  # default: the pool's namespace
     group: str | None = None  # CustomResource only
     version: str | None = None  # CustomResource; LLMInferenceService: pin (default: discovery)
     plural: str | None = None
@@ -81,13 +82,13 @@ class EppSettings(Section):
     """
 
     source: EppSource = "configmap"
-    config_map: str | None = Field(None, min_length=1, description="source configmap: the ConfigMap")
-    key: str = Field("config.yaml", min_length=1, description="source configmap: the key holding the YAML")
-    deployment: str | None = Field(
-        None, min_length=1, description="source configmap: EPP Deployment restarted after a change"
+    config_map: ObjectName | None = Field(None, description="source configmap: the ConfigMap")
+    key: ConfigKey = Field("config.yaml", description="source configmap: the key holding the YAML")
+    deployment: ObjectName | None = Field(
+        None, description="source configmap: EPP Deployment restarted after a change"
     )
-    llm_inference_service: str | None = Field(
-        None, min_length=1, description="source llminferenceservice: its name (default: the pool's target)"
+    llm_inference_service: ObjectName | None = Field(
+        None, description="source llminferenceservice: its name (default: the pool's target)"
     )
     profile: str | None = Field(None, description="only edit this scheduling profile (default: all)")
 
@@ -171,7 +172,7 @@ class DeciderSettings(Section):
 
 class PoolSettings(Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    namespace: str = "default"
+    namespace: Namespace = "default"
     prefill: RoleSettings
     decode: RoleSettings
     gpu_budget: int | None = Field(None, ge=0)
@@ -296,8 +297,8 @@ LEASE_INTERVALS = 4.0  # the default lease duration, in ticks
 
 class LeaseSettings(Section):
     enabled: bool = True
-    name: str = "pd-observer-autoscaler"
-    namespace: str | None = None  # default: the first pool's namespace
+    name: ObjectName = "pd-observer-autoscaler"
+    namespace: Namespace | None = None  # default: the first pool's namespace
     identity: str | None = Field(None, description="default: the hostname (the pod name), read at runtime")
     duration_seconds: float | None = Field(
         None,

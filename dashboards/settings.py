@@ -20,11 +20,11 @@ from __future__ import annotations
 from pydantic import Field, ValidationError, field_validator
 
 from observer.config import ConfigError, Settings
+from observer.k8snames import Labels, Namespace
 from observer.sections import Section
 from observer.sources.promql import duration_seconds
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class DashboardsSettings(Section):
@@ -38,8 +38,8 @@ class DashboardsSettings(Section):
     burn_windows: tuple[str, ...] = Field(("5m", "1h"), min_length=1)
     top_tenants: int = Field(10, ge=1, le=100)
     provisioning_path: str = Field("/var/lib/grafana/dashboards/pd-observer", pattern=r"^/")
-    configmap_namespace: str | None = Field(None, pattern=NAME_PATTERN)
-    configmap_labels: dict[str, str] = Field(default_factory=dict)
+    configmap_namespace: Namespace | None = None
+    configmap_labels: Labels = Field(default_factory=dict)
 
     @field_validator("burn_windows")
     @classmethod

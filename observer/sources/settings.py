@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from observer import conventions as c
+from observer.k8snames import Namespace
 from observer.sections import Section
 from observer.sources.capped import DEFAULT_MAX_API_BYTES, DEFAULT_MAX_PAGE_BYTES
 from observer.sources.discovery import SA_DIR, KubernetesDiscoveryConfig
@@ -62,7 +63,7 @@ class StaticDiscoverySettings(Section):
 
 class KubernetesDiscoverySettings(Section):
     api_url: str = "https://kubernetes.default.svc"
-    namespace: str = "default"
+    namespace: Namespace = "default"
     label_selector: str = f"{c.K8S_LABEL_SERVING}=true"
     role_label: str = c.K8S_LABEL_ROLE
     pool_label: str = c.K8S_LABEL_INSTANCE
