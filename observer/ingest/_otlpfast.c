@@ -141,9 +141,25 @@ static inline int read_varint(Buf *b, uint64_t *out) {
     return FALLBACK;
 }
 
+/* upb refuses a tag or a length written in more than 5 bytes (even a non-canonical encoding of a
+ * small value: 0x8a 0x80 0x80 0x80 0x80 0x00 is field 1, wire type 2, in 6 bytes) and a length of
+ * INT32_MAX or more: the body is a 400 on the Python path, so it must not be accepted here. */
+#define MAX_TAG_LEN_BYTES 5
+
+static inline int read_varint5(Buf *b, uint64_t *out) {
+    const uint8_t *start = b->p;
+    if (read_varint(b, out))
+        return FALLBACK;
+    if (b->p - start > MAX_TAG_LEN_BYTES) {
+        b->p = start;
+        return FALLBACK;
+    }
+    return 0;
+}
+
 static inline int read_tag(Buf *b, uint32_t *field, int *wt) {
     uint64_t tag;
-    if (read_varint(b, &tag) || tag > UINT32_MAX || (tag >> 3) == 0)
+    if (read_varint5(b, &tag) || tag > UINT32_MAX || (tag >> 3) == 0)
         return FALLBACK;
     *field = (uint32_t)(tag >> 3);
     *wt = (int)(tag & 7);
@@ -152,7 +168,7 @@ static inline int read_tag(Buf *b, uint32_t *field, int *wt) {
 
 static inline int read_len(Buf *b, Buf *sub) {
     uint64_t n;
-    if (read_varint(b, &n) || n > (uint64_t)(b->end - b->p))
+    if (read_varint5(b, &n) || n >= INT32_MAX || n > (uint64_t)(b->end - b->p))
         return FALLBACK;
     sub->p = b->p;
     sub->end = b->p + n;
