@@ -30,7 +30,9 @@ def prometheus() -> Iterator[Prometheus]:
     rules = render_alert_files(load_settings(env={}))[RULES_FILE]
     with serve_fixture() as address:
         config = (
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            # scraped every 250 ms, rules every 500 ms (were 1 s): the waits below for two
+            # samples and a rule evaluation took ~3 s of the module's setup
+            "global:\n  scrape_interval: 250ms\n  evaluation_interval: 500ms\n"
             f"rule_files: [{RULES_FILE}]\n"
             "scrape_configs:\n"
             "  - job_name: fixture\n    honor_labels: true\n"

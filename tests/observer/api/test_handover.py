@@ -40,7 +40,13 @@ def test_a_stopped_replicas_pending_half_is_stitched_by_another(tmp_path: Path) 
                 a.proc.terminate()
                 assert a.proc.wait(timeout=30) == 0
             assert "could not hand over" not in a.log.read_text()
-            time.sleep(6)  # b's next housekeeping tick (every 5 s) takes over a's half
+            # b's next housekeeping tick (every 5 s) takes over a's half and logs it: wait for that
+            # line instead of a fixed 6 s (it is the condition the sleep stood for; the test still
+            # asserts it below)
+            taken = "took over the P/D halves of gone ingest replicas"
+            deadline = time.monotonic() + 15
+            while taken not in b.log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert export(b.url + c.OTLP_TRACES_PATH, rest) == SpanExportResult.SUCCESS
             deadline = time.monotonic() + 10
             rec = _record(b.url, "moved")

@@ -221,9 +221,10 @@ def test_http_server_serves_pods_epp_and_targets() -> None:
 def test_real_prometheus_scrapes_the_twin_via_http_sd() -> None:
     em = fed()
     with em.serve() as server:
+        # scraped every 250 ms (was 1 s): each step below waits for the scrape that sees it
         config = f"""
 global:
-  scrape_interval: 1s
+  scrape_interval: 250ms
   evaluation_interval: 1s
 scrape_configs:
   - job_name: twin
