@@ -632,6 +632,20 @@ class Fleet:
                 self.maybe_remove(pod)
         self.event(EVENT_SCALE, pool=self.profile.pool, role=role, before=before, after=n)
 
+    def replace_pod(self, role: str) -> str | None:
+        """A pod replaced under a new name (node lost, rolling restart): the oldest ready pod of
+        `role` drains and a new one starts (ready after the cold start); `desired` is unchanged.
+        Returns the drained pod's name, None when the role has no ready pod."""
+        ready = sorted(self.ready_pods(role), key=self._serial_of)
+        if not ready:
+            return None
+        old = ready[0]
+        self._add_pod(role, ready=False)
+        old.draining = True
+        self.event(EVENT_POD_DRAINING, pod=old.name, role=role)
+        self.maybe_remove(old)
+        return old.name
+
     @staticmethod
     def _serial_of(pod: Pod) -> int:
         return int(pod.name.rsplit("-", 1)[1])

@@ -9,7 +9,9 @@ It is fed from two sides and ticked by the service (or a test) with `now` passed
   snapshot with the evidence of every signal, and keeps it as `latest`.
 
 Memory is bounded: at most `max_records` records (only those inside the window are kept),
-`max_tenants` cascade baselines, `max_pods` pods. No clock is read and no I/O is done here.
+`max_tenants` cascade baselines, `max_pods` pods; a pod's last known pool is forgotten once no
+good reading has had it for `window_seconds + stale_after_seconds` (pods replaced under new
+names come and go for as long as the service runs). No clock is read and no I/O is done here.
 """
 
 from __future__ import annotations
@@ -157,7 +159,9 @@ class SignalEngine:
         self._first_seen: Mapping[str, float] = {}  # tenant -> first record time (bounded)
         self._baseline_at: float | None = None  # last window folded into the cascade baselines
         self._episode_evictors: dict[str, tuple[Evictor, ...]] = {}  # firing tenant -> evictors named
-        self._pod_pool: dict[str, str] = {}  # last known pool of each pod (records of a blind source)
+        # last known pool of each pod and when a good reading last had it (records of a blind
+        # source); pods absent from the good readings for `_pod_memory_seconds` are forgotten
+        self._pod_pool: dict[str, tuple[str, float]] = {}
         self.records_dropped = 0  # records that fell off the bound while still in the window
 
     # ------------------------------------------------------------------ feeds
@@ -181,10 +185,32 @@ class SignalEngine:
             if snapshot.ok:
                 src.last_success = snapshot.time
                 self._inputs.snapshot = snapshot
-                pools = {p.pod: p.pool for p in snapshot.pods[: self.settings.max_pods]}
-                if len(self._pod_pool) + len(pools) > self.settings.max_pods:
-                    self._pod_pool = {}
-                self._pod_pool.update(pools)
+                self._note_pods(snapshot)
+
+    def _note_pods(self, snapshot: FleetSnapshot) -> None:
+        """Under the lock, for a good reading: remember each pod's pool; forget the pods that no
+        good reading has had for `_pod_memory_seconds` (replaced pods get new names: without
+        this the map grew by every pod ever seen, until `max_pods` emptied it)."""
+        at = snapshot.time
+        pools = {p.pod: (p.pool, at) for p in snapshot.pods[: self.settings.max_pods]}
+        horizon = at - self._pod_memory_seconds
+        kept = {pod: v for pod, v in self._pod_pool.items() if v[1] >= horizon and pod not in pools}
+        if len(kept) + len(pools) > self.settings.max_pods:
+            kept = {}
+        kept.update(pools)
+        self._pod_pool = kept
+
+    @property
+    def _pod_memory_seconds(self) -> float:
+        """How long a pod missing from the good readings keeps its pool: its records can still
+        be in the window (`window_seconds`) for as long as the source may lag
+        (`stale_after_seconds`)."""
+        return self.settings.window_seconds + self.settings.stale_after_seconds
+
+    @property
+    def known_pods(self) -> int:
+        """Pods whose last known pool is remembered (bounded by `max_pods`)."""
+        return len(self._pod_pool)
 
     def observe_kv(self, snapshot: KvSnapshot) -> None:
         """The KV-events index: fresh while events keep arriving."""
@@ -390,7 +416,8 @@ class SignalEngine:
         self, window: Sequence[RequestRecord], samples: Sequence[PodSample], snap: FleetSnapshot | None
     ) -> dict[str, tuple[PoolWindow, float | None, float | None, PdDemand]]:
         s = self.settings
-        pod_pool = {**self._pod_pool, **{p.pod: p.pool for p in samples}}
+        pod_pool = {pod: pool for pod, (pool, _) in self._pod_pool.items()}
+        pod_pool.update((p.pod, p.pool) for p in samples)
         by_pool: dict[str, list[PodSample]] = {}
         for p in samples:
             by_pool.setdefault(p.pool, []).append(p)
