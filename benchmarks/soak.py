@@ -72,7 +72,7 @@ from simulator.emit.metrics import MetricsEmitter
 from simulator.emit.otlp import OtlpSpanEmitter
 from simulator.engine import Simulation
 from simulator.events import ArrivedRequest, CompletedRequest, FleetEvent, FleetSink, KvEvent, PodSnapshot
-from simulator.fleet import Fleet
+from simulator.fleet import Fleet, NullSink
 from simulator.profile import load_profile
 from simulator.scenarios import PD_2_6, Twin
 from simulator.workload import LengthDist, RequestSpec, system_prompt_chain
@@ -168,28 +168,16 @@ class AdapterChurn:
         self.inner.fleet_event(event)
 
 
-class RecentTenants:
+class RecentTenants(NullSink):
     """FleetSink: the last few tenants and request ids seen (for the API queries and SLO sets)."""
 
     def __init__(self) -> None:
         self.tenants: collections.deque[str] = collections.deque(maxlen=64)
         self.request_ids: collections.deque[str] = collections.deque(maxlen=16)
 
-    def request_arrived(self, arrival: ArrivedRequest) -> None:
-        return None
-
     def request_completed(self, request: CompletedRequest) -> None:
         self.tenants.append(request.tenant)
         self.request_ids.append(request.request_id)
-
-    def pods_sampled(self, now: float, pods: tuple[PodSnapshot, ...]) -> None:
-        return None
-
-    def kv_events(self, events: tuple[KvEvent, ...]) -> None:
-        return None
-
-    def fleet_event(self, event: FleetEvent) -> None:
-        return None
 
 
 # ------------------------------------------------------------------------------ measuring

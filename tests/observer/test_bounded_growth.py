@@ -7,11 +7,13 @@ No mocks: the real component, time passed in.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from observer import conventions as c
-from observer.model import RequestRecord, TierTokens
 from observer.signals.engine import SignalEngine
 from observer.signals.settings import SignalsSettings
 from observer.sources.samples import FleetSnapshot, PodSample
+from tests.observer.store.factories import record
 
 T0 = 1_700_000_000.0
 POOL = "pool-a"
@@ -24,30 +26,6 @@ def _snapshot(now: float, pods: list[str], *, ok: bool = True) -> FleetSnapshot:
     )
     return FleetSnapshot(
         source=c.SOURCE_SCRAPE, time=now, ok=ok, error=None if ok else "down", pods=samples if ok else ()
-    )
-
-
-def _record(pod: str, end: float, n: int) -> RequestRecord:
-    return RequestRecord(
-        request_id=f"r{n}",
-        trace_id=f"t{n}",
-        tenant="a",
-        model="m",
-        start_time=end - 2.0,
-        end_time=end,
-        prompt_tokens=1000,
-        output_tokens=10,
-        cached=TierTokens(hbm=500),
-        ttft=0.5,
-        itl=0.02,
-        e2e=2.0,
-        queue=0.1,
-        prefill=0.3,
-        kv_transfer=0.05,
-        decode=1.5,
-        disaggregated=True,
-        prefill_pod=pod,
-        decode_pod=pod,
     )
 
 
@@ -89,7 +67,7 @@ def test_signal_engine_keeps_the_pool_of_pods_while_the_source_is_blind() -> Non
     for i in range(40):  # ten minutes of failed readings
         t += s.interval_seconds
         eng.observe(_snapshot(t, pods, ok=False))
-        eng.add_records([_record("pf-0", t - 1.0, i)], t)
+        eng.add_records([replace(record(i, t - 1.0), prefill_pod="pf-0", decode_pod="pf-0")], t)
         eng.tick(t)
     assert eng.known_pods == 2
     latest = eng.latest

@@ -33,11 +33,12 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def missing(msg: str) -> NoReturn:
-    """A component the test needs is missing: a failure in CI, a skip locally."""
+def missing(msg: str, *, module: bool = False) -> NoReturn:
+    """A component the test needs is missing: a failure in CI, a skip locally (of the whole
+    module when called at its top level with `module=True`)."""
     if in_ci():
-        pytest.fail(msg)
-    pytest.skip(msg)
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg, allow_module_level=module)
 
 
 def require_binary(name: str) -> str:

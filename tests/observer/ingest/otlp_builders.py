@@ -25,10 +25,30 @@ from opentelemetry.trace import (
 
 from observer import conventions as c
 from observer.config import IngestSettings
+from observer.ingest import fastpath
 from observer.ingest.otlp import decode_traces
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, resolve_batch
+from tests.support.procs import missing
 
 NS = 1_000_000_000
+CFG = ResolveConfig.from_settings(IngestSettings())
+
+
+def require_native() -> None:
+    """At a module's top level: the native decoder must be active (a failure in CI, the module
+    skipped locally)."""
+    if fastpath.compiled(CFG) is None:
+        missing(
+            f"native decoder inactive: observer.ingest._otlpfast not built (pip install -e . with a C "
+            f"compiler) or {fastpath.DISABLE_ENV}=0",
+            module=True,
+        )
+
+
+def fast(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch | None:
+    """The native decoder's answer, as a ResolvedBatch (None: it declines, the Python path answers)."""
+    out = fastpath.decode(data, max_spans, cfg)
+    return None if out is None else ResolvedBatch(out[0], out[1], 0, (), out[2], out[3])
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import os
 import sys
 import tracemalloc
 from typing import Any
@@ -20,37 +19,22 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from benchmarks.ingest.workload import WorkloadSpec, batches
 from observer import conventions as c
-from observer.config import IngestSettings
 from observer.ingest import fastpath
 from observer.ingest.otlp import BadRequest
 from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
 from observer.model import EngineSpan, TierTokens, TraceHints
 
-from .otlp_builders import SpanSpec, encode, engine_attrs, two_step
+from .otlp_builders import CFG, SpanSpec, encode, engine_attrs, fast, require_native, two_step
 
-CFG = ResolveConfig.from_settings(IngestSettings())
 BIG = 1 << 24
 NOW = 1_800_000_000.0
 
-if fastpath.compiled(CFG) is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(
-            f"native decoder inactive: observer.ingest._otlpfast not built or {fastpath.DISABLE_ENV}=0",
-            pytrace=False,
-        )
-    pytest.skip(
-        "native decoder inactive (not built: pip install -e . with a C compiler)", allow_module_level=True
-    )
+require_native()
 
 
 def reference(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch:
     """decode_traces + resolve_batch: what the Python fused path gives (tests/observer/ingest/test_fused)."""
     return two_step(data, cfg=cfg, max_spans=max_spans)
-
-
-def fast(data: bytes, cfg: ResolveConfig = CFG, max_spans: int = 1 << 20) -> ResolvedBatch | None:
-    out = fastpath.decode(data, max_spans, cfg)
-    return None if out is None else ResolvedBatch(out[0], out[1], 0, (), out[2], out[3])
 
 
 def bench_bodies(n: int) -> list[bytes]:

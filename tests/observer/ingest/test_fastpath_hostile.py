@@ -5,36 +5,19 @@ a fallback (None) when the Python path refuses the body or rejects a span."""
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from observer import conventions as c
-from observer.config import IngestSettings
-from observer.ingest import fastpath
 from observer.ingest.otlp import BadRequest
-from observer.ingest.resolve import ResolveConfig, ResolvedBatch, decode_and_resolve
+from observer.ingest.resolve import decode_and_resolve
 
-from .otlp_builders import SpanSpec, encode, engine_attrs, two_step
+from .otlp_builders import CFG, SpanSpec, encode, engine_attrs, fast, require_native, two_step
 
-CFG = ResolveConfig.from_settings(IngestSettings())
 BIG = 1 << 24
 
-if fastpath.compiled(CFG) is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(
-            f"native decoder inactive: observer.ingest._otlpfast not built or {fastpath.DISABLE_ENV}=0",
-            pytrace=False,
-        )
-    pytest.skip(
-        "native decoder inactive (not built: pip install -e . with a C compiler)", allow_module_level=True
-    )
-
-
-def fast(data: bytes, max_spans: int = 1 << 20) -> ResolvedBatch | None:
-    out = fastpath.decode(data, max_spans, CFG)
-    return None if out is None else ResolvedBatch(out[0], out[1], 0, (), out[2], out[3])
+require_native()
 
 
 def varint(v: int, extra: int = 0) -> bytes:
@@ -65,25 +48,21 @@ def body() -> bytes:
     )
 
 
+def read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """(value, index after it) of the varint at `data[i]`."""
+    value = shift = 0
+    while True:
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not b & 0x80:
+            return value, i
+
+
 def split_first_field(data: bytes) -> tuple[int, int, bytes]:
     """(tag, length, payload + rest) of the first field (a ResourceSpans, field 1, wire type 2)."""
-    i, tag = 0, 0
-    shift = 0
-    while True:
-        b = data[i]
-        tag |= (b & 0x7F) << shift
-        i += 1
-        shift += 7
-        if not b & 0x80:
-            break
-    n = shift = 0
-    while True:
-        b = data[i]
-        n |= (b & 0x7F) << shift
-        i += 1
-        shift += 7
-        if not b & 0x80:
-            break
+    tag, i = read_varint(data, 0)
+    n, i = read_varint(data, i)
     return tag, n, data[i:]
 
 
