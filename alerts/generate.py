@@ -87,8 +87,10 @@ def num(x: float) -> str:
 
 
 def tenant_regex(tenants: Sequence[str]) -> str:
-    """A RE2 alternation matching exactly these names (validated to [A-Za-z0-9_.:-])."""
-    return "|".join(t.replace(".", "[.]") for t in sorted(tenants))
+    """A RE2 alternation matching exactly these names (validated to alerts.settings.TENANT_PATTERN:
+    `.` and `+` are its only regex metacharacters, each matched literally as a one-character
+    class; Prometheus and Alertmanager anchor the whole regex)."""
+    return "|".join(t.replace(".", "[.]").replace("+", "[+]") for t in sorted(tenants))
 
 
 def _counter(name: str) -> str:

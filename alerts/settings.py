@@ -33,6 +33,10 @@ from observer.sections import Section
 from observer.sources.promql import LABEL_NAME_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+# Tenants in SLOs and teams: NAME_PATTERN plus `@` and `+`, so tenant ids that are e-mail
+# addresses (`alice+ops@example.com`) can scope alerts; `.` and `+` are matched literally
+# (generate.tenant_regex).
+TENANT_PATTERN = r"^[A-Za-z0-9_.:@+-]+$"
 # Alertmanager's intervals (model.ParseDuration): units largest first, each at most once; `5m5m`
 # and `1s1m` passed the former pattern `^([0-9]+(ms|s|m|h|d|w|y))+$` and Alertmanager refused the file.
 AM_DURATION_RE = re.compile(
@@ -110,9 +114,12 @@ class TeamSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TeamSettings:
-        for name in (*self.tenants, *self.pools):
+        for name in self.tenants:
+            if not re.fullmatch(TENANT_PATTERN, name):
+                raise ValueError(f"team tenant {name!r} must match {TENANT_PATTERN}")
+        for name in self.pools:
             if not re.fullmatch(NAME_PATTERN, name):
-                raise ValueError(f"team tenant/pool {name!r} must match {NAME_PATTERN}")
+                raise ValueError(f"team pool {name!r} must match {NAME_PATTERN}")
         if not self.tenants and not self.pools:
             raise ValueError("a team needs at least one tenant or pool")
         return self

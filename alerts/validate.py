@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from alerts.settings import NAME_PATTERN
+from alerts.settings import NAME_PATTERN, TENANT_PATTERN
 from alerts.spec import WindowSet
 from observer import conventions as c
 from observer.config import ConfigError
@@ -67,8 +67,8 @@ def validate(specs: Sequence[SloSpec], windows: WindowSet) -> tuple[Issue, ...]:
         if spec.sli in c.LATENCY_SLIS and spec.threshold_seconds is None:
             err(where, "latency SLO needs threshold_seconds")
         for tenant in spec.tenants:
-            if not re.fullmatch(NAME_PATTERN, tenant):
-                err(where, f"tenant {tenant!r} must match {NAME_PATTERN}")
+            if not re.fullmatch(TENANT_PATTERN, tenant):
+                err(where, f"tenant {tenant!r} must match {TENANT_PATTERN}")
         budget = 1 - spec.objective
         for w in windows.windows:
             if w.factor * budget >= 1:

@@ -154,13 +154,16 @@ def test_valid_but_unusual_values_give_files_the_tools_accept(tmp_path: Path) ->
         ("team.x.y", "oncall"),  # anchored
         ("a:b-c_d", "team"),
         ("a:b-c_dd", "oncall"),
+        ("alice+ops@example.com", "team"),  # an e-mail address as the tenant id
+        ("aliceops@example.com", "oncall"),  # the + is literal
+        ("alice+ops@exampleXcom", "oncall"),
     ],
 )
 def test_team_routes_match_only_the_names_configured(tmp_path: Path, tenant: str, receiver: str) -> None:
     alerts = {
         "receivers": {**ONCALL, "team": {}},
         "page_receiver": "oncall",
-        "teams": {"t": {"tenants": ["team.x", "a:b-c_d"], "receiver": "team"}},
+        "teams": {"t": {"tenants": ["team.x", "a:b-c_d", "alice+ops@example.com"], "receiver": "team"}},
     }
     out = _export_and_check(tmp_path, {"alerts": alerts})
     res = _tool(

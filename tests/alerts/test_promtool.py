@@ -31,7 +31,7 @@ pytestmark = pytest.mark.prometheus
 
 SLOS = (
     SloSpec(name="ttft-2s", sli=c.SLI_TTFT, objective=0.99, threshold_seconds=2.0),
-    SloSpec(name="availability", sli=c.SLI_ERROR, objective=0.999, tenants=("acme",)),
+    SloSpec(name="availability", sli=c.SLI_ERROR, objective=0.999, tenants=("acme", "alice+ops@example.com")),
 )
 SETTINGS = AlertsSettings(runbook_base_url="https://runbooks.test/pd/")
 TOTAL = c.COUNTER_SUFFIX
@@ -94,9 +94,13 @@ def burn_test(rules: RuleSet) -> dict[str, Any]:
         *_slo_counters("ttft-2s", "globex", "0+100x600", "0+4x600"),  # burn 4
         *_slo_counters("ttft-2s", "initech", "0+100x600", "0+0.5x600"),  # burn 0.5
         *_slo_counters("ttft-2s", "hooli", "0+100x600", "0+20x60 1200+0x540"),  # stopped at 1h
-        # availability applies to acme only: another tenant burning it must not alert
+        # availability applies to acme and alice+ops@example.com only: another tenant burning it
+        # must not alert, a look-alike neither (`+` and `.` are literal)
         *_slo_counters("availability", "globex", "0+100x600", "0+50x600"),
         *_slo_counters("availability", "acme", "0+1000x600", "0+0x600"),
+        *_slo_counters("availability", "alice+ops@example.com", "0+100x600", "0+50x600"),  # burn 500
+        *_slo_counters("availability", "aliceops@example.com", "0+100x600", "0+50x600"),
+        *_slo_counters("availability", "alice+ops@exampleXcom", "0+100x600", "0+50x600"),
     ]
     a = c.ALERT_SLO_BURN
     pairs = [("1h", "5m"), ("6h", "30m"), ("1d", "2h"), ("3d", "6h")]
@@ -115,14 +119,18 @@ def burn_test(rules: RuleSet) -> dict[str, Any]:
         Fired(_rule(rules, a, slo="ttft-2s", long_window=lw), {**slo, "tenant": "hooli"}, 1200 / 7000 / 0.01)
         for lw, _ in pairs[1:]
     ]
+    avail = {c.LABEL_SLO: "availability", "tenant": "alice+ops@example.com"}
+    alice = [
+        Fired(_rule(rules, a, slo="availability", long_window=lw), avail, 0.5 / 0.001) for lw, _ in pairs
+    ]
     return {
         "name": "error budget burn (sre-workbook)",
         "interval": "1m",
         "input_series": series,
         "alert_rule_test": [
             *_evals("0m", [a], []),
-            *_evals("1h10m", [a], [*acme, *globex, *hooli]),
-            *_evals("7h", [a], [*acme, *globex]),
+            *_evals("1h10m", [a], [*acme, *globex, *hooli, *alice]),
+            *_evals("7h", [a], [*acme, *globex, *alice]),
         ],
     }
 
