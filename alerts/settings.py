@@ -25,12 +25,11 @@ from pydantic import (
     model_validator,
 )
 
-from alerts.spec import parse_duration
 from observer import conventions as c
 from observer.config import ConfigError, Settings
 from observer.k8snames import Labels, Namespace
 from observer.sections import Section
-from observer.sources.promql import LABEL_NAME_PATTERN
+from observer.sources.promql import LABEL_NAME_PATTERN, duration_seconds
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 # Tenants in SLOs and teams: NAME_PATTERN plus `@` and `+`, so tenant ids that are e-mail
@@ -78,13 +77,7 @@ def _rule_duration(positive: bool) -> AfterValidator:
     """A duration written into the rules (`for`, a range): whole seconds, Prometheus' grammar."""
 
     def check(v: str) -> str:
-        if v != v.strip():
-            raise ValueError(f"{v!r} is not a duration (surrounding whitespace)")
-        try:
-            seconds = parse_duration(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        if positive and seconds <= 0:
+        if duration_seconds(v) <= 0 and positive:  # ValueError for anything but a duration
             raise ValueError(f"{v!r} must be longer than 0")
         return v
 
